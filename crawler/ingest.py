@@ -1,0 +1,171 @@
+"""Stream a namespace listing into ``statuses`` in batches, for any namespace.
+
+Per batch: one SELECT by path hash finds the rows we know; new files are inserted, files
+whose size, mtime or recorded checksum changed go back to ``unchecked`` (breaking any lease,
+so a verdict on the old content is dropped), the rest only get the new crawl generation.
+After a complete walk, rows of this site below the root that were not seen are marked
+``vanished`` — except below directories the walk could not list."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from crawler.listing import Listed, WalkStats
+from schema.db import retrying, write_transaction
+from schema.paths import path_hash
+from schema.status import Status
+from schema.tables import crawls, statuses
+
+BATCH = 5000
+
+
+@dataclass
+class IngestCounts:
+    new: int = 0
+    changed: int = 0
+    vanished: int = 0
+
+
+def _content_changed(row, item: Listed) -> bool:
+    if row.size != item.size or row.mtime_ns != item.mtime_ns:
+        return True
+    if row.status == Status.VANISHED:
+        return True  # it is back: judge it afresh
+    # A checksum the storage records now, different from the reference we hold, replaces it.
+    return item.recorded_adler32 is not None and item.recorded_adler32 != row.recorded_adler32
+
+
+class Ingest:
+    """Write one crawl of one site below one root."""
+
+    def __init__(self, engine: sa.Engine, site: str, root: bytes) -> None:
+        self.engine = engine
+        self.site = site
+        self.root = root
+        self.counts = IngestCounts()
+        self.started = time.time()
+        with write_transaction(engine) as conn:
+            self.crawl_id = conn.execute(
+                crawls.insert().values(site=site, root=root, started=self.started,
+                                       complete=False)
+            ).inserted_primary_key[0]
+
+    def add_all(self, listing: Iterable[Listed], batch: int = BATCH) -> None:
+        buffer: list[Listed] = []
+        for item in listing:
+            buffer.append(item)
+            if len(buffer) >= batch:
+                self._flush(buffer)
+                buffer = []
+        if buffer:
+            self._flush(buffer)
+
+    def _flush(self, items: list[Listed]) -> None:
+        hashed = {path_hash(i.path): i for i in items}
+        retrying(self.engine, lambda: self._write_batch(hashed))
+
+    def _write_batch(self, hashed: dict[bytes, Listed]) -> None:
+        c = statuses.c
+        gen = self.crawl_id
+        with write_transaction(self.engine) as conn:
+            known = conn.execute(
+                sa.select(c.id, c.path_hash, c.size, c.mtime_ns, c.recorded_adler32,
+                          c.status, c.pool)
+                .where(c.site == self.site, c.path_hash.in_(list(hashed)))
+            ).all()
+            touch, repool, reset = [], [], []
+            for row in known:
+                item = hashed.pop(bytes(row.path_hash))
+                if _content_changed(row, item):
+                    reset.append((row.id, item))
+                elif row.pool != item.pool and item.pool is not None:
+                    repool.append({"b_id": row.id, "b_pool": item.pool})
+                else:
+                    touch.append(row.id)
+            if hashed:
+                conn.execute(statuses.insert(), [
+                    {"site": self.site, "path": i.path, "path_hash": h, "size": i.size,
+                     "mtime_ns": i.mtime_ns, "recorded_adler32": i.recorded_adler32,
+                     "recorded_from": i.recorded_from, "pool": i.pool,
+                     "status": int(Status.UNCHECKED), "claim_key": 0.0, "crawl_gen": gen}
+                    for h, i in hashed.items()
+                ])
+            if touch:
+                conn.execute(statuses.update().where(c.id.in_(touch)).values(crawl_gen=gen))
+            if repool:
+                conn.execute(
+                    statuses.update().where(c.id == sa.bindparam("b_id"))
+                    .values(pool=sa.bindparam("b_pool"), crawl_gen=gen),
+                    repool,
+                )
+            if reset:
+                conn.execute(
+                    statuses.update().where(c.id == sa.bindparam("b_id")).values(
+                        size=sa.bindparam("b_size"), mtime_ns=sa.bindparam("b_mtime"),
+                        recorded_adler32=sa.bindparam("b_recorded"),
+                        recorded_from=sa.bindparam("b_from"), pool=sa.bindparam("b_pool"),
+                        status=int(Status.UNCHECKED), claim_key=0.0, computed_adler32=None,
+                        tag=None, tag_expiry=None, error=None, crawl_gen=gen,
+                    ),
+                    [{"b_id": rid, "b_size": i.size, "b_mtime": i.mtime_ns,
+                      "b_recorded": i.recorded_adler32, "b_from": i.recorded_from,
+                      "b_pool": i.pool} for rid, i in reset],
+                )
+        self.counts.new += len(hashed)
+        self.counts.changed += len(reset)
+
+    def mark_vanished(self, unlisted: list[bytes]) -> int:
+        """Mark rows below the root not seen by this crawl as vanished; rows below an
+        unlisted directory are left alone (we do not know whether they are still there)."""
+        lo, hi = _subtree_range(self.root)
+        c = statuses.c
+        query = (
+            sa.select(c.id, c.path)
+            .where(c.site == self.site, c.crawl_gen < self.crawl_id,
+                   c.status != int(Status.VANISHED), c.path >= lo, c.path < hi)
+        )
+        fences = [_subtree_range(d) for d in unlisted]
+
+        def protected(path: bytes) -> bool:
+            return any(lo_ <= path < hi_ for lo_, hi_ in fences)
+
+        with self.engine.connect() as conn:
+            gone = [row.id for row in conn.execute(query) if not protected(bytes(row.path))]
+        for start in range(0, len(gone), BATCH):
+            ids = gone[start : start + BATCH]
+
+            def run(ids=ids) -> None:
+                with write_transaction(self.engine) as conn:
+                    conn.execute(
+                        statuses.update().where(c.id.in_(ids)).values(
+                            status=int(Status.VANISHED), claim_key=None, tag=None,
+                            tag_expiry=None, crawl_gen=self.crawl_id)
+                    )
+
+            retrying(self.engine, run)
+        self.counts.vanished = len(gone)
+        return len(gone)
+
+    def finish(self, stats: WalkStats) -> None:
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                crawls.update().where(crawls.c.id == self.crawl_id).values(
+                    finished=time.time(), complete=not stats.unreadable,
+                    files=stats.files, directories=stats.directories,
+                    empty_directories=stats.empty_directories,
+                    unreadable_directories=stats.unreadable_directories, bytes=stats.bytes,
+                    new=self.counts.new, changed=self.counts.changed,
+                    vanished=self.counts.vanished, skipped=stats.skipped,
+                )
+            )
+
+
+def _subtree_range(directory: bytes) -> tuple[bytes, bytes]:
+    """[lo, hi) such that every path strictly below ``directory`` sorts inside it."""
+    base = directory.rstrip(b"/")
+    return base + b"/", base + b"0"  # '0' is the byte after '/'
+

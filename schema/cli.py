@@ -1,0 +1,86 @@
+"""Command-line plumbing shared by every package's subcommands (the ``--db`` option and how
+a command gets its engine), and the ``pnfsmon db`` subcommands themselves."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import sqlalchemy as sa
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from schema import config, db, tables
+from schema.errors import ConfigError
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every subcommand takes; use as ``parents=[...]``."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--db", metavar="URL",
+        help="database URL (default: $PNFSMON_DB, the configuration file, or "
+             f"{config.DEFAULT_DB}); the password comes from $PNFSMON_DB_PASSWORD or a file "
+             "named by $PNFSMON_DB_PASSWORD_FILE, never from here",
+    )
+    return parent
+
+
+def settings(args: argparse.Namespace) -> config.Settings:
+    return config.load(getattr(args, "db", None))
+
+
+def engine(args: argparse.Namespace, *, check: bool = True) -> sa.Engine:
+    """The checked engine for a subcommand's arguments."""
+    return db.open_database(settings(args), check=check)
+
+
+def do_db_init(args: argparse.Namespace) -> int:
+    """Create the tables, or upgrade them to this version; safe to run again."""
+    eng = engine(args, check=False)
+    old, new = db.init_schema(eng)
+    where = eng.url.render_as_string(hide_password=True)
+    if old is None:
+        print(f"created schema version {new} in {where}")
+    elif old < new:
+        print(f"upgraded schema from version {old} to {new} in {where}")
+    else:
+        print(f"schema version {new} is current in {where}")
+    return 0
+
+
+def ddl(dialect_name: str) -> str:
+    """The CREATE statements for a dialect, as a DBA would apply them."""
+    try:
+        dialect = sa.create_mock_engine(f"{dialect_name}://", executor=None).dialect
+    except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError):
+        raise ConfigError(
+            f"unknown dialect {dialect_name!r}: use mysql, mariadb, postgresql or sqlite"
+        ) from None
+    out = []
+    for table in tables.metadata.sorted_tables:
+        out.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
+        out.extend(
+            str(CreateIndex(ix).compile(dialect=dialect)).strip() + ";"
+            for ix in sorted(table.indexes, key=lambda i: i.name or "")
+        )
+    version = tables.SCHEMA_VERSION
+    out.append(f"INSERT INTO {tables.meta.name} VALUES ('schema_version', '{version}');")
+    return "\n\n".join(out) + "\n"
+
+
+def do_db_ddl(args: argparse.Namespace) -> int:
+    """Print the schema's DDL for a dialect, for a DBA to review or apply by hand."""
+    sys.stdout.write(ddl(args.dialect))
+    return 0
+
+
+def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    p_db = subparsers.add_parser("db", help="create or inspect the database schema")
+    db_sub = p_db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    p_init = db_sub.add_parser("init", parents=parents, help=do_db_init.__doc__,
+                               description=do_db_init.__doc__)
+    p_init.set_defaults(func=do_db_init)
+    p_ddl = db_sub.add_parser("ddl", help=do_db_ddl.__doc__, description=do_db_ddl.__doc__)
+    p_ddl.add_argument("--dialect", default="mysql",
+                       help="mysql, mariadb, postgresql or sqlite (default: mysql)")
+    p_ddl.set_defaults(func=do_db_ddl)

@@ -1,0 +1,82 @@
+"""Where settings come from, with one precedence rule: command-line flag > environment
+variable > configuration file > built-in default.
+
+The file is INI, read from the first of: ``$PNFSMON_CONFIG`` (which must then exist),
+``./pnfsmon.conf``, ``~/.config/pnfsmon/pnfsmon.conf``, ``/etc/pnfsmon/pnfsmon.conf``.
+``pnfsmon.conf.example`` in the source tree documents every key.
+
+The database password never needs to be on a command line: put it in a file named by
+``db_password_file`` / ``PNFSMON_DB_PASSWORD_FILE`` (mode 600), or in ``PNFSMON_DB_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from schema.errors import ConfigError
+
+DEFAULT_DB = "sqlite:///pnfsmon.sqlite"
+SECTION = "pnfsmon"
+
+
+def search_path() -> list[Path]:
+    return [
+        Path("pnfsmon.conf"),
+        Path.home() / ".config" / "pnfsmon" / "pnfsmon.conf",
+        Path("/etc/pnfsmon/pnfsmon.conf"),
+    ]
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str
+    db_password: str | None = None
+    config_file: Path | None = None
+
+
+def _read_file() -> tuple[dict[str, str], Path | None]:
+    explicit = os.environ.get("PNFSMON_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"PNFSMON_CONFIG names {path}, which is not a readable file")
+        candidates = [path]
+    else:
+        candidates = [p for p in search_path() if p.is_file()]
+    if not candidates:
+        return {}, None
+    path = candidates[0]
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except (OSError, configparser.Error, UnicodeDecodeError) as err:
+        first_line = str(err).splitlines()[0]
+        raise ConfigError(f"cannot read configuration {path}: {first_line}") from None
+    if not parser.has_section(SECTION):
+        return {}, path
+    return dict(parser.items(SECTION)), path
+
+
+def _read_password_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as err:
+        raise ConfigError(f"cannot read the DB password file {path}: {err.strerror}") from None
+
+
+def load(db_flag: str | None = None) -> Settings:
+    """Settings for this run. ``db_flag`` is the ``--db`` option, if given."""
+    file_values, file_path = _read_file()
+    db_url = db_flag or os.environ.get("PNFSMON_DB") or file_values.get("db") or DEFAULT_DB
+    password = os.environ.get("PNFSMON_DB_PASSWORD")
+    password_file = os.environ.get("PNFSMON_DB_PASSWORD_FILE") or file_values.get(
+        "db_password_file"
+    )
+    if password is None and password_file:
+        password = _read_password_file(password_file)
+    return Settings(db_url=db_url, db_password=password, config_file=file_path)

@@ -1,0 +1,223 @@
+"""The database connection: engines tuned per backend (SQLite embedded default, MariaDB/MySQL
+in production, PostgreSQL where dCache already runs it), schema creation and version checks,
+and the classification of errors into "fix your config" and "try again later"."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+
+from schema import tables
+from schema.config import Settings
+from schema.errors import ConfigError, DatabaseUnavailable, SchemaError
+
+T = TypeVar("T")
+
+# MySQL/MariaDB client and server codes after which retrying makes sense: server gone,
+# connection lost or refused, lock wait timeout, deadlock, too many connections.
+_TRANSIENT_MYSQL_CODES = {1040, 1205, 1213, 2002, 2003, 2006, 2013, 2055, 1927, 4031}
+
+
+def redact(url_text: str) -> str:
+    """A URL string with any password replaced, for messages."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url_text)
+
+
+def _make_url(settings: Settings) -> sa.URL:
+    try:
+        url = sa.make_url(settings.db_url)
+    except exc.ArgumentError:
+        raise ConfigError(
+            f"not a database URL: {redact(settings.db_url)!r} "
+            "(expected e.g. sqlite:///pnfsmon.sqlite or mysql+pymysql://user@host/db)"
+        ) from None
+    if settings.db_password is not None and url.password is None:
+        url = url.set(password=settings.db_password)
+    return url
+
+
+def _tune_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Let SQLAlchemy's "begin" event (below) issue BEGIN, so writers can ask for
+        # BEGIN IMMEDIATE and never hit a lock upgrade deadlock between processes.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        immediate = conn.get_execution_options().get("write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_engine(settings: Settings) -> sa.Engine:
+    """An engine for the configured database; raises ConfigError for a bad URL or driver."""
+    url = _make_url(settings)
+    backend = url.get_backend_name()
+    kwargs: dict = {"pool_pre_ping": True}
+    if backend in ("mysql", "mariadb"):
+        kwargs.update(
+            isolation_level="READ COMMITTED",
+            pool_recycle=3600,
+            connect_args={"connect_timeout": 10, "charset": "utf8mb4"},
+        )
+    elif backend == "postgresql":
+        kwargs.update(isolation_level="READ COMMITTED", connect_args={"connect_timeout": 10})
+    elif backend != "sqlite":
+        raise ConfigError(
+            f"unsupported database {backend!r}: use sqlite, mysql+pymysql or postgresql"
+        )
+    try:
+        engine = sa.create_engine(url, **kwargs)
+    except ImportError as err:
+        raise ConfigError(
+            f"the driver for {url.drivername} is not installed ({err.name}); "
+            "for PostgreSQL: pip install 'psycopg[binary]'"
+        ) from None
+    except exc.ArgumentError as err:
+        raise ConfigError(f"bad database URL {redact(settings.db_url)!r}: {err}") from None
+    if backend == "sqlite":
+        _tune_sqlite(engine)
+    return engine
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for errors that a later retry may not see: lost connections, lock timeouts."""
+    if isinstance(err, exc.DBAPIError) and err.connection_invalidated:
+        return True
+    if not isinstance(err, exc.OperationalError | exc.InterfaceError):
+        return False
+    orig = getattr(err, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _TRANSIENT_MYSQL_CODES
+    text = str(orig).lower()
+    return any(
+        s in text
+        for s in ("database is locked", "could not connect", "connection refused",
+                  "server closed the connection", "terminating connection", "timeout")
+    )
+
+
+def describe(err: BaseException) -> str:
+    """One line from a DB error, never including the URL's password."""
+    orig = getattr(err, "orig", None) or err
+    line = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return redact(line)
+
+
+def unavailable(engine: sa.Engine, err: BaseException) -> DatabaseUnavailable:
+    where = engine.url.render_as_string(hide_password=True)
+    return DatabaseUnavailable(f"database {where} unavailable: {describe(err)}")
+
+
+def retrying(
+    engine: sa.Engine,
+    operation: Callable[[], T],
+    *,
+    attempts: int = 6,
+    first_delay: float = 0.5,
+    max_delay: float = 30.0,
+) -> T:
+    """Run ``operation`` (a whole transaction), retrying transient DB errors with bounded
+    exponential backoff; raise DatabaseUnavailable (exit code 3) when they persist."""
+    delay = first_delay
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except exc.DBAPIError as err:
+            if not is_transient(err):
+                raise
+            if attempt == attempts - 1:
+                raise unavailable(engine, err) from None
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A read-write transaction; on SQLite it takes the write lock up front."""
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        yield conn
+
+
+def schema_version(conn: sa.Connection) -> int | None:
+    if not sa.inspect(conn).has_table(tables.meta.name):
+        return None
+    value = conn.execute(
+        sa.select(tables.meta.c.value).where(tables.meta.c.key == "schema_version")
+    ).scalar()
+    return int(value) if value is not None else None
+
+
+def init_schema(engine: sa.Engine) -> tuple[int | None, int]:
+    """Create or upgrade the schema; safe to run again. Returns (old, new) versions."""
+    with write_transaction(engine) as conn:
+        old = schema_version(conn)
+        if old is not None and old > tables.SCHEMA_VERSION:
+            raise _newer_schema(old)
+        tables.metadata.create_all(conn, checkfirst=True)
+        # Upgrades from older versions go here, one step per version, as they are needed.
+        if old is None:
+            conn.execute(
+                tables.meta.insert().values(key="schema_version",
+                                            value=str(tables.SCHEMA_VERSION))
+            )
+        elif old < tables.SCHEMA_VERSION:
+            conn.execute(
+                tables.meta.update()
+                .where(tables.meta.c.key == "schema_version")
+                .values(value=str(tables.SCHEMA_VERSION))
+            )
+    return old, tables.SCHEMA_VERSION
+
+
+def _newer_schema(version: int) -> SchemaError:
+    return SchemaError(
+        f"the database schema is version {version}, newer than this pnfs-monitor "
+        f"understands ({tables.SCHEMA_VERSION}): upgrade pnfs-monitor"
+    )
+
+
+def check_schema(engine: sa.Engine) -> None:
+    """Refuse to work on a database without our schema, or with an older or newer one."""
+    with engine.connect() as conn:
+        version = schema_version(conn)
+    if version is None:
+        raise SchemaError("the database has no pnfs-monitor tables: run `pnfsmon db init`")
+    if version > tables.SCHEMA_VERSION:
+        raise _newer_schema(version)
+    if version < tables.SCHEMA_VERSION:
+        raise SchemaError(
+            f"the database schema is version {version}, this pnfs-monitor needs "
+            f"{tables.SCHEMA_VERSION}: run `pnfsmon db init` to upgrade it"
+        )
+
+
+def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
+    """An engine that has connected once (so a bad host fails here, clearly) and whose
+    schema has been checked."""
+    engine = create_engine(settings)
+    try:
+        if check:
+            check_schema(engine)
+        else:
+            with engine.connect():
+                pass
+    except exc.DBAPIError as err:
+        if is_transient(err) or isinstance(err, exc.OperationalError):
+            raise unavailable(engine, err) from None
+        raise
+    return engine

@@ -1,0 +1,42 @@
+"""Errors a person can act on. The top-level handler in ``pnfsmon.main`` prints the message as
+one line and exits with the error's code; nothing else in the package prints tracebacks.
+
+Exit codes (documented in the README):
+  0  success, nothing wrong found
+  1  success, but problems were found in the storage (``pnfsmon status`` and friends)
+  2  a usage or configuration error: fix the command line or the configuration
+  3  a transient failure (database or storage unreachable): retrying later may succeed
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_TRANSIENT = 3
+
+
+class PnfsmonError(Exception):
+    """Base class: a message for a person and the exit code the CLI returns."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(PnfsmonError):
+    """Bad configuration or command-line input."""
+
+
+class SchemaError(PnfsmonError):
+    """The database has no schema, or one this version cannot use."""
+
+
+class DatabaseUnavailable(PnfsmonError):
+    """The database could not be reached; the operation may be retried."""
+
+    exit_code = EXIT_TRANSIENT
+
+
+class Interrupted(PnfsmonError):
+    """SIGTERM or SIGINT: work stopped at a safe point, leases were released."""
+
+    exit_code = 130

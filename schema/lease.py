@@ -1,0 +1,231 @@
+"""The work queue on ``statuses``: claim a batch of due rows under a lease, renew it, record
+verdicts, release what was not done.
+
+Rules (the borg ``storelocking`` discipline applied to rows):
+- a lease is a tag naming its owner (``host:pid:random``) and an expiry time;
+- a claimed row leaves the claimable index range (``claim_key`` NULL), so claims never scan
+  leased rows; an expired lease puts the row back at the head of the queue;
+- a verdict is written only if the row still carries our tag: if the lease expired and
+  another worker took the row, or the crawler saw the file change, the verdict is dropped,
+  so no file is judged twice by two live workers;
+- every operation is one short transaction, retried on transient errors; no connection is
+  held between them (workers read files without holding a DB connection).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from schema.db import retrying, write_transaction
+from schema.status import Status
+from schema.tables import events, statuses
+
+FIRST_CHECK = "first_check"  # recorded_from when the first computed value is the reference
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A file a worker holds a lease on, with what it needs to check it."""
+
+    id: int
+    site: str
+    path: bytes
+    size: int
+    mtime_ns: int
+    recorded_adler32: str | None
+    recorded_from: str | None
+    pool: str | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one check, recorded in ``statuses`` and as one ``events`` row."""
+
+    file_id: int
+    status: Status
+    seconds: float
+    size: int
+    bytes_read: int
+    computed_adler32: str | None = None
+    source_node: str | None = None
+    source_pool: str | None = None
+    error: str | None = None
+    new_reference: bool = False  # the computed value becomes the reference (first check)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+_CLAIM_COLUMNS = (
+    statuses.c.id, statuses.c.site, statuses.c.path, statuses.c.size, statuses.c.mtime_ns,
+    statuses.c.recorded_adler32, statuses.c.recorded_from, statuses.c.pool,
+)
+
+
+class Lease:
+    """One worker's view of the queue. ``owner`` is its tag; one per worker process."""
+
+    def __init__(self, engine: sa.Engine, *, lease_seconds: float = 3600.0,
+                 owner: str | None = None, node: str | None = None) -> None:
+        if lease_seconds <= 0:
+            raise ValueError("the lease must be positive")
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self.owner = owner or default_owner()
+        self.node = node or socket.gethostname()
+
+    def requeue_expired(self, now: float | None = None) -> int:
+        """Put rows whose lease expired (their worker died) back at the head of the queue."""
+        now = time.time() if now is None else now
+
+        def run() -> int:
+            with write_transaction(self.engine) as conn:
+                return conn.execute(
+                    statuses.update()
+                    .where(statuses.c.tag_expiry < now)
+                    .values(tag=None, tag_expiry=None, claim_key=0.0)
+                ).rowcount
+
+        return retrying(self.engine, run)
+
+    def claim(self, limit: int, *, due_before: float, now: float | None = None
+              ) -> list[Claimed]:
+        """Lease up to ``limit`` due rows: never checked (or changed) first, then the ones
+        whose last check was at or before ``due_before`` (a sweep fixes it when it starts:
+        ``start - recheck_after``, so files it checks itself are not due again in it)."""
+        now = time.time() if now is None else now
+        self.requeue_expired(now)
+        cutoff = min(due_before, now)
+        query = (
+            sa.select(*_CLAIM_COLUMNS)
+            .where(statuses.c.claim_key <= cutoff)
+            .order_by(statuses.c.claim_key)
+            .limit(limit)
+            # SKIP LOCKED lets concurrent claimers pass each other on MariaDB/PostgreSQL;
+            # it is served by ix_statuses_claim_key alone (no filesort). SQLite has no row
+            # locks: its BEGIN IMMEDIATE serialises claims instead.
+            .with_for_update(skip_locked=True)
+        )
+
+        def run() -> list[Claimed]:
+            with write_transaction(self.engine) as conn:
+                rows = [Claimed(*row) for row in conn.execute(query)]
+                if rows:
+                    conn.execute(
+                        statuses.update()
+                        .where(statuses.c.id.in_([r.id for r in rows]))
+                        .values(tag=self.owner, tag_expiry=now + self.lease_seconds,
+                                claim_key=None)
+                    )
+                return rows
+
+        return retrying(self.engine, run)
+
+    def renew(self, ids: Sequence[int], now: float | None = None) -> None:
+        """Extend the lease on rows still being worked on (call at half the lease)."""
+        if not ids:
+            return
+        now = time.time() if now is None else now
+
+        def run() -> None:
+            with write_transaction(self.engine) as conn:
+                conn.execute(
+                    statuses.update()
+                    .where(statuses.c.id.in_(list(ids)), statuses.c.tag == self.owner)
+                    .values(tag_expiry=now + self.lease_seconds)
+                )
+
+        retrying(self.engine, run)
+
+    def release(self, ids: Iterable[int]) -> None:
+        """Give back rows not checked (on shutdown): they go to the head of the queue."""
+        ids = list(ids)
+        if not ids:
+            return
+
+        def run() -> None:
+            with write_transaction(self.engine) as conn:
+                conn.execute(
+                    statuses.update()
+                    .where(statuses.c.id.in_(ids), statuses.c.tag == self.owner)
+                    .values(tag=None, tag_expiry=None, claim_key=0.0)
+                )
+
+        retrying(self.engine, run)
+
+    def record(self, verdicts: Sequence[Verdict], now: float | None = None) -> list[int]:
+        """Write verdicts for rows we still hold; returns the ids recorded. A verdict for a
+        row we lost (lease expired and re-claimed, or the crawler saw it change) is dropped."""
+        if not verdicts:
+            return []
+        now = time.time() if now is None else now
+        by_id = {v.file_id: v for v in verdicts}
+
+        def run() -> list[int]:
+            with write_transaction(self.engine) as conn:
+                held = conn.execute(
+                    sa.select(statuses.c.id)
+                    .where(statuses.c.id.in_(list(by_id)), statuses.c.tag == self.owner)
+                    .with_for_update()
+                ).scalars().all()
+                if not held:
+                    return []
+                mine = [by_id[i] for i in held]
+                self._write_statuses(conn, [v for v in mine if not v.new_reference], now,
+                                     reference=False)
+                self._write_statuses(conn, [v for v in mine if v.new_reference], now,
+                                     reference=True)
+                conn.execute(events.insert(), [self._event_row(v, now) for v in mine])
+                return list(held)
+
+        return retrying(self.engine, run)
+
+    def _write_statuses(self, conn: sa.Connection, verdicts: list[Verdict], now: float,
+                        *, reference: bool) -> None:
+        if not verdicts:
+            return
+        values = {
+            "status": sa.bindparam("b_status"),
+            "computed_adler32": sa.bindparam("b_computed"),
+            "checked": now,
+            # A changed file waits for the next crawl to re-list it; everything else comes
+            # round again ``recheck_after`` after this check.
+            "claim_key": sa.bindparam("b_claim_key"),
+            "tag": None,
+            "tag_expiry": None,
+            "worker_node": self.node,
+            "source_node": sa.bindparam("b_source"),
+            "bytes_read": sa.bindparam("b_bytes"),
+            "error": sa.bindparam("b_error"),
+        }
+        if reference:
+            values["recorded_adler32"] = sa.bindparam("b_computed")
+            values["recorded_from"] = FIRST_CHECK
+        stmt = statuses.update().where(statuses.c.id == sa.bindparam("b_id")).values(values)
+        conn.execute(stmt, [
+            {
+                "b_id": v.file_id,
+                "b_status": int(v.status),
+                "b_computed": v.computed_adler32,
+                "b_claim_key": None if v.status == Status.CHANGED else now,
+                "b_source": v.source_node,
+                "b_bytes": v.bytes_read,
+                "b_error": (v.error or None) and v.error[:1024],
+            }
+            for v in verdicts
+        ])
+
+    def _event_row(self, v: Verdict, now: float) -> dict:
+        return {
+            "file_id": v.file_id, "checked": now, "worker_node": self.node,
+            "seconds": v.seconds, "source_node": v.source_node, "source_pool": v.source_pool,
+            "size": v.size, "bytes_read": v.bytes_read, "status": int(v.status),
+        }

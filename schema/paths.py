@@ -1,0 +1,54 @@
+"""Storage paths are bytes (POSIX names need not be UTF-8). This module gives them a fixed
+hash for indexing and the two text forms used everywhere: a readable display form and an
+unambiguous, reversible line encoding for list files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.parse
+
+# Bytes left as they are in list files: printable ASCII except '%' (the escape) and space.
+_LIST_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def path_hash(path: bytes) -> bytes:
+    """16-byte digest used for the unique index: paths may be 4 KB long, hashes are not."""
+    return hashlib.blake2b(path, digest_size=16).digest()
+
+
+def to_bytes(path: str | bytes | os.PathLike) -> bytes:
+    """A path as the bytes the kernel sees (surrogate-escaped str becomes the raw bytes)."""
+    return os.fsencode(path)
+
+
+# Characters of valid UTF-8 text that would make a displayed name ambiguous or break a line.
+_ESCAPES = {ord("\\"): "\\\\", ord("\n"): "\\n", ord("\t"): "\\t"}
+_ESCAPES.update({c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c not in _ESCAPES})
+
+
+def display(path: bytes) -> str:
+    """Human-readable and unambiguous: UTF-8 shown as is; control characters, backslashes and
+    invalid bytes shown as Python-style escapes (``\\n``, ``\\t``, ``\\xff``, ``\\\\``)."""
+    out = []
+    pos = 0
+    while pos < len(path):
+        try:
+            text, bad, pos = path[pos:].decode("utf-8"), b"", len(path)
+        except UnicodeDecodeError as err:
+            text = path[pos : pos + err.start].decode("utf-8")
+            bad = path[pos + err.start : pos + err.end]
+            pos += err.end
+        out.append(text.translate(_ESCAPES))
+        out.extend(f"\\x{b:02x}" for b in bad)
+    return "".join(out)
+
+
+def encode_line(path: bytes) -> str:
+    """Percent-encode everything outside printable ASCII, plus '%' and space: one path per
+    line, no ambiguity, reversible with :func:`decode_line` (``urllib.parse.unquote_to_bytes``)."""
+    return urllib.parse.quote_from_bytes(path, safe=_LIST_SAFE)
+
+
+def decode_line(line: str) -> bytes:
+    return urllib.parse.unquote_to_bytes(line.rstrip("\n"))

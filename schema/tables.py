@@ -1,0 +1,111 @@
+"""The one definition of pnfs-monitor's tables (SQLAlchemy Core). Every other module imports
+its tables from here; ``pnfsmon db ddl`` renders them for a DBA.
+
+How the work queue is indexed (see ``schema.lease``): ``claim_key`` is 0 for a file that
+needs checking now (new, changed, or its lease expired), the time of its last check
+otherwise, and NULL while it is leased or when it is not to be checked at all (vanished,
+changed since listing). A claim reads the range ``claim_key <= now - recheck_after`` in
+index order, so claimed rows leave that range and claim cost depends on neither the table
+size nor the number of leased rows. Expired leases are found through ``ix_statuses_lease``,
+which holds only leased rows' expiry times in its non-NULL part.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+#: Bumped with every change to the tables below; ``schema.db`` refuses a newer database.
+SCHEMA_VERSION = 1
+
+# Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
+# so MariaDB can index it without a prefix length.
+PathBytes = sa.LargeBinary()
+HashBytes = sa.LargeBinary(16).with_variant(mysql.VARBINARY(16), "mysql", "mariadb")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    }
+)
+
+meta = sa.Table(
+    "pnfsmon_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+crawls = sa.Table(
+    "crawls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("root", PathBytes, nullable=False),
+    sa.Column("started", sa.Double, nullable=False),
+    sa.Column("finished", sa.Double),  # NULL while running, or if the crawl died
+    sa.Column("complete", sa.Boolean, nullable=False, default=False),
+    sa.Column("files", sa.BigInteger, nullable=False, default=0),
+    sa.Column("directories", sa.BigInteger, nullable=False, default=0),
+    sa.Column("empty_directories", sa.BigInteger, nullable=False, default=0),
+    sa.Column("unreadable_directories", sa.BigInteger, nullable=False, default=0),
+    sa.Column("bytes", sa.BigInteger, nullable=False, default=0),
+    sa.Column("new", sa.BigInteger, nullable=False, default=0),
+    sa.Column("changed", sa.BigInteger, nullable=False, default=0),
+    sa.Column("vanished", sa.BigInteger, nullable=False, default=0),
+    sa.Column("skipped", sa.BigInteger, nullable=False, default=0),
+)
+
+statuses = sa.Table(
+    "statuses",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("path", PathBytes, nullable=False),
+    sa.Column("path_hash", HashBytes, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    # The checksum the storage records (8 lower-case hex digits), and where it came from:
+    # 'xrdcks' (XRootD xattr), 'pnfs', 'chimera', 'xrootd', or 'first_check' when the
+    # storage had none and the first computed value became the reference.
+    sa.Column("recorded_adler32", sa.String(8)),
+    sa.Column("recorded_from", sa.String(16)),
+    sa.Column("computed_adler32", sa.String(8)),
+    sa.Column("status", sa.SmallInteger, nullable=False, default=0),
+    sa.Column("checked", sa.Double),  # when the last verdict was recorded (epoch seconds)
+    sa.Column("claim_key", sa.Double),  # see the module docstring
+    sa.Column("tag", sa.String(96)),  # lease owner "host:pid:random", NULL when not leased
+    sa.Column("tag_expiry", sa.Double),
+    sa.Column("worker_node", sa.String(255)),
+    sa.Column("source_node", sa.String(255)),
+    sa.Column("bytes_read", sa.BigInteger),
+    sa.Column("error", sa.String(1024)),
+    sa.Column("pool", sa.String(255)),
+    sa.Column("crawl_gen", sa.Integer, nullable=False),
+    sa.UniqueConstraint("site", "path_hash"),
+    sa.Index(None, "claim_key"),
+    sa.Index("ix_statuses_lease", "tag_expiry"),
+    sa.Index(None, "site", "crawl_gen"),
+    sa.Index(None, "status", "site"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("file_id", sa.BigInteger, sa.ForeignKey("statuses.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("checked", sa.Double, nullable=False),
+    sa.Column("worker_node", sa.String(255), nullable=False),
+    sa.Column("seconds", sa.Double, nullable=False),
+    sa.Column("source_node", sa.String(255)),
+    sa.Column("source_pool", sa.String(255)),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("bytes_read", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Index(None, "file_id", "checked"),
+    sa.Index(None, "checked"),
+)

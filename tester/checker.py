@@ -1,0 +1,76 @@
+"""Judge one file: open it through a reader, stream it through Adler32 under a timeout, and
+turn what happened into a verdict. The rules:
+
+- gone → ``missing``; cannot be opened or read → ``unreadable`` (with the error);
+- mtime differs from the listing → ``changed`` (a rewrite is not corruption; the next crawl
+  re-queues it), also when it changes while being read;
+- size differs but mtime does not → ``corrupted`` (truncation or extension behind our back);
+- read not finished before the timeout → ``timeout`` (bytes read so far recorded);
+- no reference checksum → ``ok``, and the computed value becomes the reference;
+- otherwise ``ok`` if the checksums match, ``corrupted`` if not."""
+
+from __future__ import annotations
+
+import time
+
+from schema.lease import Claimed, Verdict
+from schema.status import Status
+from tester.readers import Current, Reader
+from tester.stream import checksum
+
+
+def _rewritten(item: Claimed, now: Current) -> bool:
+    return now.mtime_ns is not None and now.mtime_ns != item.mtime_ns
+
+
+def check_file(item: Claimed, reader: Reader, timeout: float) -> Verdict:
+    started = time.monotonic()
+
+    def verdict(status: Status, bytes_read: int = 0, **kw) -> Verdict:
+        return Verdict(item.id, status, seconds=time.monotonic() - started, size=item.size,
+                       bytes_read=bytes_read, source_pool=item.pool, **kw)
+
+    try:
+        source = reader.open(item)
+    except FileNotFoundError:
+        return verdict(Status.MISSING, error="no such file")
+    except OSError as err:
+        return verdict(Status.UNREADABLE, error=f"open: {err.strerror or err}")
+    node = source.source_node
+    before = source.current()
+    if _rewritten(item, before):
+        source.close()
+        return verdict(Status.CHANGED, source_node=node, error="modified since listed")
+    if before.size != item.size:
+        source.close()
+        return verdict(Status.CORRUPTED, source_node=node,
+                       error=f"size {before.size}, listed as {item.size}, mtime unchanged")
+
+    result = checksum(source, started + timeout, size_hint=item.size)
+    if result.timed_out:  # the source now belongs to the abandoned read (see checksum)
+        return verdict(Status.TIMEOUT, result.bytes_read, source_node=node,
+                       error=f"not read within {timeout:g} s")
+    try:
+        after = source.current()
+    except OSError:
+        after = before
+    finally:
+        source.close()
+    if result.error is not None:
+        err = result.error
+        return verdict(Status.UNREADABLE, result.bytes_read, source_node=node,
+                       error=f"read: {err.strerror or err}")
+    if _rewritten(item, after):
+        return verdict(Status.CHANGED, result.bytes_read, source_node=node,
+                       error="modified while being read")
+    ok = dict(bytes_read=result.bytes_read, source_node=node,
+              computed_adler32=result.adler32)
+    if result.bytes_read != item.size:
+        return verdict(Status.CORRUPTED, **ok,
+                       error=f"read {result.bytes_read} bytes, listed as {item.size}")
+    if item.recorded_adler32 is None:
+        return verdict(Status.OK, **ok, new_reference=True)
+    if result.adler32 != item.recorded_adler32:
+        return verdict(Status.CORRUPTED, **ok,
+                       error=f"adler32 {result.adler32}, recorded {item.recorded_adler32}")
+    return verdict(Status.OK, **ok)

@@ -1,0 +1,136 @@
+"""``pnfsmon check``: run N local worker processes until every due file is verified."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import queue
+import signal
+import time
+
+from schema import cli
+from schema.db import create_engine
+from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
+from schema.lease import Lease
+from schema.progress import Progress, human_bytes
+from schema.status import PROBLEMS, Status
+from tester.readers import PosixReader
+from tester.worker import CheckOptions, Tally, run
+
+DEFAULT_LEASE = 3600.0
+DAY = 86400.0
+
+
+def _worker_main(settings, options: CheckOptions, lease_seconds: float, results) -> None:
+    """Body of one worker process: its own engine, its own lease tag."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    engine = create_engine(settings)
+    try:
+        lease = Lease(engine, lease_seconds=lease_seconds)
+        run(lease, PosixReader(), options, on_batch=results.put)
+    except KeyboardInterrupt:
+        pass  # run_once already recorded what was checked and released the rest
+    except PnfsmonError as err:
+        results.put(err)
+    finally:
+        engine.dispose()
+
+
+def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: float,
+                progress: Progress | None = None) -> Tally:
+    """Run ``workers`` processes to completion; the unit shared by the CLI and the demo."""
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_worker_main, args=(settings, options, lease_seconds, results),
+                         name=f"pnfsmon-worker-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    total = Tally()
+    started = time.monotonic()
+    error: PnfsmonError | None = None
+    try:
+        while any(p.is_alive() for p in procs) or not results.empty():
+            try:
+                item = results.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if isinstance(item, PnfsmonError):
+                error = item
+                continue
+            total.merge(item)
+            if progress is not None:
+                elapsed = time.monotonic() - started
+                progress.update(f"{total.checked:,} files checked, "
+                                f"{total.checked / elapsed:,.0f} files/s, "
+                                f"{human_bytes(total.bytes_read / elapsed)}/s")
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        raise
+    finally:
+        for p in procs:
+            p.join()
+        if progress is not None:
+            progress.done()
+    if error is not None:
+        raise error
+    failed = [p for p in procs if p.exitcode not in (0, None)]
+    if failed:
+        raise PnfsmonError(f"{len(failed)} worker(s) died (exit codes "
+                           f"{', '.join(str(p.exitcode) for p in failed)}); their leases "
+                           "will expire and the files come back")
+    return total
+
+
+def summary(tally: Tally, seconds: float) -> str:
+    by_status = ", ".join(f"{s.label} {tally.statuses[s]:,}" for s in Status
+                          if tally.statuses[s])
+    line = (f"checked {tally.checked:,} files in {seconds:.1f} s "
+            f"({tally.checked / max(seconds, 1e-9):,.0f} files/s, "
+            f"{human_bytes(tally.bytes_read / max(seconds, 1e-9))}/s)")
+    if by_status:
+        line += f": {by_status}"
+    if tally.dropped:
+        line += f"; {tally.dropped} verdicts dropped (lease lost)"
+    return line
+
+
+def do_check(args: argparse.Namespace) -> int:
+    """Verify due files: claim them under a lease, stream each through Adler32 and record a
+    verdict. Files never checked come first, then those checked longest ago (at least
+    --recheck-after days back). Exits when nothing is due, unless --forever. Exits 1 if
+    any file was found missing, corrupted, timed out or unreadable."""
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if args.timeout <= 0 or args.lease <= args.timeout:
+        raise ConfigError("--timeout must be positive and --lease longer than --timeout")
+    if args.recheck_after < 0:
+        raise ConfigError("--recheck-after must not be negative")
+    settings = cli.settings(args)
+    cli.engine(args).dispose()  # connect and check the schema once, before forking
+    options = CheckOptions(timeout=args.timeout, recheck_after=args.recheck_after * DAY,
+                           forever=args.forever, poll=args.poll)
+    started = time.monotonic()
+    tally = run_workers(settings, options, args.workers, args.lease, Progress())
+    print(summary(tally, time.monotonic() - started))
+    return EXIT_PROBLEMS if any(tally.statuses[s] for s in PROBLEMS) else EXIT_OK
+
+
+def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("check", parents=parents, help="verify due files",
+                              description=do_check.__doc__)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="worker processes (default: one per CPU)")
+    p.add_argument("--lease", type=float, default=DEFAULT_LEASE, metavar="S",
+                   help=f"seconds a claimed file stays reserved (default: {DEFAULT_LEASE:g})")
+    p.add_argument("--timeout", type=float, default=500.0, metavar="S",
+                   help="seconds allowed to read one file (default: 500)")
+    p.add_argument("--recheck-after", type=float, default=30.0, metavar="D",
+                   help="days before a checked file is due again (default: 30)")
+    p.add_argument("--forever", action="store_true",
+                   help="keep polling for due files instead of exiting")
+    p.add_argument("--poll", type=float, default=60.0, metavar="S",
+                   help="seconds between polls with --forever (default: 60)")
+    p.set_defaults(func=do_check)

@@ -1,0 +1,114 @@
+"""One worker: claim a batch, check it, record it (``run_once``), and the loop around it
+(``run``). A worker holds a DB connection only to claim, renew or record, never while it
+reads a file. On SIGTERM/SIGINT it records what it has checked, releases the rest of its
+batch and stops; if it is killed outright, its leases expire and the rows come back."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from schema.lease import Lease, Verdict
+from tester.checker import check_file
+from tester.readers import Reader
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    timeout: float = 500.0  # seconds allowed to read one file
+    recheck_after: float = 30 * 86400.0  # seconds after a check before a file is due again
+    forever: bool = False  # keep polling when nothing is due
+    poll: float = 60.0  # seconds between polls in --forever mode
+    max_batch: int = 500
+
+
+@dataclass
+class Tally:
+    """What a worker did: verdicts by status, bytes read, verdicts dropped (lease lost)."""
+
+    statuses: Counter = field(default_factory=Counter)
+    bytes_read: int = 0
+    dropped: int = 0
+
+    def add(self, verdicts: list[Verdict], recorded: list[int]) -> None:
+        kept = set(recorded)
+        for v in verdicts:
+            if v.file_id in kept:
+                self.statuses[v.status] += 1
+                self.bytes_read += v.bytes_read
+        self.dropped += len(verdicts) - len(kept)
+
+    def merge(self, other: Tally) -> None:
+        self.statuses.update(other.statuses)
+        self.bytes_read += other.bytes_read
+        self.dropped += other.dropped
+
+    @property
+    def checked(self) -> int:
+        return sum(self.statuses.values())
+
+
+class BatchSizer:
+    """Claim as many files as take about a quarter of the lease to check, so a batch ends
+    well inside its lease and a crashed worker strands few rows."""
+
+    def __init__(self, lease_seconds: float, max_batch: int, start: int = 8) -> None:
+        self.budget = lease_seconds / 4
+        self.max_batch = max_batch
+        self.size = min(start, max_batch)
+
+    def observe(self, files: int, seconds: float) -> None:
+        if files:
+            per_file = max(seconds / files, 1e-4)
+            self.size = max(1, min(self.max_batch, int(self.budget / per_file)))
+
+
+def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
+             sweep_start: float) -> Tally | None:
+    """Claim up to ``batch`` files due at ``sweep_start``, check and record them. None if
+    nothing was due."""
+    claimed = lease.claim(batch, due_before=sweep_start - options.recheck_after)
+    if not claimed:
+        return None
+    verdicts: list[Verdict] = []
+    renew_at = time.monotonic() + lease.lease_seconds / 2
+    try:
+        for i, item in enumerate(claimed):
+            if time.monotonic() >= renew_at:
+                lease.renew([c.id for c in claimed[i:]])
+                renew_at = time.monotonic() + lease.lease_seconds / 2
+            verdicts.append(check_file(item, reader, options.timeout))
+    finally:
+        # Normal end, or interrupted: keep what was checked, give back the rest at once
+        # (rather than waiting for the lease to expire).
+        recorded = lease.record(verdicts)
+        lease.release(c.id for c in claimed[len(verdicts):])
+    tally = Tally()
+    tally.add(verdicts, recorded)
+    return tally
+
+
+def run(lease: Lease, reader: Reader, options: CheckOptions,
+        on_batch: Callable[[Tally], None] | None = None) -> Tally:
+    """Check until nothing is due (or forever, polling). Returns the worker's totals."""
+    if options.timeout >= lease.lease_seconds:
+        raise ValueError("the lease must be longer than the per-file timeout")
+    sizer = BatchSizer(lease.lease_seconds, options.max_batch)
+    total = Tally()
+    sweep_start = time.time()
+    while True:
+        started = time.monotonic()
+        tally = run_once(lease, reader, options, sizer.size, sweep_start)
+        if tally is None:
+            if not options.forever:
+                return total
+            time.sleep(options.poll)
+            sweep_start = time.time()  # the next sweep: what has come due since
+            continue
+        sizer.observe(tally.checked + tally.dropped, time.monotonic() - started)
+        total.merge(tally)
+        if on_batch is not None:
+            on_batch(tally)
+
