@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Storage-integrity monitor: crawl a namespace, verify every file's "
                     "Adler32, report what is missing or corrupted.",
     )
+    schema.cli.add_common_options(parser, top_level=True)
     parents = [schema.cli.common_options()]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     schema.cli.register(sub, parents)

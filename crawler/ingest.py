@@ -8,11 +8,15 @@ After a complete walk, rows of this site below the root that were not seen are m
 
 from __future__ import annotations
 
+import queue
+import re
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from pymysql.converters import escape_string
 
 from crawler.listing import Listed, WalkStats
 from schema.db import retrying, write_transaction
@@ -21,6 +25,9 @@ from schema.status import Status
 from schema.tables import crawls, statuses
 
 BATCH = 5000
+_HEX8 = re.compile(r"[0-9a-f]{8}")
+_NEW_COLUMNS = ("site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
+                "recorded_from", "pool", "status", "claim_key", "crawl_gen")
 
 
 @dataclass
@@ -54,29 +61,52 @@ class Ingest:
                                        complete=False)
             ).inserted_primary_key[0]
 
-    def add_all(self, listing: Iterable[Listed], batch: int = BATCH) -> None:
-        buffer: list[Listed] = []
-        for item in listing:
-            buffer.append(item)
-            if len(buffer) >= batch:
-                self._flush(buffer)
-                buffer = []
-        if buffer:
-            self._flush(buffer)
+    def add_all(self, listing: Iterable[Listed], batch: int = BATCH, writers: int = 2) -> None:
+        """Ingest a listing. Batches are written by ``writers`` threads on their own
+        connections, so walking the namespace overlaps the database's work (waiting on a
+        socket releases the GIL) and the server can use more than one core. Batches hold
+        distinct paths, so concurrent writers never touch the same row."""
+        if self.engine.dialect.name == "sqlite":
+            writers = 1  # one writer at a time is all SQLite allows anyway
+        batches: queue.Queue = queue.Queue(maxsize=2 * writers)
+        failure: list[BaseException] = []
 
-    def _flush(self, items: list[Listed]) -> None:
-        hashed = {path_hash(i.path): i for i in items}
-        retrying(self.engine, lambda: self._write_batch(hashed))
+        def writer() -> None:
+            while (hashed := batches.get()) is not None:
+                if not failure:
+                    try:
+                        retrying(self.engine, lambda h=hashed: self._write_batch(dict(h)))
+                    except BaseException as err:  # handed to the walking thread below
+                        failure.append(err)
+
+        threads = [threading.Thread(target=writer, name=f"pnfsmon-ingest-{n}", daemon=True)
+                   for n in range(writers)]
+        for thread in threads:
+            thread.start()
+        try:
+            buffer: dict[bytes, Listed] = {}
+            for item in listing:
+                buffer[path_hash(item.path)] = item
+                if len(buffer) >= batch:
+                    batches.put(buffer)
+                    buffer = {}
+                    if failure:
+                        break
+            if buffer and not failure:
+                batches.put(buffer)
+        finally:
+            for _ in threads:
+                batches.put(None)
+            for thread in threads:
+                thread.join()
+        if failure:
+            raise failure[0]
 
     def _write_batch(self, hashed: dict[bytes, Listed]) -> None:
         c = statuses.c
         gen = self.crawl_id
         with write_transaction(self.engine) as conn:
-            known = conn.execute(
-                sa.select(c.id, c.path_hash, c.size, c.mtime_ns, c.recorded_adler32,
-                          c.status, c.pool)
-                .where(c.site == self.site, c.path_hash.in_(list(hashed)))
-            ).all()
+            known = self._select_known(conn, list(hashed))
             touch, repool, reset = [], [], []
             for row in known:
                 item = hashed.pop(bytes(row.path_hash))
@@ -87,13 +117,7 @@ class Ingest:
                 else:
                     touch.append(row.id)
             if hashed:
-                conn.execute(statuses.insert(), [
-                    {"site": self.site, "path": i.path, "path_hash": h, "size": i.size,
-                     "mtime_ns": i.mtime_ns, "recorded_adler32": i.recorded_adler32,
-                     "recorded_from": i.recorded_from, "pool": i.pool,
-                     "status": int(Status.UNCHECKED), "claim_key": 0.0, "crawl_gen": gen}
-                    for h, i in hashed.items()
-                ])
+                self._insert_new(conn, hashed)
             if touch:
                 conn.execute(statuses.update().where(c.id.in_(touch)).values(crawl_gen=gen))
             if repool:
@@ -117,6 +141,58 @@ class Ingest:
                 )
         self.counts.new += len(hashed)
         self.counts.changed += len(reset)
+
+    def _mysql(self, conn: sa.Connection) -> bool:
+        return conn.dialect.name in ("mysql", "mariadb")
+
+    def _select_known(self, conn: sa.Connection, hashes: list[bytes]) -> list:
+        c = statuses.c
+        columns = (c.id, c.path_hash, c.size, c.mtime_ns, c.recorded_adler32, c.status, c.pool)
+        if not self._mysql(conn):
+            return conn.execute(
+                sa.select(*columns).where(c.site == self.site, c.path_hash.in_(hashes))
+            ).all()
+        # MariaDB/MySQL fast path: PyMySQL escapes each parameter in Python, which costs
+        # more than the query itself; hex literals are built at C speed and are exact.
+        names = ", ".join(col.name for col in columns)
+        in_list = ",".join(f"X'{h.hex()}'" for h in hashes)
+        return conn.exec_driver_sql(
+            f"SELECT {names} FROM statuses WHERE site = '{escape_string(self.site)}' "
+            f"AND path_hash IN ({in_list})"
+        ).all()
+
+    def _insert_new(self, conn: sa.Connection, hashed: dict[bytes, Listed]) -> None:
+        unchecked = int(Status.UNCHECKED)
+        gen = self.crawl_id
+        if not self._mysql(conn):
+            conn.execute(statuses.insert(), [
+                dict(zip(_NEW_COLUMNS, (self.site, i.path, h, i.size, i.mtime_ns,
+                                        i.recorded_adler32, i.recorded_from, i.pool,
+                                        unchecked, 0.0, gen), strict=True))
+                for h, i in hashed.items()
+            ])
+            return
+        site = f"'{escape_string(self.site)}'"
+
+        def text(value: str | None) -> str:
+            return "NULL" if value is None else f"'{escape_string(value)}'"
+
+        def checksum(value: str | None) -> str:
+            if value is None:
+                return "NULL"
+            if not _HEX8.fullmatch(value):
+                raise ValueError(f"not an Adler32 hex value: {value!r}")
+            return f"'{value}'"
+
+        values = ",".join(
+            f"({site},X'{i.path.hex()}',X'{h.hex()}',{int(i.size)},{int(i.mtime_ns)},"
+            f"{checksum(i.recorded_adler32)},{text(i.recorded_from)},{text(i.pool)},"
+            f"{unchecked},0,{gen})"
+            for h, i in hashed.items()
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO statuses ({', '.join(_NEW_COLUMNS)}) VALUES {values}"
+        )
 
     def mark_vanished(self, unlisted: list[bytes]) -> int:
         """Mark rows below the root not seen by this crawl as vanished; rows below an

@@ -13,15 +13,21 @@ from schema import config, db, tables
 from schema.errors import ConfigError
 
 
-def common_options() -> argparse.ArgumentParser:
-    """Options every subcommand takes; use as ``parents=[...]``."""
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--db", metavar="URL",
+def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    """Options every command takes, before or after the subcommand's name. Below the top
+    level their default is SUPPRESS, so an option given before the subcommand survives."""
+    parser.add_argument(
+        "--db", metavar="URL", default=None if top_level else argparse.SUPPRESS,
         help="database URL (default: $PNFSMON_DB, the configuration file, or "
              f"{config.DEFAULT_DB}); the password comes from $PNFSMON_DB_PASSWORD or a file "
              "named by $PNFSMON_DB_PASSWORD_FILE, never from here",
     )
+
+
+def common_options() -> argparse.ArgumentParser:
+    """A parent parser with the common options, for ``add_parser(parents=[...])``."""
+    parent = argparse.ArgumentParser(add_help=False)
+    add_common_options(parent, top_level=False)
     return parent
 
 

@@ -5,6 +5,7 @@ and the classification of errors into "fix your config" and "try again later".""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -210,6 +211,10 @@ def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
     """An engine that has connected once (so a bad host fails here, clearly) and whose
     schema has been checked."""
     engine = create_engine(settings)
+    database = engine.url.database
+    if (check and engine.url.get_backend_name() == "sqlite" and database
+            and database != ":memory:" and not os.path.exists(database)):
+        raise SchemaError(f"no database file {database}: run `pnfsmon db init` to create it")
     try:
         if check:
             check_schema(engine)

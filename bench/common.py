@@ -1,0 +1,67 @@
+"""Helpers shared by the benchmarks: a fresh MariaDB database per run, tree builders, and
+peak-memory measurement of a child process. Benchmarks print ratios against a baseline
+measured in the same run; they assert nothing."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+
+MARIADB_ADMIN = os.environ.get("PNFSMON_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/")
+
+
+@contextmanager
+def fresh_mariadb():
+    """Yield the URL of a new, empty MariaDB database; drop it afterwards."""
+    name = f"pnfsmon_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(MARIADB_ADMIN)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield f"{MARIADB_ADMIN}{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+
+def build_flat_tree(root: Path, files: int, per_dir: int = 1000, size: int = 0) -> None:
+    """``files`` files of ``size`` bytes in directories of ``per_dir``, built fast."""
+    payload = b"x" * size
+    for i in range(files):
+        d = root / f"d{i // per_dir:05d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        with open(d / f"f{i:07d}.dat", "wb") as fh:
+            fh.write(payload)
+
+
+def timed(cmd: list[str], **kw) -> tuple[float, int]:
+    """Run ``cmd``; return (wall seconds, peak RSS of the child in KiB)."""
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    seconds = time.perf_counter() - started
+    if proc.returncode not in (0, 1):
+        sys.exit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def peak_rss_kib(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """Wall time and peak RSS of ``cmd``, measured by GNU time-like wait4 accounting."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        sys.exit(f"{' '.join(cmd)} failed ({code}): {proc.stderr.read().decode()[-2000:]}")
+    proc.stderr.close()
+    return seconds, usage.ru_maxrss
