@@ -7,6 +7,7 @@ the file looks like now (``current``), so the checker can tell a rewrite from co
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ class PosixFile:
             if err.errno != errno.EPERM or not flags & getattr(os, "O_NOATIME", 0):
                 raise
             self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        if hasattr(os, "posix_fadvise"):
+        # A read-ahead hint only: some sources (pipes, some FUSE mounts) refuse it.
+        with contextlib.suppress(OSError, AttributeError):
             os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
     def readinto(self, buffer: memoryview) -> int:

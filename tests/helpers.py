@@ -1,0 +1,56 @@
+"""Small helpers for building storage trees and reading results in tests."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import sqlalchemy as sa
+from zlib_ng import zlib_ng
+
+from crawler import xrdcks
+from schema.status import Status
+from schema.tables import statuses
+from tester.stream import adler32_hex
+
+
+def write_file(path: Path | bytes, data: bytes, *, record: bool = False,
+               record_value: str | None = None) -> bytes:
+    """Write ``data``; with ``record``, store an XRootD checksum xattr (the true value,
+    or ``record_value``). Returns the path as bytes."""
+    p = os.fsencode(path)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    with open(p, "wb") as fh:
+        fh.write(data)
+    if record:
+        value = record_value or adler32_hex(zlib_ng.adler32(data))
+        os.setxattr(p, xrdcks.XATTR_NAME, xrdcks.encode(value, int(os.stat(p).st_mtime)))
+    return p
+
+
+def random_bytes(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def flip_bit(path: bytes | Path, offset: int, keep_mtime: bool = True) -> None:
+    """Silent bit rot: flip one bit and put the mtime back."""
+    st = os.stat(path)
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        b = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([b[0] ^ 0x01]))
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def verdicts(engine: sa.Engine) -> dict[bytes, Status]:
+    with engine.connect() as conn:
+        return {bytes(p): Status(s) for p, s in
+                conn.execute(sa.select(statuses.c.path, statuses.c.status))}
+
+
+def row(engine: sa.Engine, path: bytes):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(statuses).where(statuses.c.path == path)).one()

@@ -1,0 +1,198 @@
+"""The tester against real files and real databases: every verdict, the events it writes,
+first-check references, rewrites that are not corruption, and crashed workers' leases."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from crawler.cli import crawl
+from schema.config import Settings
+from schema.lease import Claimed, Lease
+from schema.status import Status
+from schema.tables import events, statuses
+from tester.checker import check_file
+from tester.cli import run_workers
+from tester.readers import PosixReader
+from tester.worker import CheckOptions, run
+from tests.helpers import flip_bit, random_bytes, row, verdicts, write_file
+
+NOW_DUE = CheckOptions(timeout=30, recheck_after=0.0)
+
+
+def sweep(engine, **kw) -> None:
+    run(Lease(engine, lease_seconds=120), PosixReader(), CheckOptions(**{
+        "timeout": 30, "recheck_after": 0.0, **kw}))
+
+
+def test_every_verdict_end_to_end(engine, tree):
+    data = random_bytes(300_000, seed=1)
+    good = write_file(tree / "good.dat", data, record=True)
+    rotten = write_file(tree / "rotten.dat", data, record=True)
+    truncated = write_file(tree / "truncated.dat", data, record=True)
+    gone = write_file(tree / "gone.dat", data, record=True)
+    rewritten = write_file(tree / "rewritten.dat", data, record=True)
+    wrong = write_file(tree / "wrong-record.dat", data, record=True, record_value="00000001")
+    fresh = write_file(tree / "no-record.dat", data)
+    crawl(engine, os.fsencode(tree), "s")
+
+    flip_bit(rotten, 123_456)
+    st = os.stat(truncated)
+    os.truncate(truncated, 1000)
+    os.utime(truncated, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.unlink(gone)
+    write_file(rewritten, b"new content")  # a legitimate rewrite: a later mtime
+    # XrdCks records whole seconds; a rewrite in the same second as the record would look
+    # valid to XRootD too. Real rewrites come later: put the mtime a few seconds on.
+    st = os.stat(rewritten)
+    os.utime(rewritten, ns=(st.st_atime_ns, st.st_mtime_ns + 3_000_000_000))
+    sweep(engine)
+
+    assert verdicts(engine) == {
+        good: Status.OK, rotten: Status.CORRUPTED, truncated: Status.CORRUPTED,
+        gone: Status.MISSING, rewritten: Status.CHANGED, wrong: Status.CORRUPTED,
+        fresh: Status.OK,
+    }
+    r = row(engine, rotten)
+    assert r.computed_adler32 != r.recorded_adler32 and r.bytes_read == len(data)
+    assert "recorded" in r.error
+    assert row(engine, fresh).recorded_from == "first_check"
+    assert row(engine, good).worker_node and row(engine, good).checked
+    assert row(engine, rewritten).claim_key is None  # waits for the next crawl
+    with engine.connect() as conn:
+        ev = conn.execute(sa.select(events)).all()
+    assert len(ev) == 7
+    by_file = {e.file_id: e for e in ev}
+    e = by_file[row(engine, good).id]
+    assert (e.size, e.bytes_read, e.status) == (len(data), len(data), int(Status.OK))
+    assert e.seconds > 0 and e.worker_node
+
+    # The next crawl re-lists the rewritten file and the next check judges its new content.
+    crawl(engine, os.fsencode(tree), "s")
+    assert row(engine, rewritten).status == Status.UNCHECKED
+    sweep(engine)
+    assert row(engine, rewritten).status == Status.OK  # the stale xattr was not trusted
+
+
+def test_first_check_reference_catches_later_rot(engine, tree):
+    p = write_file(tree / "f.dat", random_bytes(50_000))
+    crawl(engine, os.fsencode(tree), "s")
+    sweep(engine)
+    reference = row(engine, p).recorded_adler32
+    assert row(engine, p).status == Status.OK and reference
+    flip_bit(p, 10)
+    sweep(engine)
+    r = row(engine, p)
+    assert r.status == Status.CORRUPTED and r.recorded_adler32 == reference
+
+
+def test_recheck_after_is_respected(engine, tree):
+    p = write_file(tree / "f.dat", b"x" * 10)
+    crawl(engine, os.fsencode(tree), "s")
+    sweep(engine, recheck_after=86400.0)
+    checked = row(engine, p).checked
+    sweep(engine, recheck_after=86400.0)  # checked moments ago: not due
+    assert row(engine, p).checked == checked
+    sweep(engine, recheck_after=0.0)
+    assert row(engine, p).checked > checked
+
+
+def test_a_crashed_workers_rows_come_back_after_the_lease(engine, tree):
+    for i in range(5):
+        write_file(tree / f"f{i}.dat", b"y" * 100)
+    crawl(engine, os.fsencode(tree), "s")
+    dead = Lease(engine, lease_seconds=1.5, owner="crashed-worker")
+    assert len(dead.claim(3, due_before=time.time())) == 3  # and then it died
+    sweep(engine)
+    assert sorted(verdicts(engine).values()) == [Status.UNCHECKED] * 3 + [Status.OK] * 2
+    time.sleep(1.6)
+    sweep(engine, recheck_after=3600.0)  # only the expired leases are due, not the others
+    assert set(verdicts(engine).values()) == {Status.OK}
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).where(
+            statuses.c.tag.is_not(None))).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() == 5
+
+
+def test_local_worker_processes_check_everything_once(db_url, engine, tree):
+    files = [write_file(tree / f"d{i % 7}" / f"f{i}.dat", random_bytes(i * 37, seed=i),
+                        record=i % 2 == 0) for i in range(120)]
+    crawl(engine, os.fsencode(tree), "s")
+    tally = run_workers(Settings(db_url), NOW_DUE, 3, 120.0)
+    assert tally.checked == 120 and tally.statuses[Status.OK] == 120 and not tally.dropped
+    assert verdicts(engine) == dict.fromkeys(files, Status.OK)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() == 120
+
+
+def _item(path: bytes, size: int | None = None) -> Claimed:
+    st = os.stat(path)
+    return Claimed(1, "s", path, st.st_size if size is None else size, st.st_mtime_ns,
+                   None, None, "pool-a")
+
+
+def test_a_read_that_hangs_times_out_with_the_bytes_read(tmp_path):
+    fifo = os.fsencode(tmp_path / "stuck")
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # keeps the pipe open: reads block, never EOF
+    os.write(writer, b"z" * 4096)
+    started = time.monotonic()
+    v = check_file(_item(fifo, size=0), PosixReader(), timeout=0.5)
+    assert v.status == Status.TIMEOUT and v.bytes_read == 4096
+    assert time.monotonic() - started < 5
+    assert v.source_pool == "pool-a"
+    os.close(writer)
+
+
+def test_a_file_changed_while_being_read_is_not_corrupted(tmp_path):
+    path = write_file(tmp_path / "growing.dat", random_bytes(8 * 1024 * 1024))
+    item = _item(path)
+
+    def rewrite_soon():
+        time.sleep(0.01)
+        with open(path, "ab") as fh:
+            fh.write(b"appended")
+
+    class SlowReader(PosixReader):
+        def open(self, it):
+            f = super().open(it)
+            real = f.readinto
+
+            def slow(buf):
+                time.sleep(0.05)
+                return real(buf)
+
+            f.readinto = slow
+            return f
+
+    t = threading.Thread(target=rewrite_soon)
+    t.start()
+    v = check_file(item, SlowReader(), timeout=30)
+    t.join()
+    assert v.status == Status.CHANGED
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_permission_denied_is_unreadable(tmp_path):
+    path = write_file(tmp_path / "secret.dat", b"s" * 100)
+    item = _item(path)
+    os.chmod(path, 0)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(w, pickle.dumps(check_file(item, PosixReader(), timeout=5)))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        v = pickle.loads(fh.read())
+    os.waitpid(pid, 0)
+    assert v.status == Status.UNREADABLE and "Permission denied" in v.error

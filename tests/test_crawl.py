@@ -1,0 +1,177 @@
+"""The crawler against real trees and real databases: odd names, special files, recorded
+checksums, re-crawls (new / changed / vanished), unreadable directories."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import stat
+
+import pytest
+import sqlalchemy as sa
+
+from crawler import posix
+from crawler.cli import crawl
+from crawler.ingest import Ingest
+from crawler.listing import WalkStats
+from schema.status import Status
+from schema.tables import crawls, statuses
+from tests.helpers import random_bytes, row, verdicts, write_file
+
+ODD_NAMES = [
+    b"plain.root",
+    b"non-utf8-\xff\xfe.dat",
+    b"new\nline.dat",
+    b"tab\there.dat",
+    b"<script>&amp;\"'.dat",
+    b"-leading-dash",
+    b" space ",
+]
+
+
+def build_hostile_tree(root: bytes) -> dict[bytes, bytes]:
+    """Regular files (returned: path → content) plus things that must not be listed."""
+    files = {}
+    for i, name in enumerate(ODD_NAMES):
+        p = os.path.join(root, b"odd", name)
+        files[write_file(p, random_bytes(100 + i, seed=i))] = random_bytes(100 + i, seed=i)
+    # A path of about 4,050 bytes (PATH_MAX is 4,096): nested 200-byte directory names.
+    deep = root
+    while len(deep) + 201 < 3900:
+        deep = os.path.join(deep, b"d" * 200)
+    name = b"f" * (4050 - len(deep) - 1)
+    files[write_file(os.path.join(deep, name), b"deep")] = b"deep"
+    files[write_file(os.path.join(root, b"empty-file"), b"")] = b""
+    os.makedirs(os.path.join(root, b"empty-dir", b"nested-empty"))
+    os.mkfifo(os.path.join(root, b"a-fifo"))  # opening this would block the crawl forever
+    os.symlink(b"plain.root", os.path.join(root, b"odd", b"link-to-file"))
+    os.symlink(b"..", os.path.join(root, b"odd", b"loop"))  # a symlink loop
+    os.symlink(b"/", os.path.join(root, b"link-to-root"))
+    return files
+
+
+def test_crawl_lists_exactly_the_regular_files(engine, tree):
+    root = os.fsencode(tree)
+    files = build_hostile_tree(root)
+    assert max(len(p) for p in files) > 4000
+    stats, ingest = crawl(engine, root, "site-a")
+    assert verdicts(engine) == dict.fromkeys(files, Status.UNCHECKED)
+    for path, data in files.items():
+        r = row(engine, path)
+        assert bytes(r.path) == path and r.size == len(data) and r.site == "site-a"
+        assert r.mtime_ns == os.stat(path).st_mtime_ns
+    assert stats.files == len(files)
+    assert stats.skipped == 4  # fifo + 3 symlinks: never followed, never opened
+    assert stats.empty_directories == 1  # empty-dir/nested-empty (empty-dir holds it)
+    assert ingest.counts.new == len(files)
+    with engine.connect() as conn:
+        c = conn.execute(sa.select(crawls)).one()
+    assert c.complete and c.finished and c.files == len(files)
+    assert c.empty_directories == stats.empty_directories
+
+
+def test_recorded_checksum_is_read_and_a_stale_one_ignored(engine, tree):
+    good = write_file(tree / "good.dat", b"hello", record=True)
+    stale = write_file(tree / "stale.dat", b"hello", record=True)
+    st = os.stat(stale)
+    os.utime(stale, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    crawl(engine, os.fsencode(tree), "s")
+    assert row(engine, good).recorded_adler32 == "062c0215"
+    assert row(engine, good).recorded_from == "xrdcks"
+    assert row(engine, stale).recorded_adler32 is None
+
+
+def test_recrawl_new_changed_vanished_and_no_duplicates(engine, tree):
+    a = write_file(tree / "a.dat", b"aaaa")
+    b = write_file(tree / "sub" / "b.dat", b"bbbb")
+    c = write_file(tree / "c.dat", b"cccc")
+    root = os.fsencode(tree)
+    crawl(engine, root, "s")
+    with engine.begin() as conn:  # pretend everything was checked
+        conn.execute(statuses.update().values(status=int(Status.OK), claim_key=1.0))
+    write_file(tree / "c.dat", b"cccc-longer")  # rewritten
+    os.unlink(b)
+    d = write_file(tree / "d.dat", b"dddd")
+    _, ingest = crawl(engine, root, "s")
+    assert (ingest.counts.new, ingest.counts.changed, ingest.counts.vanished) == (1, 1, 1)
+    assert verdicts(engine) == {a: Status.OK, b: Status.VANISHED, c: Status.UNCHECKED,
+                                d: Status.UNCHECKED}
+    assert row(engine, c).claim_key == 0.0 and row(engine, b).claim_key is None
+    # Back again: a vanished file that reappears is judged afresh.
+    write_file(b, b"bbbb")
+    _, ingest = crawl(engine, root, "s")
+    assert ingest.counts.changed == 1 and row(engine, b).status == Status.UNCHECKED
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(statuses)).scalar() == 4
+
+
+def test_crawl_of_a_subtree_leaves_the_rest_alone(engine, tree):
+    a = write_file(tree / "x" / "a.dat", b"a")
+    write_file(tree / "y" / "b.dat", b"b")
+    crawl(engine, os.fsencode(tree), "s")
+    os.unlink(a)
+    # Crawling only y/ must not call x/a vanished; nor must a sibling named "y0" count.
+    write_file(tree / "y0" / "c.dat", b"c")
+    _, ingest = crawl(engine, os.fsencode(tree / "y"), "s")
+    assert ingest.counts.vanished == 0
+    assert row(engine, a).status == Status.UNCHECKED
+
+
+def test_sites_are_separate(engine, tree):
+    p = write_file(tree / "f.dat", b"f")
+    crawl(engine, os.fsencode(tree), "site-a")
+    crawl(engine, os.fsencode(tree), "site-b")
+    with engine.connect() as conn:
+        sites = conn.execute(sa.select(statuses.c.site).where(statuses.c.path == p)).scalars()
+        assert sorted(sites) == ["site-a", "site-b"]
+
+
+def _walk_as_nobody(root: bytes) -> tuple[list, WalkStats]:
+    """Walk in a forked child that dropped root, as an operator's crawler would run."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            stats = WalkStats()
+            items = list(posix.walk(root, stats))
+            os.write(w, pickle.dumps((items, stats)))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        data = fh.read()
+    os.waitpid(pid, 0)
+    return pickle.loads(data)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_unreadable_directory_is_counted_and_its_files_not_vanished(engine, tmp_path):
+    tmp_path.chmod(0o755)
+    tmp_path.parent.chmod(0o755)
+    tmp_path.parent.parent.chmod(0o755)
+    tree = tmp_path / "world"
+    a = write_file(tree / "open" / "a.dat", b"a")
+    hidden = write_file(tree / "closed" / "h.dat", b"h")
+    for d in (tree, tree / "open", tree / "closed"):
+        d.chmod(0o755)
+    for f in (a, hidden):
+        os.chmod(f, 0o644)
+    root = os.fsencode(tree)
+    crawl(engine, root, "s")
+    (tree / "closed").chmod(0)
+    try:
+        items, stats = _walk_as_nobody(root)
+    finally:
+        (tree / "closed").chmod(stat.S_IRWXU)
+    assert stats.unreadable == [os.path.join(root, b"closed")]
+    assert [i.path for i in items] == [a]
+    ingest = Ingest(engine, "s", root)
+    ingest.add_all(items)
+    assert ingest.mark_vanished(stats.unreadable) == 0
+    ingest.finish(stats)
+    assert row(engine, hidden).status == Status.UNCHECKED
+    with engine.connect() as conn:
+        last = conn.execute(sa.select(crawls).order_by(crawls.c.id.desc())).first()
+    assert not last.complete and last.unreadable_directories == 1

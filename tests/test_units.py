@@ -1,0 +1,131 @@
+"""Pure functions: path encodings, the XrdCks record, the Adler32 stream and its timeout."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crawler import xrdcks
+from schema.paths import decode_line, display, encode_line, path_hash
+from schema.status import PROBLEMS, Status
+from tester.stream import adler32_hex, checksum
+
+
+@given(st.binary(min_size=1, max_size=300))
+def test_list_encoding_round_trips_any_bytes(path):
+    line = encode_line(path)
+    assert "\n" not in line and " " not in line and "\t" not in line
+    assert line.isascii()
+    assert decode_line(line + "\n") == path
+
+
+@given(st.binary(max_size=100), st.binary(max_size=100))
+def test_display_is_unambiguous(a, b):
+    if a != b:
+        assert display(a) != display(b)
+    assert "\n" not in display(a) and "\t" not in display(a)
+
+
+def test_display_examples():
+    assert display(b"a/b c.root") == "a/b c.root"
+    assert display("é<&>".encode()) == "é<&>"
+    assert display(b"new\nline\ttab") == "new\\nline\\ttab"
+    assert display(b"bad\xff\xfe") == "bad\\xff\\xfe"
+    assert display(b"back\\xff") == "back\\\\xff"  # a literal backslash is doubled
+
+
+def test_path_hash_is_16_bytes_and_distinguishes_paths():
+    long_path = b"/" + b"d" * 4000
+    assert len(path_hash(long_path)) == 16
+    assert path_hash(b"/a") != path_hash(b"/b")
+
+
+def test_status_vocabulary():
+    assert {"unchecked", "ok", "corrupted", "missing", "timeout", "unreadable"} <= {
+        s.label for s in Status}
+    assert Status.from_label("corrupted") is Status.CORRUPTED
+    with pytest.raises(ValueError, match="unknown status"):
+        Status.from_label("rotten")
+    assert Status.OK not in PROBLEMS
+
+
+def test_xrdcks_parse_trusts_only_matching_mtime():
+    record = xrdcks.encode("0a0b0c0d", 1_700_000_000)
+    assert len(record) == 96
+    assert xrdcks.parse(record, 1_700_000_000) == "0a0b0c0d"
+    assert xrdcks.parse(record, 1_700_000_001) is None  # stale: the file changed since
+    assert xrdcks.parse(record[:50], 1_700_000_000) is None  # malformed
+    other = record.replace(b"adler32", b"md5\0\0\0\0", 1)
+    assert xrdcks.parse(other, 1_700_000_000) is None
+
+
+@pytest.mark.skipif(shutil.which("xrdadler32") is None, reason="xrootd-client not installed")
+def test_xrdcks_reads_what_real_xrdadler32_writes(tmp_path):
+    path = tmp_path / "f.dat"
+    data = os.urandom(123_457)
+    path.write_bytes(data)
+    out = subprocess.run(["xrdadler32", str(path)], capture_output=True, text=True,
+                         check=True).stdout.split()[0]
+    expected = f"{zlib.adler32(data):08x}"
+    assert out == expected
+    assert xrdcks.read(os.fsencode(path), int(path.stat().st_mtime)) == expected
+
+
+class _Pipe:
+    """A source over a pipe whose writer the test controls."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe()
+        self.closed = threading.Event()
+
+    def readinto(self, buf):
+        return os.readv(self.r, [buf])
+
+    def close(self):
+        os.close(self.r)
+        self.closed.set()
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 4 * 1024 * 1024 + 3, 9_000_001])
+def test_stream_checksum_matches_zlib(size):
+    data = os.urandom(size)
+    pipe = _Pipe()
+    threading.Thread(target=lambda: (os.write(pipe.w, data) if data else None,
+                                     os.close(pipe.w)), daemon=True).start()
+    result = checksum(pipe, time.monotonic() + 30, size_hint=size)
+    pipe.close()
+    assert result == type(result)(f"{zlib.adler32(data):08x}", size)
+    assert adler32_hex(zlib.adler32(data)) == result.adler32
+
+
+def test_stream_times_out_on_a_read_that_hangs():
+    pipe = _Pipe()
+    os.write(pipe.w, b"x" * 10)  # ten bytes, then the writer stalls forever
+    started = time.monotonic()
+    result = checksum(pipe, started + 0.5, size_hint=100)
+    assert result.timed_out and result.adler32 is None
+    assert result.bytes_read == 10
+    assert time.monotonic() - started < 5
+    assert not pipe.closed.is_set()  # the abandoned read still owns the source...
+    os.close(pipe.w)  # ...until its read returns
+    assert pipe.closed.wait(5)
+
+
+def test_stream_reports_read_errors():
+    class Failing:
+        def readinto(self, buf):
+            raise OSError(5, "Input/output error")
+
+        def close(self):
+            pass
+
+    result = checksum(Failing(), time.monotonic() + 5)
+    assert result.error is not None and result.error.errno == 5
