@@ -1,0 +1,166 @@
+"""The ``pnfsmon`` command as an operator runs it: crawl → check → report on every backend,
+the demo, one-line errors with meaningful exit codes, secrets kept out of output, and the
+storage left exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from schema import db
+from schema.config import Settings
+from schema.tables import meta
+from tests.helpers import flip_bit, random_bytes, write_file
+
+
+def pnfsmon(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=300)
+
+
+def snapshot(root) -> dict:
+    """Contents, sizes, mtimes and atimes of every file below ``root``."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(os.fsencode(root)):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            fd = os.open(p, os.O_RDONLY | os.O_NOATIME)  # the snapshot must not touch atime
+            try:
+                data = os.read(fd, st.st_size + 1)
+            finally:
+                os.close(fd)
+            out[p] = (data, st.st_size, st.st_mtime_ns, st.st_atime_ns)
+    return out
+
+
+def test_crawl_check_report_status_through_the_cli(db_url, tree, tmp_path):
+    env = {"PNFSMON_DB": db_url}
+    good = write_file(tree / "a" / "good.dat", random_bytes(70_000), record=True)
+    bad = write_file(tree / "a" / "bad <&>\n.dat", random_bytes(70_000, seed=2), record=True)
+    lost = write_file(os.path.join(os.fsencode(tree), b"b", b"lost\xff.dat"), b"lost",
+                      record=True)
+    for p in (good, bad, lost):  # atimes older than mtimes: relatime would update them
+        st = os.stat(p)
+        os.utime(p, ns=(st.st_mtime_ns - 10**12, st.st_mtime_ns))
+
+    r = pnfsmon("crawl", str(tree), "--site", "T2_XX", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "3 files" in r.stdout and "new 3" in r.stdout
+
+    flip_bit(bad, 5)
+    os.unlink(lost)
+    before = snapshot(tree)
+    r = pnfsmon("check", "--workers", "2", env=env)
+    assert r.returncode == 1, r.stderr  # problems found
+    assert "ok 1, corrupted 1, missing 1" in r.stdout
+    assert snapshot(tree) == before  # read-only: contents, sizes, mtimes and atimes
+
+    out = tmp_path / "report"
+    r = pnfsmon("report", str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["corrupted"] == 1 and summary["counts"]["missing"] == 1
+    assert summary["counts"]["ok"] == 1 and summary["counts"]["unchecked"] == 0
+    assert (out / "corrupted.txt").read_text() == \
+        "/".join([str(tree), "a", "bad%20<&>%0A.dat"]) + "\n"
+    assert (out / "missing.txt").read_text().endswith("/b/lost%FF.dat\n")
+
+    r = pnfsmon("--db", db_url, "status")
+    assert r.returncode == 1 and "corrupted" in r.stdout and "T2_XX" in r.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    r = pnfsmon("demo", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    assert "second check" in r.stdout and "corrupted 2, missing 1" in r.stdout
+    summary = json.loads((tmp_path / "demo" / "report" / "summary.json").read_text())
+    assert summary["counts"]["corrupted"] == 2 and summary["counts"]["missing"] == 1
+    assert (tmp_path / "demo" / "report" / "index.html").is_file()
+    r = pnfsmon("demo", str(tmp_path / "demo"))  # refuses to overwrite
+    assert r.returncode == 2 and "not empty" in r.stderr
+
+
+def test_db_init_is_idempotent_and_refuses_a_newer_schema(db_url):
+    r = pnfsmon("db", "init", "--db", db_url)
+    assert r.returncode == 0 and "is current" in r.stdout
+    engine = db.create_engine(Settings(db_url))
+    with engine.begin() as conn:
+        conn.execute(meta.update().values(value="999"))
+    for args in (["status"], ["db", "init"]):
+        r = pnfsmon(*args, "--db", db_url)
+        assert r.returncode == 2
+        assert r.stderr.count("\n") == 1 and "newer" in r.stderr and "Traceback" not in r.stderr
+    engine.dispose()
+
+
+def test_ddl_for_a_dba():
+    r = pnfsmon("db", "ddl", "--dialect", "mysql")
+    assert r.returncode == 0
+    assert "CREATE TABLE statuses" in r.stdout and "VARBINARY(16)" in r.stdout
+    assert "CREATE INDEX ix_statuses_claim_key" in r.stdout
+    assert pnfsmon("db", "ddl", "--dialect", "postgresql").stdout.count("BYTEA") >= 2
+    r = pnfsmon("db", "ddl", "--dialect", "oracle9")
+    assert r.returncode == 2 and r.stderr.startswith("pnfsmon: error: unknown dialect")
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--db", "not a url", "status"], 2, "not a database URL"),
+    (["--db", "oracle://u@h/db", "status"], 2, "unsupported database"),
+    (["--db", "mysql+pymysql://root@127.0.0.1:1/x", "status"], 3, "unavailable"),
+    (["crawl", "/no/such/root"], 2, "is not a directory"),
+    (["status"], 2, "pnfsmon db init"),
+    (["check", "--lease", "10", "--timeout", "60"], 2, "--lease longer"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, code, message):
+    r = pnfsmon(*args, cwd=tmp_path)
+    assert r.returncode == code, r.stderr
+    assert message in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "pnfsmon.sqlite").exists()  # nothing created by a failed command
+
+
+def test_password_comes_from_a_file_and_is_never_printed(tmp_path):
+    secret = "s3cr3t-Pa55"
+    pw = tmp_path / "db.password"
+    pw.write_text(secret + "\n")
+    pw.chmod(0o600)
+    # Wrong password for root on the real MariaDB: the error must not echo it.
+    env = {"PNFSMON_DB": "mysql+pymysql://root@127.0.0.1:3306/test",
+           "PNFSMON_DB_PASSWORD_FILE": str(pw)}
+    r = pnfsmon("status", env=env)
+    assert r.returncode in (2, 3) and "Access denied" in r.stderr
+    assert secret not in r.stdout + r.stderr
+    # A password inside a URL (a config file) is redacted in messages too.
+    r = pnfsmon("--db", f"mysql+pymysql://root:{secret}@127.0.0.1:1/x", "status")
+    assert r.returncode == 3 and secret not in r.stderr and "***" in r.stderr
+
+
+def test_config_file_and_precedence(tmp_path, db_url):
+    conf = tmp_path / "pnfsmon.conf"
+    conf.write_text(f"[pnfsmon]\ndb = {db_url}\n")
+    r = pnfsmon("status", cwd=tmp_path)  # found in the working directory
+    assert r.returncode == 0, r.stderr
+    r = pnfsmon("status", env={"PNFSMON_DB": "sqlite:////nonexistent/x.sqlite"}, cwd=tmp_path)
+    assert r.returncode == 2 and "/nonexistent/x.sqlite" in r.stderr  # env beats the file
+    r = pnfsmon("status", env={"PNFSMON_CONFIG": str(tmp_path / "missing.conf")})
+    assert r.returncode == 2 and "missing.conf" in r.stderr
+    conf.write_text("this is not ini\n")
+    r = pnfsmon("status", cwd=tmp_path)
+    assert r.returncode == 2 and "cannot read configuration" in r.stderr
+
+
+def test_crawl_of_an_empty_root(engine, tree):
+    """An empty root is a valid, complete crawl of zero files."""
+    r = pnfsmon("crawl", str(tree),
+                env={"PNFSMON_DB": engine.url.render_as_string(hide_password=False)})
+    assert r.returncode == 0 and "0 files" in r.stdout
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM crawls")).scalar() == 1
