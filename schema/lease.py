@@ -57,7 +57,6 @@ class Verdict:
     source_node: str | None = None
     source_pool: str | None = None
     error: str | None = None
-    new_reference: bool = False  # the computed value becomes the reference (first check)
 
 
 def default_owner() -> str:
@@ -163,7 +162,10 @@ class Lease:
 
     def record(self, verdicts: Sequence[Verdict], now: float | None = None) -> list[int]:
         """Write verdicts for rows we still hold; returns the ids recorded. A verdict for a
-        row we lost (lease expired and re-claimed, or the crawler saw it change) is dropped."""
+        row we lost (lease expired and re-claimed, or the crawler saw it change) is dropped.
+
+        Two statements whatever the batch size: the ``events`` rows (one multi-row INSERT),
+        then one UPDATE of ``statuses`` joined to them."""
         if not verdicts:
             return []
         now = time.time() if now is None else now
@@ -178,54 +180,48 @@ class Lease:
                 ).scalars().all()
                 if not held:
                     return []
-                mine = [by_id[i] for i in held]
-                self._write_statuses(conn, [v for v in mine if not v.new_reference], now,
-                                     reference=False)
-                self._write_statuses(conn, [v for v in mine if v.new_reference], now,
-                                     reference=True)
-                conn.execute(events.insert(), [self._event_row(v, now) for v in mine])
+                conn.execute(events.insert(), [self._event_row(by_id[i], now) for i in held])
+                conn.execute(self._update_from_events(list(held), now))
                 return list(held)
 
         return retrying(self.engine, run)
 
-    def _write_statuses(self, conn: sa.Connection, verdicts: list[Verdict], now: float,
-                        *, reference: bool) -> None:
-        if not verdicts:
-            return
-        values = {
-            "status": sa.bindparam("b_status"),
-            "computed_adler32": sa.bindparam("b_computed"),
-            "checked": now,
-            # A changed file waits for the next crawl to re-list it; everything else comes
-            # round again ``recheck_after`` after this check.
-            "claim_key": sa.bindparam("b_claim_key"),
-            "tag": None,
-            "tag_expiry": None,
-            "worker_node": self.node,
-            "source_node": sa.bindparam("b_source"),
-            "bytes_read": sa.bindparam("b_bytes"),
-            "error": sa.bindparam("b_error"),
-        }
-        if reference:
-            values["recorded_adler32"] = sa.bindparam("b_computed")
-            values["recorded_from"] = FIRST_CHECK
-        stmt = statuses.update().where(statuses.c.id == sa.bindparam("b_id")).values(values)
-        conn.execute(stmt, [
-            {
-                "b_id": v.file_id,
-                "b_status": int(v.status),
-                "b_computed": v.computed_adler32,
-                "b_claim_key": None if v.status == Status.CHANGED else now,
-                "b_source": v.source_node,
-                "b_bytes": v.bytes_read,
-                "b_error": (v.error or None) and v.error[:1024],
-            }
-            for v in verdicts
-        ])
+    def _update_from_events(self, ids: list[int], now: float) -> sa.Update:
+        s, e = statuses.c, events.c
+        # No reference recorded and the content was read completely: the first computed
+        # value becomes the reference (fixity) — said so in the reports.
+        first_reference = sa.and_(s.recorded_adler32.is_(None), e.status == int(Status.OK))
+        return (
+            statuses.update()
+            .where(s.id == e.file_id, e.file_id.in_(ids), e.checked == now,
+                   e.worker_node == self.node, s.tag == self.owner)
+            # MySQL assigns left to right and later assignments see earlier ones: the two
+            # reference columns come first, while recorded_adler32 still holds its old value.
+            .ordered_values(
+                (s.recorded_from, sa.case((first_reference, FIRST_CHECK),
+                                          else_=s.recorded_from)),
+                (s.recorded_adler32, sa.case((first_reference, e.computed_adler32),
+                                             else_=s.recorded_adler32)),
+                (s.status, e.status),
+                (s.computed_adler32, e.computed_adler32),
+                # A changed file waits for the next crawl to re-list it; everything else
+                # comes round again ``recheck_after`` after this check.
+                (s.claim_key, sa.case((e.status == int(Status.CHANGED), None), else_=now)),
+                (s.source_node, e.source_node),
+                (s.bytes_read, e.bytes_read),
+                (s.error, e.error),
+                (s.checked, now),
+                (s.worker_node, self.node),
+                (s.tag, None),
+                (s.tag_expiry, None),
+            )
+        )
 
     def _event_row(self, v: Verdict, now: float) -> dict:
         return {
             "file_id": v.file_id, "checked": now, "worker_node": self.node,
             "seconds": v.seconds, "source_node": v.source_node, "source_pool": v.source_pool,
             "size": v.size, "bytes_read": v.bytes_read, "status": int(v.status),
+            "computed_adler32": v.computed_adler32,
+            "error": (v.error or None) and v.error[:1024],
         }

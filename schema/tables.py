@@ -106,6 +106,8 @@ events = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("bytes_read", sa.BigInteger, nullable=False),
     sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("computed_adler32", sa.String(8)),
+    sa.Column("error", sa.String(1024)),
     sa.Index(None, "file_id", "checked"),
     sa.Index(None, "checked"),
 )

@@ -16,14 +16,16 @@ import time
 from schema.lease import Claimed, Verdict
 from schema.status import Status
 from tester.readers import Current, Reader
-from tester.stream import checksum
+from tester.stream import Streamer
 
 
 def _rewritten(item: Claimed, now: Current) -> bool:
     return now.mtime_ns is not None and now.mtime_ns != item.mtime_ns
 
 
-def check_file(item: Claimed, reader: Reader, timeout: float) -> Verdict:
+def check_file(item: Claimed, reader: Reader, timeout: float,
+               streamer: Streamer | None = None) -> Verdict:
+    """The verdict on one file. Pass the worker's ``streamer`` to reuse its I/O thread."""
     started = time.monotonic()
 
     def verdict(status: Status, bytes_read: int = 0, **kw) -> Verdict:
@@ -46,7 +48,13 @@ def check_file(item: Claimed, reader: Reader, timeout: float) -> Verdict:
         return verdict(Status.CORRUPTED, source_node=node,
                        error=f"size {before.size}, listed as {item.size}, mtime unchanged")
 
-    result = checksum(source, started + timeout, size_hint=item.size)
+    own = streamer is None
+    streamer = streamer or Streamer()
+    try:
+        result = streamer.checksum(source, started + timeout)
+    finally:
+        if own:
+            streamer.close()
     if result.timed_out:  # the source now belongs to the abandoned read (see checksum)
         return verdict(Status.TIMEOUT, result.bytes_read, source_node=node,
                        error=f"not read within {timeout:g} s")
@@ -69,7 +77,7 @@ def check_file(item: Claimed, reader: Reader, timeout: float) -> Verdict:
         return verdict(Status.CORRUPTED, **ok,
                        error=f"read {result.bytes_read} bytes, listed as {item.size}")
     if item.recorded_adler32 is None:
-        return verdict(Status.OK, **ok, new_reference=True)
+        return verdict(Status.OK, **ok)  # recording makes this the reference (first check)
     if result.adler32 != item.recorded_adler32:
         return verdict(Status.CORRUPTED, **ok,
                        error=f"adler32 {result.adler32}, recorded {item.recorded_adler32}")

@@ -1,10 +1,11 @@
 """Stream a source through Adler32 (zlib-ng) with read and checksum overlapped.
 
-A reader thread fills buffers while the caller's thread checksums the previous one; both
-``readinto`` and ``zlib_ng.adler32`` release the GIL, so a 2-core worker approaches the plain
-read rate. The caller waits on the reader with the deadline as its timeout, so a read that
-hangs in the kernel (a dead pool, a stuck NFS mount) still ends the check at the deadline;
-the stuck thread is abandoned (it is a daemon) and closes the source when it returns."""
+Each worker owns one ``Streamer``: a long-lived I/O thread fills buffers while the worker's
+thread checksums the previous one; both ``readinto`` and ``zlib_ng.adler32`` release the
+GIL, so a 2-core worker approaches the plain read rate. The worker waits on the I/O thread
+with the deadline as its timeout, so a read that hangs in the kernel (a dead pool, a stuck
+NFS mount) still ends the check at the deadline: that I/O thread is abandoned (a daemon; it
+closes its source when the read returns) and a fresh one serves the next file."""
 
 from __future__ import annotations
 
@@ -40,65 +41,115 @@ def adler32_hex(value: int) -> str:
     return f"{value & 0xFFFFFFFF:08x}"
 
 
-def checksum(source: Source, deadline: float, size_hint: int | None = None) -> StreamResult:
-    """Read ``source`` to its end before ``deadline`` (``time.monotonic()``), computing
-    Adler32. ``size_hint`` (the expected size) keeps buffers small for small files.
+class _Job:
+    """One file's read, shared between the worker's thread and the I/O thread."""
 
-    Ownership of ``source``: after a normal end or a read error the caller still owns it (to
-    ask it questions, then close it). After a timeout the caller must not touch it again: the
-    abandoned reading thread closes it when its read returns."""
-    chunk = CHUNK if size_hint is None else min(CHUNK, max(64 * 1024, size_hint + 1))
-    free: queue.SimpleQueue = queue.SimpleQueue()
-    filled: queue.SimpleQueue = queue.SimpleQueue()
-    handover = threading.Lock()
-    state = {"abandoned": False, "reader_done": False}
-    for _ in range(_BUFFERS):
-        free.put(memoryview(bytearray(chunk)))
+    def __init__(self, source: Source, free: queue.SimpleQueue) -> None:
+        self.source = source
+        self.free = free
+        self.filled: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.finished = False
 
-    def read_loop() -> None:
+
+class _IoThread:
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="pnfsmon-read", daemon=True).start()
+
+    def _serve(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            self._read(job)
+            if job.abandoned:
+                return  # the worker has moved on to a fresh I/O thread
+
+    @staticmethod
+    def _read(job: _Job) -> None:
         try:
             while True:
-                buf = free.get()
+                buf = job.free.get()
                 if buf is None:
                     return
-                n = source.readinto(buf)
-                filled.put((buf, n))
+                n = job.source.readinto(buf)
+                job.filled.put((buf, n))
                 if n == 0:
                     return
         except OSError as err:
-            filled.put((None, err))
+            job.filled.put((None, err))
         finally:
-            with handover:
-                state["reader_done"] = True
-                if state["abandoned"]:
-                    source.close()
+            with job.lock:
+                job.finished = True
+                if job.abandoned:
+                    job.source.close()
 
-    def abandon() -> None:
-        with handover:
-            if state["reader_done"]:
-                source.close()
-            else:
-                state["abandoned"] = True
 
-    threading.Thread(target=read_loop, name="pnfsmon-read", daemon=True).start()
-    value = 1
-    total = 0
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                if remaining <= 0:
-                    raise queue.Empty
-                buf, n = filled.get(timeout=remaining)
-            except queue.Empty:
-                abandon()
-                return StreamResult(None, total, timed_out=True)
-            if buf is None:
-                return StreamResult(None, total, error=n)
-            if n == 0:
-                return StreamResult(adler32_hex(value), total)
-            value = zlib_ng.adler32(buf[:n], value)
-            total += n
+class Streamer:
+    """A worker's checksum engine: its I/O thread and its reusable buffers."""
+
+    def __init__(self, chunk: int = CHUNK) -> None:
+        self.chunk = chunk
+        self._io: _IoThread | None = None
+        self._buffers: list[memoryview] = []
+
+    def checksum(self, source: Source, deadline: float) -> StreamResult:
+        """Read ``source`` to its end before ``deadline`` (``time.monotonic()``).
+
+        Ownership of ``source``: after a normal end or a read error the caller still owns it
+        (to ask it questions, then close it). After a timeout the caller must not touch it
+        again: the abandoned I/O thread closes it when its read returns."""
+        if self._io is None:
+            self._io = _IoThread()
+            self._buffers = [memoryview(bytearray(self.chunk)) for _ in range(_BUFFERS)]
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for buf in self._buffers:
             free.put(buf)
+        job = _Job(source, free)
+        self._io.jobs.put(job)
+        value = 1
+        total = 0
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    if remaining <= 0:
+                        raise queue.Empty
+                    buf, n = job.filled.get(timeout=remaining)
+                except queue.Empty:
+                    self._abandon(job)
+                    return StreamResult(None, total, timed_out=True)
+                if buf is None:
+                    return StreamResult(None, total, error=n)
+                if n == 0:
+                    return StreamResult(adler32_hex(value), total)
+                value = zlib_ng.adler32(buf[:n], value)
+                total += n
+                free.put(buf)
+        finally:
+            free.put(None)  # an I/O thread waiting for a buffer stops instead of reading on
+
+    def _abandon(self, job: _Job) -> None:
+        with job.lock:
+            if job.finished:
+                job.source.close()
+            else:
+                job.abandoned = True
+                # Its thread and buffers stay with the stuck read; start afresh next time.
+                self._io = None
+                return
+        # The read ended just as the deadline passed: the thread is free for the next file.
+
+    def close(self) -> None:
+        if self._io is not None:
+            self._io.jobs.put(None)
+            self._io = None
+
+
+def checksum(source: Source, deadline: float, size_hint: int | None = None) -> StreamResult:
+    """One-off :meth:`Streamer.checksum` (buffers sized by ``size_hint``)."""
+    chunk = CHUNK if size_hint is None else min(CHUNK, max(64 * 1024, size_hint + 1))
+    streamer = Streamer(chunk)
+    try:
+        return streamer.checksum(source, deadline)
     finally:
-        free.put(None)  # a reader waiting for a buffer stops instead of reading on
+        streamer.close()

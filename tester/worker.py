@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from schema.lease import Lease, Verdict
 from tester.checker import check_file
 from tester.readers import Reader
+from tester.stream import Streamer
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class BatchSizer:
 
 
 def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
-             sweep_start: float) -> Tally | None:
+             sweep_start: float, streamer: Streamer | None = None) -> Tally | None:
     """Claim up to ``batch`` files due at ``sweep_start``, check and record them. None if
     nothing was due."""
     claimed = lease.claim(batch, due_before=sweep_start - options.recheck_after)
@@ -79,7 +80,7 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
             if time.monotonic() >= renew_at:
                 lease.renew([c.id for c in claimed[i:]])
                 renew_at = time.monotonic() + lease.lease_seconds / 2
-            verdicts.append(check_file(item, reader, options.timeout))
+            verdicts.append(check_file(item, reader, options.timeout, streamer))
     finally:
         # Normal end, or interrupted: keep what was checked, give back the rest at once
         # (rather than waiting for the lease to expire).
@@ -97,18 +98,22 @@ def run(lease: Lease, reader: Reader, options: CheckOptions,
         raise ValueError("the lease must be longer than the per-file timeout")
     sizer = BatchSizer(lease.lease_seconds, options.max_batch)
     total = Tally()
+    streamer = Streamer()
     sweep_start = time.time()
-    while True:
-        started = time.monotonic()
-        tally = run_once(lease, reader, options, sizer.size, sweep_start)
-        if tally is None:
-            if not options.forever:
-                return total
-            time.sleep(options.poll)
-            sweep_start = time.time()  # the next sweep: what has come due since
-            continue
-        sizer.observe(tally.checked + tally.dropped, time.monotonic() - started)
-        total.merge(tally)
-        if on_batch is not None:
-            on_batch(tally)
+    try:
+        while True:
+            started = time.monotonic()
+            tally = run_once(lease, reader, options, sizer.size, sweep_start, streamer)
+            if tally is None:
+                if not options.forever:
+                    return total
+                time.sleep(options.poll)
+                sweep_start = time.time()  # the next sweep: what has come due since
+                continue
+            sizer.observe(tally.checked + tally.dropped, time.monotonic() - started)
+            total.merge(tally)
+            if on_batch is not None:
+                on_batch(tally)
+    finally:
+        streamer.close()
 

@@ -80,8 +80,7 @@ def test_first_check_sets_the_reference(engine):
     add_rows(engine, 1)
     lease = Lease(engine, lease_seconds=100)
     (item,) = lease.claim(1, due_before=1e12)
-    v = Verdict(item.id, Status.OK, 0.1, 1, 1, computed_adler32="0abc0def", new_reference=True)
-    lease.record([v])
+    lease.record([Verdict(item.id, Status.OK, 0.1, 1, 1, computed_adler32="0abc0def")])
     with engine.connect() as conn:
         r = conn.execute(sa.select(statuses)).one()
     assert (r.recorded_adler32, r.recorded_from, r.status) == ("0abc0def", "first_check", 1)
