@@ -222,7 +222,8 @@ def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
             with engine.connect():
                 pass
     except exc.DBAPIError as err:
-        if is_transient(err) or isinstance(err, exc.OperationalError):
+        if is_transient(err):
             raise unavailable(engine, err) from None
-        raise
+        where = engine.url.render_as_string(hide_password=True)
+        raise ConfigError(f"cannot use database {where}: {describe(err)}") from None
     return engine

@@ -11,6 +11,7 @@ turn what happened into a verdict. The rules:
 
 from __future__ import annotations
 
+import threading
 import time
 
 from schema.lease import Claimed, Verdict
@@ -24,8 +25,10 @@ def _rewritten(item: Claimed, now: Current) -> bool:
 
 
 def check_file(item: Claimed, reader: Reader, timeout: float,
-               streamer: Streamer | None = None) -> Verdict:
-    """The verdict on one file. Pass the worker's ``streamer`` to reuse its I/O thread."""
+               streamer: Streamer | None = None,
+               stop: threading.Event | None = None) -> Verdict | None:
+    """The verdict on one file, or None if ``stop`` was set while it was read (the file
+    was not judged). Pass the worker's ``streamer`` to reuse its I/O thread."""
     started = time.monotonic()
 
     def verdict(status: Status, bytes_read: int = 0, **kw) -> Verdict:
@@ -51,10 +54,12 @@ def check_file(item: Claimed, reader: Reader, timeout: float,
     own = streamer is None
     streamer = streamer or Streamer()
     try:
-        result = streamer.checksum(source, started + timeout)
+        result = streamer.checksum(source, started + timeout, stop)
     finally:
         if own:
             streamer.close()
+    if result.interrupted:  # as for a timeout, the source belongs to the abandoned read
+        return None
     if result.timed_out:  # the source now belongs to the abandoned read (see checksum)
         return verdict(Status.TIMEOUT, result.bytes_read, source_node=node,
                        error=f"not read within {timeout:g} s")

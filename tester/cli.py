@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import threading
 import time
 
 from schema import cli
@@ -23,14 +24,15 @@ DAY = 86400.0
 
 
 def _worker_main(settings, options: CheckOptions, lease_seconds: float, results) -> None:
-    """Body of one worker process: its own engine, its own lease tag."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    """Body of one worker process: its own engine, its own lease tag. SIGTERM and SIGINT
+    ask it to stop at a safe point (see ``tester.worker``)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     engine = create_engine(settings)
     try:
         lease = Lease(engine, lease_seconds=lease_seconds)
-        run(lease, PosixReader(), options, on_batch=results.put)
-    except KeyboardInterrupt:
-        pass  # run_once already recorded what was checked and released the rest
+        run(lease, PosixReader(), options, on_batch=results.put, stop=stop)
     except PnfsmonError as err:
         results.put(err)
     finally:
@@ -64,10 +66,12 @@ def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: fl
                 progress.update(f"{total.checked:,} files checked, "
                                 f"{total.checked / elapsed:,.0f} files/s, "
                                 f"{human_bytes(total.bytes_read / elapsed)}/s")
-    except KeyboardInterrupt:
+    except BaseException:
+        # Ctrl-C, or SIGTERM (condor_rm, systemd): each worker records what it checked,
+        # releases the rest of its batch and exits; then we stop too.
         for p in procs:
             if p.is_alive():
-                os.kill(p.pid, signal.SIGINT)
+                os.kill(p.pid, signal.SIGTERM)
         raise
     finally:
         for p in procs:

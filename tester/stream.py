@@ -18,6 +18,7 @@ from typing import Protocol
 from zlib_ng import zlib_ng
 
 CHUNK = 4 * 1024 * 1024
+STOP_POLL = 0.25  # seconds between looks at the stop flag while a read is in progress
 _BUFFERS = 3  # one being checksummed, one being filled, one ready
 
 
@@ -35,6 +36,7 @@ class StreamResult:
     bytes_read: int
     timed_out: bool = False
     error: OSError | None = None
+    interrupted: bool = False  # the worker was asked to stop: no verdict
 
 
 def adler32_hex(value: int) -> str:
@@ -92,8 +94,10 @@ class Streamer:
         self._io: _IoThread | None = None
         self._buffers: list[memoryview] = []
 
-    def checksum(self, source: Source, deadline: float) -> StreamResult:
-        """Read ``source`` to its end before ``deadline`` (``time.monotonic()``).
+    def checksum(self, source: Source, deadline: float,
+                 stop: threading.Event | None = None) -> StreamResult:
+        """Read ``source`` to its end before ``deadline`` (``time.monotonic()``), or until
+        ``stop`` is set (checked at least every ``STOP_POLL`` seconds).
 
         Ownership of ``source``: after a normal end or a read error the caller still owns it
         (to ask it questions, then close it). After a timeout the caller must not touch it
@@ -114,8 +118,14 @@ class Streamer:
                 try:
                     if remaining <= 0:
                         raise queue.Empty
-                    buf, n = job.filled.get(timeout=remaining)
+                    wait = remaining if stop is None else min(remaining, STOP_POLL)
+                    buf, n = job.filled.get(timeout=wait)
                 except queue.Empty:
+                    if stop is not None and stop.is_set():
+                        self._abandon(job)
+                        return StreamResult(None, total, interrupted=True)
+                    if time.monotonic() < deadline:
+                        continue
                     self._abandon(job)
                     return StreamResult(None, total, timed_out=True)
                 if buf is None:

@@ -1,10 +1,15 @@
 """One worker: claim a batch, check it, record it (``run_once``), and the loop around it
 (``run``). A worker holds a DB connection only to claim, renew or record, never while it
-reads a file. On SIGTERM/SIGINT it records what it has checked, releases the rest of its
-batch and stops; if it is killed outright, its leases expire and the rows come back."""
+reads a file.
+
+Stopping: signal handlers only set a ``stop`` event. The worker looks at it between files
+(and the stream while reading), records what it has checked, releases the rest of its batch
+and returns; a claim or a record is never cut in half. Killed outright (SIGKILL), it leaves
+leases that expire, and the rows come back."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -67,7 +72,8 @@ class BatchSizer:
 
 
 def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
-             sweep_start: float, streamer: Streamer | None = None) -> Tally | None:
+             sweep_start: float, streamer: Streamer | None = None,
+             stop: threading.Event | None = None) -> Tally | None:
     """Claim up to ``batch`` files due at ``sweep_start``, check and record them. None if
     nothing was due."""
     claimed = lease.claim(batch, due_before=sweep_start - options.recheck_after)
@@ -77,13 +83,18 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
     renew_at = time.monotonic() + lease.lease_seconds / 2
     try:
         for i, item in enumerate(claimed):
+            if stop is not None and stop.is_set():
+                break
             if time.monotonic() >= renew_at:
                 lease.renew([c.id for c in claimed[i:]])
                 renew_at = time.monotonic() + lease.lease_seconds / 2
-            verdicts.append(check_file(item, reader, options.timeout, streamer))
+            verdict = check_file(item, reader, options.timeout, streamer, stop)
+            if verdict is None:
+                break
+            verdicts.append(verdict)
     finally:
-        # Normal end, or interrupted: keep what was checked, give back the rest at once
-        # (rather than waiting for the lease to expire).
+        # Normal end, stop requested, or an error: keep what was checked, give back the
+        # rest at once (rather than waiting for the lease to expire).
         recorded = lease.record(verdicts)
         lease.release(c.id for c in claimed[len(verdicts):])
     tally = Tally()
@@ -92,8 +103,10 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
 
 
 def run(lease: Lease, reader: Reader, options: CheckOptions,
-        on_batch: Callable[[Tally], None] | None = None) -> Tally:
-    """Check until nothing is due (or forever, polling). Returns the worker's totals."""
+        on_batch: Callable[[Tally], None] | None = None,
+        stop: threading.Event | None = None) -> Tally:
+    """Check until nothing is due (or forever, polling), or until ``stop`` is set.
+    Returns the worker's totals."""
     if options.timeout >= lease.lease_seconds:
         raise ValueError("the lease must be longer than the per-file timeout")
     sizer = BatchSizer(lease.lease_seconds, options.max_batch)
@@ -101,19 +114,23 @@ def run(lease: Lease, reader: Reader, options: CheckOptions,
     streamer = Streamer()
     sweep_start = time.time()
     try:
-        while True:
+        while stop is None or not stop.is_set():
             started = time.monotonic()
-            tally = run_once(lease, reader, options, sizer.size, sweep_start, streamer)
+            tally = run_once(lease, reader, options, sizer.size, sweep_start, streamer, stop)
             if tally is None:
                 if not options.forever:
                     return total
-                time.sleep(options.poll)
+                if stop is not None:
+                    stop.wait(options.poll)
+                else:
+                    time.sleep(options.poll)
                 sweep_start = time.time()  # the next sweep: what has come due since
                 continue
             sizer.observe(tally.checked + tally.dropped, time.monotonic() - started)
             total.merge(tally)
             if on_batch is not None:
                 on_batch(tally)
+        return total
     finally:
         streamer.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 
@@ -54,3 +55,24 @@ def verdicts(engine: sa.Engine) -> dict[bytes, Status]:
 def row(engine: sa.Engine, path: bytes):
     with engine.connect() as conn:
         return conn.execute(sa.select(statuses).where(statuses.c.path == path)).one()
+
+
+def as_nobody(function, *args):
+    """Run ``function(*args)`` in a forked child that dropped root to nobody (root reads
+    everything, so permission tests need another user); return its pickled result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(w, pickle.dumps(function(*args)))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        data = fh.read()
+    os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError(f"{function.__name__} failed in the unprivileged child")
+    return pickle.loads(data)

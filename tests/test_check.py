@@ -4,7 +4,6 @@ first-check references, rewrites that are not corruption, and crashed workers' l
 from __future__ import annotations
 
 import os
-import pickle
 import threading
 import time
 
@@ -20,7 +19,7 @@ from tester.checker import check_file
 from tester.cli import run_workers
 from tester.readers import PosixReader
 from tester.worker import CheckOptions, run
-from tests.helpers import flip_bit, random_bytes, row, verdicts, write_file
+from tests.helpers import as_nobody, flip_bit, random_bytes, row, verdicts, write_file
 
 NOW_DUE = CheckOptions(timeout=30, recheck_after=0.0)
 
@@ -182,17 +181,5 @@ def test_permission_denied_is_unreadable(tmp_path):
     path = write_file(tmp_path / "secret.dat", b"s" * 100)
     item = _item(path)
     os.chmod(path, 0)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            os.write(w, pickle.dumps(check_file(item, PosixReader(), timeout=5)))
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as fh:
-        v = pickle.loads(fh.read())
-    os.waitpid(pid, 0)
+    v = as_nobody(check_file, item, PosixReader(), 5)
     assert v.status == Status.UNREADABLE and "Permission denied" in v.error

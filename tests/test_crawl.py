@@ -4,7 +4,6 @@ checksums, re-crawls (new / changed / vanished), unreadable directories."""
 from __future__ import annotations
 
 import os
-import pickle
 import stat
 
 import pytest
@@ -16,7 +15,7 @@ from crawler.ingest import Ingest
 from crawler.listing import WalkStats
 from schema.status import Status
 from schema.tables import crawls, statuses
-from tests.helpers import random_bytes, row, verdicts, write_file
+from tests.helpers import as_nobody, random_bytes, row, verdicts, write_file
 
 ODD_NAMES = [
     b"plain.root",
@@ -126,24 +125,9 @@ def test_sites_are_separate(engine, tree):
         assert sorted(sites) == ["site-a", "site-b"]
 
 
-def _walk_as_nobody(root: bytes) -> tuple[list, WalkStats]:
-    """Walk in a forked child that dropped root, as an operator's crawler would run."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            stats = WalkStats()
-            items = list(posix.walk(root, stats))
-            os.write(w, pickle.dumps((items, stats)))
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as fh:
-        data = fh.read()
-    os.waitpid(pid, 0)
-    return pickle.loads(data)
+def _walk(root: bytes) -> tuple[list, WalkStats]:
+    stats = WalkStats()
+    return list(posix.walk(root, stats)), stats
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
@@ -162,7 +146,7 @@ def test_unreadable_directory_is_counted_and_its_files_not_vanished(engine, tmp_
     crawl(engine, root, "s")
     (tree / "closed").chmod(0)
     try:
-        items, stats = _walk_as_nobody(root)
+        items, stats = as_nobody(_walk, root)
     finally:
         (tree / "closed").chmod(stat.S_IRWXU)
     assert stats.unreadable == [os.path.join(root, b"closed")]

@@ -129,3 +129,20 @@ def test_stream_reports_read_errors():
 
     result = checksum(Failing(), time.monotonic() + 5)
     assert result.error is not None and result.error.errno == 5
+
+
+def test_stop_request_ends_a_hanging_read_promptly():
+    from tester.stream import Streamer
+
+    pipe = _Pipe()
+    os.write(pipe.w, b"y" * 7)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    streamer = Streamer(65536)
+    result = streamer.checksum(pipe, started + 60, stop)
+    assert result.interrupted and not result.timed_out and result.bytes_read == 7
+    assert time.monotonic() - started < 5  # not the 60 s deadline
+    os.close(pipe.w)
+    assert pipe.closed.wait(5)  # the abandoned read closed its source
+    streamer.close()
