@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import exc
 
+import condor.cli
 import crawler.cli
 import schema.cli
 import tester.cli
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     crawler.cli.register(sub, parents)
     tester.cli.register(sub, parents)
     web.cli.register(sub, parents)
+    condor.cli.register(sub, parents)
     p = sub.add_parser("demo", help="run crawl, check and report on a sample tree",
                        description=do_demo.__doc__)
     p.add_argument("dir", metavar="DIR", nargs="?", default="pnfsmon-demo",

@@ -69,8 +69,8 @@ def create_engine(settings: Settings) -> sa.Engine:
     kwargs: dict = {"pool_pre_ping": True}
     if backend in ("mysql", "mariadb"):
         kwargs.update(
-            isolation_level="READ COMMITTED",
             pool_recycle=3600,
+            isolation_level="READ COMMITTED",
             connect_args={"connect_timeout": 10, "charset": "utf8mb4"},
         )
     elif backend == "postgresql":

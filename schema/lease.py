@@ -81,19 +81,11 @@ class Lease:
         self.owner = owner or default_owner()
         self.node = node or socket.gethostname()
 
-    def requeue_expired(self, now: float | None = None) -> int:
-        """Put rows whose lease expired (their worker died) back at the head of the queue."""
-        now = time.time() if now is None else now
-
-        def run() -> int:
-            with write_transaction(self.engine) as conn:
-                return conn.execute(
-                    statuses.update()
-                    .where(statuses.c.tag_expiry < now)
-                    .values(tag=None, tag_expiry=None, claim_key=0.0)
-                ).rowcount
-
-        return retrying(self.engine, run)
+    def hang_up(self) -> None:
+        """Close this worker's idle DB connection: called after a claim, so no connection is
+        held while files are read (a thousand jobs must not need a thousand connections).
+        The record that ends a batch and the next claim then share one connection."""
+        self.engine.dispose()
 
     def claim(self, limit: int, *, due_before: float, now: float | None = None
               ) -> list[Claimed]:
@@ -101,7 +93,6 @@ class Lease:
         whose last check was at or before ``due_before`` (a sweep fixes it when it starts:
         ``start - recheck_after``, so files it checks itself are not due again in it)."""
         now = time.time() if now is None else now
-        self.requeue_expired(now)
         cutoff = min(due_before, now)
         query = (
             sa.select(*_CLAIM_COLUMNS)
@@ -116,6 +107,9 @@ class Lease:
 
         def run() -> list[Claimed]:
             with write_transaction(self.engine) as conn:
+                # Rows whose lease expired (their worker died) go back to the queue's head.
+                conn.execute(statuses.update().where(statuses.c.tag_expiry < now)
+                             .values(tag=None, tag_expiry=None, claim_key=0.0))
                 rows = [Claimed(*row) for row in conn.execute(query)]
                 if rows:
                     conn.execute(

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 
@@ -17,6 +18,7 @@ from schema.lease import Lease
 from schema.progress import Progress, human_bytes
 from schema.status import PROBLEMS, Status
 from tester.readers import PosixReader
+from tester.stream import ADLER32_IMPLEMENTATION
 from tester.worker import CheckOptions, Tally, run
 
 DEFAULT_LEASE = 3600.0
@@ -101,6 +103,46 @@ def summary(tally: Tally, seconds: float) -> str:
     return line
 
 
+def add_check_options(p: argparse.ArgumentParser) -> None:
+    """The worker options, shared by ``pnfsmon check`` and ``pnfsmon condor submit``."""
+    p.add_argument("--lease", type=float, default=DEFAULT_LEASE, metavar="S",
+                   help=f"seconds a claimed file stays reserved (default: {DEFAULT_LEASE:g})")
+    p.add_argument("--timeout", type=float, default=500.0, metavar="S",
+                   help="seconds allowed to read one file (default: 500)")
+    p.add_argument("--recheck-after", type=float, default=30.0, metavar="D",
+                   help="days before a checked file is due again (default: 30)")
+    p.add_argument("--forever", action="store_true",
+                   help="keep polling for due files instead of exiting")
+    p.add_argument("--poll", type=float, default=60.0, metavar="S",
+                   help="seconds between polls with --forever (default: 60)")
+    p.add_argument("--max-rate", type=float, default=0.0, metavar="MB/s",
+                   help="cap each worker's read rate, to spare production I/O (default: none)")
+
+
+def check_options(args: argparse.Namespace) -> CheckOptions:
+    """Validated worker options from parsed arguments."""
+    if args.timeout <= 0 or args.lease <= args.timeout:
+        raise ConfigError("--timeout must be positive and --lease longer than --timeout")
+    if args.recheck_after < 0 or args.poll <= 0 or args.max_rate < 0:
+        raise ConfigError("--recheck-after and --max-rate must not be negative, --poll "
+                          "must be positive")
+    return CheckOptions(timeout=args.timeout, recheck_after=args.recheck_after * DAY,
+                        forever=args.forever, poll=args.poll,
+                        max_rate=args.max_rate * 1e6)
+
+
+def check_options_as_args(args: argparse.Namespace) -> list[str]:
+    """The same options as a ``pnfsmon check`` command line (for worker jobs)."""
+    check_options(args)  # validate before they are sent to a thousand jobs
+    out = ["--lease", f"{args.lease:g}", "--timeout", f"{args.timeout:g}",
+           "--recheck-after", f"{args.recheck_after:g}"]
+    if args.forever:
+        out += ["--forever", "--poll", f"{args.poll:g}"]
+    if args.max_rate:
+        out += ["--max-rate", f"{args.max_rate:g}"]
+    return out
+
+
 def do_check(args: argparse.Namespace) -> int:
     """Verify due files: claim them under a lease, stream each through Adler32 and record a
     verdict. Files never checked come first, then those checked longest ago (at least
@@ -108,14 +150,11 @@ def do_check(args: argparse.Namespace) -> int:
     any file was found missing, corrupted, timed out or unreadable."""
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
-    if args.timeout <= 0 or args.lease <= args.timeout:
-        raise ConfigError("--timeout must be positive and --lease longer than --timeout")
-    if args.recheck_after < 0:
-        raise ConfigError("--recheck-after must not be negative")
+    options = check_options(args)
+    if ADLER32_IMPLEMENTATION != "zlib-ng":
+        print(f"pnfsmon: warning: Adler32 from {ADLER32_IMPLEMENTATION}", file=sys.stderr)
     settings = cli.settings(args)
     cli.engine(args).dispose()  # connect and check the schema once, before forking
-    options = CheckOptions(timeout=args.timeout, recheck_after=args.recheck_after * DAY,
-                           forever=args.forever, poll=args.poll)
     started = time.monotonic()
     tally = run_workers(settings, options, args.workers, args.lease, Progress())
     print(summary(tally, time.monotonic() - started))
@@ -127,14 +166,5 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
                               description=do_check.__doc__)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="worker processes (default: one per CPU)")
-    p.add_argument("--lease", type=float, default=DEFAULT_LEASE, metavar="S",
-                   help=f"seconds a claimed file stays reserved (default: {DEFAULT_LEASE:g})")
-    p.add_argument("--timeout", type=float, default=500.0, metavar="S",
-                   help="seconds allowed to read one file (default: 500)")
-    p.add_argument("--recheck-after", type=float, default=30.0, metavar="D",
-                   help="days before a checked file is due again (default: 30)")
-    p.add_argument("--forever", action="store_true",
-                   help="keep polling for due files instead of exiting")
-    p.add_argument("--poll", type=float, default=60.0, metavar="S",
-                   help="seconds between polls with --forever (default: 60)")
+    add_check_options(p)
     p.set_defaults(func=do_check)

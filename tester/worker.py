@@ -28,6 +28,7 @@ class CheckOptions:
     forever: bool = False  # keep polling when nothing is due
     poll: float = 60.0  # seconds between polls in --forever mode
     max_batch: int = 500
+    max_rate: float = 0.0  # bytes/s each worker may read; 0 for no limit
 
 
 @dataclass
@@ -77,6 +78,7 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
     """Claim up to ``batch`` files due at ``sweep_start``, check and record them. None if
     nothing was due."""
     claimed = lease.claim(batch, due_before=sweep_start - options.recheck_after)
+    lease.hang_up()  # no DB connection while reading
     if not claimed:
         return None
     verdicts: list[Verdict] = []
@@ -111,7 +113,7 @@ def run(lease: Lease, reader: Reader, options: CheckOptions,
         raise ValueError("the lease must be longer than the per-file timeout")
     sizer = BatchSizer(lease.lease_seconds, options.max_batch)
     total = Tally()
-    streamer = Streamer()
+    streamer = Streamer(max_rate=options.max_rate)
     sweep_start = time.time()
     try:
         while stop is None or not stop.is_set():

@@ -1,0 +1,153 @@
+"""The HTCondor submit descriptions pnfs-monitor needs, built as data (a dict) and rendered
+by the real bindings (``htcondor2.Submit``), so ``--dry-run`` shows exactly what would be
+submitted. The one call that needs a running schedd is ``submit_to_schedd``.
+
+Secrets: the job gets the database URL without its password on its command line, and the
+password as a file (mode 600) in ``transfer_input_files``; the environment holds only that
+file's name. Nothing secret is in the description, its arguments or its environment.
+
+Exit codes and what HTCondor does with them (see ``schema.errors``):
+  0, 1  done (1: problems were found in the storage) — the job leaves the queue;
+  3     transient (database or storage unreachable) — retried, up to ``max_retries``;
+  2     bad configuration — the job is held with a readable reason; retrying cannot help.
+A job killed or evicted loses nothing: its leases expire and the files come back."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from schema.config import Settings
+from schema.errors import ConfigError, DatabaseUnavailable
+
+PASSWORD_FILE = "db.password"  # its name in the job's scratch directory
+USER_LOG = "pnfsmon-jobs.log"
+HOLD_SUBCODE_CONFIG = 2
+
+
+@dataclass
+class JobOptions:
+    """What a site chooses for its worker jobs."""
+
+    jobs: int = 1
+    request_cpus: int = 1
+    request_memory_mb: int = 1024
+    request_disk_kb: int = 1024 * 1024
+    batch_name: str = "pnfsmon"
+    accounting_group: str | None = None
+    requirements: str | None = None
+    max_retries: int = 10
+    # tester options passed through to ``pnfsmon check``
+    check_args: list[str] = field(default_factory=list)
+
+
+def split_secret(settings: Settings) -> tuple[str, str | None]:
+    """(URL without password, password or None) for a job: never the password in argv."""
+    url = sa.make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite":
+        raise ConfigError("condor workers run on other machines: they need a database "
+                          "server (mysql+pymysql://… or postgresql+psycopg://…), not sqlite")
+    password = settings.db_password if settings.db_password is not None else url.password
+    bare = url.set(password=None).render_as_string(hide_password=False)
+    return bare, password
+
+
+def write_password_file(workdir: Path, password: str) -> Path:
+    """The password as a mode-600 file to transfer with the job."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / PASSWORD_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def _quote_args(args: list[str]) -> str:
+    """HTCondor's "new" argument syntax: the whole string in double quotes, each argument
+    in single quotes (a single quote inside doubled)."""
+    return '"' + " ".join("'" + a.replace("'", "''").replace('"', '""') + "'"
+                          for a in args) + '"'
+
+
+def _common(executable: Path, arguments: list[str], workdir: Path,
+            password_file: Path | None, opts: JobOptions) -> dict[str, str]:
+    desc = {
+        "universe": "vanilla",
+        "executable": str(executable),
+        "arguments": _quote_args(arguments),
+        "should_transfer_files": "YES",
+        "when_to_transfer_output": "ON_EXIT",
+        "output": str(workdir / "logs" / "$(ClusterId).$(ProcId).out"),
+        "error": str(workdir / "logs" / "$(ClusterId).$(ProcId).err"),
+        "log": str(workdir / USER_LOG),
+        "request_cpus": str(opts.request_cpus),
+        "request_memory": str(opts.request_memory_mb),
+        "request_disk": str(opts.request_disk_kb),
+        "+JobBatchName": f'"{opts.batch_name}"',
+        "max_retries": str(opts.max_retries),
+        "retry_until": "ExitCode =?= 0 || ExitCode =?= 1",
+        "on_exit_hold": "ExitCode =?= 2",
+        "on_exit_hold_reason": '"pnfs-monitor configuration error (exit code 2): see the '
+                               'job\'s error file"',
+        "on_exit_hold_subcode": str(HOLD_SUBCODE_CONFIG),
+    }
+    if password_file is not None:
+        desc["transfer_input_files"] = str(password_file)
+        desc["environment"] = f'"PNFSMON_DB_PASSWORD_FILE={PASSWORD_FILE}"'
+    if opts.accounting_group:
+        desc["accounting_group"] = opts.accounting_group
+    if opts.requirements:
+        desc["requirements"] = opts.requirements
+    return desc
+
+
+def worker_description(executable: Path, db_url: str, workdir: Path,
+                       password_file: Path | None, opts: JobOptions) -> dict[str, str]:
+    """N identical jobs, each running ``pnfsmon check --workers 1`` until nothing is due."""
+    args = ["check", "--workers", "1", *opts.check_args, "--db", db_url]
+    return _common(executable, args, workdir, password_file, opts)
+
+
+def crawl_description(executable: Path, db_url: str, workdir: Path,
+                      password_file: Path | None, opts: JobOptions, root: str, site: str,
+                      cron: str) -> dict[str, str]:
+    """A crondor job: HTCondor starts ``pnfsmon crawl`` on the ``cron`` schedule."""
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ConfigError(f"--cron needs 5 fields (minute hour day month weekday): {cron!r}")
+    desc = _common(executable, ["crawl", root, "--site", site, "--db", db_url], workdir,
+                   password_file, opts)
+    for name, value in zip(("cron_minute", "cron_hour", "cron_day_of_month", "cron_month",
+                            "cron_day_of_week"), fields, strict=True):
+        desc[name] = value
+    desc["on_exit_remove"] = "false"  # stay queued for the next run
+    desc["+JobBatchName"] = f'"{opts.batch_name}-crawl"'
+    desc["retry_until"] = "true"
+    del desc["max_retries"]
+    return desc
+
+
+def render(description: dict[str, str]):
+    """The bindings' Submit object (raises ConfigError on a syntax error)."""
+    import htcondor2
+
+    try:
+        return htcondor2.Submit(description)
+    except Exception as err:  # the bindings raise their own types for a bad description
+        raise ConfigError(f"invalid submit description: {err}") from None
+
+
+def submit_to_schedd(submit, count: int) -> int:
+    """Queue ``count`` jobs in one cluster; returns the cluster id. The only call here that
+    needs a running HTCondor (none can be installed on the machines the tests run on)."""
+    import htcondor2
+
+    try:
+        result = htcondor2.Schedd().submit(submit, count=count)
+    except Exception as err:  # no schedd, no permission, pool misconfigured
+        raise DatabaseUnavailable(f"HTCondor refused the submission: {err}") from None
+    return result.cluster()
