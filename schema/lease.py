@@ -87,11 +87,16 @@ class Lease:
         The record that ends a batch and the next claim then share one connection."""
         self.engine.dispose()
 
-    def claim(self, limit: int, *, due_before: float, now: float | None = None
-              ) -> list[Claimed]:
+    def claim(self, limit: int, *, due_before: float, now: float | None = None,
+              max_per_pool: int = 0) -> list[Claimed]:
         """Lease up to ``limit`` due rows: never checked (or changed) first, then the ones
         whose last check was at or before ``due_before`` (a sweep fixes it when it starts:
-        ``start - recheck_after``, so files it checks itself are not due again in it)."""
+        ``start - recheck_after``, so files it checks itself are not due again in it).
+
+        ``max_per_pool`` (0: no cap) spares the storage: a worker reads one file at a time,
+        so a pool's concurrent readers are the live lease owners holding its files; pools
+        that already have that many other readers are skipped. Two claims at the same
+        instant may both take the last place (the cap is approximate by one or two)."""
         now = time.time() if now is None else now
         cutoff = min(due_before, now)
         query = (
@@ -104,6 +109,15 @@ class Lease:
             # locks: its BEGIN IMMEDIATE serialises claims instead.
             .with_for_update(skip_locked=True)
         )
+        if max_per_pool > 0:
+            c = statuses.c
+            busy = (
+                sa.select(c.pool)
+                .where(c.tag_expiry >= now, c.tag != self.owner, c.pool.is_not(None))
+                .group_by(c.pool)
+                .having(sa.func.count(sa.distinct(c.tag)) >= max_per_pool)
+            )
+            query = query.where(sa.or_(c.pool.is_(None), c.pool.not_in(busy)))
 
         def run() -> list[Claimed]:
             with write_transaction(self.engine) as conn:

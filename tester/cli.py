@@ -117,18 +117,21 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                    help="seconds between polls with --forever (default: 60)")
     p.add_argument("--max-rate", type=float, default=0.0, metavar="MB/s",
                    help="cap each worker's read rate, to spare production I/O (default: none)")
+    p.add_argument("--max-per-pool", type=int, default=0, metavar="K",
+                   help="at most K workers reading from one pool at a time, over all "
+                        "workers and jobs (default: no cap)")
 
 
 def check_options(args: argparse.Namespace) -> CheckOptions:
     """Validated worker options from parsed arguments."""
     if args.timeout <= 0 or args.lease <= args.timeout:
         raise ConfigError("--timeout must be positive and --lease longer than --timeout")
-    if args.recheck_after < 0 or args.poll <= 0 or args.max_rate < 0:
-        raise ConfigError("--recheck-after and --max-rate must not be negative, --poll "
-                          "must be positive")
+    if min(args.recheck_after, args.max_rate, args.max_per_pool) < 0 or args.poll <= 0:
+        raise ConfigError("--recheck-after, --max-rate and --max-per-pool must not be "
+                          "negative, --poll must be positive")
     return CheckOptions(timeout=args.timeout, recheck_after=args.recheck_after * DAY,
                         forever=args.forever, poll=args.poll,
-                        max_rate=args.max_rate * 1e6)
+                        max_rate=args.max_rate * 1e6, max_per_pool=args.max_per_pool)
 
 
 def check_options_as_args(args: argparse.Namespace) -> list[str]:
@@ -140,6 +143,8 @@ def check_options_as_args(args: argparse.Namespace) -> list[str]:
         out += ["--forever", "--poll", f"{args.poll:g}"]
     if args.max_rate:
         out += ["--max-rate", f"{args.max_rate:g}"]
+    if args.max_per_pool:
+        out += ["--max-per-pool", str(args.max_per_pool)]
     return out
 
 

@@ -29,6 +29,7 @@ class CheckOptions:
     poll: float = 60.0  # seconds between polls in --forever mode
     max_batch: int = 500
     max_rate: float = 0.0  # bytes/s each worker may read; 0 for no limit
+    max_per_pool: int = 0  # concurrent readers per pool over all workers; 0 for no limit
 
 
 @dataclass
@@ -77,7 +78,8 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
              stop: threading.Event | None = None) -> Tally | None:
     """Claim up to ``batch`` files due at ``sweep_start``, check and record them. None if
     nothing was due."""
-    claimed = lease.claim(batch, due_before=sweep_start - options.recheck_after)
+    claimed = lease.claim(batch, due_before=sweep_start - options.recheck_after,
+                          max_per_pool=options.max_per_pool)
     lease.hang_up()  # no DB connection while reading
     if not claimed:
         return None

@@ -214,3 +214,18 @@ def test_user_log_reader(tmp_path, engine):
     assert "running 1, held 1, done 1" in text and "ETA unknown" in text
     with pytest.raises(ConfigError, match="no HTCondor user log"):
         status.read_user_log(tmp_path / "missing.log")
+
+
+def test_condor_status_and_bundle_commands(tmp_path, db_url):
+    log = tmp_path / "jobs.log"
+    log.write_text(USER_LOG)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")},
+           "PNFSMON_DB": db_url}
+    r = subprocess.run([sys.executable, "-m", "pnfsmon", "condor", "status", "--log",
+                        str(log)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "running 1, held 1, done 1" in r.stdout and "configuration error" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "pnfsmon", "condor", "bundle",
+                        str(tmp_path / "b.pyz")], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "b.pyz").stat().st_size > 100_000
+    assert os.access(tmp_path / "b.pyz", os.X_OK)

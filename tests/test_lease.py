@@ -212,3 +212,28 @@ TestLeaseInterleavings = LeaseMachine.TestCase
 TestLeaseInterleavings.settings = settings(max_examples=40, stateful_step_count=25,
                                            deadline=None,
                                            suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_max_per_pool_skips_pools_with_enough_readers(engine):
+    add_rows(engine, 30)
+    with engine.begin() as conn:  # 10 files on pool-a, 10 on pool-b, 10 with no pool
+        conn.execute(statuses.update().where(statuses.c.id <= 10).values(pool="pool-a"))
+        conn.execute(statuses.update().where(statuses.c.id.between(11, 20))
+                     .values(pool="pool-b"))
+    readers = [Lease(engine, lease_seconds=100, owner=f"r{i}") for i in range(3)]
+    # Two other workers are reading pool-a right now; a third one's lease has expired.
+    for reader, pool in ((readers[0], "pool-a"), (readers[1], "pool-a")):
+        with engine.begin() as conn:
+            first = conn.execute(sa.select(statuses.c.id).where(
+                statuses.c.pool == pool, statuses.c.tag.is_(None))).first()[0]
+            conn.execute(statuses.update().where(statuses.c.id == first).values(
+                tag=reader.owner, tag_expiry=1100.0, claim_key=None))
+    me = Lease(engine, lease_seconds=100, owner="me")
+    capped = me.claim(100, due_before=1e12, now=1000.0, max_per_pool=2)
+    assert {c.pool for c in capped} == {"pool-b", None}
+    me.release(c.id for c in capped)
+    uncapped = me.claim(100, due_before=1e12, now=1000.0, max_per_pool=3)
+    assert {c.pool for c in uncapped} == {"pool-a", "pool-b", None}
+    me.release(c.id for c in uncapped)
+    later = me.claim(100, due_before=1e12, now=1200.0, max_per_pool=2)  # their leases expired
+    assert "pool-a" in {c.pool for c in later}

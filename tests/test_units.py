@@ -146,3 +146,20 @@ def test_stop_request_ends_a_hanging_read_promptly():
     os.close(pipe.w)
     assert pipe.closed.wait(5)  # the abandoned read closed its source
     streamer.close()
+
+
+def test_max_rate_caps_a_workers_reads(tmp_path):
+    from tester.readers import PosixFile
+    from tester.stream import Streamer
+
+    path = tmp_path / "two-mb"
+    path.write_bytes(os.urandom(2_000_000))
+    streamer = Streamer(chunk=256 * 1024, max_rate=4e6)  # 4 MB/s
+    started = time.monotonic()
+    source = PosixFile(os.fsencode(path))
+    result = streamer.checksum(source, started + 60)
+    source.close()
+    streamer.close()
+    assert result.bytes_read == 2_000_000
+    assert result.adler32 == f"{zlib.adler32(path.read_bytes()):08x}"
+    assert time.monotonic() - started >= 0.45  # 2 MB at 4 MB/s: at least half a second
