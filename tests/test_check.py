@@ -18,6 +18,7 @@ from schema.tables import events, statuses
 from tester.checker import check_file
 from tester.cli import run_workers
 from tester.readers import PosixReader
+from tester.stream import Streamer
 from tester.worker import CheckOptions, run
 from tests.helpers import as_nobody, flip_bit, random_bytes, row, verdicts, write_file
 
@@ -183,3 +184,23 @@ def test_permission_denied_is_unreadable(tmp_path):
     os.chmod(path, 0)
     v = as_nobody(check_file, item, PosixReader(), 5)
     assert v.status == Status.UNREADABLE and "Permission denied" in v.error
+
+
+def test_a_huge_sparse_file_times_out_and_the_read_stops(tmp_path):
+    path = os.fsencode(tmp_path / "sparse")
+    with open(path, "wb") as fh:
+        fh.truncate(1 << 40)  # 1 TiB of holes: reading it all would take minutes
+
+    def readers() -> int:
+        return sum(t.name == "pnfsmon-read" and t.is_alive() for t in threading.enumerate())
+
+    before = readers()
+    streamer = Streamer()
+    v = check_file(_item(path), PosixReader(), 0.5, streamer)
+    assert v.status == Status.TIMEOUT and 0 < v.bytes_read < 1 << 40
+    streamer.close()
+    # The abandoned read stops after its current chunk instead of reading the terabyte.
+    deadline = time.monotonic() + 10
+    while readers() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert readers() <= before
