@@ -91,6 +91,7 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
                 break
             if time.monotonic() >= renew_at:
                 lease.renew([c.id for c in claimed[i:]])
+                lease.hang_up()
                 renew_at = time.monotonic() + lease.lease_seconds / 2
             verdict = check_file(item, reader, options.timeout, streamer, stop)
             if verdict is None:
