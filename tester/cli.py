@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import os
 import queue
@@ -44,6 +45,8 @@ def _worker_main(settings, options: CheckOptions, lease_seconds: float, results)
 def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: float,
                 progress: Progress | None = None) -> Tally:
     """Run ``workers`` processes to completion; the unit shared by the CLI and the demo."""
+    if options.sweep_start is None:  # one sweep for all the workers
+        options = dataclasses.replace(options, sweep_start=time.time())
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
     procs = [ctx.Process(target=_worker_main, args=(settings, options, lease_seconds, results),
@@ -117,6 +120,9 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                    help="seconds between polls with --forever (default: 60)")
     p.add_argument("--max-rate", type=float, default=0.0, metavar="MB/s",
                    help="cap each worker's read rate, to spare production I/O (default: none)")
+    p.add_argument("--sweep-start", type=float, metavar="EPOCH",
+                   help="files checked after this time are not due again in this sweep "
+                        "(default: now; condor submit gives all its jobs the submit time)")
     p.add_argument("--max-per-pool", type=int, default=0, metavar="K",
                    help="at most K workers reading from one pool at a time, over all "
                         "workers and jobs (default: no cap)")
@@ -131,7 +137,8 @@ def check_options(args: argparse.Namespace) -> CheckOptions:
                           "negative, --poll must be positive")
     return CheckOptions(timeout=args.timeout, recheck_after=args.recheck_after * DAY,
                         forever=args.forever, poll=args.poll,
-                        max_rate=args.max_rate * 1e6, max_per_pool=args.max_per_pool)
+                        max_rate=args.max_rate * 1e6, max_per_pool=args.max_per_pool,
+                        sweep_start=args.sweep_start)
 
 
 def check_options_as_args(args: argparse.Namespace) -> list[str]:
@@ -145,6 +152,8 @@ def check_options_as_args(args: argparse.Namespace) -> list[str]:
         out += ["--max-rate", f"{args.max_rate:g}"]
     if args.max_per_pool:
         out += ["--max-per-pool", str(args.max_per_pool)]
+    if not args.forever:  # one sweep shared by every job; --forever sweeps move on
+        out += ["--sweep-start", f"{args.sweep_start or time.time():.0f}"]
     return out
 
 

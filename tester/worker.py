@@ -30,6 +30,10 @@ class CheckOptions:
     max_batch: int = 500
     max_rate: float = 0.0  # bytes/s each worker may read; 0 for no limit
     max_per_pool: int = 0  # concurrent readers per pool over all workers; 0 for no limit
+    # When the sweep started (epoch seconds): files checked after it are not due again in it.
+    # All workers of one sweep must share it, or a late starter re-checks what an early one
+    # just did. None: when this worker starts.
+    sweep_start: float | None = None
 
 
 @dataclass
@@ -117,7 +121,7 @@ def run(lease: Lease, reader: Reader, options: CheckOptions,
     sizer = BatchSizer(lease.lease_seconds, options.max_batch)
     total = Tally()
     streamer = Streamer(max_rate=options.max_rate)
-    sweep_start = time.time()
+    sweep_start = options.sweep_start or time.time()
     try:
         while stop is None or not stop.is_set():
             started = time.monotonic()

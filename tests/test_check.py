@@ -204,3 +204,20 @@ def test_a_huge_sparse_file_times_out_and_the_read_stops(tmp_path):
     while readers() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert readers() <= before
+
+
+def test_workers_of_one_sweep_never_recheck_each_others_files(engine, tree):
+    """With --recheck-after 0, a worker that starts after another has recorded files must
+    not check them again: all workers of a sweep share its start."""
+    for i in range(20):
+        write_file(tree / f"f{i}", b"z" * i)
+    crawl(engine, os.fsencode(tree), "s")
+    shared = CheckOptions(timeout=30, recheck_after=0.0, sweep_start=time.time())
+    early = run(Lease(engine, lease_seconds=120), PosixReader(), shared)
+    time.sleep(0.05)
+    late = run(Lease(engine, lease_seconds=120), PosixReader(), shared)
+    assert (early.checked, late.checked) == (20, 0)
+    # A new sweep (a later start) does check them again.
+    again = run(Lease(engine, lease_seconds=120), PosixReader(),
+                CheckOptions(timeout=30, recheck_after=0.0))
+    assert again.checked == 20

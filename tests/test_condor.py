@@ -74,6 +74,7 @@ def test_the_password_never_appears_in_the_submission(tmp_path):
     assert r.returncode == 0, r.stderr
     assert SECRET not in r.stdout + r.stderr
     assert "queue" in r.stdout and "would queue 3 job(s)" in r.stdout
+    assert "'--sweep-start'" in r.stdout  # every job works on the same sweep
     assert "db.password  (the DB password, mode 600)" in r.stdout
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
     # A password inside the URL is moved out of it, too.
