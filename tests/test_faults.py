@@ -51,13 +51,16 @@ def small_files(engine, tree):
 
 
 def test_database_connections_killed_mid_check(db_url, engine, small_files):
-    """KILL CONNECTION on every worker connection, repeatedly, while a check runs: workers
-    reconnect with bounded backoff; no result is lost and none is recorded twice."""
+    """KILL CONNECTION on every worker connection, repeatedly, while a check runs. Workers
+    reconnect with bounded backoff; if the kills outlast the backoff, the check exits 3
+    (retry later) and, once its leases expire, the next run finishes. Either way no result
+    is lost and none is recorded twice."""
     if engine.dialect.name not in ("mysql", "mariadb"):
         pytest.skip("KILL CONNECTION is MariaDB's")
     database = engine.url.database
     admin = sa.create_engine(SERVERS["mariadb"], isolation_level="AUTOCOMMIT")
-    proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "check", "--workers", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "check", "--workers", "2",
+                             "--lease", "4", "--timeout", "2"],
                             env=_env(db_url), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     killed = 0
@@ -76,7 +79,7 @@ def test_database_connections_killed_mid_check(db_url, engine, small_files):
                         killed += 1
                     except sa.exc.DBAPIError:
                         pass  # it ended by itself in the meantime
-                time.sleep(0.15)
+                time.sleep(0.4)
 
     thread = threading.Thread(target=killer)
     thread.start()
@@ -87,8 +90,15 @@ def test_database_connections_killed_mid_check(db_url, engine, small_files):
         thread.join()
         admin.dispose()
     assert killed > 0
-    assert proc.returncode == 0, err
-    assert f"checked {FILES:,} files" in out
+    assert proc.returncode in (0, 3), err
+    if proc.returncode == 3:  # gave up: one clear line, and the rest is only delayed
+        assert "unavailable" in err.strip().splitlines()[-1] and "Traceback" not in err
+        ok, n_events, _ = _counts(engine)
+        assert n_events == ok  # what was recorded, was recorded once
+        time.sleep(4.5)  # its leases expire
+        r = subprocess.run([sys.executable, "-m", "pnfsmon", "check", "--workers", "2"],
+                           env=_env(db_url), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
     assert _counts(engine) == (FILES, FILES, 0)
 
 
