@@ -93,14 +93,17 @@ def do_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     stats, ingest = crawler.cli.crawl(engine, root, "demo")
     print(crawler.cli.summary(root, "demo", stats, ingest, time.monotonic() - started))
-    for label, recheck in (("first check", 30 * 86400.0), ("second check", 0.0)):
-        if label == "second check":
-            for what, path in _inject_faults(files).items():
-                print(f"injected fault: {what}: {path}")
+
+    def check(label: str, recheck_after: float) -> None:
         started = time.monotonic()
-        options = CheckOptions(timeout=60, recheck_after=recheck)
+        options = CheckOptions(timeout=60, recheck_after=recheck_after)
         tally = tester.cli.run_workers(settings, options, 2, 600.0)
         print(f"{label}: " + tester.cli.summary(tally, time.monotonic() - started))
+
+    check("first check", 30 * 86400.0)
+    for what, path in _inject_faults(files).items():
+        print(f"injected fault: {what}: {path}")
+    check("second check", 0.0)  # everything again, now with the faults
     write_report(engine, base / "report")
     print(f"database: {base / 'pnfsmon.sqlite'}  (try: pnfsmon --db sqlite:///"
           f"{base / 'pnfsmon.sqlite'} status)")

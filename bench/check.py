@@ -8,7 +8,6 @@ recorded in a fresh MariaDB database, against ``cat`` reading the same files (vi
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_flat_tree, fresh_mariadb  # noqa: E402
+from common import build_flat_tree, fresh_mariadb, pnfsmon_env  # noqa: E402
 
 
 def main() -> None:
@@ -34,10 +33,7 @@ def main() -> None:
                        check=True)
         cat_s = time.perf_counter() - started
         with fresh_mariadb() as url:
-            env = {**os.environ, "PNFSMON_DB": url}
-            for cmd in (["db", "init"], ["crawl", str(root)]):
-                subprocess.run(["pnfsmon", *cmd], env=env, check=True,
-                               stdout=subprocess.DEVNULL)
+            env = pnfsmon_env(url, crawl_root=root)
             started = time.perf_counter()
             out = subprocess.run(["pnfsmon", "check", "--workers", str(args.workers)],
                                  env=env, check=True, capture_output=True, text=True)

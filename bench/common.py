@@ -5,7 +5,6 @@ measured in the same run; they assert nothing."""
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -33,6 +32,16 @@ def fresh_mariadb():
         admin.dispose()
 
 
+def pnfsmon_env(url: str, crawl_root: Path | None = None) -> dict[str, str]:
+    """The environment for ``pnfsmon`` commands on ``url``, after ``db init`` (and a crawl
+    of ``crawl_root`` if given)."""
+    env = {**os.environ, "PNFSMON_DB": url}
+    commands = [["db", "init"]] + ([["crawl", str(crawl_root)]] if crawl_root else [])
+    for cmd in commands:
+        subprocess.run(["pnfsmon", *cmd], env=env, check=True, stdout=subprocess.DEVNULL)
+    return env
+
+
 def build_flat_tree(root: Path, files: int, per_dir: int = 1000, size: int = 0) -> None:
     """``files`` files of ``size`` bytes in directories of ``per_dir``, built fast."""
     payload = b"x" * size
@@ -42,16 +51,6 @@ def build_flat_tree(root: Path, files: int, per_dir: int = 1000, size: int = 0) 
             d.mkdir(parents=True, exist_ok=True)
         with open(d / f"f{i:07d}.dat", "wb") as fh:
             fh.write(payload)
-
-
-def timed(cmd: list[str], **kw) -> tuple[float, int]:
-    """Run ``cmd``; return (wall seconds, peak RSS of the child in KiB)."""
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
-    seconds = time.perf_counter() - started
-    if proc.returncode not in (0, 1):
-        sys.exit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 
 
 def peak_rss_kib(cmd: list[str], env: dict | None = None) -> tuple[float, int]:

@@ -8,7 +8,6 @@ memory at two tree sizes (it must not grow with the tree).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -16,15 +15,12 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_flat_tree, fresh_mariadb, peak_rss_kib  # noqa: E402
+from common import build_flat_tree, fresh_mariadb, peak_rss_kib, pnfsmon_env  # noqa: E402
 
 
 def crawl_once(root: Path) -> tuple[float, int]:
     with fresh_mariadb() as url:
-        env = {**os.environ, "PNFSMON_DB": url}
-        subprocess.run(["pnfsmon", "db", "init"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        return peak_rss_kib(["pnfsmon", "crawl", str(root)], env=env)
+        return peak_rss_kib(["pnfsmon", "crawl", str(root)], env=pnfsmon_env(url))
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import time
 from schema.lease import Claimed, Verdict
 from schema.status import Status
 from tester.readers import Current, Reader
-from tester.stream import Streamer
+from tester.stream import Streamer, checksum
 
 
 def _rewritten(item: Claimed, now: Current) -> bool:
@@ -51,13 +51,9 @@ def check_file(item: Claimed, reader: Reader, timeout: float,
         return verdict(Status.CORRUPTED, source_node=node,
                        error=f"size {before.size}, listed as {item.size}, mtime unchanged")
 
-    own = streamer is None
-    streamer = streamer or Streamer()
-    try:
-        result = streamer.checksum(source, started + timeout, stop)
-    finally:
-        if own:
-            streamer.close()
+    deadline = started + timeout
+    result = (streamer.checksum(source, deadline, stop) if streamer is not None
+              else checksum(source, deadline, item.size, stop))
     if result.interrupted:  # as for a timeout, the source belongs to the abandoned read
         return None
     if result.timed_out:  # the source now belongs to the abandoned read (see checksum)

@@ -175,11 +175,12 @@ class Streamer:
             self._io = None
 
 
-def checksum(source: Source, deadline: float, size_hint: int | None = None) -> StreamResult:
+def checksum(source: Source, deadline: float, size_hint: int | None = None,
+             stop: threading.Event | None = None) -> StreamResult:
     """One-off :meth:`Streamer.checksum` (buffers sized by ``size_hint``)."""
     chunk = CHUNK if size_hint is None else min(CHUNK, max(64 * 1024, size_hint + 1))
     streamer = Streamer(chunk)
     try:
-        return streamer.checksum(source, deadline)
+        return streamer.checksum(source, deadline, stop)
     finally:
         streamer.close()
