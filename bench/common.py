@@ -36,7 +36,8 @@ def pnfsmon_env(url: str, crawl_root: Path | None = None) -> dict[str, str]:
     """The environment for ``pnfsmon`` commands on ``url``, after ``db init`` (and a crawl
     of ``crawl_root`` if given)."""
     env = {**os.environ, "PNFSMON_DB": url}
-    commands = [["db", "init"]] + ([["crawl", str(crawl_root)]] if crawl_root else [])
+    commands = [["db", "init"]] + ([["crawl", str(crawl_root), "--grace", "0"]]
+                                   if crawl_root else [])
     for cmd in commands:
         subprocess.run(["pnfsmon", *cmd], env=env, check=True, stdout=subprocess.DEVNULL)
     return env

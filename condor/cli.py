@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from condor import bundle, status, submit
+from crawler.namespaces import NAMESPACES
 from schema import cli
 from schema.errors import ConfigError
 from tester.cli import add_check_options, check_options_as_args
@@ -79,7 +80,7 @@ def do_submit_crawl(args: argparse.Namespace) -> int:
     opts = _job_options(args, [])
     description = submit.crawl_description(executable, db_url, Path(args.workdir).resolve(),
                                            password_file, opts, args.root, args.site,
-                                           args.cron)
+                                           args.cron, namespace=args.namespace)
     return _finish(args, description, 1, password)
 
 
@@ -136,6 +137,8 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--site", default="local")
     p.add_argument("--cron", default="0 2 * * *",
                    help='schedule, 5 cron fields (default: "0 2 * * *")')
+    p.add_argument("--namespace", choices=NAMESPACES,
+                   help="passed to pnfsmon crawl (default: by ROOT)")
     _site_options(p)
     p.set_defaults(func=do_submit_crawl)
     p = sub.add_parser("bundle", help=do_bundle.__doc__, description=do_bundle.__doc__)

@@ -114,13 +114,15 @@ def worker_description(executable: Path, db_url: str, workdir: Path,
 
 def crawl_description(executable: Path, db_url: str, workdir: Path,
                       password_file: Path | None, opts: JobOptions, root: str, site: str,
-                      cron: str) -> dict[str, str]:
+                      cron: str, namespace: str | None = None) -> dict[str, str]:
     """A crondor job: HTCondor starts ``pnfsmon crawl`` on the ``cron`` schedule."""
     fields = cron.split()
     if len(fields) != 5:
         raise ConfigError(f"--cron needs 5 fields (minute hour day month weekday): {cron!r}")
-    desc = _common(executable, ["crawl", root, "--site", site, "--db", db_url], workdir,
-                   password_file, opts)
+    crawl = ["crawl", root, "--site", site, "--db", db_url]
+    if namespace:
+        crawl += ["--namespace", namespace]
+    desc = _common(executable, crawl, workdir, password_file, opts)
     for name, value in zip(("cron_minute", "cron_hour", "cron_day_of_month", "cron_month",
                             "cron_day_of_week"), fields, strict=True):
         desc[name] = value

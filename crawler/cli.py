@@ -6,9 +6,10 @@ import argparse
 import os
 import time
 
-from crawler import posix
-from crawler.ingest import Ingest
+from crawler.ingest import DEFAULT_GRACE, Ingest
 from crawler.listing import WalkStats
+from crawler.namespaces import NAMESPACES, Namespace, open_namespace
+from crawler.posix import PosixNamespace
 from schema import cli
 from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from schema.paths import display
@@ -17,16 +18,21 @@ from schema.progress import Progress, human_bytes
 DEFAULT_SITE = "local"
 
 
-def crawl(engine, root: bytes, site: str, *, read_xattrs: bool = True,
+def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = True,
+          grace: float = 0.0, include_nearline: bool = False,
           progress: Progress | None = None) -> tuple[WalkStats, Ingest]:
-    """Walk ``root`` and ingest it as one crawl of ``site``; the unit the CLI and the demo
-    share."""
+    """Walk ``root`` (a local directory, or any namespace) and ingest it as one crawl of
+    ``site``; the unit the CLI and the demo share. ``grace``: seconds after its last
+    modification before a file may be judged (the CLI's default is two hours)."""
+    namespace = (PosixNamespace(root, read_xattrs=read_xattrs) if isinstance(root, bytes)
+                 else root)
     stats = WalkStats()
-    ingest = Ingest(engine, site, root)
+    ingest = Ingest(engine, site, namespace.root, grace=grace,
+                    include_nearline=include_nearline)
     started = time.monotonic()
 
     def listing():
-        for item in posix.walk(root, stats, read_xattrs=read_xattrs):
+        for item in namespace.walk(stats):
             if progress is not None:
                 rate = stats.files / max(time.monotonic() - started, 1e-9)
                 progress.update(f"{stats.files:,} files, {stats.directories:,} directories, "
@@ -53,33 +59,59 @@ def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: f
     )
 
 
+def _warn(what: str, items: list[str]) -> None:
+    shown = ", ".join(items[:5])
+    more = len(items) - 5
+    print(f"warning: {what}: {shown}" + (f" and {more} more" if more > 0 else ""))
+
+
 def do_crawl(args: argparse.Namespace) -> int:
     """List every regular file below ROOT (never following symlinks, never opening
     anything) with its size, mtime and the Adler32 the storage records, and update the
     database: new files are queued for checking, changed ones re-queued, disappeared ones
-    marked vanished. Exits 1 if some directories could not be listed."""
-    root = os.path.abspath(os.fsencode(args.root))
-    if not os.path.isdir(root):
-        raise ConfigError(f"crawl root {display(root)} is not a directory")
+    marked vanished. Files modified within --grace are listed but judged only once that
+    time has passed. Exits 1 if some directories could not be listed or some files'
+    recorded metadata could not be parsed."""
+    if args.grace < 0 or args.request_timeout <= 0:
+        raise ConfigError("--grace must not be negative, --request-timeout must be positive")
+    namespace = open_namespace(os.fsencode(args.root), args.namespace,
+                               read_xattrs=not args.no_xattr, checksums=args.checksums,
+                               timeout=args.request_timeout)
     engine = cli.engine(args)
     started = time.monotonic()
-    stats, ingest = crawl(engine, root, args.site, read_xattrs=not args.no_xattr,
-                          progress=Progress())
-    print(summary(root, args.site, stats, ingest, time.monotonic() - started))
+    stats, ingest = crawl(engine, namespace, args.site, grace=args.grace * 3600,
+                          include_nearline=args.include_nearline, progress=Progress())
+    print(summary(namespace.root, args.site, stats, ingest, time.monotonic() - started))
+    if stats.malformed:
+        _warn(f"{len(stats.malformed)} files' recorded metadata could not be read (listed "
+              "without a recorded checksum)",
+              [f"{display(p)} ({why})" for p, why in stats.malformed])
     if stats.unreadable:
-        shown = ", ".join(display(d) for d in stats.unreadable[:5])
-        more = len(stats.unreadable) - 5
-        print(f"warning: could not list {stats.unreadable_directories} directories "
-              f"(their files were not marked vanished): {shown}"
-              + (f" and {more} more" if more > 0 else ""))
-        return EXIT_PROBLEMS
-    return EXIT_OK
+        _warn(f"could not list {stats.unreadable_directories} directories (their files "
+              "were not marked vanished)", [display(d) for d in stats.unreadable])
+    return EXIT_PROBLEMS if stats.unreadable or stats.malformed else EXIT_OK
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("crawl", parents=parents, help="list a namespace into the DB",
                               description=do_crawl.__doc__)
-    p.add_argument("root", metavar="ROOT", help="directory to crawl")
+    p.add_argument("root", metavar="ROOT",
+                   help="directory to crawl, or root://host:port//path for XRootD")
+    p.add_argument("--namespace", choices=NAMESPACES,
+                   help="how to list ROOT: posix (default for a directory), pnfs (checksum "
+                        "and pools from .(use)(2)(NAME)), chimera (.(get)(NAME)(checksums) "
+                        "and locality), xrootd (default for a root:// URL)")
+    p.add_argument("--grace", type=float, default=DEFAULT_GRACE / 3600, metavar="HOURS",
+                   help="files modified less than this long ago are listed but not judged "
+                        "until then: they may still be being written (default: "
+                        f"{DEFAULT_GRACE / 3600:g})")
+    p.add_argument("--include-nearline", action="store_true",
+                   help="also check files dCache has only on tape (reading stages them)")
+    p.add_argument("--checksums", choices=("query", "none"), default="query",
+                   help="xrootd: ask the server for each file's recorded checksum (default) "
+                        "or not (some servers compute one on query: a full read)")
+    p.add_argument("--request-timeout", type=float, default=60.0, metavar="S",
+                   help="xrootd: seconds for one listing or query request (default: 60)")
     p.add_argument("--site", default=DEFAULT_SITE,
                    help=f"site name the files belong to (default: {DEFAULT_SITE})")
     p.add_argument("--no-xattr", action="store_true",

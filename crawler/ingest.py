@@ -4,7 +4,16 @@ Per batch: one SELECT by path hash finds the rows we know; new files are inserte
 whose size, mtime or recorded checksum changed go back to ``unchecked`` (breaking any lease,
 so a verdict on the old content is dropped), the rest only get the new crawl generation.
 After a complete walk, rows of this site below the root that were not seen are marked
-``vanished`` — except below directories the walk could not list."""
+``vanished`` — except below directories the walk could not list.
+
+Where a listed file goes in the queue:
+- written within the grace window (it may still be being written; a partial file is not a
+  corrupted one): listed but not claimable until ``mtime + grace``. It waits like a lease
+  with an expiry and no owner; the claim's expired-lease step (``schema.lease``) queues it
+  at the head when that time has passed, so no later crawl is needed;
+- only on tape (dCache NEARLINE), unless the crawl includes nearline files: status
+  ``nearline``, never claimed (reading it would stage it from tape);
+- otherwise due at once (``claim_key`` 0)."""
 
 from __future__ import annotations
 
@@ -27,7 +36,8 @@ from schema.tables import crawls, statuses
 BATCH = 5000
 _HEX8 = re.compile(r"[0-9a-f]{8}")
 _NEW_COLUMNS = ("site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
-                "recorded_from", "pool", "status", "claim_key", "crawl_gen")
+                "recorded_from", "pool", "status", "claim_key", "tag_expiry", "crawl_gen")
+DEFAULT_GRACE = 2 * 3600.0
 
 
 @dataclass
@@ -37,9 +47,11 @@ class IngestCounts:
     vanished: int = 0
 
 
-def _content_changed(row, item: Listed) -> bool:
+def _content_changed(row, item: Listed, parked: bool) -> bool:
     if row.size != item.size or row.mtime_ns != item.mtime_ns:
         return True
+    if (row.status == Status.NEARLINE) != parked:
+        return True  # staged to disk, or now only on tape
     if row.status == Status.VANISHED:
         return True  # it is back: judge it afresh
     # A checksum the storage records now, different from the reference we hold, replaces it.
@@ -49,10 +61,13 @@ def _content_changed(row, item: Listed) -> bool:
 class Ingest:
     """Write one crawl of one site below one root."""
 
-    def __init__(self, engine: sa.Engine, site: str, root: bytes) -> None:
+    def __init__(self, engine: sa.Engine, site: str, root: bytes, *, grace: float = 0.0,
+                 include_nearline: bool = False) -> None:
         self.engine = engine
         self.site = site
         self.root = root
+        self.grace = grace
+        self.include_nearline = include_nearline
         self.counts = IngestCounts()
         self.started = time.time()
         with write_transaction(engine) as conn:
@@ -102,6 +117,18 @@ class Ingest:
         if failure:
             raise failure[0]
 
+    def _parked(self, item: Listed) -> bool:
+        return item.nearline and not self.include_nearline
+
+    def _queue_state(self, item: Listed) -> tuple[int, float | None, float | None]:
+        """(status, claim_key, tag_expiry) for a new or changed file; see the docstring."""
+        if self._parked(item):
+            return int(Status.NEARLINE), None, None
+        ready = item.mtime_ns / 1e9 + self.grace
+        if self.grace > 0 and ready > self.started:
+            return int(Status.UNCHECKED), None, ready
+        return int(Status.UNCHECKED), 0.0, None
+
     def _write_batch(self, hashed: dict[bytes, Listed]) -> None:
         c = statuses.c
         gen = self.crawl_id
@@ -110,7 +137,7 @@ class Ingest:
             touch, repool, reset = [], [], []
             for row in known:
                 item = hashed.pop(bytes(row.path_hash))
-                if _content_changed(row, item):
+                if _content_changed(row, item, self._parked(item)):
                     reset.append((row.id, item))
                 elif row.pool != item.pool and item.pool is not None:
                     repool.append({"b_id": row.id, "b_pool": item.pool})
@@ -132,12 +159,15 @@ class Ingest:
                         size=sa.bindparam("b_size"), mtime_ns=sa.bindparam("b_mtime"),
                         recorded_adler32=sa.bindparam("b_recorded"),
                         recorded_from=sa.bindparam("b_from"), pool=sa.bindparam("b_pool"),
-                        status=int(Status.UNCHECKED), claim_key=0.0, computed_adler32=None,
-                        tag=None, tag_expiry=None, error=None, crawl_gen=gen,
+                        status=sa.bindparam("b_status"), claim_key=sa.bindparam("b_key"),
+                        tag_expiry=sa.bindparam("b_expiry"), computed_adler32=None,
+                        tag=None, error=None, crawl_gen=gen,
                     ),
-                    [{"b_id": rid, "b_size": i.size, "b_mtime": i.mtime_ns,
-                      "b_recorded": i.recorded_adler32, "b_from": i.recorded_from,
-                      "b_pool": i.pool} for rid, i in reset],
+                    [dict(zip(("b_status", "b_key", "b_expiry"), self._queue_state(i),
+                              strict=True),
+                          b_id=rid, b_size=i.size, b_mtime=i.mtime_ns,
+                          b_recorded=i.recorded_adler32, b_from=i.recorded_from, b_pool=i.pool)
+                     for rid, i in reset],
                 )
         self.counts.new += len(hashed)
         self.counts.changed += len(reset)
@@ -162,13 +192,12 @@ class Ingest:
         ).all()
 
     def _insert_new(self, conn: sa.Connection, hashed: dict[bytes, Listed]) -> None:
-        unchecked = int(Status.UNCHECKED)
         gen = self.crawl_id
         if not self._mysql(conn):
             conn.execute(statuses.insert(), [
                 dict(zip(_NEW_COLUMNS, (self.site, i.path, h, i.size, i.mtime_ns,
                                         i.recorded_adler32, i.recorded_from, i.pool,
-                                        unchecked, 0.0, gen), strict=True))
+                                        *self._queue_state(i), gen), strict=True))
                 for h, i in hashed.items()
             ])
             return
@@ -184,10 +213,17 @@ class Ingest:
                 raise ValueError(f"not an Adler32 hex value: {value!r}")
             return f"'{value}'"
 
+        def number(value: float | None) -> str:
+            return "NULL" if value is None else repr(float(value))
+
+        def queued(item: Listed) -> str:
+            status, key, expiry = self._queue_state(item)
+            return f"{status},{number(key)},{number(expiry)}"
+
         values = ",".join(
             f"({site},X'{i.path.hex()}',X'{h.hex()}',{int(i.size)},{int(i.mtime_ns)},"
             f"{checksum(i.recorded_adler32)},{text(i.recorded_from)},{text(i.pool)},"
-            f"{unchecked},0,{gen})"
+            f"{queued(i)},{gen})"
             for h, i in hashed.items()
         )
         conn.exec_driver_sql(

@@ -36,6 +36,13 @@ class DatabaseUnavailable(PnfsmonError):
     exit_code = EXIT_TRANSIENT
 
 
+class StorageUnavailable(PnfsmonError):
+    """The storage (an XRootD server, a dCache door) could not be reached: not a verdict on
+    any file. Work stops, unchecked claims are released, and a later run may succeed."""
+
+    exit_code = EXIT_TRANSIENT
+
+
 class Interrupted(PnfsmonError):
     """SIGTERM or SIGINT: work stopped at a safe point, leases were released."""
 

@@ -24,10 +24,15 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from schema.db import retrying, write_transaction
+from schema.paths import path_hash
 from schema.status import Status
-from schema.tables import events, statuses
+from schema.tables import crawls, events, statuses
 
 FIRST_CHECK = "first_check"  # recorded_from when the first computed value is the reference
+# claim_key of files an operator asked to check now (``check --prefix/--paths``): below every
+# other key, so they come first, and a claim for ``due_before=URGENT`` takes only them.
+URGENT = -1.0
+_REQUEST_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -233,3 +238,53 @@ class Lease:
             "computed_adler32": v.computed_adler32,
             "error": (v.error or None) and v.error[:1024],
         }
+
+
+def request_now(engine: sa.Engine, *, prefix: bytes | None = None,
+                paths: Iterable[bytes] = ()) -> tuple[int, list[bytes]]:
+    """Mark files below ``prefix`` (or that exact file) and the exact ``paths`` as urgent.
+    Only files waiting in the queue are marked: not those being checked right now, parked
+    (nearline), vanished, or changed and waiting for the next crawl. Returns how many were
+    marked and which of ``paths`` the database does not know."""
+    c = statuses.c
+    marked = 0
+
+    def mark(condition) -> int:
+        def run() -> int:
+            with write_transaction(engine) as conn:
+                return conn.execute(
+                    statuses.update().where(condition, c.claim_key.is_not(None))
+                    .values(claim_key=URGENT)
+                ).rowcount
+
+        return retrying(engine, run)
+
+    if prefix is not None:
+        base = prefix.rstrip(b"/")
+        marked += mark(sa.or_(c.path == base,
+                              sa.and_(c.path >= base + b"/", c.path < base + b"0")))
+    unknown: list[bytes] = []
+    with engine.connect() as conn:
+        # The unique index is (site, path_hash): naming the sites lets it serve the lookup.
+        sites = conn.execute(sa.select(crawls.c.site).distinct()).scalars().all()
+    batch: dict[bytes, bytes] = {}
+
+    def flush() -> None:
+        nonlocal marked
+        with engine.connect() as conn:
+            known = {bytes(p) for p in conn.execute(
+                sa.select(c.path).where(c.site.in_(sites), c.path_hash.in_(list(batch)))
+            ).scalars()}
+        unknown.extend(p for p in batch.values() if p not in known)
+        if known:
+            marked += mark(sa.and_(c.site.in_(sites), c.path_hash.in_(list(batch)),
+                                   c.path.in_(list(known))))
+        batch.clear()
+
+    for path in paths:
+        batch[path_hash(path)] = path
+        if len(batch) >= _REQUEST_BATCH:
+            flush()
+    if batch:
+        flush()
+    return marked, unknown

@@ -16,6 +16,7 @@ class Status(enum.IntEnum):
     UNREADABLE = 5  # I/O or permission error while reading; see the error column
     CHANGED = 6  # rewritten since it was listed: not judged, the next crawl re-queues it
     VANISHED = 7  # no longer in the namespace at the last crawl (deleted on purpose, usually)
+    NEARLINE = 8  # dCache says it is only on tape: listed, not read (crawl --include-nearline)
 
     @property
     def label(self) -> str:

@@ -11,14 +11,18 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
+from collections.abc import Iterator
 
 from schema import cli
 from schema.db import create_engine
 from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
-from schema.lease import Lease
+from schema.lease import Lease, request_now
+from schema.paths import display
 from schema.progress import Progress, human_bytes
 from schema.status import PROBLEMS, Status
-from tester.readers import PosixReader
+from schema.xrootd import is_xrootd_url
+from tester.readers import READERS, make_reader
 from tester.stream import ADLER32_IMPLEMENTATION
 from tester.worker import CheckOptions, Tally, run
 
@@ -35,7 +39,8 @@ def _worker_main(settings, options: CheckOptions, lease_seconds: float, results)
     engine = create_engine(settings)
     try:
         lease = Lease(engine, lease_seconds=lease_seconds)
-        run(lease, PosixReader(), options, on_batch=results.put, stop=stop)
+        reader = make_reader(options.reader, options.timeout)
+        run(lease, reader, options, on_batch=results.put, stop=stop)
     except PnfsmonError as err:
         results.put(err)
     finally:
@@ -126,6 +131,9 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-per-pool", type=int, default=0, metavar="K",
                    help="at most K workers reading from one pool at a time, over all "
                         "workers and jobs (default: no cap)")
+    p.add_argument("--reader", choices=READERS, default="auto",
+                   help="how to read files: auto (default: XRootD for root:// paths, POSIX "
+                        "for the rest), posix, xrootd, or dccp (dCache's dcap client)")
 
 
 def check_options(args: argparse.Namespace) -> CheckOptions:
@@ -138,7 +146,7 @@ def check_options(args: argparse.Namespace) -> CheckOptions:
     return CheckOptions(timeout=args.timeout, recheck_after=args.recheck_after * DAY,
                         forever=args.forever, poll=args.poll,
                         max_rate=args.max_rate * 1e6, max_per_pool=args.max_per_pool,
-                        sweep_start=args.sweep_start)
+                        sweep_start=args.sweep_start, reader=args.reader)
 
 
 def check_options_as_args(args: argparse.Namespace) -> list[str]:
@@ -152,6 +160,8 @@ def check_options_as_args(args: argparse.Namespace) -> list[str]:
         out += ["--max-rate", f"{args.max_rate:g}"]
     if args.max_per_pool:
         out += ["--max-per-pool", str(args.max_per_pool)]
+    if args.reader != "auto":
+        out += ["--reader", args.reader]
     if not args.forever:  # one sweep shared by every job; --forever sweeps move on
         out += ["--sweep-start", f"{args.sweep_start or time.time():.0f}"]
     return out
@@ -161,18 +171,57 @@ def do_check(args: argparse.Namespace) -> int:
     """Verify due files: claim them under a lease, stream each through Adler32 and record a
     verdict. Files never checked come first, then those checked longest ago (at least
     --recheck-after days back). Exits when nothing is due, unless --forever. Exits 1 if
-    any file was found missing, corrupted, timed out or unreadable."""
+    any file was found missing, corrupted, timed out or unreadable.
+
+    With --prefix or --paths, check only those files, now (after a pool outage, say),
+    whenever they were last checked."""
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     options = check_options(args)
+    subset = args.prefix is not None or args.paths is not None
+    if subset and args.forever:
+        raise ConfigError("--prefix and --paths check a subset once; drop --forever")
     if ADLER32_IMPLEMENTATION != "zlib-ng":
         print(f"pnfsmon: warning: Adler32 from {ADLER32_IMPLEMENTATION}", file=sys.stderr)
     settings = cli.settings(args)
-    cli.engine(args).dispose()  # connect and check the schema once, before forking
+    engine = cli.engine(args)  # connect and check the schema once, before forking
+    if subset:
+        _request_subset(engine, args)
+        options = dataclasses.replace(options, urgent_only=True)
+    engine.dispose()
     started = time.monotonic()
     tally = run_workers(settings, options, args.workers, args.lease, Progress())
     print(summary(tally, time.monotonic() - started))
     return EXIT_PROBLEMS if any(tally.statuses[s] for s in PROBLEMS) else EXIT_OK
+
+
+def _read_paths(name: str) -> Iterator[bytes]:
+    """One path per line; percent-encoded as in the report's ``*.txt`` lists (so a list
+    can be fed back), which leaves ordinary paths unchanged."""
+    try:
+        fh = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+    except OSError as err:
+        raise ConfigError(f"cannot read --paths {name}: {err.strerror}") from None
+    with fh:
+        for line in fh:
+            line = line.rstrip(b"\r\n")
+            if line.strip():
+                yield urllib.parse.unquote_to_bytes(line)
+
+
+def _request_subset(engine, args: argparse.Namespace) -> None:
+    prefix = None
+    if args.prefix is not None:
+        prefix = os.fsencode(args.prefix)
+        if not is_xrootd_url(prefix):
+            prefix = os.path.abspath(prefix)
+    paths = _read_paths(args.paths) if args.paths is not None else ()
+    marked, unknown = request_now(engine, prefix=prefix, paths=paths)
+    print(f"{marked:,} files queued to be checked now")
+    if unknown:
+        shown = ", ".join(display(p) for p in unknown[:5])
+        print(f"warning: {len(unknown):,} of the given paths are not in the database "
+              f"(crawl them first): {shown}" + (" ..." if len(unknown) > 5 else ""))
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
@@ -181,4 +230,9 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="worker processes (default: one per CPU)")
     add_check_options(p)
+    p.add_argument("--prefix", metavar="PATH",
+                   help="check now every file below PATH (or that file), then exit")
+    p.add_argument("--paths", metavar="FILE",
+                   help="check now the files listed in FILE (one per line, - for stdin; "
+                        "a report's percent-encoded .txt list works as it is), then exit")
     p.set_defaults(func=do_check)

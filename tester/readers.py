@@ -1,5 +1,7 @@
-"""How the tester opens a file for reading, one small class per access method. The POSIX
-reader lives here; later readers (XRootD, dccp) implement the same two methods.
+"""How the tester opens a file for reading, one small class per access method: POSIX here,
+XRootD in ``tester.xrootd_read``, dccp in ``tester.dccp_read``, all with the same ``open``.
+``make_reader`` picks one by name; the default (``auto``) reads ``root://`` paths (an XRootD
+crawl) through XRootD and everything else through POSIX.
 
 A reader's ``open`` raises FileNotFoundError when the file is gone (verdict ``missing``) and
 another OSError when it cannot be opened (``unreadable``); the returned source can say what
@@ -13,7 +15,9 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+from schema.errors import ConfigError
 from schema.lease import Claimed
+from schema.xrootd import is_xrootd_url
 from tester.stream import Source
 
 
@@ -75,3 +79,44 @@ class PosixReader:
 
     def open(self, item: Claimed) -> PosixFile:
         return PosixFile(item.path)
+
+
+READERS = ("auto", "posix", "xrootd", "dccp")
+
+
+class AutoReader:
+    """Each file by the namespace it was listed from: XRootD URLs through XRootD, local
+    and mounted paths (posix, pnfs, chimera) through POSIX."""
+
+    name = "auto"
+
+    def __init__(self, timeout: float) -> None:
+        self.posix = PosixReader()
+        self.timeout = timeout
+        self.xrootd: Reader | None = None
+
+    def open(self, item: Claimed) -> OpenFile:
+        if not is_xrootd_url(item.path):
+            return self.posix.open(item)
+        if self.xrootd is None:
+            from tester.xrootd_read import XRootDReader
+
+            self.xrootd = XRootDReader(self.timeout)
+        return self.xrootd.open(item)
+
+
+def make_reader(name: str, timeout: float) -> Reader:
+    """The reader called ``name`` (see ``READERS``); ``timeout`` is the per-file one."""
+    if name == "auto":
+        return AutoReader(timeout)
+    if name == "posix":
+        return PosixReader()
+    if name == "xrootd":
+        from tester.xrootd_read import XRootDReader
+
+        return XRootDReader(timeout)
+    if name == "dccp":
+        from tester.dccp_read import DccpReader
+
+        return DccpReader()
+    raise ConfigError(f"unknown reader {name!r}; known: {', '.join(READERS)}")

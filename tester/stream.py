@@ -30,7 +30,11 @@ _BUFFERS = 3  # one being checksummed, one being filled, one ready
 
 
 class Source(Protocol):
-    """An open file to verify: ``readinto`` returns 0 at the end, raises OSError on error."""
+    """An open file to verify: ``readinto`` returns 0 at the end, raises OSError on error.
+
+    A source may also have ``abort()``: called from the worker's thread when its read is
+    abandoned (timeout, stop), to make a blocked ``readinto`` return (dccp: kill the
+    process). Plain files have none; their read returns when the kernel lets it."""
 
     def readinto(self, buffer: memoryview, /) -> int: ...
 
@@ -166,6 +170,9 @@ class Streamer:
                 job.abandoned = True
                 # Its thread and buffers stay with the stuck read; start afresh next time.
                 self._io = None
+                abort = getattr(job.source, "abort", None)
+                if abort is not None:
+                    abort()
                 return
         # The read ended just as the deadline passed: the thread is free for the next file.
 

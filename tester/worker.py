@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from schema.lease import Lease, Verdict
+from schema.lease import URGENT, Lease, Verdict
 from tester.checker import check_file
 from tester.readers import Reader
 from tester.stream import Streamer
@@ -34,6 +34,8 @@ class CheckOptions:
     # All workers of one sweep must share it, or a late starter re-checks what an early one
     # just did. None: when this worker starts.
     sweep_start: float | None = None
+    reader: str = "auto"  # see tester.readers.READERS
+    urgent_only: bool = False  # only files an operator asked for (check --prefix/--paths)
 
 
 @dataclass
@@ -82,8 +84,8 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
              stop: threading.Event | None = None) -> Tally | None:
     """Claim up to ``batch`` files due at ``sweep_start``, check and record them. None if
     nothing was due."""
-    claimed = lease.claim(batch, due_before=sweep_start - options.recheck_after,
-                          max_per_pool=options.max_per_pool)
+    due_before = URGENT if options.urgent_only else sweep_start - options.recheck_after
+    claimed = lease.claim(batch, due_before=due_before, max_per_pool=options.max_per_pool)
     lease.hang_up()  # no DB connection while reading
     if not claimed:
         return None

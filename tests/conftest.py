@@ -107,3 +107,29 @@ def tree(tmp_path) -> Path:
     root = tmp_path / "storage"
     root.mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def xrootd(tmp_path_factory):
+    """A real XRootD server for the session, exporting ``xrootd.data``. CI must have one
+    (``.ci/run`` installs it), so there a missing server fails instead of skipping."""
+    import xrootd_server
+
+    why = xrootd_server.available()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    base = tmp_path_factory.mktemp("xrootd")
+    server = xrootd_server.XRootDServer(base / "data", base / "work").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path):
+    """An initialised SQLite database, for tests about storage rather than the database."""
+    eng = db.create_engine(Settings(f"sqlite:///{tmp_path / 'pnfsmon.sqlite'}"))
+    db.init_schema(eng)
+    yield eng
+    eng.dispose()

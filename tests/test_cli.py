@@ -51,7 +51,7 @@ def test_crawl_check_report_status_through_the_cli(db_url, tree, tmp_path):
         st = os.stat(p)
         os.utime(p, ns=(st.st_mtime_ns - 10**12, st.st_mtime_ns))
 
-    r = pnfsmon("crawl", str(tree), "--site", "T2_XX", env=env)
+    r = pnfsmon("crawl", str(tree), "--site", "T2_XX", "--grace", "0", env=env)
     assert r.returncode == 0, r.stderr
     assert "3 files" in r.stdout and "new 3" in r.stdout
 
@@ -182,7 +182,7 @@ def test_sigterm_stops_a_check_cleanly(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
     env["PNFSMON_DB"] = url
-    for args in (["db", "init"], ["crawl", str(tmp_path / "t")]):
+    for args in (["db", "init"], ["crawl", str(tmp_path / "t"), "--grace", "0"]):
         assert pnfsmon(*args, env={"PNFSMON_DB": url}).returncode == 0
     proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "check", "--workers", "2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

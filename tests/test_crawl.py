@@ -130,7 +130,7 @@ def test_sites_are_separate(engine, tree):
 
 def _walk(root: bytes) -> tuple[list, WalkStats]:
     stats = WalkStats()
-    return list(posix.walk(root, stats)), stats
+    return list(posix.PosixNamespace(root).walk(stats)), stats
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")

@@ -37,6 +37,7 @@ class Summary:
     counts: dict[Status, int]
     leased: int
     first_check_references: int
+    in_grace: int  # listed but written too recently to judge (crawl --grace)
     crawls: list[CrawlInfo] = field(default_factory=list)
 
     @property
@@ -46,7 +47,7 @@ class Summary:
 
     @property
     def checked(self) -> int:
-        return self.listed - self.counts[Status.UNCHECKED]
+        return self.listed - self.counts[Status.UNCHECKED] - self.counts[Status.NEARLINE]
 
     def as_json(self) -> dict:
         return {
@@ -55,6 +56,7 @@ class Summary:
             "files": self.listed,
             "checked": self.checked,
             "leased": self.leased,
+            "in_grace": self.in_grace,
             "first_check_references": self.first_check_references,
             "last_crawls": [
                 {"site": c.site, "root": c.root.decode("utf-8", "backslashreplace"),
@@ -75,12 +77,17 @@ def summarize(conn: sa.Connection) -> Summary:
     ):
         counts[Status(code)] = n
     leased = conn.execute(
-        sa.select(sa.func.count()).where(statuses.c.tag_expiry.is_not(None))
+        sa.select(sa.func.count()).where(statuses.c.tag.is_not(None))
+    ).scalar_one()
+    # A young file waits with an expiry but no owner: see crawler.ingest.
+    in_grace = conn.execute(
+        sa.select(sa.func.count())
+        .where(statuses.c.tag.is_(None), statuses.c.tag_expiry.is_not(None))
     ).scalar_one()
     first = conn.execute(
         sa.select(sa.func.count()).where(statuses.c.recorded_from == FIRST_CHECK)
     ).scalar_one()
-    return Summary(time.time(), counts, leased, first, last_crawls(conn))
+    return Summary(time.time(), counts, leased, first, in_grace, last_crawls(conn))
 
 
 def last_crawls(conn: sa.Connection) -> list[CrawlInfo]:

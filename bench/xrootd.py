@@ -1,0 +1,124 @@
+"""XRootD on loopback, against the XRootD tools measured in the same run:
+
+1. listing 50,000 files (500 directories) with our namespace vs ``xrdfs HOST ls -R -l PATH``
+   (target: at least as fast), and the whole ``pnfsmon crawl`` into MariaDB, with and
+   without checksum queries;
+2. checking a 1 GiB file through the XRootD reader (read + Adler32) vs
+   ``xrdcp -f root://... /dev/null`` (target: at least 0.8 of its rate).
+
+Needs root (the server runs as the ``xrootd`` user), xrootd-server and MariaDB."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from common import build_flat_tree, fresh_mariadb, pnfsmon_env  # noqa: E402
+from xrootd_server import XRootDServer, available  # noqa: E402
+
+from crawler.listing import WalkStats  # noqa: E402
+from crawler.xrootd import XRootDNamespace  # noqa: E402
+from schema.lease import Claimed  # noqa: E402
+from tester.checker import check_file  # noqa: E402
+from tester.readers import make_reader  # noqa: E402
+
+FILES = 50_000
+PER_DIR = 100
+GIB = 1 << 30
+ROUNDS = 3
+
+
+def best(fn) -> float:
+    times = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main() -> None:
+    why = available()
+    if why:
+        sys.exit(f"cannot run: {why}")
+    with tempfile.TemporaryDirectory(prefix="pnfsmon-bench-xrd-") as tmp:
+        base = Path(tmp)
+        data = base / "data"
+        build_flat_tree(data / "tree", FILES, per_dir=PER_DIR, size=10)
+        with open(data / "big", "wb") as fh:
+            block = os.urandom(1 << 20)
+            for _ in range(GIB >> 20):
+                fh.write(block)
+        with XRootDServer(data, base / "work", name="pnfsmon-bench") as server:
+            server.give(data)
+            listing(server)
+            crawling(server)
+            reading(server)
+
+
+def listing(server: XRootDServer) -> None:
+    def xrdfs() -> None:
+        out = subprocess.run(["xrdfs", server.url, "ls", "-R", "-l", "/tree"],
+                             check=True, capture_output=True).stdout
+        assert out.count(b"\n") >= FILES
+
+    def ours() -> None:
+        stats = WalkStats()
+        for _ in XRootDNamespace(f"{server.url}//tree", checksums="none").walk(stats):
+            pass
+        assert stats.files == FILES, stats
+
+    ours()  # warm the server's directory cache for both
+    t_tool, t_ours = best(xrdfs), best(ours)
+    print(f"list {FILES:,} files in {FILES // PER_DIR} directories (best of {ROUNDS}):")
+    print(f"  xrdfs ls -R -l   {t_tool:6.2f} s  {FILES / t_tool:9,.0f} files/s")
+    print(f"  pnfsmon listing  {t_ours:6.2f} s  {FILES / t_ours:9,.0f} files/s"
+          f"  ratio {t_tool / t_ours:.2f} (>= 1 is at least as fast)")
+
+
+def crawling(server: XRootDServer) -> None:
+    for checksums in ("none", "query"):
+        with fresh_mariadb() as url:
+            env = pnfsmon_env(url)
+            started = time.perf_counter()
+            subprocess.run(["pnfsmon", "crawl", f"{server.url}//tree", "--checksums",
+                            checksums, "--grace", "0"], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            seconds = time.perf_counter() - started
+        print(f"  pnfsmon crawl --checksums {checksums:5s} into MariaDB: {seconds:6.2f} s "
+              f"{FILES / seconds:9,.0f} files/s")
+
+
+def reading(server: XRootDServer) -> None:
+    url = f"{server.url}//big"
+
+    def xrdcp() -> None:
+        subprocess.run(["xrdcp", "-f", "-s", url, "/dev/null"], check=True)
+
+    reader = make_reader("xrootd", 600)
+    st = os.stat(server.data / "big")
+    item = Claimed(1, "bench", url.encode(), GIB, int(st.st_mtime) * 10**9, None, None, None)
+
+    def ours() -> None:
+        verdict = check_file(item, reader, 600)
+        assert verdict.bytes_read == GIB, verdict
+
+    xrdcp()
+    runs_tool = [best(xrdcp) for _ in range(1)]
+    runs_ours = [best(ours) for _ in range(1)]
+    t_tool, t_ours = statistics.median(runs_tool), statistics.median(runs_ours)
+    print(f"read 1 GiB from the server's page cache (best of {ROUNDS}):")
+    print(f"  xrdcp -f ... /dev/null        {GIB / t_tool / 1e6:8,.0f} MB/s")
+    print(f"  pnfsmon check (read+Adler32)  {GIB / t_ours / 1e6:8,.0f} MB/s"
+          f"  ratio {t_tool / t_ours:.2f} (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Choose a namespace: by ``--namespace posix|pnfs|chimera|xrootd``, or by the crawl root
+(``root://host:port//path`` is XRootD, a local directory is POSIX). Each namespace is one
+small module with the same two members: ``root`` (the stored name of the crawl root, below
+which unseen rows are marked vanished) and ``walk(stats)`` (yields ``Listed`` records)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Protocol
+
+from crawler.chimera import ChimeraNamespace
+from crawler.listing import Listed, WalkStats
+from crawler.pnfs import PnfsNamespace
+from crawler.posix import PosixNamespace
+from crawler.xrootd import XRootDNamespace
+from schema.errors import ConfigError
+from schema.paths import display
+from schema.xrootd import is_xrootd_url
+
+NAMESPACES = ("posix", "pnfs", "chimera", "xrootd")
+
+
+class Namespace(Protocol):
+    name: str
+    root: bytes
+
+    def walk(self, stats: WalkStats) -> Iterator[Listed]: ...
+
+
+def open_namespace(root: str | bytes, kind: str | None = None, *, read_xattrs: bool = True,
+                   checksums: str = "query", timeout: float = 60.0) -> Namespace:
+    """The namespace to crawl below ``root``; ConfigError if it cannot be one."""
+    remote = is_xrootd_url(root)
+    kind = kind or ("xrootd" if remote else "posix")
+    if kind not in NAMESPACES:
+        raise ConfigError(f"unknown namespace {kind!r}; known: {', '.join(NAMESPACES)}")
+    if kind == "xrootd":
+        if not remote:
+            raise ConfigError(f"the xrootd namespace needs a root://host:port//path URL, "
+                              f"not {display(os.fsencode(root))}")
+        return XRootDNamespace(root, checksums=checksums, timeout=timeout)
+    if remote:
+        raise ConfigError(f"{kind} namespaces are local mounts; {os.fsdecode(root)} is an "
+                          "XRootD URL (use --namespace xrootd)")
+    path = os.path.abspath(os.fsencode(root))
+    if not os.path.isdir(path):
+        raise ConfigError(f"crawl root {display(path)} is not a directory")
+    if kind == "pnfs":
+        return PnfsNamespace(path)
+    if kind == "chimera":
+        return ChimeraNamespace(path)
+    return PosixNamespace(path, read_xattrs=read_xattrs)

@@ -1,0 +1,121 @@
+"""The PNFS namespace (dCache's old ``/pnfs`` mount): walk the mount like POSIX, and take each
+file's recorded Adler32 and pools from its layer 2, read as the magic file
+``.(use)(2)(NAME)`` in the file's directory.
+
+Layer 2 as dCache writes it: a statistics line (``2,0,0,0.0,0.0``), flags as ``;``-separated
+``key=value`` pairs after a ``:`` (``c=1:f9b03ea3`` is Adler32, ``l=`` the size, ``h=`` the
+HSM state), wrapped at about 70 characters, then the names of the pools holding a copy.
+Where the line breaks fall varies, so the parser classifies tokens rather than lines."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from crawler.listing import Listed, WalkStats
+from crawler.posix import scan
+
+_STATISTICS = re.compile(rb"\d+(,[\d.]+)+")
+_HEX = re.compile(r"[0-9a-fA-F]{1,8}")
+MAX_POOLS_TEXT = 255  # the width of statuses.pool
+
+
+class MalformedMetadata(ValueError):
+    """A magic file that does not say what it should; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Layer2:
+    adler32: str | None
+    pools: tuple[str, ...]
+    flags: dict[str, str]
+
+
+def parse_layer2(text: bytes) -> Layer2:
+    """Parse the content of ``.(use)(2)(NAME)``; an empty layer (a file not yet written to
+    any pool) has neither checksum nor pools."""
+    flag_text = b""
+    pools: list[str] = []
+    for token in text.split():
+        if _STATISTICS.fullmatch(token):
+            continue
+        continues = flag_text and not flag_text.endswith(b";")  # each flag ends with ';'
+        if continues or token.startswith(b":") or b"=" in token or b";" in token:
+            flag_text += token  # a wrapped flags line continues without a separator
+            continue
+        try:
+            pools.append(token.decode("ascii"))
+        except UnicodeDecodeError:
+            raise MalformedMetadata(f"pool name {token!r} is not ASCII") from None
+    flags: dict[str, str] = {}
+    for pair in flag_text.lstrip(b":").split(b";"):
+        pair = pair.strip(b":")
+        if not pair:
+            continue
+        key, sep, value = pair.partition(b"=")
+        if not sep or not key:
+            raise MalformedMetadata(f"flag {pair.decode('latin-1')!r} is not key=value")
+        flags[key.decode("latin-1")] = value.decode("latin-1")
+    adler32 = None
+    if "c" in flags:
+        kind, _, value = flags["c"].partition(":")
+        if kind == "1":  # checksum type 1 is Adler32
+            if not _HEX.fullmatch(value):
+                raise MalformedMetadata(f"Adler32 {value!r} is not 1-8 hex digits")
+            adler32 = value.lower().rjust(8, "0")  # stored without leading zeros at times
+    return Layer2(adler32, tuple(pools), flags)
+
+
+def pools_text(pools: tuple[str, ...]) -> str | None:
+    """Pool names as stored in ``statuses.pool``: space-separated, cut at a name boundary
+    to fit the column."""
+    text = ""
+    for pool in pools:
+        candidate = f"{text} {pool}" if text else pool
+        if len(candidate) > MAX_POOLS_TEXT:
+            break
+        text = candidate
+    return text or None
+
+
+def magic_name(*parts: bytes) -> bytes:
+    """``.(use)(2)(NAME)``, ``.(get)(NAME)(checksums)``: a dot-command as a file name."""
+    return b".(" + b")(".join(parts) + b")"
+
+
+def is_magic(name: bytes) -> bool:
+    """A dot-command name. A real mount never lists them; a tree copied from one may."""
+    return name.startswith(b".(")
+
+
+def read_magic(directory: bytes, name: bytes) -> bytes:
+    """The content of a dot-command file (read-only; an ordinary open and read)."""
+    with open(os.path.join(directory, name), "rb") as fh:
+        return fh.read(64 * 1024)
+
+
+class PnfsNamespace:
+    name = "pnfs"
+
+    def __init__(self, root: bytes) -> None:
+        self.root = root
+        self.stats: WalkStats | None = None
+
+    def walk(self, stats: WalkStats):
+        self.stats = stats
+        return scan(self.root, stats, self._describe, hidden=is_magic)
+
+    def _describe(self, directory: bytes, name: bytes, path: bytes,
+                  st: os.stat_result) -> Listed:
+        item = Listed(path, st.st_size, st.st_mtime_ns)
+        try:
+            layer = parse_layer2(read_magic(directory, magic_name(b"use", b"2", name)))
+        except (OSError, MalformedMetadata) as err:
+            why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            self.stats.malformed.append((path, f"layer 2: {why}"))
+            return item
+        if layer.adler32 is not None:
+            item.recorded_adler32, item.recorded_from = layer.adler32, "pnfs"
+        item.pool = pools_text(layer.pools)
+        return item

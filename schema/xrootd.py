@@ -1,0 +1,89 @@
+"""What the crawler's XRootD namespace and the tester's XRootD reader share: how a file is
+named (``root://host:port//path``, stored whole in ``statuses.path`` so a worker knows where
+to read it), the client's timeout settings, and the one mapping from a client status to an
+exception (gone, refused, or the server unreachable).
+
+The client is imported lazily: a site that never touches XRootD needs no ``xrootd`` wheel."""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from schema.errors import ConfigError, StorageUnavailable
+
+SCHEMES = ("root://", "roots://", "xroot://", "xroots://")
+
+# Server error numbers (XProtocol.hh): the file or directory is not there / not allowed.
+_NOT_FOUND = 3011
+_NOT_AUTHORIZED = 3010
+
+
+def is_xrootd_url(path: bytes | str) -> bool:
+    text = path.decode("latin-1") if isinstance(path, bytes) else path
+    return text.startswith(SCHEMES)
+
+
+@dataclass(frozen=True)
+class XRootDUrl:
+    server: str  # "root://host:port"
+    path: str  # absolute path on the server, "/store/..."
+
+    @classmethod
+    def parse(cls, url: bytes | str) -> XRootDUrl:
+        text = os.fsdecode(url)
+        scheme, sep, rest = text.partition("://")
+        host, slash, path = rest.partition("/")
+        if not sep or not host or not slash or f"{scheme}://" not in SCHEMES:
+            raise ConfigError(f"not an XRootD URL: {text!r} (expected root://host:port//path)")
+        return cls(f"{scheme}://{host}", "/" + path.lstrip("/"))
+
+    def child(self, path: str) -> bytes:
+        """The stored name of ``path`` on this server (bytes, any name round-trips)."""
+        return os.fsencode(f"{self.server}/{path}")
+
+    def __str__(self) -> str:
+        return f"{self.server}/{self.path}"
+
+
+_configured = False
+
+
+def client():
+    """The ``XRootD.client`` module, with timeouts that fire when asked: by default the
+    client checks them only every 15 s, and retries a refused connection for minutes.
+    Environment variables the operator set (``XRD_*``) win."""
+    global _configured
+    try:
+        from XRootD import client as xrd_client
+    except ImportError:
+        raise ConfigError("XRootD support needs the client bindings: "
+                          "pip install xrootd") from None
+    if not _configured:
+        for name, value in (("TimeoutResolution", 1), ("ConnectionRetry", 1),
+                            ("RequestTimeout", 300), ("StreamErrorWindow", 5)):
+            if f"XRD_{name.upper()}" not in os.environ:
+                xrd_client.EnvPutInt(name, value)
+        _configured = True
+    return xrd_client
+
+
+def raise_for(status, what: str, *, transient: bool = True) -> None:
+    """Raise for a failed client status: FileNotFoundError or PermissionError when the
+    server answered so; when no server answered (refused, timed out, connection lost)
+    StorageUnavailable, or with ``transient=False`` (a read already under way) an OSError;
+    OSError for anything else the server said."""
+    if status.ok:
+        return
+    message = " ".join(str(status.message).replace("[ERROR]", "").split())
+    if status.errno == _NOT_FOUND:
+        raise FileNotFoundError(errno.ENOENT, message, what)
+    if status.errno == _NOT_AUTHORIZED:
+        raise PermissionError(errno.EACCES, message, what)
+    if not status.errno:
+        # The client's own error: the server could not be reached or did not answer.
+        if not transient:
+            raise OSError(errno.EIO, message, what)
+        raise StorageUnavailable(f"XRootD server for {what} unreachable: {message}")
+    raise OSError(errno.EIO, message, what)

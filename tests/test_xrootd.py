@@ -1,0 +1,198 @@
+"""XRootD and dccp against the real thing: a Debian ``xrootd`` server on 127.0.0.1 (real bit
+rot behind its checksum cache, deletions, unlistable directories, a server that goes away)
+and the real ``dccp`` client on local files (including a read that never ends)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+from helpers import flip_bit, random_bytes, row, verdicts, write_file
+from xrootd_server import XRootDServer
+from zlib_ng import zlib_ng
+
+from crawler.cli import crawl
+from crawler.namespaces import open_namespace
+from crawler.xrootd import XRootDNamespace, parse_checksum_response
+from schema.errors import ConfigError, StorageUnavailable
+from schema.lease import Claimed, Lease
+from schema.status import Status
+from schema.tables import statuses
+from tester.checker import check_file
+from tester.readers import make_reader
+from tester.stream import adler32_hex
+from tester.worker import CheckOptions, run
+
+
+def check(engine, reader: str = "auto", timeout: float = 10) -> None:
+    run(Lease(engine, lease_seconds=60), make_reader(reader, timeout),
+        CheckOptions(timeout=timeout, recheck_after=0))
+
+
+def adler(data: bytes) -> str:
+    return adler32_hex(zlib_ng.adler32(data))
+
+
+@pytest.fixture
+def served(xrootd, request):
+    """A fresh directory on the session's server, handed to the xrootd user."""
+    top = xrootd.data / request.node.name.replace("[", "_").replace("]", "")
+    top.mkdir()
+    yield top
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_crawl_and_check_through_xrootd(xrootd, served, sqlite_engine):
+    engine = sqlite_engine
+    payload = {
+        "run1/a.root": random_bytes(300_000, 1),
+        "run1/b <&>.root": random_bytes(5_000, 2),
+        "run2/deep/c.root": random_bytes(9_000_000, 3),  # several 4 MiB reads
+        "run2/empty.root": b"",
+        "closed/hidden.root": random_bytes(100, 4),
+    }
+    for name, data in payload.items():
+        write_file(served / name, data)
+    (served / "nothing here").mkdir()
+    xrootd.give(served)
+    url = f"{xrootd.url}//{served.name}"
+    namespace = open_namespace(url)
+    assert isinstance(namespace, XRootDNamespace)
+
+    stats, ingest = crawl(engine, namespace, "T2_XRD")
+    assert (stats.files, stats.empty_directories, stats.unreadable) == (5, 1, [])
+    stored = {name: os.fsencode(f"{url}/{name}") for name in payload}
+    for name, data in payload.items():
+        r = row(engine, stored[name])
+        # The server computed and cached each checksum when first asked: recorded.
+        assert (r.size, r.recorded_adler32, r.recorded_from) == (len(data), adler(data),
+                                                                 "xrootd")
+
+    check(engine)
+    assert set(verdicts(engine).values()) == {Status.OK}
+    r = row(engine, stored["run2/deep/c.root"])
+    assert r.source_node == xrootd.url.removeprefix("root://")
+    assert r.bytes_read == len(payload["run2/deep/c.root"])
+
+    # Silent bit rot behind the server's cache (mtime restored), and a lost file.
+    flip_bit(served / "run1/a.root", 123_456)
+    (served / "run1/b <&>.root").unlink()
+    # A directory the server can no longer list: its file must not be called vanished.
+    (served / "closed").chmod(0)
+    try:
+        stats, ingest = crawl(engine, namespace, "T2_XRD")
+    finally:
+        (served / "closed").chmod(0o755)
+    assert stats.unreadable == [os.fsencode(f"{url}/closed")]
+    assert ingest.counts.vanished == 1  # b, which is gone from the listing
+    # The server still answers its cached, now stale, checksum: the recorded one.
+    assert row(engine, stored["run1/a.root"]).recorded_adler32 == adler(payload["run1/a.root"])
+    assert row(engine, stored["closed/hidden.root"]).status == Status.OK
+
+    with engine.begin() as conn:  # due again now
+        conn.execute(statuses.update().where(statuses.c.status == int(Status.OK))
+                     .values(claim_key=0))
+    check(engine)
+    got = verdicts(engine)
+    assert got[stored["run1/a.root"]] == Status.CORRUPTED
+    assert got[stored["run2/deep/c.root"]] == Status.OK
+
+
+def test_a_file_deleted_after_the_crawl_is_missing(xrootd, served, sqlite_engine):
+    write_file(served / "x.dat", b"payload")
+    xrootd.give(served)
+    crawl(sqlite_engine, open_namespace(f"{xrootd.url}//{served.name}"), "s")
+    (served / "x.dat").unlink()
+    check(sqlite_engine)
+    r = row(sqlite_engine, os.fsencode(f"{xrootd.url}//{served.name}/x.dat"))
+    assert r.status == Status.MISSING and "no such file" in r.error.lower()
+
+
+def test_checksums_none_asks_nothing(xrootd, served, sqlite_engine):
+    write_file(served / "y.dat", b"abc")
+    xrootd.give(served)
+    crawl(sqlite_engine, open_namespace(f"{xrootd.url}//{served.name}", checksums="none"),
+          "s")
+    assert row(sqlite_engine, os.fsencode(f"{xrootd.url}//{served.name}/y.dat")) \
+        .recorded_adler32 is None
+
+
+def test_a_root_that_is_not_there_is_a_config_error(xrootd, sqlite_engine):
+    with pytest.raises(ConfigError, match="does not exist"):
+        crawl(sqlite_engine, open_namespace(f"{xrootd.url}//no/such/dir"), "s")
+
+
+def test_a_server_that_goes_away_loses_nothing(tmp_path, xrootd, sqlite_engine):
+    """Crawl from a server, stop it, check: the worker stops with the retryable error,
+    judges nothing and leaves no lease; the CLI says so in one line with exit 3."""
+    server = XRootDServer(tmp_path / "data", tmp_path / "work", name="goes-away").start()
+    try:
+        for i in range(3):
+            write_file(server.data / f"f{i}", b"z" * 100)
+        server.give(server.data)
+        crawl(sqlite_engine, open_namespace(f"{server.url}//"), "s")
+    finally:
+        server.stop()
+    with pytest.raises(StorageUnavailable, match="unreachable"):
+        check(sqlite_engine, timeout=5)
+    with sqlite_engine.connect() as conn:
+        rows = conn.execute(sa.select(statuses.c.status, statuses.c.tag)).all()
+    assert rows == [(Status.UNCHECKED, None)] * 3
+    r = subprocess.run([sys.executable, "-m", "pnfsmon", "crawl", f"{server.url}//",
+                        "--db", str(sqlite_engine.url)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 3, r.stderr
+    assert "unreachable" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_checksum_response_parsing():
+    assert parse_checksum_response(b"adler32 bb920cf5\x00") == "bb920cf5"
+    assert parse_checksum_response(b"adler32 30001\x00") == "00030001"
+    assert parse_checksum_response(b"md5 0123456789abcdef\x00") is None
+    assert parse_checksum_response(None) is None
+
+
+dccp = pytest.mark.skipif(shutil.which("dccp") is None and not os.environ.get("CI"),
+                          reason="dccp (Debian dcap) is not installed; .ci/run installs it")
+
+
+@dccp
+def test_dccp_reader_verdicts(engine, tree):
+    good = write_file(tree / "good.dat", random_bytes(2_000_000, 7), record=True)
+    rotten = write_file(tree / "rotten.dat", random_bytes(50_000, 8), record=True)
+    gone = write_file(tree / "gone.dat", b"bye", record=True)
+    crawl(engine, os.fsencode(tree), "s")
+    flip_bit(rotten, 10)
+    os.unlink(gone)
+    check(engine, reader="dccp")
+    got = verdicts(engine)
+    assert (got[good], got[rotten], got[gone]) == (Status.OK, Status.CORRUPTED,
+                                                   Status.MISSING)
+    assert row(engine, good).bytes_read == 2_000_000
+
+
+@dccp
+def test_dccp_that_never_ends_is_killed_at_the_timeout(tmp_path):
+    """dccp reading a FIFO nobody writes blocks for ever, as on a dead pool."""
+    fifo = os.fsencode(tmp_path / "stuck")
+    os.mkfifo(fifo)
+    st = os.stat(fifo)
+    item = Claimed(1, "s", fifo, 0, st.st_mtime_ns, None, None, "pool-1")
+    started = time.monotonic()
+    verdict = check_file(item, make_reader("dccp", 1), timeout=1)
+    assert verdict.status == Status.TIMEOUT and time.monotonic() - started < 5
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _dccp_on(fifo):
+        time.sleep(0.05)
+    assert not _dccp_on(fifo), "the dccp process was left running"
+
+
+def _dccp_on(path: bytes) -> bool:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout
+    return any(line.startswith(b"dccp ") and path in line for line in out.splitlines())

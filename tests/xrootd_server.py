@@ -1,0 +1,113 @@
+"""A real XRootD server (Debian's ``xrootd``) on 127.0.0.1 for tests and benchmarks: a temp
+config exporting one directory, run as the ``xrootd`` user (it refuses root), stopped by
+the PID it writes. ``xrootd.chksum adler32`` makes it answer checksum queries from its
+``user.XrdCks.adler32`` cache, as production servers do."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+XROOTD = shutil.which("xrootd") or "/usr/bin/xrootd"
+
+
+def available() -> str | None:
+    """None if a server can be started here, else why not."""
+    if not os.path.exists(XROOTD):
+        return "xrootd-server is not installed (.ci/run installs it)"
+    if os.geteuid() != 0:
+        return "starting xrootd as the xrootd user needs root"
+    try:
+        pwd.getpwnam("xrootd")
+    except KeyError:
+        return "no xrootd user (installed with xrootd-server)"
+    try:
+        import XRootD.client  # noqa: F401
+    except ImportError:
+        return "the xrootd client wheel is not installed"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def open_path_to(path: Path) -> None:
+    """Let the xrootd user reach ``path`` (test temp dirs are private to root)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if mode & 0o005 != 0o005:
+            parent.chmod(mode | 0o005)
+
+
+class XRootDServer:
+    def __init__(self, data: Path, work: Path, name: str = "pnfsmon-test") -> None:
+        self.data = data
+        self.work = work
+        self.name = name
+        self.port = _free_port()
+        self.url = f"root://127.0.0.1:{self.port}"
+        self.pid: int | None = None
+
+    def start(self) -> XRootDServer:
+        admin = self.work / "admin"
+        admin.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True)
+        config = self.work / "xrootd.cfg"
+        config.write_text(
+            f"all.export /\noss.localroot {self.data}\nxrd.port {self.port}\n"
+            f"xrootd.chksum adler32\nall.adminpath {admin}\nall.pidpath {admin}\n")
+        user = pwd.getpwnam("xrootd")
+        for own in (self.work, admin):  # its log and admin files
+            os.chown(own, user.pw_uid, user.pw_gid)
+        open_path_to(self.work)
+        open_path_to(self.data)
+        subprocess.run(["runuser", "-u", "xrootd", "--", XROOTD, "-c", str(config),
+                        "-l", str(self.work / "xrootd.log"), "-b", "-n", self.name],
+                       check=True, stdin=subprocess.DEVNULL)
+        pidfile = admin / self.name / "xrootd.pid"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                self.pid = int(pidfile.read_text())
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            time.sleep(0.05)
+        log = (self.work / "xrootd.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"xrootd did not start on port {self.port}:\n{log}")
+
+    def give(self, *paths: Path) -> None:
+        """Hand files and directories to the xrootd user, as a real server's data is
+        (so it can keep its checksum cache in their xattrs)."""
+        user = pwd.getpwnam("xrootd")
+        for top in paths:
+            for dirpath, dirnames, filenames in os.walk(top):
+                for name in [*dirnames, *filenames]:
+                    os.lchown(os.path.join(dirpath, name), user.pw_uid, user.pw_gid)
+            os.lchown(top, user.pw_uid, user.pw_gid)
+
+    def stop(self) -> None:
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            os.kill(pid, signal.SIGKILL)
+
+    def __enter__(self) -> XRootDServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
