@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 import re
 
-from crawler.listing import Listed, WalkStats
-from crawler.pnfs import MalformedMetadata, is_magic, magic_name, read_magic
-from crawler.posix import scan
+from crawler.listing import Listed
+from crawler.pnfs import DcacheMount, MalformedMetadata, magic_name, read_magic
 
 _HEX = re.compile(r"[0-9a-fA-F]{1,8}")
 LOCALITIES = ("ONLINE", "NEARLINE", "ONLINE_AND_NEARLINE", "UNAVAILABLE", "LOST", "NONE")
@@ -47,16 +46,8 @@ def parse_locality(text: bytes) -> str:
     return locality
 
 
-class ChimeraNamespace:
+class ChimeraNamespace(DcacheMount):
     name = "chimera"
-
-    def __init__(self, root: bytes) -> None:
-        self.root = root
-        self.stats: WalkStats | None = None
-
-    def walk(self, stats: WalkStats):
-        self.stats = stats
-        return scan(self.root, stats, self._describe, hidden=is_magic)
 
     def _describe(self, directory: bytes, name: bytes, path: bytes,
                   st: os.stat_result) -> Listed:
@@ -70,6 +61,5 @@ class ChimeraNamespace:
                 else:
                     item.nearline = parse_locality(text) == "NEARLINE"
             except (OSError, MalformedMetadata) as err:
-                why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-                self.stats.malformed.append((path, f"{what.decode()}: {why}"))
+                self._malformed(path, what.decode(), err)
         return item

@@ -95,12 +95,15 @@ def read_magic(directory: bytes, name: bytes) -> bytes:
         return fh.read(64 * 1024)
 
 
-class PnfsNamespace:
-    name = "pnfs"
+class DcacheMount:
+    """A dCache namespace mount, walked like POSIX without the dot-command names;
+    subclasses describe each file from its dot-commands (``_describe``)."""
+
+    name = "dcache"
 
     def __init__(self, root: bytes) -> None:
         self.root = root
-        self.stats: WalkStats | None = None
+        self.stats = WalkStats()
 
     def walk(self, stats: WalkStats):
         self.stats = stats
@@ -108,12 +111,24 @@ class PnfsNamespace:
 
     def _describe(self, directory: bytes, name: bytes, path: bytes,
                   st: os.stat_result) -> Listed:
+        raise NotImplementedError
+
+    def _malformed(self, path: bytes, what: str, err: Exception) -> None:
+        """The file stays listed (without what could not be read); the crawl says why."""
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        self.stats.malformed.append((path, f"{what}: {why}"))
+
+
+class PnfsNamespace(DcacheMount):
+    name = "pnfs"
+
+    def _describe(self, directory: bytes, name: bytes, path: bytes,
+                  st: os.stat_result) -> Listed:
         item = Listed(path, st.st_size, st.st_mtime_ns)
         try:
             layer = parse_layer2(read_magic(directory, magic_name(b"use", b"2", name)))
         except (OSError, MalformedMetadata) as err:
-            why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            self.stats.malformed.append((path, f"layer 2: {why}"))
+            self._malformed(path, "layer 2", err)
             return item
         if layer.adler32 is not None:
             item.recorded_adler32, item.recorded_from = layer.adler32, "pnfs"
