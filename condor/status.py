@@ -4,15 +4,14 @@ last hour, files still due, the ETA of the sweep)."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from schema.errors import ConfigError
-from schema.tables import events, statuses
+from web.summary import SweepProgress, sweep_progress
+
+__all__ = ["JobStates", "SweepProgress", "format_status", "read_user_log", "sweep_progress"]
 
 
 @dataclass
@@ -47,32 +46,6 @@ def read_user_log(path: Path) -> JobStates:
             out.hold_reasons[event.get("HoldReason", "?")] += 1
     out.states.update(last.values())
     return out
-
-
-@dataclass
-class SweepProgress:
-    checked_last_hour: int
-    due: int
-    leased: int
-
-    @property
-    def eta_hours(self) -> float | None:
-        if not self.checked_last_hour:
-            return None
-        return (self.due + self.leased) / self.checked_last_hour
-
-
-def sweep_progress(conn: sa.Connection, recheck_after: float, now: float | None = None
-                   ) -> SweepProgress:
-    now = time.time() if now is None else now
-    count = sa.select(sa.func.count())
-    return SweepProgress(
-        checked_last_hour=conn.execute(
-            count.select_from(events).where(events.c.checked >= now - 3600)).scalar_one(),
-        due=conn.execute(
-            count.where(statuses.c.claim_key <= now - recheck_after)).scalar_one(),
-        leased=conn.execute(count.where(statuses.c.tag.is_not(None))).scalar_one(),
-    )
 
 
 def format_status(jobs: JobStates | None, progress: SweepProgress) -> str:

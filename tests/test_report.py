@@ -1,53 +1,177 @@
-"""The static report: every status counted, odd names escaped on the pages and exact in the
-list files, long lists cut on the page but complete in the export."""
+"""The static report: every status counted, odd names escaped on every page and exact in
+every export, long lists paginated in three orders with nothing lost or repeated, history
+links that land on the file, calibration, the Prometheus file, the Nagios line and
+``pnfsmon history``."""
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from crawler.cli import crawl
 from schema.lease import Lease
-from schema.paths import decode_line
+from schema.paths import decode_line, display
 from schema.status import Status
 from tester.readers import PosixReader
 from tester.worker import CheckOptions, run
 from tests.helpers import flip_bit, random_bytes, write_file
 from web import report
+from web.cli import NAGIOS_CRITICAL, NAGIOS_OK, NAGIOS_WARNING, nagios_line
 from web.report import write_report
+from web.summary import summarize
 
 HOSTILE = [b"<script>alert(1)</script>.dat", b"amp&quot;\".dat", b"nl\nname.dat",
            b"bad\xff\xfe.dat", b"'single'.dat"]
 
 
-def test_report_escapes_hostile_names_and_exports_exact_bytes(engine, tree, tmp_path,
-                                                              monkeypatch):
-    paths = [write_file(os.path.join(os.fsencode(tree), n), random_bytes(5000, seed=i),
+def corrupted_tree(engine, tree) -> list[bytes]:
+    """Five corrupted files with hostile names and different sizes, one missing file."""
+    paths = [write_file(os.path.join(os.fsencode(tree), n), random_bytes(1000 * (i + 1), i),
                         record=True) for i, n in enumerate(HOSTILE)]
-    crawl(engine, os.fsencode(tree), "s")
+    gone = write_file(tree / "gone <b>.dat", b"x", record=True)
+    crawl(engine, os.fsencode(tree), "T2_<Site>")
     for p in paths:
         flip_bit(p, 100)
+    os.unlink(gone)
     run(Lease(engine, lease_seconds=60), PosixReader(),
         CheckOptions(timeout=30, recheck_after=0.0))
-    monkeypatch.setattr(report, "PAGE_ROWS", 3)
+    return paths
+
+
+def decode_display(shown: str, paths: list[bytes]) -> bytes:
+    """The path whose display form is ``shown`` (to compare orders by bytes)."""
+    return next(p for p in paths if display(p) == shown)
+
+
+def page_paths(page: str) -> list[str]:
+    cells = re.findall(r'<td class="path">(.*?)</td>', page, re.S)
+    return [html.unescape(c) for c in cells]
+
+
+def test_report_pages_and_exports(engine, tree, tmp_path, monkeypatch):
+    paths = corrupted_tree(engine, tree)
+    monkeypatch.setattr(report, "PAGE_ROWS", 2)
     out = tmp_path / "r"
     summary = write_report(engine, out)
-    assert summary.counts[Status.UNCHECKED] == 0
     assert summary.counts[Status.CORRUPTED] == len(HOSTILE)
+    assert summary.counts[Status.MISSING] == 1
+
+    # summary.json counts every status, and per site.
     data = json.loads((out / "summary.json").read_text())
     assert data["counts"]["corrupted"] == len(HOSTILE)
-    assert set(data["counts"]) >= {"unchecked", "ok", "corrupted", "missing", "timeout",
-                                   "unreadable"}
-    listed = [decode_line(line) for line in
-              (out / "corrupted.txt").read_text().splitlines(keepends=True)]
-    assert sorted(listed) == sorted(paths)
-    page = (out / "corrupted.html").read_text()
-    assert "<script>alert" not in page and "&lt;script&gt;" in page
-    assert "Showing the first 3" in page  # the page is cut, the export is not
-    assert page.count('<td class="path">') == 3
-    for p in (out / "index.html", out / "missing.html", out / "timeout.html"):
-        assert p.is_file()
-    # Every shown name is in its escaped display form: no raw newline inside a cell.
-    cells = [c.split("</td>")[0] for c in page.split('<td class="path">')[1:]]
-    assert all("\n" not in html.unescape(c) for c in cells)
+    assert data["sites"][0]["site"] == "T2_<Site>"
+    assert data["sites"][0]["counts"]["missing"] == 1
+
+    # Every export holds the exact bytes of every problem path.
+    txt = [decode_line(line) for line in
+           (out / "corrupted.txt").read_text().splitlines(keepends=True)]
+    assert sorted(txt) == sorted(paths)
+    with open(out / "corrupted.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(decode_line(r["path"]) for r in rows) == sorted(paths)
+    assert all("\n" not in r["path"] and "\n" not in r["path_display"] for r in rows)
+    records = [json.loads(line) for line in (out / "corrupted.jsonl").read_text().splitlines()]
+    assert sorted(decode_line(r["path"]) for r in records) == sorted(paths)
+    assert {r["site"] for r in records} == {"T2_<Site>"}
+
+    # Three orders, three pages each: every file exactly once per order, in order.
+    shown = {}
+    for key, stem in (("path", "corrupted"), ("size", "corrupted-by-size"),
+                      ("time", "corrupted-by-time")):
+        pages = [out / f"{stem}.html", out / f"{stem}-2.html", out / f"{stem}-3.html"]
+        assert not (out / f"{stem}-4.html").exists()
+        shown[key] = [p for page in pages for p in page_paths(page.read_text())]
+        assert len(shown[key]) == len(HOSTILE)
+    assert sorted(shown["path"]) == sorted(shown["size"]) == sorted(shown["time"])
+    size_of = {display(p): os.stat(p).st_size for p in paths}
+    assert [size_of[p] for p in shown["size"]] == sorted(size_of.values(), reverse=True)
+    assert shown["path"] == sorted(shown["path"], key=lambda d: decode_display(d, paths))
+
+    for page in out.glob("*.html"):
+        text = page.read_text()
+        assert "<script" not in text, page  # no script at all, hostile names included
+        for cell in page_paths(text):
+            assert "\n" not in cell  # one escaped line per name
+    first = (out / "corrupted.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.dat" in (
+        (out / "corrupted.html").read_text() + (out / "corrupted-2.html").read_text()
+        + (out / "corrupted-3.html").read_text())
+    assert "bad\\xff\\xfe.dat" in "".join(shown["path"])
+    assert 'href="corrupted-2.html"' in first and 'href="corrupted-by-size.html"' in first
+
+    # History links land on an anchor of an existing history page.
+    links = re.findall(r'href="(history/\d+\.html)#(f\d+)"', first)
+    assert links
+    for page, anchor in links:
+        assert f'id="{anchor}"' in (out / page).read_text()
+
+    calibration = (out / "calibration.html").read_text()
+    assert "<svg" in calibration and "MB/s" in calibration
+    index = (out / "index.html").read_text()
+    assert "T2_&lt;Site&gt;" in index and "<svg" in index  # the trend plot
+
+    families = {f.name: f for f in text_string_to_metric_families(
+        (out / "pnfsmon.prom").read_text())}
+    samples = {(s.labels.get("site"), s.labels.get("status")): s.value
+               for s in families["pnfsmon_files"].samples}
+    assert samples[("T2_<Site>", "corrupted")] == len(HOSTILE)
+    assert families["pnfsmon_last_crawl_timestamp_seconds"].samples[0].value > 0
+
+    # A shorter list later: the pages past its end are removed.
+    monkeypatch.setattr(report, "PAGE_ROWS", 5)
+    write_report(engine, out)
+    assert (out / "corrupted.html").exists() and not (out / "corrupted-2.html").exists()
+
+
+def test_nagios_thresholds(engine, tree):
+    corrupted_tree(engine, tree)
+    with engine.connect() as conn:
+        s = summarize(conn)
+    now = time.time()
+    code, line = nagios_line(s, warning=1, critical=100, max_crawl_age=3600, now=now)
+    assert code == NAGIOS_WARNING and line.startswith("PNFSMON WARNING - 6 problem files")
+    assert "corrupted=5;1;100;0" in line.split("|")[1]
+    code, _ = nagios_line(s, warning=1, critical=6, max_crawl_age=3600, now=now)
+    assert code == NAGIOS_CRITICAL
+    code, _ = nagios_line(s, warning=10, critical=20, max_crawl_age=3600, now=now)
+    assert code == NAGIOS_OK
+    code, line = nagios_line(s, warning=10, critical=20, max_crawl_age=3600, now=now + 7200)
+    assert code == NAGIOS_WARNING and "last crawl 2 h ago" in line
+
+
+def test_history_command(engine, tree):
+    paths = corrupted_tree(engine, tree)
+    url = engine.url.render_as_string(hide_password=False)
+    env = {**os.environ, "PNFSMON_DB": url}
+    target = paths[3]  # non-UTF-8 name: passed as the raw bytes of argv
+    r = subprocess.run([sys.executable, "-m", "pnfsmon", "history", target, "--json"],
+                       capture_output=True, env=env, timeout=60)
+    assert r.returncode == 1, r.stderr  # its status is a problem
+    [record] = json.loads(r.stdout)
+    assert decode_line(record["path"]) == target and record["status"] == "corrupted"
+    assert [c["status"] for c in record["checks"]] == ["corrupted"]
+    assert record["checks"][0]["computed_adler32"] != record["recorded_adler32"]
+    r = subprocess.run([sys.executable, "-m", "pnfsmon", "history", target], env=env,
+                       capture_output=True, timeout=60)
+    assert b"last verified" in r.stdout and b"corrupted" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "pnfsmon", "history", "/no/such/file"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not in the database" in r.stderr
+
+
+@pytest.mark.parametrize("bad", [["--warning", "0"], ["--critical", "0"]])
+def test_nagios_bad_thresholds_are_unknown(engine, bad):
+    url = engine.url.render_as_string(hide_password=False)
+    r = subprocess.run([sys.executable, "-m", "pnfsmon", "status", "--nagios", *bad],
+                       capture_output=True, text=True, env={**os.environ, "PNFSMON_DB": url},
+                       timeout=60)
+    assert r.returncode == 3 and r.stdout.startswith("PNFSMON UNKNOWN")

@@ -1,16 +1,23 @@
-"""``pnfsmon report`` (static site) and ``pnfsmon status`` (the same summary in a terminal)."""
+"""``pnfsmon report`` (static site), ``pnfsmon status`` (the summary in a terminal, or one
+Nagios/Icinga line) and ``pnfsmon history PATH`` (one file's checks)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import time
 from pathlib import Path
 
 from schema import cli
-from schema.errors import EXIT_OK, EXIT_PROBLEMS
+from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
 from schema.paths import display
 from schema.status import PROBLEMS, Status
-from web.report import write_report
-from web.summary import Summary, summarize
+from schema.xrootd import is_xrootd_url
+from web.history import FileHistory, file_history
+from web.summary import DAY, Summary, summarize
+
+NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
 
 
 def format_summary(s: Summary) -> str:
@@ -20,6 +27,8 @@ def format_summary(s: Summary) -> str:
     for st in Status:
         mark = "  <- problem" if st in PROBLEMS and s.counts[st] else ""
         lines.append(f"  {st.label:<{width}}  {s.counts[st]:>12,}{mark}")
+    if s.in_grace:
+        lines.append(f"{s.in_grace:,} files were modified too recently to judge (grace window)")
     if s.first_check_references:
         lines.append(f"{s.first_check_references:,} files have their first computed checksum "
                      "as reference (the storage recorded none)")
@@ -29,30 +38,144 @@ def format_summary(s: Summary) -> str:
     return "\n".join(lines)
 
 
+def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
+                now: float | None = None) -> tuple[int, str]:
+    """One Nagios/Icinga plugin line and its exit code: CRITICAL at ``critical`` problem
+    files, WARNING at ``warning``, or when a site's last crawl is incomplete or older than
+    ``max_crawl_age`` seconds."""
+    now = time.time() if now is None else now
+    problems = sum(s.counts[st] for st in PROBLEMS)
+    notes = []
+    code = NAGIOS_OK
+    if problems >= critical:
+        code = NAGIOS_CRITICAL
+    elif problems >= warning:
+        code = NAGIOS_WARNING
+    for site in s.sites:
+        c = site.crawl
+        if c is None or not c.finished:
+            notes.append(f"{site.site}: no finished crawl")
+        elif not c.complete:
+            notes.append(f"{site.site}: last crawl incomplete")
+        elif now - c.finished > max_crawl_age:
+            notes.append(f"{site.site}: last crawl {(now - c.finished) / 3600:.0f} h ago")
+    if notes:
+        code = max(code, NAGIOS_WARNING)
+    word = ("OK", "WARNING", "CRITICAL")[code]
+    detail = ", ".join(f"{st.label} {s.counts[st]:,}" for st in PROBLEMS)
+    checked = 100.0 * s.checked / max(s.listed, 1)
+    text = (f"PNFSMON {word} - {problems:,} problem files ({detail}); {checked:.1f} % of "
+            f"{s.listed:,} files checked" + (f"; {'; '.join(notes)}" if notes else ""))
+    perf = " ".join(f"{st.label}={s.counts[st]};{warning};{critical};0"
+                    for st in PROBLEMS)
+    perf += f" unchecked={s.counts[Status.UNCHECKED]} checked={checked:.1f}%;;;0;100"
+    return code, f"{text} | {perf}"
+
+
 def do_status(args: argparse.Namespace) -> int:
     """Print counts per status, check progress and the last crawls. Exits 1 if any file is
-    missing, corrupted, timed out or unreadable."""
-    engine = cli.engine(args)
-    with engine.connect() as conn:
-        s = summarize(conn)
-    print(format_summary(s))
-    return EXIT_PROBLEMS if any(s.counts[st] for st in PROBLEMS) else EXIT_OK
+    missing, corrupted, timed out or unreadable. With --nagios: one plugin line, exit 0
+    (OK), 1 (WARNING), 2 (CRITICAL) by the thresholds, 3 (UNKNOWN) if it cannot tell."""
+    if not args.nagios:
+        engine = cli.engine(args)
+        with engine.connect() as conn:
+            s = summarize(conn)
+        print(format_summary(s))
+        return EXIT_PROBLEMS if any(s.counts[st] for st in PROBLEMS) else EXIT_OK
+    try:
+        if not 0 < args.warning <= args.critical:
+            raise ConfigError("need 0 < --warning <= --critical")
+        engine = cli.engine(args)
+        with engine.connect() as conn:
+            s = summarize(conn)
+        code, line = nagios_line(s, args.warning, args.critical, args.max_crawl_age * 3600)
+    except PnfsmonError as err:
+        code, line = NAGIOS_UNKNOWN, f"PNFSMON UNKNOWN - {err}"
+    print(line)
+    return code
 
 
 def do_report(args: argparse.Namespace) -> int:
-    """Write the static HTML report, summary.json and the problem lists into OUTDIR."""
+    """Write the static HTML report (summary, problem pages, calibration, file histories)
+    and its exports (CSV, JSON Lines, percent-encoded lists, summary.json, pnfsmon.prom)
+    into OUTDIR."""
+    # Imported here: the plotting and Prometheus libraries are not needed (nor shipped in
+    # the HTCondor bundle) for the other commands.
+    from web.report import write_report
+
+    if args.recheck_after <= 0:
+        raise ConfigError("--recheck-after must be positive")
     engine = cli.engine(args)
     outdir = Path(args.outdir)
-    write_report(engine, outdir)
+    write_report(engine, outdir, recheck_after=args.recheck_after * DAY)
     print(f"report written to {outdir.resolve() / 'index.html'}")
     return EXIT_OK
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _format_history(h: FileHistory) -> str:
+    lines = [f"{display(h.path)} (site {h.site}, {h.size:,} bytes): {h.status.label}; "
+             f"recorded adler32 {h.recorded_adler32 or 'none'}"
+             + (f" ({h.recorded_from})" if h.recorded_from else "")]
+    if not h.checks:
+        lines.append("  never checked")
+        return "\n".join(lines)
+    last = h.checks[0]
+    lines.append(f"  last verified {_when(last.checked)} by {last.worker_node}: "
+                 f"{last.status.label}")
+    for c in h.checks:
+        source = " / ".join(x for x in (c.source_pool, c.source_node) if x)
+        lines.append(
+            f"  {_when(c.checked)}  "
+            f"{c.status.label:<10} {c.worker_node}  {c.seconds:8.2f} s  "
+            f"{c.bytes_read:>14,} B  {c.mb_per_s:8.1f} MB/s  {c.computed_adler32 or '-':8}"
+            + (f"  {source}" if source else "") + (f"  {c.error}" if c.error else ""))
+    return "\n".join(lines)
+
+
+def do_history(args: argparse.Namespace) -> int:
+    """When was PATH last verified, by whom, and was it good: every check recorded for it,
+    newest first. Exits 1 if the file's current status is a problem."""
+    path = os.fsencode(args.path)
+    if not is_xrootd_url(path):
+        path = os.path.abspath(path)
+    engine = cli.engine(args)
+    with engine.connect() as conn:
+        histories = file_history(conn, path, args.site)
+    if not histories:
+        raise ConfigError(f"{display(path)} is not in the database (not crawled, or another "
+                          "spelling of its path)")
+    if args.json:
+        print(json.dumps([h.as_json() for h in histories], indent=2))
+    else:
+        print("\n".join(_format_history(h) for h in histories))
+    return EXIT_PROBLEMS if any(h.status in PROBLEMS for h in histories) else EXIT_OK
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("report", parents=parents, help="write the static HTML report",
                               description=do_report.__doc__)
     p.add_argument("outdir", metavar="OUTDIR")
+    p.add_argument("--recheck-after", type=float, default=30.0, metavar="D",
+                   help="the checking cycle in days, as given to pnfsmon check (default: 30)")
     p.set_defaults(func=do_report)
     p = subparsers.add_parser("status", parents=parents, help="print the summary",
                               description=do_status.__doc__)
+    p.add_argument("--nagios", action="store_true",
+                   help="print one Nagios/Icinga plugin line with performance data")
+    p.add_argument("--warning", type=int, default=1, metavar="N",
+                   help="--nagios: WARNING at N problem files (default: 1)")
+    p.add_argument("--critical", type=int, default=100, metavar="N",
+                   help="--nagios: CRITICAL at N problem files (default: 100)")
+    p.add_argument("--max-crawl-age", type=float, default=48.0, metavar="HOURS",
+                   help="--nagios: WARNING if a site's last crawl is older (default: 48)")
     p.set_defaults(func=do_status)
+    p = subparsers.add_parser("history", parents=parents, help="one file's checks",
+                              description=do_history.__doc__)
+    p.add_argument("path", metavar="PATH", help="the file's path (or root:// URL) as crawled")
+    p.add_argument("--site", help="only this site's record of it")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=do_history)

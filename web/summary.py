@@ -1,5 +1,6 @@
-"""Queries behind every report: counts per status, crawl and sweep progress, problem rows.
-Producing the numbers is kept apart from rendering them (HTML, JSON, terminal)."""
+"""Queries behind every report: counts per status and per site, crawl and sweep progress,
+the trend of problems found per day, problem rows. Producing the numbers is kept apart from
+rendering them (HTML, exports, terminal); rows are streamed, never loaded whole."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from schema.lease import FIRST_CHECK
-from schema.status import Status
-from schema.tables import crawls, statuses
+from schema.status import PROBLEMS, Status
+from schema.tables import crawls, events, statuses
+
+DAY = 86400.0
 
 
 @dataclass
@@ -32,6 +35,60 @@ class CrawlInfo:
 
 
 @dataclass
+class SweepProgress:
+    """Where the checking cycle stands. A cycle is ``recheck_after`` long: every listed file
+    is due once in it."""
+
+    checked_last_hour: int
+    due: int
+    leased: int
+    checked_last_day: int = 0
+    checked_in_cycle: int = 0  # files whose last check is within the cycle
+    checkable: int = 0  # listed files that are to be checked (not vanished, not nearline)
+
+    @property
+    def rate_per_hour(self) -> float:
+        """Checks per hour: the last day's average, or the last hour's if that is all."""
+        return max(self.checked_last_day / 24.0, float(self.checked_last_hour))
+
+    @property
+    def eta_hours(self) -> float | None:
+        if not self.rate_per_hour:
+            return None
+        return (self.due + self.leased) / self.rate_per_hour
+
+
+def sweep_progress(conn: sa.Connection, recheck_after: float, now: float | None = None
+                   ) -> SweepProgress:
+    now = time.time() if now is None else now
+    count = sa.select(sa.func.count())
+    checks = count.select_from(events)
+    not_checkable = [int(Status.VANISHED), int(Status.NEARLINE)]
+    return SweepProgress(
+        checked_last_hour=conn.execute(
+            checks.where(events.c.checked >= now - 3600)).scalar_one(),
+        due=conn.execute(count.where(statuses.c.claim_key <= now - recheck_after)).scalar_one(),
+        leased=conn.execute(count.where(statuses.c.tag.is_not(None))).scalar_one(),
+        checked_last_day=conn.execute(checks.where(events.c.checked >= now - DAY)).scalar_one(),
+        checked_in_cycle=conn.execute(
+            count.where(statuses.c.checked >= now - recheck_after,
+                        statuses.c.status.not_in(not_checkable))).scalar_one(),
+        checkable=conn.execute(count.where(statuses.c.status.not_in(not_checkable)))
+        .scalar_one(),
+    )
+
+
+@dataclass
+class SiteRow:
+    """One site: its last finished crawl, and its files by status (count and bytes)."""
+
+    site: str
+    crawl: CrawlInfo | None
+    counts: dict[Status, int]
+    sizes: dict[Status, int]
+
+
+@dataclass
 class Summary:
     generated: float
     counts: dict[Status, int]
@@ -39,6 +96,8 @@ class Summary:
     first_check_references: int
     in_grace: int  # listed but written too recently to judge (crawl --grace)
     crawls: list[CrawlInfo] = field(default_factory=list)
+    sites: list[SiteRow] = field(default_factory=list)
+    sweep: SweepProgress | None = None
 
     @property
     def listed(self) -> int:
@@ -58,6 +117,20 @@ class Summary:
             "leased": self.leased,
             "in_grace": self.in_grace,
             "first_check_references": self.first_check_references,
+            "sites": [
+                {"site": r.site, "counts": {s.label: r.counts[s] for s in Status},
+                 "bytes": {s.label: r.sizes[s] for s in Status},
+                 "last_crawl_finished": r.crawl.finished if r.crawl else None,
+                 "last_crawl_complete": r.crawl.complete if r.crawl else None}
+                for r in self.sites
+            ],
+            "sweep": None if self.sweep is None else {
+                "checked_in_cycle": self.sweep.checked_in_cycle,
+                "checkable": self.sweep.checkable, "due": self.sweep.due,
+                "checked_last_hour": self.sweep.checked_last_hour,
+                "checked_last_day": self.sweep.checked_last_day,
+                "rate_per_hour": self.sweep.rate_per_hour, "eta_hours": self.sweep.eta_hours,
+            },
             "last_crawls": [
                 {"site": c.site, "root": c.root.decode("utf-8", "backslashreplace"),
                  "started": c.started, "finished": c.finished, "complete": c.complete,
@@ -70,12 +143,19 @@ class Summary:
         }
 
 
-def summarize(conn: sa.Connection) -> Summary:
+def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY) -> Summary:
     counts = dict.fromkeys(Status, 0)
-    for code, n in conn.execute(
-        sa.select(statuses.c.status, sa.func.count()).group_by(statuses.c.status)
+    sites: dict[str, SiteRow] = {}
+    for site, code, n, size in conn.execute(
+        sa.select(statuses.c.site, statuses.c.status, sa.func.count(),
+                  sa.func.coalesce(sa.func.sum(statuses.c.size), 0))
+        .group_by(statuses.c.site, statuses.c.status)
     ):
-        counts[Status(code)] = n
+        counts[Status(code)] += n
+        row = sites.setdefault(site, SiteRow(site, None, dict.fromkeys(Status, 0),
+                                             dict.fromkeys(Status, 0)))
+        row.counts[Status(code)] = n
+        row.sizes[Status(code)] = int(size)
     leased = conn.execute(
         sa.select(sa.func.count()).where(statuses.c.tag.is_not(None))
     ).scalar_one()
@@ -87,7 +167,35 @@ def summarize(conn: sa.Connection) -> Summary:
     first = conn.execute(
         sa.select(sa.func.count()).where(statuses.c.recorded_from == FIRST_CHECK)
     ).scalar_one()
-    return Summary(time.time(), counts, leased, first, in_grace, last_crawls(conn))
+    crawled = last_crawls(conn)
+    for c in crawled:  # the most recent crawl of each site stands for it
+        row = sites.setdefault(c.site, SiteRow(c.site, None, dict.fromkeys(Status, 0),
+                                               dict.fromkeys(Status, 0)))
+        if row.crawl is None or c.started > row.crawl.started:
+            row.crawl = c
+    return Summary(time.time(), counts, leased, first, in_grace, crawled,
+                   sorted(sites.values(), key=lambda r: r.site),
+                   sweep_progress(conn, recheck_after))
+
+
+def problem_trend(conn: sa.Connection, days: int = 60, now: float | None = None
+                  ) -> tuple[list[str], dict[Status, list[int]]]:
+    """Problem verdicts recorded per day over the last ``days`` (UTC days, oldest first),
+    by status: how many files each day's checks found missing, corrupted, ..."""
+    now = time.time() if now is None else now
+    first_day = int(now // DAY) - days + 1
+    series = {s: [0] * days for s in PROBLEMS}
+    # Bucketed here rather than in SQL: a portable day function does not exist.
+    for checked, status in conn.execution_options(stream_results=True, yield_per=10000).execute(
+        sa.select(events.c.checked, events.c.status)
+        .where(events.c.checked >= first_day * DAY,
+               events.c.status.in_([int(s) for s in PROBLEMS]))
+    ):
+        index = int(checked // DAY) - first_day
+        if 0 <= index < days:
+            series[Status(status)][index] += 1
+    labels = [time.strftime("%m-%d", time.gmtime((first_day + i) * DAY)) for i in range(days)]
+    return labels, series
 
 
 def last_crawls(conn: sa.Connection) -> list[CrawlInfo]:
@@ -123,12 +231,21 @@ class ProblemRow:
     error: str | None
 
 
-def problem_rows(conn: sa.Connection, status: Status) -> Iterator[ProblemRow]:
-    """Rows with ``status``, by site and path, streamed (never the whole list in memory)."""
+_ORDERS = {
+    "path": (statuses.c.site, statuses.c.path),
+    "size": (statuses.c.size.desc(), statuses.c.id),
+    "time": (statuses.c.checked.desc(), statuses.c.id),
+}
+
+
+def problem_rows(conn: sa.Connection, status: Status, order: str = "path"
+                 ) -> Iterator[ProblemRow]:
+    """Rows with ``status`` by site and path (or largest first, or newest first),
+    streamed (never the whole list in memory)."""
     cols = [statuses.c[name] for name in ProblemRow.__dataclass_fields__]
     result = conn.execution_options(stream_results=True, yield_per=2000).execute(
         sa.select(*cols).where(statuses.c.status == int(status))
-        .order_by(statuses.c.site, statuses.c.path)
+        .order_by(*_ORDERS[order])
     )
     for row in result:
         values = list(row)

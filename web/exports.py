@@ -1,0 +1,106 @@
+"""Machine-readable exports beside the pages: every problem list as ``STATUS.txt`` (one
+percent-encoded path per line), ``STATUS.csv`` and ``STATUS.jsonl``, written in one pass
+over the rows; and ``pnfsmon.prom``, a Prometheus text file for node_exporter's textfile
+collector.
+
+Paths in every export are percent-encoded (every byte outside printable ASCII, plus ``%``
+and space, is ``%XX``): exact bytes, one line each, whatever the name holds. CSV and JSON
+Lines add ``path_display``, the escaped form the pages show."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+from schema.paths import display, encode_line
+from schema.status import Status
+from web.atomic import atomic_text
+from web.summary import ProblemRow, Summary
+
+CSV_COLUMNS = ("site", "path", "path_display", "size", "recorded_adler32", "recorded_from",
+               "computed_adler32", "bytes_read", "pool", "source_node", "worker_node",
+               "checked", "error")
+
+
+def _iso(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else ""
+
+
+def _record(row: ProblemRow) -> dict:
+    return {
+        "site": row.site, "path": encode_line(row.path), "path_display": display(row.path),
+        "size": row.size, "recorded_adler32": row.recorded_adler32,
+        "recorded_from": row.recorded_from, "computed_adler32": row.computed_adler32,
+        "bytes_read": row.bytes_read, "pool": row.pool, "source_node": row.source_node,
+        "worker_node": row.worker_node, "checked": _iso(row.checked), "error": row.error,
+    }
+
+
+class ListExports:
+    """The three list files of one status, filled row by row, each replaced atomically
+    when complete (a failure leaves the previous report's files in place)."""
+
+    def __init__(self, outdir: Path, status: Status) -> None:
+        self._stack = ExitStack()
+        base = outdir / status.label
+        self.txt = self._stack.enter_context(atomic_text(base.with_suffix(".txt")))
+        self.jsonl = self._stack.enter_context(atomic_text(base.with_suffix(".jsonl")))
+        self.csv = csv.DictWriter(
+            self._stack.enter_context(atomic_text(base.with_suffix(".csv"))), CSV_COLUMNS,
+            lineterminator="\n")
+        self.csv.writeheader()
+
+    def add(self, row: ProblemRow) -> None:
+        record = _record(row)
+        self.txt.write(record["path"] + "\n")
+        self.csv.writerow({k: "" if v is None else v for k, v in record.items()})
+        self.jsonl.write(json.dumps(record) + "\n")
+
+    def __enter__(self) -> ListExports:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.__exit__(*exc)
+
+
+def write_prometheus(path: Path, summary: Summary) -> None:
+    """Gauges by site and status, the sweep's progress and the last crawl per site."""
+    registry = CollectorRegistry()
+    files = Gauge("pnfsmon_files", "Files by site and status", ["site", "status"],
+                  registry=registry)
+    size = Gauge("pnfsmon_bytes", "Bytes of the files by site and status", ["site", "status"],
+                 registry=registry)
+    for site in summary.sites:
+        for status in Status:
+            files.labels(site.site, status.label).set(site.counts[status])
+            size.labels(site.site, status.label).set(site.sizes[status])
+    crawled = Gauge("pnfsmon_last_crawl_timestamp_seconds",
+                    "When the last finished crawl of the site ended", ["site"],
+                    registry=registry)
+    unlisted = Gauge("pnfsmon_last_crawl_unlisted_directories",
+                     "Directories the last crawl of the site could not list", ["site"],
+                     registry=registry)
+    for site in summary.sites:
+        if site.crawl is not None and site.crawl.finished:
+            crawled.labels(site.site).set(site.crawl.finished)
+            unlisted.labels(site.site).set(site.crawl.unreadable_directories)
+    sweep = summary.sweep
+    if sweep is not None:
+        for name, text, value in (
+            ("pnfsmon_sweep_checked_files", "Files checked within the current cycle",
+             sweep.checked_in_cycle),
+            ("pnfsmon_sweep_checkable_files", "Files to be checked in a cycle",
+             sweep.checkable),
+            ("pnfsmon_sweep_due_files", "Files due for a check now", sweep.due),
+            ("pnfsmon_checks_last_hour", "Checks recorded in the last hour",
+             sweep.checked_last_hour),
+        ):
+            Gauge(name, text, registry=registry).set(value)
+    Gauge("pnfsmon_report_timestamp_seconds", "When this report was generated",
+          registry=registry).set(summary.generated)
+    write_to_textfile(str(path), registry)

@@ -1,0 +1,119 @@
+"""A file's history from ``events``: "when was this file last verified, by whom, and was it
+good?". ``pnfsmon history PATH`` prints it; the report's history pages show it for every
+problem file."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from schema.paths import display, encode_line, path_hash
+from schema.status import PROBLEMS, Status
+from schema.tables import events, statuses
+
+#: Problem files per history page: the page of file ``id`` is ``id // HISTORY_BUCKET``.
+HISTORY_BUCKET = 1000
+#: Checks shown per file on a history page (``pnfsmon history`` shows them all).
+HISTORY_ROWS = 20
+
+
+@dataclass(frozen=True)
+class Check:
+    checked: float
+    worker_node: str
+    status: Status
+    seconds: float
+    bytes_read: int
+    size: int
+    source_node: str | None
+    source_pool: str | None
+    computed_adler32: str | None
+    error: str | None
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_read / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+    def as_json(self) -> dict:
+        return {
+            "checked": self.checked,
+            "checked_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked)),
+            "worker_node": self.worker_node, "status": self.status.label,
+            "seconds": self.seconds, "bytes_read": self.bytes_read, "size": self.size,
+            "source_node": self.source_node, "source_pool": self.source_pool,
+            "computed_adler32": self.computed_adler32, "error": self.error,
+        }
+
+
+_CHECK_COLUMNS = (events.c.checked, events.c.worker_node, events.c.status, events.c.seconds,
+                  events.c.bytes_read, events.c.size, events.c.source_node,
+                  events.c.source_pool, events.c.computed_adler32, events.c.error)
+
+
+def _check(values) -> Check:
+    values = list(values)
+    values[2] = Status(values[2])
+    return Check(*values)
+
+
+@dataclass
+class FileHistory:
+    id: int
+    site: str
+    path: bytes
+    status: Status
+    size: int
+    recorded_adler32: str | None
+    recorded_from: str | None
+    checks: list[Check]  # newest first
+
+    def as_json(self) -> dict:
+        return {"site": self.site, "path": encode_line(self.path),
+                "path_display": display(self.path), "status": self.status.label,
+                "size": self.size, "recorded_adler32": self.recorded_adler32,
+                "recorded_from": self.recorded_from,
+                "checks": [c.as_json() for c in self.checks]}
+
+
+def file_history(conn: sa.Connection, path: bytes, site: str | None = None
+                 ) -> list[FileHistory]:
+    """Every site's record of ``path`` (or ``site``'s), with all its checks."""
+    s = statuses.c
+    query = sa.select(s.id, s.site, s.path, s.status, s.size, s.recorded_adler32,
+                      s.recorded_from).where(s.path_hash == path_hash(path), s.path == path)
+    if site is not None:
+        query = query.where(s.site == site)
+    out = []
+    for row in conn.execute(query.order_by(s.site)):
+        checks = [_check(c) for c in conn.execute(
+            sa.select(*_CHECK_COLUMNS).where(events.c.file_id == row.id)
+            .order_by(events.c.checked.desc(), events.c.id.desc()))]
+        out.append(FileHistory(row.id, row.site, bytes(row.path), Status(row.status),
+                               row.size, row.recorded_adler32, row.recorded_from, checks))
+    return out
+
+
+def problem_histories(conn: sa.Connection) -> Iterator[FileHistory]:
+    """Every problem file with its last ``HISTORY_ROWS`` checks, in id order, streamed."""
+    s = statuses.c
+    rows = conn.execution_options(stream_results=True, yield_per=5000).execute(
+        sa.select(s.id, s.site, s.path, s.status, s.size, s.recorded_adler32,
+                  s.recorded_from, *_CHECK_COLUMNS)
+        .join(events, events.c.file_id == s.id)
+        .where(s.status.in_([int(p) for p in PROBLEMS]))
+        .order_by(s.id, events.c.checked.desc(), events.c.id.desc())
+    )
+    current: FileHistory | None = None
+    for row in rows:
+        if current is None or current.id != row[0]:
+            if current is not None:
+                yield current
+            current = FileHistory(row[0], row[1], bytes(row[2]), Status(row[3]), row[4],
+                                  row[5], row[6], [])
+        if len(current.checks) < HISTORY_ROWS:
+            current.checks.append(_check(row[7:]))
+    if current is not None:
+        yield current
