@@ -21,6 +21,7 @@ SERVERS = {
                                  "postgresql+psycopg://postgres@127.0.0.1:5432/"),
 }
 BACKENDS = os.environ.get("PNFSMON_TEST_BACKENDS", "sqlite,mariadb,postgresql").split(",")
+DB_SECRET = "Condor-S3cret!"  # the password of mariadb_with_password's user
 
 
 @pytest.fixture(autouse=True)
@@ -133,3 +134,22 @@ def sqlite_engine(tmp_path):
     db.init_schema(eng)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def mariadb_with_password(server_databases):
+    """A fresh MariaDB database and a user that needs a password, as a site would have."""
+    if "mariadb" not in server_databases:
+        pytest.skip("MariaDB not among the test backends")
+    name = f"pnfsmon_job_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(SERVERS["mariadb"], isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        conn.exec_driver_sql(f"CREATE USER '{name}'@'%%' IDENTIFIED BY '{DB_SECRET}'")
+        conn.exec_driver_sql(f"GRANT ALL ON {name}.* TO '{name}'@'%%'")
+    host = sa.make_url(SERVERS["mariadb"]).host
+    yield f"mysql+pymysql://{name}@{host}/{name}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE {name}")
+        conn.exec_driver_sql(f"DROP USER '{name}'@'%%'")
+    admin.dispose()

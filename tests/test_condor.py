@@ -11,11 +11,9 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from condor import bundle, status, submit
 from crawler.cli import crawl
@@ -23,10 +21,10 @@ from schema import db
 from schema.config import Settings
 from schema.errors import ConfigError
 from schema.status import Status
-from tests.conftest import SERVERS
+from tests.conftest import DB_SECRET
 from tests.helpers import flip_bit, random_bytes, verdicts, write_file
 
-SECRET = "Condor-S3cret!"
+SECRET = DB_SECRET
 
 
 def job_argv(arguments: str) -> list[str]:
@@ -103,23 +101,6 @@ def test_scheduled_crawl_description(tmp_path):
                                  "/r", "s", "@daily")
 
 
-@pytest.fixture
-def mariadb_with_password(server_databases):
-    """A fresh MariaDB database and a user that needs a password, as a site would have."""
-    if "mariadb" not in server_databases:
-        pytest.skip("MariaDB not among the test backends")
-    name = f"pnfsmon_job_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(SERVERS["mariadb"], isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-        conn.exec_driver_sql(f"CREATE USER '{name}'@'%%' IDENTIFIED BY '{SECRET}'")
-        conn.exec_driver_sql(f"GRANT ALL ON {name}.* TO '{name}'@'%%'")
-    host = sa.make_url(SERVERS["mariadb"]).host
-    yield f"mysql+pymysql://{name}@{host}/{name}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE {name}")
-        conn.exec_driver_sql(f"DROP USER '{name}'@'%%'")
-    admin.dispose()
 
 
 def test_job_runs_on_a_bare_worker_node(tmp_path, tree, mariadb_with_password):

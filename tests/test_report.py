@@ -175,3 +175,34 @@ def test_nagios_bad_thresholds_are_unknown(engine, bad):
                        capture_output=True, text=True, env={**os.environ, "PNFSMON_DB": url},
                        timeout=60)
     assert r.returncode == 3 and r.stdout.startswith("PNFSMON UNKNOWN")
+
+
+def test_the_password_appears_in_no_output_of_any_command(mariadb_with_password, tree,
+                                                           tmp_path):
+    """Crawl, check, report, status (both forms), history and a failed login: the DB
+    password is in no page, export, line of output or error."""
+    from tests.conftest import DB_SECRET
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    env.update(PNFSMON_DB=mariadb_with_password, PNFSMON_DB_PASSWORD=DB_SECRET)
+    write_file(tree / "a.dat", b"payload", record=True)
+    out = tmp_path / "report"
+    commands = [["db", "init"], ["crawl", str(tree), "--grace", "0"], ["check"],
+                ["report", str(out)], ["status"], ["status", "--nagios"],
+                ["history", str(tree / "a.dat"), "--json"]]
+    said = ""
+    for command in commands:
+        r = subprocess.run([sys.executable, "-m", "pnfsmon", *command], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (command, r.stderr)
+        said += r.stdout + r.stderr
+    wrong = {**env, "PNFSMON_DB_PASSWORD": DB_SECRET + "-wrong"}
+    r = subprocess.run([sys.executable, "-m", "pnfsmon", "status"], env=wrong,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    said += r.stdout + r.stderr
+    assert DB_SECRET not in said
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert len(written) > 10
+    for path in written:
+        assert DB_SECRET.encode() not in path.read_bytes(), path

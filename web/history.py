@@ -96,24 +96,16 @@ def file_history(conn: sa.Connection, path: bytes, site: str | None = None
     return out
 
 
-def problem_histories(conn: sa.Connection) -> Iterator[FileHistory]:
-    """Every problem file with its last ``HISTORY_ROWS`` checks, in id order, streamed."""
+def problem_checks(conn: sa.Connection) -> Iterator[tuple[int, Check]]:
+    """(file id, check) for every check of every problem file, by file id, newest check
+    first; streamed, and only the events' own columns (the files' paths are not repeated
+    per check)."""
     s = statuses.c
-    rows = conn.execution_options(stream_results=True, yield_per=5000).execute(
-        sa.select(s.id, s.site, s.path, s.status, s.size, s.recorded_adler32,
-                  s.recorded_from, *_CHECK_COLUMNS)
-        .join(events, events.c.file_id == s.id)
+    rows = conn.execution_options(stream_results=True, yield_per=10000).execute(
+        sa.select(events.c.file_id, *_CHECK_COLUMNS)
+        .join(statuses, events.c.file_id == s.id)
         .where(s.status.in_([int(p) for p in PROBLEMS]))
-        .order_by(s.id, events.c.checked.desc(), events.c.id.desc())
+        .order_by(events.c.file_id, events.c.checked.desc(), events.c.id.desc())
     )
-    current: FileHistory | None = None
     for row in rows:
-        if current is None or current.id != row[0]:
-            if current is not None:
-                yield current
-            current = FileHistory(row[0], row[1], bytes(row[2]), Status(row[3]), row[4],
-                                  row[5], row[6], [])
-        if len(current.checks) < HISTORY_ROWS:
-            current.checks.append(_check(row[7:]))
-    if current is not None:
-        yield current
+        yield row[0], _check(row[1:])

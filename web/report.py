@@ -12,20 +12,25 @@ server-side code, no script, nothing fetched from elsewhere).
 - exports (``web.exports``): ``STATUS.txt``/``.csv``/``.jsonl``, ``summary.json``,
   ``pnfsmon.prom``.
 
-Rows are streamed from the database page by page; the report never holds a whole list."""
+Rows are streamed from the database and each problem row is read and rendered once
+(``web.rowstore`` keeps it for the other orders and the histories): the report never holds
+a whole list. The summary, calibration and trend queries run meanwhile on a second
+connection, so the database works while this process renders."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import jinja2
 import sqlalchemy as sa
+from markupsafe import Markup
 
 from schema.paths import display
 from schema.progress import human_bytes
@@ -34,8 +39,19 @@ from web import plots
 from web.atomic import atomic_text
 from web.calibration import throughput
 from web.exports import ListExports, write_prometheus
-from web.history import HISTORY_BUCKET, FileHistory, problem_histories
-from web.summary import DAY, ProblemRow, Summary, problem_rows, problem_trend, summarize
+from web.history import HISTORY_BUCKET, HISTORY_ROWS, Check, problem_checks
+from web.prefetch import Prefetched
+from web.rows import check_row, history_heading, problem_row, when
+from web.rowstore import RowStore
+from web.summary import (
+    DAY,
+    Summary,
+    problem_counts,
+    problem_ids,
+    problem_rows,
+    problem_trend,
+    summarize,
+)
 
 #: Rows on one HTML page (about 1 KB each); the exports always hold everything.
 PAGE_ROWS = 2000
@@ -63,10 +79,6 @@ def page_name(status: Status, order: Order, page: int) -> str:
     return f"{stem}.html" if page == 1 else f"{stem}-{page}.html"
 
 
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
-
-
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("web", "templates"),
@@ -74,7 +86,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["n"] = lambda v: f"{v:,}"
-    env.filters["when"] = _when
+    env.filters["when"] = when
     env.filters["size"] = human_bytes
     env.filters["path"] = display
     return env
@@ -86,17 +98,30 @@ def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 *
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "history").mkdir(exist_ok=True)
     env = _environment()
-    with engine.connect() as conn:
-        summary = summarize(conn, recheck_after)
-        common = {"generated": _when(summary.generated),
-                  "problem_labels": [s.label for s in PROBLEMS], "root": ""}
-        for status in PROBLEMS:
-            _write_problem_pages(conn, env, outdir, status, summary.counts[status], common)
-        _write_histories(conn, env, outdir, common)
-        _write_calibration(conn, env, outdir, common)
-        trend = plots.trend_lines("Problems found per day (last 60 days)",
-                                  *problem_trend(conn))
-    _render(env, outdir / "index.html", "index.html", s=summary, trend=trend,
+    generated = time.time()
+    common = {"generated": when(generated), "problem_labels": [s.label for s in PROBLEMS],
+              "root": ""}
+    with ThreadPoolExecutor(1) as pool, RowStore() as store:
+        aggregates = pool.submit(_aggregates, engine, recheck_after)
+        # The checks of problem files are sorted by the server while the pages render.
+        checks = Prefetched(engine, problem_checks)
+        try:
+            with engine.connect() as conn:
+                totals = problem_counts(conn)
+                for status in PROBLEMS:
+                    _write_problem_pages(conn, env, outdir, status, totals[status], store,
+                                         common)
+            _write_histories(checks, env, outdir, store, common)
+        finally:
+            checks.close()
+        summary, pools, nodes, trend = aggregates.result()
+    _render(env, outdir / "calibration.html", "calibration.html", pools=pools, nodes=nodes,
+            pool_plot=plots.throughput_bars("Read rate per pool (MB/s)", pools),
+            node_plot=plots.throughput_bars("Read rate per worker node (MB/s)", nodes),
+            problem_plot=plots.problem_bars("Timeouts and corruption per pool", pools),
+            **common)
+    _render(env, outdir / "index.html", "index.html", s=summary,
+            trend=plots.trend_lines("Problems found per day (last 60 days)", *trend),
             counts=[(s, summary.counts[s]) for s in Status], problem_statuses=PROBLEMS,
             unchecked=Status.UNCHECKED, **common)
     with atomic_text(outdir / "summary.json") as fh:
@@ -106,55 +131,60 @@ def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 *
     return summary
 
 
+def _aggregates(engine: sa.Engine, recheck_after: float):
+    """The database-bound part: counts, calibration, trend (on its own connection)."""
+    with engine.connect() as conn:
+        return (summarize(conn, recheck_after), throughput(conn, "source_pool"),
+                throughput(conn, "worker_node"), problem_trend(conn))
+
+
 def _render(env: jinja2.Environment, path: Path, template: str, **values) -> None:
     with atomic_text(path) as fh:
-        for chunk in env.get_template(template).generate(**values):
-            fh.write(chunk)
+        fh.write(env.get_template(template).render(**values))
 
 
-def _pages(rows: Iterator[ProblemRow], size: int) -> Iterator[list[ProblemRow]]:
-    page: list[ProblemRow] = []
-    for row in rows:
-        page.append(row)
-        if len(page) == size:
-            yield page
-            page = []
-    if page:
-        yield page
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 def _write_problem_pages(conn: sa.Connection, env: jinja2.Environment, outdir: Path,
-                         status: Status, total: int, common: dict) -> None:
+                         status: Status, total: int, store: RowStore, common: dict) -> None:
+    """The path order straight from the database (writing the exports and filling the
+    store on the way), then the other orders from their ids and the store. ``total``
+    counts the rows when the report starts; rows that change status meanwhile may make a
+    page short or add one, never lose a row from the exports."""
     pages = max(1, math.ceil(total / PAGE_ROWS))
-    for order in ORDERS:
-        rows = problem_rows(conn, status, order.key or "path")
-        exports = ListExports(outdir, status) if not order.key else None
-        written = 0
-        with exports or contextlib.nullcontext():
-            if exports is not None:
-                rows = _exported(rows, exports)
-            for number, page in enumerate(_pages(rows, PAGE_ROWS), start=1):
-                _write_problem_page(env, outdir, status, order, number, pages, page, total,
-                                    common)
-                written = number
-        if written == 0:  # no rows: one page that says so
-            _write_problem_page(env, outdir, status, order, 1, 1, [], total, common)
-        _remove_stale_pages(outdir, status, order, max(written, 1))
-
-
-def _exported(rows: Iterator[ProblemRow], exports: ListExports) -> Iterator[ProblemRow]:
-    for row in rows:
-        exports.add(row)
-        yield row
-
-
+    written = {order: 0 for order in ORDERS}
+    with ListExports(outdir, status) as exports:
+        for number, page in enumerate(_chunks(problem_rows(conn, status, "path"),
+                                              PAGE_ROWS), start=1):
+            html = []
+            for row in page:
+                exports.add(row)
+                html.append(problem_row(row))
+            store.add((row.id, text, history_heading(row, status.label))
+                      for row, text in zip(page, html, strict=True))
+            _write_problem_page(env, outdir, status, ORDERS[0], number, max(pages, number),
+                                html, total, common)
+            written[ORDERS[0]] = number
+    for order in ORDERS[1:]:
+        for number, ids in enumerate(_chunks(problem_ids(conn, status, order.key),
+                                             PAGE_ROWS), start=1):
+            _write_problem_page(env, outdir, status, order, number, max(pages, number),
+                                store.rows(ids), total, common)
+            written[order] = number
+    for order, last in written.items():
+        if last == 0:  # no rows: one page that says so
+            _write_problem_page(env, outdir, status, order, 1, 1, [], 0, common)
+        _remove_stale_pages(outdir, status, order, max(last, 1))
 def _write_problem_page(env, outdir: Path, status: Status, order: Order, number: int,
-                        pages: int, rows: list[ProblemRow], total: int, common: dict) -> None:
+                        pages: int, rows: list[Markup], total: int, common: dict) -> None:
     _render(env, outdir / page_name(status, order, number), "problems.html",
             label=status.label, description=DESCRIPTIONS[status], rows=rows, total=total,
             first=(number - 1) * PAGE_ROWS + 1, number=number, pages=pages, order=order,
-            orders=ORDERS, page_name=lambda o, p: page_name(status, o, p),
-            bucket=HISTORY_BUCKET, **common)
+            orders=ORDERS, page_name=lambda o, p: page_name(status, o, p), **common)
 
 
 def _remove_stale_pages(outdir: Path, status: Status, order: Order, pages: int) -> None:
@@ -165,35 +195,37 @@ def _remove_stale_pages(outdir: Path, status: Status, order: Order, pages: int) 
         page += 1
 
 
-def _write_histories(conn: sa.Connection, env: jinja2.Environment, outdir: Path,
-                     common: dict) -> None:
-    bucket: list[FileHistory] = []
+def _write_histories(checks: Iterator[tuple[int, Check]], env: jinja2.Environment,
+                     outdir: Path, store: RowStore, common: dict) -> None:
+    """One page per ``HISTORY_BUCKET`` ids: each problem file's heading (from the store)
+    and its last ``HISTORY_ROWS`` checks (streamed by file id; the two are merged)."""
+    checks = iter(checks)
+    pending = next(checks, None)
     written = set()
-
-    def flush() -> None:
-        number = bucket[0].id // HISTORY_BUCKET
-        _render(env, outdir / "history" / f"{number}.html", "history.html", files=bucket,
-                number=number, **{**common, "root": "../"})
+    for number, files in _buckets(store.headings()):
+        sections = []
+        for file_id, heading in files:
+            rows = []
+            while pending is not None and pending[0] <= file_id:
+                if pending[0] == file_id and len(rows) < HISTORY_ROWS:
+                    rows.append(check_row(pending[1]))
+                pending = next(checks, None)
+            sections.append((heading, rows))
+        _render(env, outdir / "history" / f"{number}.html", "history.html",
+                sections=sections, number=number, **{**common, "root": "../"})
         written.add(f"{number}.html")
-
-    for history in problem_histories(conn):
-        if bucket and history.id // HISTORY_BUCKET != bucket[0].id // HISTORY_BUCKET:
-            flush()
-            bucket = []
-        bucket.append(history)
-    if bucket:
-        flush()
     for old in (outdir / "history").glob("*.html"):
         if old.name not in written:
             old.unlink()
 
 
-def _write_calibration(conn: sa.Connection, env: jinja2.Environment, outdir: Path,
-                       common: dict) -> None:
-    pools = throughput(conn, "source_pool")
-    nodes = throughput(conn, "worker_node")
-    _render(env, outdir / "calibration.html", "calibration.html", pools=pools, nodes=nodes,
-            pool_plot=plots.throughput_bars("Read rate per pool (MB/s)", pools),
-            node_plot=plots.throughput_bars("Read rate per worker node (MB/s)", nodes),
-            problem_plot=plots.problem_bars("Timeouts and corruption per pool", pools),
-            **common)
+def _buckets(headings: Iterator[tuple[int, Markup]]
+             ) -> Iterator[tuple[int, list[tuple[int, Markup]]]]:
+    bucket: list[tuple[int, Markup]] = []
+    for item in headings:
+        if bucket and item[0] // HISTORY_BUCKET != bucket[0][0] // HISTORY_BUCKET:
+            yield bucket[0][0] // HISTORY_BUCKET, bucket
+            bucket = []
+        bucket.append(item)
+    if bucket:
+        yield bucket[0][0] // HISTORY_BUCKET, bucket

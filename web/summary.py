@@ -58,23 +58,52 @@ class SweepProgress:
         return (self.due + self.leased) / self.rate_per_hour
 
 
-def sweep_progress(conn: sa.Connection, recheck_after: float, now: float | None = None
-                   ) -> SweepProgress:
+@dataclass
+class StatusScan:
+    """One pass over ``statuses``, grouped by site and status: everything the summary and
+    the sweep need that no index serves (one full scan instead of five)."""
+
+    rows: list[tuple]  # (site, status, files, bytes, leased, first_check, in_cycle, grace)
+
+    def total(self, column: int, statuses_: tuple[Status, ...] | None = None) -> int:
+        return sum(int(r[column] or 0) for r in self.rows
+                   if statuses_ is None or Status(r[1]) in statuses_)
+
+
+#: Statuses of files a sweep is to check (not gone, not tape-only).
+CHECKABLE = tuple(s for s in Status if s not in (Status.VANISHED, Status.NEARLINE))
+
+
+def status_scan(conn: sa.Connection, cycle_start: float) -> StatusScan:
+    s = statuses.c
+
+    def flag(condition):
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    return StatusScan(conn.execute(
+        sa.select(s.site, s.status, sa.func.count(), sa.func.coalesce(sa.func.sum(s.size), 0),
+                  flag(s.tag.is_not(None)), flag(s.recorded_from == FIRST_CHECK),
+                  flag(s.checked >= cycle_start),
+                  # A young file waits with an expiry but no owner: see crawler.ingest.
+                  flag(sa.and_(s.tag.is_(None), s.tag_expiry.is_not(None))))
+        .group_by(s.site, s.status)
+    ).all())
+
+
+def sweep_progress(conn: sa.Connection, recheck_after: float, now: float | None = None,
+                   scan: StatusScan | None = None) -> SweepProgress:
     now = time.time() if now is None else now
+    scan = scan if scan is not None else status_scan(conn, now - recheck_after)
     count = sa.select(sa.func.count())
     checks = count.select_from(events)
-    not_checkable = [int(Status.VANISHED), int(Status.NEARLINE)]
     return SweepProgress(
         checked_last_hour=conn.execute(
             checks.where(events.c.checked >= now - 3600)).scalar_one(),
         due=conn.execute(count.where(statuses.c.claim_key <= now - recheck_after)).scalar_one(),
-        leased=conn.execute(count.where(statuses.c.tag.is_not(None))).scalar_one(),
+        leased=scan.total(4),
         checked_last_day=conn.execute(checks.where(events.c.checked >= now - DAY)).scalar_one(),
-        checked_in_cycle=conn.execute(
-            count.where(statuses.c.checked >= now - recheck_after,
-                        statuses.c.status.not_in(not_checkable))).scalar_one(),
-        checkable=conn.execute(count.where(statuses.c.status.not_in(not_checkable)))
-        .scalar_one(),
+        checked_in_cycle=scan.total(6, CHECKABLE),
+        checkable=scan.total(2, CHECKABLE),
     )
 
 
@@ -144,38 +173,27 @@ class Summary:
 
 
 def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY) -> Summary:
+    now = time.time()
+    scan = status_scan(conn, now - recheck_after)
     counts = dict.fromkeys(Status, 0)
     sites: dict[str, SiteRow] = {}
-    for site, code, n, size in conn.execute(
-        sa.select(statuses.c.site, statuses.c.status, sa.func.count(),
-                  sa.func.coalesce(sa.func.sum(statuses.c.size), 0))
-        .group_by(statuses.c.site, statuses.c.status)
-    ):
+
+    def site_row(site: str) -> SiteRow:
+        return sites.setdefault(site, SiteRow(site, None, dict.fromkeys(Status, 0),
+                                              dict.fromkeys(Status, 0)))
+
+    for site, code, n, size, *_ in scan.rows:
         counts[Status(code)] += n
-        row = sites.setdefault(site, SiteRow(site, None, dict.fromkeys(Status, 0),
-                                             dict.fromkeys(Status, 0)))
-        row.counts[Status(code)] = n
-        row.sizes[Status(code)] = int(size)
-    leased = conn.execute(
-        sa.select(sa.func.count()).where(statuses.c.tag.is_not(None))
-    ).scalar_one()
-    # A young file waits with an expiry but no owner: see crawler.ingest.
-    in_grace = conn.execute(
-        sa.select(sa.func.count())
-        .where(statuses.c.tag.is_(None), statuses.c.tag_expiry.is_not(None))
-    ).scalar_one()
-    first = conn.execute(
-        sa.select(sa.func.count()).where(statuses.c.recorded_from == FIRST_CHECK)
-    ).scalar_one()
+        site_row(site).counts[Status(code)] = n
+        site_row(site).sizes[Status(code)] = int(size)
     crawled = last_crawls(conn)
     for c in crawled:  # the most recent crawl of each site stands for it
-        row = sites.setdefault(c.site, SiteRow(c.site, None, dict.fromkeys(Status, 0),
-                                               dict.fromkeys(Status, 0)))
+        row = site_row(c.site)
         if row.crawl is None or c.started > row.crawl.started:
             row.crawl = c
-    return Summary(time.time(), counts, leased, first, in_grace, crawled,
+    return Summary(now, counts, scan.total(4), scan.total(5), scan.total(7), crawled,
                    sorted(sites.values(), key=lambda r: r.site),
-                   sweep_progress(conn, recheck_after))
+                   sweep_progress(conn, recheck_after, now, scan))
 
 
 def problem_trend(conn: sa.Connection, days: int = 60, now: float | None = None
@@ -251,3 +269,24 @@ def problem_rows(conn: sa.Connection, status: Status, order: str = "path"
         values = list(row)
         values[2] = bytes(values[2])
         yield ProblemRow(*values)
+
+
+def problem_ids(conn: sa.Connection, status: Status, order: str) -> Iterator[int]:
+    """Only the ids of the rows with ``status``, in ``order`` (see ``problem_rows``)."""
+    result = conn.execution_options(stream_results=True, yield_per=10000).execute(
+        sa.select(statuses.c.id).where(statuses.c.status == int(status))
+        .order_by(*_ORDERS[order])
+    )
+    for (file_id,) in result:
+        yield file_id
+
+
+def problem_counts(conn: sa.Connection) -> dict[Status, int]:
+    """Files in each problem status (served by the (status, site) index)."""
+    counts = dict.fromkeys(PROBLEMS, 0)
+    for code, n in conn.execute(
+        sa.select(statuses.c.status, sa.func.count())
+        .where(statuses.c.status.in_([int(s) for s in PROBLEMS])).group_by(statuses.c.status)
+    ):
+        counts[Status(code)] = n
+    return counts
