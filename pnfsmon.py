@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import exc
 
 import condor.cli
+import crawler.catalog_cli
 import crawler.cli
 import schema.cli
 import tester.cli
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     schema.cli.register(sub, parents)
     crawler.cli.register(sub, parents)
+    crawler.catalog_cli.register(sub, parents)
     tester.cli.register(sub, parents)
     web.cli.register(sub, parents)
     condor.cli.register(sub, parents)

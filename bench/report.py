@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from common import fresh_mariadb, peak_rss_kib, pnfsmon_env
+from common import fresh_mariadb, insert_finished_crawl, insert_rows, peak_rss_kib, pnfsmon_env
 
 FILES = 1_000_000
 PROBLEMS = {3: 40_000, 2: 30_000, 4: 20_000, 5: 10_000}  # missing, corrupted, timeout, unr.
@@ -40,12 +40,7 @@ def populate(url: str) -> None:
         statuses[position:position + n] = [code] * n
         position += n
     rng.shuffle(statuses)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO crawls (site, root, started, finished, complete, files, directories,"
-            " empty_directories, unreadable_directories, bytes, new, changed, vanished,"
-            f" skipped) VALUES ('T1_XX', X'{b'/pnfs/xx/data'.hex()}', {now - 7200},"
-            f" {now - 3600}, 1, {FILES}, {FILES // 1000}, 0, 0, 0, {FILES}, 0, 0, 0)")
+    insert_finished_crawl(engine, "T1_XX", b"/pnfs/xx/data", FILES, now - 3600)
     for start in range(0, FILES, BATCH):
         values = []
         for i in range(start, min(start + BATCH, FILES)):
@@ -60,11 +55,9 @@ def populate(url: str) -> None:
                 f"{rng.randrange(1, 4 << 30)},{int(now * 1e9)},'0000abcd','pnfs',"
                 f"{computed},{status},{checked},{checked},"
                 f"'wn{i % 20:02d}','pool{i % 50:02d}',{error},1)")
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO statuses (id, site, path, path_hash, size, mtime_ns,"
-                " recorded_adler32, recorded_from, computed_adler32, status, checked,"
-                " claim_key, worker_node, pool, error, crawl_gen) VALUES " + ",".join(values))
+        insert_rows(engine, "INSERT INTO statuses (id, site, path, path_hash, size, mtime_ns,"
+                    " recorded_adler32, recorded_from, computed_adler32, status, checked,"
+                    " claim_key, worker_node, pool, error, crawl_gen) VALUES", values)
     for _ in range(0, EVENTS, BATCH):
         values = []
         for _row in range(BATCH):
@@ -74,10 +67,8 @@ def populate(url: str) -> None:
             values.append(f"({file_id},{now - rng.random() * 60 * DAY},'wn{file_id % 20:02d}',"
                           f"{seconds},'pool{file_id % 50:02d}',{int(seconds * 80e6)},"
                           f"{int(seconds * 80e6)},{status})")
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO events (file_id, checked, worker_node, seconds, source_pool,"
-                " size, bytes_read, status) VALUES " + ",".join(values))
+        insert_rows(engine, "INSERT INTO events (file_id, checked, worker_node, seconds,"
+                    " source_pool, size, bytes_read, status) VALUES", values)
     engine.dispose()
 
 

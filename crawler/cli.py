@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 
-from crawler.ingest import DEFAULT_GRACE, Ingest
+from crawler.ingest import Ingest
 from crawler.listing import WalkStats
 from crawler.namespaces import NAMESPACES, Namespace, open_namespace
 from crawler.posix import PosixNamespace
@@ -14,6 +14,8 @@ from schema import cli
 from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from schema.paths import display
 from schema.progress import Progress, human_bytes
+from schema.sites import DEFAULT_GRACE
+from schema.sites import site as site_settings
 
 DEFAULT_SITE = "local"
 
@@ -72,14 +74,20 @@ def do_crawl(args: argparse.Namespace) -> int:
     marked vanished. Files modified within --grace are listed but judged only once that
     time has passed. Exits 1 if some directories could not be listed or some files'
     recorded metadata could not be parsed."""
-    if args.grace < 0 or args.request_timeout <= 0:
+    site = site_settings(cli.settings(args).config_file, args.site)
+    root = args.root or site.namespace
+    if root is None:
+        raise ConfigError(f"no ROOT given, and site {args.site} has no namespace in the "
+                          "configuration file ([site NAME] namespace = ...)")
+    grace = site.grace if args.grace is None else args.grace * 3600
+    if grace < 0 or args.request_timeout <= 0:
         raise ConfigError("--grace must not be negative, --request-timeout must be positive")
-    namespace = open_namespace(os.fsencode(args.root), args.namespace,
+    namespace = open_namespace(os.fsencode(root), args.namespace or site.namespace_kind,
                                read_xattrs=not args.no_xattr, checksums=args.checksums,
                                timeout=args.request_timeout)
     engine = cli.engine(args)
     started = time.monotonic()
-    stats, ingest = crawl(engine, namespace, args.site, grace=args.grace * 3600,
+    stats, ingest = crawl(engine, namespace, args.site, grace=grace,
                           include_nearline=args.include_nearline, progress=Progress())
     print(summary(namespace.root, args.site, stats, ingest, time.monotonic() - started))
     if stats.malformed:
@@ -95,16 +103,17 @@ def do_crawl(args: argparse.Namespace) -> int:
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("crawl", parents=parents, help="list a namespace into the DB",
                               description=do_crawl.__doc__)
-    p.add_argument("root", metavar="ROOT",
-                   help="directory to crawl, or root://host:port//path for XRootD")
+    p.add_argument("root", metavar="ROOT", nargs="?",
+                   help="directory to crawl, or root://host:port//path for XRootD "
+                        "(default: the site's namespace in the configuration file)")
     p.add_argument("--namespace", choices=NAMESPACES,
                    help="how to list ROOT: posix (default for a directory), pnfs (checksum "
                         "and pools from .(use)(2)(NAME)), chimera (.(get)(NAME)(checksums) "
                         "and locality), xrootd (default for a root:// URL)")
-    p.add_argument("--grace", type=float, default=DEFAULT_GRACE / 3600, metavar="HOURS",
+    p.add_argument("--grace", type=float, metavar="HOURS",
                    help="files modified less than this long ago are listed but not judged "
-                        "until then: they may still be being written (default: "
-                        f"{DEFAULT_GRACE / 3600:g})")
+                        "until then: they may still be being written (default: the site's "
+                        f"grace, else {DEFAULT_GRACE / 3600:g})")
     p.add_argument("--include-nearline", action="store_true",
                    help="also check files dCache has only on tape (reading stages them)")
     p.add_argument("--checksums", choices=("query", "none"), default="query",

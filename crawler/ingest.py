@@ -37,7 +37,6 @@ BATCH = 5000
 _HEX8 = re.compile(r"[0-9a-f]{8}")
 _NEW_COLUMNS = ("site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
                 "recorded_from", "pool", "status", "claim_key", "tag_expiry", "crawl_gen")
-DEFAULT_GRACE = 2 * 3600.0
 
 
 @dataclass

@@ -14,6 +14,7 @@ Rules (the borg ``storelocking`` discipline applied to rows):
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import socket
@@ -85,6 +86,7 @@ class Lease:
         self.lease_seconds = lease_seconds
         self.owner = owner or default_owner()
         self.node = node or socket.gethostname()
+        self._last_expiry = -math.inf
 
     def hang_up(self) -> None:
         """Close this worker's idle DB connection: called after a claim, so no connection is
@@ -103,6 +105,10 @@ class Lease:
         that already have that many other readers are skipped. Two claims at the same
         instant may both take the last place (the cap is approximate by one or two)."""
         now = time.time() if now is None else now
+        # Each claim of this worker gets its own expiry, which identifies its rows to a
+        # retry (see run() below): a step later if the clock (or a caller) repeats itself.
+        expiry = max(now + self.lease_seconds, math.nextafter(self._last_expiry, math.inf))
+        self._last_expiry = expiry
         cutoff = min(due_before, now)
         query = (
             sa.select(*_CLAIM_COLUMNS)
@@ -126,6 +132,15 @@ class Lease:
 
         def run() -> list[Claimed]:
             with write_transaction(self.engine) as conn:
+                # A retry after an error whose commit did reach the server (the connection
+                # died on the way back) finds its rows by this exact tag and expiry: take
+                # them, rather than strand them for a lease and claim more.
+                mine = conn.execute(
+                    sa.select(*_CLAIM_COLUMNS)
+                    .where(statuses.c.tag_expiry == expiry, statuses.c.tag == self.owner)
+                ).all()
+                if mine:
+                    return [Claimed(*row) for row in mine]
                 # Rows whose lease expired (their worker died) go back to the queue's head.
                 conn.execute(statuses.update().where(statuses.c.tag_expiry < now)
                              .values(tag=None, tag_expiry=None, claim_key=0.0))
@@ -134,8 +149,7 @@ class Lease:
                     conn.execute(
                         statuses.update()
                         .where(statuses.c.id.in_([r.id for r in rows]))
-                        .values(tag=self.owner, tag_expiry=now + self.lease_seconds,
-                                claim_key=None)
+                        .values(tag=self.owner, tag_expiry=expiry, claim_key=None)
                     )
                 return rows
 

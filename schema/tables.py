@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 #: Bumped with every change to the tables below; ``schema.db`` refuses a newer database.
-SCHEMA_VERSION = 1
+#: 2: the catalog inventory and its comparison with the crawl (new tables only).
+SCHEMA_VERSION = 2
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
 # so MariaDB can index it without a prefix length.
@@ -110,4 +111,77 @@ events = sa.Table(
     sa.Column("error", sa.String(1024)),
     sa.Index(None, "file_id", "checked"),
     sa.Index(None, "checked"),
+)
+
+# The catalog's view of a site (``pnfsmon inventory load``). A load's rows become the site's
+# inventory when the load is marked complete; the latest complete load is the current one,
+# so a reload replaces the previous inventory in one step, and a failed load changes nothing.
+inventory_loads = sa.Table(
+    "inventory_loads",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(1024), nullable=False),
+    sa.Column("started", sa.Double, nullable=False),
+    sa.Column("finished", sa.Double),
+    sa.Column("complete", sa.Boolean, nullable=False, default=False),
+    sa.Column("entries", sa.BigInteger, nullable=False, default=0),
+    sa.Column("unmapped", sa.BigInteger, nullable=False, default=0),  # outside the mapping
+    sa.Index(None, "site", "complete"),
+)
+
+inventory = sa.Table(
+    "inventory",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("load_id", sa.Integer, sa.ForeignKey("inventory_loads.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("lfn", PathBytes, nullable=False),
+    sa.Column("path", PathBytes, nullable=False),  # the LFN mapped to the site's storage
+    sa.Column("path_hash", HashBytes, nullable=False),
+    sa.Column("size", sa.BigInteger),
+    sa.Column("adler32", sa.String(8)),
+    sa.Column("created", sa.Double),  # when the catalog registered it, if the dump says
+    sa.UniqueConstraint("load_id", "path_hash"),
+)
+
+# One ``pnfsmon compare`` of a site: what it found, and whether it published it.
+compares = sa.Table(
+    "compares",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("started", sa.Double, nullable=False),
+    sa.Column("finished", sa.Double),
+    sa.Column("load_id", sa.Integer),
+    sa.Column("crawl_id", sa.Integer),
+    # published | refused (the crawl looks incomplete) | flagged (too many: for a person)
+    sa.Column("state", sa.String(16), nullable=False, default="running"),
+    sa.Column("reason", sa.String(1024)),
+    sa.Column("missing", sa.BigInteger, nullable=False, default=0),
+    sa.Column("missing_bytes", sa.BigInteger, nullable=False, default=0),
+    sa.Column("orphan", sa.BigInteger, nullable=False, default=0),
+    sa.Column("orphan_bytes", sa.BigInteger, nullable=False, default=0),
+    sa.Column("mismatch", sa.BigInteger, nullable=False, default=0),
+    sa.Column("young", sa.BigInteger, nullable=False, default=0),
+    sa.Column("ignored", sa.BigInteger, nullable=False, default=0),
+    sa.Index(None, "site", "id"),
+)
+
+# Each compare's candidates. A missing or orphan file is listed only when the previous
+# compare of the site found it too; older compares' rows are deleted.
+discrepancies = sa.Table(
+    "discrepancies",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("compare_id", sa.Integer, sa.ForeignKey("compares.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # missing | orphan | mismatch
+    sa.Column("path_hash", HashBytes, nullable=False),
+    sa.Column("lfn", PathBytes),
+    sa.Column("path", PathBytes, nullable=False),
+    sa.Column("size", sa.BigInteger),
+    sa.Column("detail", sa.String(255)),
+    sa.Column("confirmed", sa.Boolean, nullable=False, default=False),
+    sa.Index(None, "compare_id", "kind", "path_hash"),
 )

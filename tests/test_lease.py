@@ -237,3 +237,21 @@ def test_max_per_pool_skips_pools_with_enough_readers(engine):
     me.release(c.id for c in uncapped)
     later = me.claim(100, due_before=1e12, now=1200.0, max_per_pool=2)  # their leases expired
     assert "pool-a" in {c.pool for c in later}
+
+
+def test_a_retried_claim_takes_back_what_its_lost_commit_claimed(engine):
+    """The claim committed, but the answer never reached the worker (connection killed on
+    the way back); the retry of the same claim gets those rows instead of stranding them
+    for a lease and claiming more."""
+    add_rows(engine, 6)
+    lease = Lease(engine, lease_seconds=100, owner="w")
+    lease.claim(2, due_before=1e12, now=1000.0)  # recorded at once below
+    lease.record([ok(c) for c in lease.claim(2, due_before=1e12, now=1000.0)], now=1001.0)
+    # Replay one attempt: what claim(3, now=2000) commits, then the same call's retry.
+    lost = lease.claim(3, due_before=1e12, now=2000.0)
+    lease._last_expiry = 0.0  # the retry runs inside the same call: same expiry
+    retry = lease.claim(3, due_before=1e12, now=2000.0)
+    assert sorted(c.id for c in retry) == sorted(c.id for c in lost)
+    # A new call (another expiry) claims new rows as before.
+    assert not {c.id for c in lease.claim(3, due_before=1e12, now=2000.0)} & {
+        c.id for c in lost}

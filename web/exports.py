@@ -17,9 +17,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+from schema.atomic import atomic_text
 from schema.paths import display, encode_line
 from schema.status import Status
-from web.atomic import atomic_text
 from web.summary import ProblemRow, Summary
 
 CSV_COLUMNS = ("site", "path", "path_display", "size", "recorded_adler32", "recorded_from",
@@ -89,6 +89,17 @@ def write_prometheus(path: Path, summary: Summary) -> None:
         if site.crawl is not None and site.crawl.finished:
             crawled.labels(site.site).set(site.crawl.finished)
             unlisted.labels(site.site).set(site.crawl.unreadable_directories)
+    catalog = Gauge("pnfsmon_catalog_files", "Files of the latest catalog comparison, by "
+                    "kind (missing at the site, orphan, mismatch)", ["site", "kind"],
+                    registry=registry)
+    published = Gauge("pnfsmon_catalog_compare_published", "1 if the site's latest catalog "
+                      "comparison was published, 0 if refused or flagged for a person",
+                      ["site"], registry=registry)
+    for site in summary.sites:
+        if site.compare is not None:
+            for kind in ("missing", "orphan", "mismatch"):
+                catalog.labels(site.site, kind).set(getattr(site.compare, kind))
+            published.labels(site.site).set(site.compare.state == "published")
     sweep = summary.sweep
     if sweep is not None:
         for name, text, value in (

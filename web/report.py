@@ -32,11 +32,12 @@ import jinja2
 import sqlalchemy as sa
 from markupsafe import Markup
 
+from crawler.compare import write_lists
+from schema.atomic import atomic_text
 from schema.paths import display
 from schema.progress import human_bytes
 from schema.status import PROBLEMS, Status
 from web import plots
-from web.atomic import atomic_text
 from web.calibration import throughput
 from web.exports import ListExports, write_prometheus
 from web.history import HISTORY_BUCKET, HISTORY_ROWS, Check, problem_checks
@@ -120,7 +121,8 @@ def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 *
             node_plot=plots.throughput_bars("Read rate per worker node (MB/s)", nodes),
             problem_plot=plots.problem_bars("Timeouts and corruption per pool", pools),
             **common)
-    _render(env, outdir / "index.html", "index.html", s=summary,
+    lists = _write_consistency(engine, env, outdir, summary, common)
+    _render(env, outdir / "index.html", "index.html", s=summary, lists=lists,
             trend=plots.trend_lines("Problems found per day (last 60 days)", *trend),
             counts=[(s, summary.counts[s]) for s in Status], problem_statuses=PROBLEMS,
             unchecked=Status.UNCHECKED, **common)
@@ -129,6 +131,20 @@ def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 *
         fh.write("\n")
     write_prometheus(outdir / "pnfsmon.prom", summary)
     return summary
+
+
+def _write_consistency(engine: sa.Engine, env: jinja2.Environment, outdir: Path,
+                       summary: Summary, common: dict) -> dict[str, list[str]]:
+    """Each site's latest catalog comparison: the lists it published, and a page."""
+    folder = outdir / "consistency"
+    lists = {}
+    for site in summary.sites:
+        if site.compare is not None:
+            written = write_lists(engine, site.compare.id, site.site, folder)
+            lists[site.site] = [f"consistency/{p.name}" for p in written]
+    _render(env, outdir / "consistency.html", "consistency.html", sites=summary.sites,
+            lists=lists, **common)
+    return lists
 
 
 def _aggregates(engine: sa.Engine, recheck_after: float):

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from schema.lease import FIRST_CHECK
 from schema.status import PROBLEMS, Status
-from schema.tables import crawls, events, statuses
+from schema.tables import compares, crawls, events, statuses
 
 DAY = 86400.0
 
@@ -107,14 +107,41 @@ def sweep_progress(conn: sa.Connection, recheck_after: float, now: float | None 
     )
 
 
+@dataclass(frozen=True)
+class CompareInfo:
+    """The latest finished comparison of a site with its catalog (``pnfsmon compare``)."""
+
+    id: int
+    finished: float
+    state: str  # published | refused | flagged
+    reason: str | None
+    missing: int
+    missing_bytes: int
+    orphan: int
+    orphan_bytes: int
+    mismatch: int
+    young: int
+    ignored: int
+
+
+def latest_compares(conn: sa.Connection) -> dict[str, CompareInfo]:
+    latest = (sa.select(sa.func.max(compares.c.id).label("id"))
+              .where(compares.c.finished.is_not(None)).group_by(compares.c.site).subquery())
+    cols = [compares.c[name] for name in CompareInfo.__dataclass_fields__]
+    return {row.site: CompareInfo(*row[1:]) for row in conn.execute(
+        sa.select(compares.c.site, *cols).join(latest, compares.c.id == latest.c.id))}
+
+
 @dataclass
 class SiteRow:
-    """One site: its last finished crawl, and its files by status (count and bytes)."""
+    """One site: its last finished crawl, its files by status (count and bytes), and its
+    latest comparison with the catalog."""
 
     site: str
     crawl: CrawlInfo | None
     counts: dict[Status, int]
     sizes: dict[Status, int]
+    compare: CompareInfo | None = None
 
 
 @dataclass
@@ -150,7 +177,8 @@ class Summary:
                 {"site": r.site, "counts": {s.label: r.counts[s] for s in Status},
                  "bytes": {s.label: r.sizes[s] for s in Status},
                  "last_crawl_finished": r.crawl.finished if r.crawl else None,
-                 "last_crawl_complete": r.crawl.complete if r.crawl else None}
+                 "last_crawl_complete": r.crawl.complete if r.crawl else None,
+                 "catalog": r.compare.__dict__ if r.compare else None}
                 for r in self.sites
             ],
             "sweep": None if self.sweep is None else {
@@ -191,6 +219,8 @@ def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY) -> Summary:
         row = site_row(c.site)
         if row.crawl is None or c.started > row.crawl.started:
             row.crawl = c
+    for name, info in latest_compares(conn).items():
+        site_row(name).compare = info
     return Summary(now, counts, scan.total(4), scan.total(5), scan.total(7), crawled,
                    sorted(sites.values(), key=lambda r: r.site),
                    sweep_progress(conn, recheck_after, now, scan))

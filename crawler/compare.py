@@ -1,0 +1,313 @@
+"""``pnfsmon compare``: the site's last crawl against its catalog inventory, as CMS's
+dynamo-consistency and Rucio's auditor do:
+
+- in the catalog, not on storage → **missing** at the site (candidates to re-transfer);
+- on storage (in the mapped area), not in the catalog → **orphan** (candidates to delete);
+- in both, with a different size or Adler32 → **mismatch**.
+
+Database joins on the path hash do the work (both sides are indexed on it), streamed, so
+memory stays flat at millions of files. Guards, as the tools that delete data learned:
+
+- files younger than the site's grace window, on either side, are left out;
+- if the crawl looks incomplete (unlisted directories, or far fewer files than the crawl
+  before), nothing is called missing or orphan: the compare is *refused* and says why;
+- a file is listed as missing or orphan only if the previous compare found it too;
+- above ``max_missing_fraction`` of the inventory (or ``max_orphan_fraction`` of the
+  crawl) the result is *flagged* for a person instead of published as lists."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from crawler.inventory import current_load
+from schema.atomic import atomic_text
+from schema.db import retrying, write_transaction
+from schema.errors import ConfigError
+from schema.paths import encode_line
+from schema.sites import Site
+from schema.status import Status
+from schema.tables import compares, crawls, discrepancies, inventory, statuses
+
+KINDS = ("missing", "orphan", "mismatch")
+BATCH = 5000
+
+
+@dataclass
+class CompareResult:
+    id: int
+    site: str
+    state: str  # published | refused | flagged
+    reason: str | None
+    counts: dict[str, int] = field(default_factory=dict)  # confirmed, per kind
+    sizes: dict[str, int] = field(default_factory=dict)
+    candidates: dict[str, int] = field(default_factory=dict)  # this compare, per kind
+    young: int = 0
+    ignored: int = 0
+    lists: list[Path] = field(default_factory=list)
+
+
+def _crawl_guard(conn: sa.Connection, site: Site):
+    """(last crawl, why it cannot be trusted for missing/orphan, or None)."""
+    rows = conn.execute(
+        sa.select(crawls).where(crawls.c.site == site.name, crawls.c.finished.is_not(None))
+        .order_by(crawls.c.id.desc()).limit(2)
+    ).all()
+    if not rows:
+        return None, "no finished crawl of the site"
+    last = rows[0]
+    if not last.complete:
+        return last, (f"the last crawl could not list {last.unreadable_directories} "
+                      "directories")
+    if len(rows) > 1 and rows[1].files and last.files < rows[1].files * (
+            1 - site.max_crawl_drop):
+        return last, (f"the last crawl listed {last.files:,} files, "
+                      f"{rows[1].files - last.files:,} fewer than the one before "
+                      f"(more than {site.max_crawl_drop:.0%})")
+    return last, None
+
+
+def _missing(conn, site: Site, load_id: int) -> Iterator[tuple]:
+    s, i = statuses.c, inventory.c
+    return conn.execution_options(stream_results=True, yield_per=BATCH).execute(
+        sa.select(i.lfn, i.path, i.path_hash, i.size, i.created)
+        .select_from(inventory.outerjoin(
+            statuses, sa.and_(s.site == site.name, s.path_hash == i.path_hash)))
+        .where(i.load_id == load_id,
+               sa.or_(s.id.is_(None), s.status == int(Status.VANISHED)))
+    )
+
+
+def _orphans(conn, site: Site, load_id: int) -> Iterator[tuple]:
+    s, i = statuses.c, inventory.c
+    query = (
+        sa.select(s.path, s.path_hash, s.size, s.mtime_ns)
+        .select_from(statuses.outerjoin(
+            inventory, sa.and_(i.load_id == load_id, i.path_hash == s.path_hash)))
+        .where(s.site == site.name, s.status != int(Status.VANISHED), i.id.is_(None))
+    )
+    if site.path_prefix:
+        query = query.where(s.path >= site.path_prefix)
+        after = _successor(site.path_prefix)
+        if after is not None:
+            query = query.where(s.path < after)
+    return conn.execution_options(stream_results=True, yield_per=BATCH).execute(query)
+
+
+def _successor(prefix: bytes) -> bytes | None:
+    """The smallest byte string after every string that starts with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _mismatches(conn, site: Site, load_id: int) -> Iterator[tuple]:
+    s, i = statuses.c, inventory.c
+    return conn.execution_options(stream_results=True, yield_per=BATCH).execute(
+        sa.select(i.lfn, s.path, s.path_hash, i.size, s.size, i.adler32,
+                  s.recorded_adler32, i.created, s.mtime_ns)
+        .select_from(inventory.join(
+            statuses, sa.and_(s.site == site.name, s.path_hash == i.path_hash)))
+        .where(i.load_id == load_id, s.status != int(Status.VANISHED),
+               sa.or_(i.size != s.size,
+                      sa.and_(i.adler32.is_not(None), s.recorded_adler32.is_not(None),
+                              i.adler32 != s.recorded_adler32)))
+    )
+
+
+class _Writer:
+    """Candidates of one compare into ``discrepancies``, in batches, on its own
+    connection (the reading connection is busy streaming)."""
+
+    def __init__(self, engine: sa.Engine, compare_id: int) -> None:
+        self.engine = engine
+        self.compare_id = compare_id
+        self.rows: list[dict] = []
+        self.counts = dict.fromkeys(KINDS, 0)
+
+    def add(self, kind: str, path_hash: bytes, lfn: bytes | None, path: bytes,
+            size: int | None, detail: str | None = None) -> None:
+        self.rows.append({"compare_id": self.compare_id, "kind": kind,
+                          "path_hash": bytes(path_hash), "lfn": lfn, "path": bytes(path),
+                          "size": size, "detail": detail, "confirmed": kind == "mismatch"})
+        self.counts[kind] += 1
+        if len(self.rows) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if rows:
+            def run() -> None:
+                with write_transaction(self.engine) as conn:
+                    conn.execute(discrepancies.insert(), rows)
+
+            retrying(self.engine, run)
+
+
+def compare(engine: sa.Engine, site: Site, now: float | None = None) -> CompareResult:
+    """Compare ``site``'s last crawl with its current inventory and record the result."""
+    now = time.time() if now is None else now
+    young_before = now - site.grace
+    with engine.connect() as conn:
+        load = current_load(conn, site.name)
+        if load is None:
+            raise ConfigError(f"no inventory loaded for site {site.name}: "
+                              "run pnfsmon inventory load --site SITE FILE first")
+        crawl, refusal = _crawl_guard(conn, site)
+    with write_transaction(engine) as conn:
+        compare_id = conn.execute(compares.insert().values(
+            site=site.name, started=now, load_id=load.id,
+            crawl_id=crawl.id if crawl is not None else None, state="running",
+        )).inserted_primary_key[0]
+    result = CompareResult(compare_id, site.name, "published", refusal)
+    writer = _Writer(engine, compare_id)
+    with engine.connect() as conn:
+        if refusal is None:
+            for lfn, path, digest, size, created in _missing(conn, site, load.id):
+                lfn = bytes(lfn)
+                if site.ignored(lfn):
+                    result.ignored += 1
+                elif created is not None and created > young_before:
+                    result.young += 1
+                else:
+                    writer.add("missing", digest, lfn, path, size)
+            for path, digest, size, mtime_ns in _orphans(conn, site, load.id):
+                lfn = site.to_lfn(bytes(path))
+                if lfn is None:
+                    continue  # outside the area the catalog describes
+                if site.ignored(lfn):
+                    result.ignored += 1
+                elif mtime_ns / 1e9 > young_before:
+                    result.young += 1
+                else:
+                    writer.add("orphan", digest, lfn, path, size)
+        for (lfn, path, digest, cat_size, size, cat_adler, adler, created,
+             mtime_ns) in _mismatches(conn, site, load.id):
+            lfn = bytes(lfn)
+            if site.ignored(lfn):
+                result.ignored += 1
+            elif mtime_ns / 1e9 > young_before or (created is not None
+                                                    and created > young_before):
+                result.young += 1
+            else:
+                detail = (f"size {size} on storage, {cat_size} in the catalog"
+                          if cat_size is not None and cat_size != size else
+                          f"adler32 {adler} on storage, {cat_adler} in the catalog")
+                writer.add("mismatch", digest, lfn, path, size, detail)
+    writer.flush()
+    result.candidates = dict(writer.counts)
+    _confirm(engine, site, compare_id, skip=refusal is not None)
+    _finish(engine, site, result, load.entries, crawl.files if crawl is not None else 0)
+    return result
+
+
+def _previous(conn: sa.Connection, site: str, compare_id: int) -> int | None:
+    """The compare before this one that looked for missing and orphan files."""
+    return conn.execute(
+        sa.select(sa.func.max(compares.c.id))
+        .where(compares.c.site == site, compares.c.id < compare_id,
+               compares.c.state.in_(["published", "flagged"]))
+    ).scalar()
+
+
+def _confirm(engine: sa.Engine, site: Site, compare_id: int, skip: bool) -> None:
+    """Missing and orphan candidates that the previous compare found too become confirmed;
+    rows of compares before that one are deleted."""
+    d = discrepancies.c
+
+    def run() -> None:
+        with write_transaction(engine) as conn:
+            previous = _previous(conn, site.name, compare_id)
+            if previous is not None and not skip:
+                for kind in ("missing", "orphan"):
+                    # A derived table: MySQL cannot read the table an UPDATE writes.
+                    seen = (sa.select(d.path_hash)
+                            .where(d.compare_id == previous, d.kind == kind).subquery())
+                    conn.execute(
+                        discrepancies.update()
+                        .where(d.compare_id == compare_id, d.kind == kind,
+                               d.path_hash.in_(sa.select(seen.c.path_hash)))
+                        .values(confirmed=True))
+            keep = [compare_id] + ([previous] if previous is not None else [])
+            older = sa.select(compares.c.id).where(compares.c.site == site.name,
+                                                   compares.c.id.not_in(keep))
+            old_ids = conn.execute(older).scalars().all()
+            if old_ids:
+                conn.execute(discrepancies.delete().where(d.compare_id.in_(old_ids)))
+
+    retrying(engine, run)
+
+
+def _finish(engine: sa.Engine, site: Site, result: CompareResult, inventory_entries: int,
+            crawl_files: int) -> None:
+    d = discrepancies.c
+    with engine.connect() as conn:
+        for kind, n, size in conn.execute(
+            sa.select(d.kind, sa.func.count(), sa.func.coalesce(sa.func.sum(d.size), 0))
+            .where(d.compare_id == result.id, d.confirmed == sa.true()).group_by(d.kind)
+        ):
+            result.counts[kind], result.sizes[kind] = int(n), int(size)
+    for kind in KINDS:
+        result.counts.setdefault(kind, 0)
+        result.sizes.setdefault(kind, 0)
+    if result.reason is not None:
+        result.state = "refused"
+    else:
+        too_many = []
+        if result.candidates["missing"] > site.max_missing_fraction * max(inventory_entries, 1):
+            too_many.append(f"{result.candidates['missing']:,} of {inventory_entries:,} "
+                            "catalog files missing")
+        if result.candidates["orphan"] > site.max_orphan_fraction * max(crawl_files, 1):
+            too_many.append(f"{result.candidates['orphan']:,} of {crawl_files:,} files on "
+                            "storage orphaned")
+        if too_many:
+            result.state = "flagged"
+            result.reason = ("more than the configured fraction: " + "; ".join(too_many)
+                             + " — check the dump and the crawl before acting")
+
+    def run() -> None:
+        with write_transaction(engine) as conn:
+            conn.execute(compares.update().where(compares.c.id == result.id).values(
+                finished=time.time(), state=result.state, reason=result.reason,
+                missing=result.counts["missing"], missing_bytes=result.sizes["missing"],
+                orphan=result.counts["orphan"], orphan_bytes=result.sizes["orphan"],
+                mismatch=result.counts["mismatch"], young=result.young,
+                ignored=result.ignored))
+
+    retrying(engine, run)
+
+
+def write_lists(engine: sa.Engine, compare_id: int, site: str, outdir: Path
+                ) -> list[Path]:
+    """``SITE_missing.txt``, ``SITE_orphan.txt``, ``SITE_mismatch.txt`` of a compare: one
+    percent-encoded LFN per line, confirmed entries only. Lists the compare did not
+    publish (refused, flagged) are removed rather than left stale."""
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    d = discrepancies.c
+    with engine.connect() as conn:
+        state = conn.execute(sa.select(compares.c.state)
+                             .where(compares.c.id == compare_id)).scalar_one()
+        written = []
+        for kind in KINDS:
+            path = outdir / f"{site}_{kind}.txt"
+            publish = state == "published" or (state == "refused" and kind == "mismatch")
+            if not publish:
+                path.unlink(missing_ok=True)
+                continue
+            with atomic_text(path) as fh:
+                for lfn, storage in conn.execution_options(
+                        stream_results=True, yield_per=BATCH).execute(
+                    sa.select(d.lfn, d.path)
+                    .where(d.compare_id == compare_id, d.kind == kind,
+                           d.confirmed == sa.true())
+                    .order_by(d.lfn)
+                ):
+                    fh.write(encode_line(bytes(lfn if lfn is not None else storage)) + "\n")
+            written.append(path)
+    return written

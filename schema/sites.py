@@ -1,0 +1,121 @@
+"""Per-site settings, one ``[site NAME]`` section each in the configuration file (in the
+spirit of cax.json): where the site's namespace is, how its catalog names (LFNs) map to
+storage paths, what the catalog comparison ignores, and its grace and recheck periods::
+
+    [site T2_XX_Example]
+    namespace = /pnfs/example.org/data/cms         # or root://host:1094//data/cms
+    namespace_kind = pnfs                          # optional: posix|pnfs|chimera|xrootd
+    lfn_prefix = /store
+    path_prefix = /pnfs/example.org/data/cms/store
+    ignore = /store/user/ /store/temp/ *.tmp       # prefixes, or fnmatch patterns
+    grace = 2                                      # hours
+    recheck_after = 30                             # days
+    max_missing_fraction = 0.05                    # above it, compare flags for a person
+    max_orphan_fraction = 0.05
+    max_crawl_drop = 0.10                          # crawl shrank more: compare refuses
+
+A site without a section has an identity mapping (LFN = path) and the defaults."""
+
+from __future__ import annotations
+
+import configparser
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schema.errors import ConfigError
+
+SECTION_PREFIX = "site "
+DEFAULT_GRACE = 2 * 3600.0  # seconds a file may still be being written
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    namespace: str | None = None
+    namespace_kind: str | None = None
+    lfn_prefix: bytes = b""
+    path_prefix: bytes = b""
+    ignore: tuple[str, ...] = field(default_factory=tuple)
+    grace: float = DEFAULT_GRACE
+    recheck_after: float = 30 * 86400.0  # seconds
+    max_missing_fraction: float = 0.05
+    max_orphan_fraction: float = 0.05
+    max_crawl_drop: float = 0.10
+
+    def to_path(self, lfn: bytes) -> bytes | None:
+        """The storage path of a catalog name, or None if the mapping does not cover it."""
+        if not lfn.startswith(self.lfn_prefix):
+            return None
+        return self.path_prefix + lfn[len(self.lfn_prefix):]
+
+    def to_lfn(self, path: bytes) -> bytes | None:
+        """The catalog name of a storage path, or None if outside the mapped area."""
+        if not path.startswith(self.path_prefix):
+            return None
+        return self.lfn_prefix + path[len(self.path_prefix):]
+
+    def ignored(self, lfn: bytes) -> bool:
+        text = os.fsdecode(lfn)
+        return any(fnmatch.fnmatchcase(text, pattern) if any(c in pattern for c in "*?[")
+                   else text.startswith(pattern) for pattern in self.ignore)
+
+
+def _number(section: configparser.SectionProxy, key: str, default: float, scale: float,
+            name: str) -> float:
+    try:
+        value = float(section.get(key, default / scale)) * scale
+    except ValueError:
+        raise ConfigError(f"[site {name}] {key} = {section.get(key)!r} is not a number") \
+            from None
+    if value < 0:
+        raise ConfigError(f"[site {name}] {key} must not be negative")
+    return value
+
+
+def load_sites(config_file: Path | None) -> dict[str, Site]:
+    """Every ``[site NAME]`` section of ``config_file`` (none if there is no file)."""
+    if config_file is None:
+        return {}
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(config_file, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except (OSError, configparser.Error, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read configuration {config_file}: "
+                          f"{str(err).splitlines()[0]}") from None
+    sites = {}
+    for section_name in parser.sections():
+        if not section_name.startswith(SECTION_PREFIX):
+            continue
+        name = section_name[len(SECTION_PREFIX):].strip()
+        section = parser[section_name]
+        lfn_prefix = section.get("lfn_prefix", "")
+        path_prefix = section.get("path_prefix", lfn_prefix)
+        if bool(lfn_prefix) != bool(path_prefix):
+            raise ConfigError(f"[site {name}] needs both lfn_prefix and path_prefix")
+        default = Site(name)
+        sites[name] = Site(
+            name=name,
+            namespace=section.get("namespace") or None,
+            namespace_kind=section.get("namespace_kind") or None,
+            lfn_prefix=os.fsencode(lfn_prefix),
+            path_prefix=os.fsencode(path_prefix),
+            ignore=tuple(section.get("ignore", "").split()),
+            grace=_number(section, "grace", default.grace, 3600.0, name),
+            recheck_after=_number(section, "recheck_after", default.recheck_after, 86400.0,
+                                  name),
+            max_missing_fraction=_number(section, "max_missing_fraction",
+                                         default.max_missing_fraction, 1.0, name),
+            max_orphan_fraction=_number(section, "max_orphan_fraction",
+                                        default.max_orphan_fraction, 1.0, name),
+            max_crawl_drop=_number(section, "max_crawl_drop", default.max_crawl_drop, 1.0,
+                                   name),
+        )
+    return sites
+
+
+def site(config_file: Path | None, name: str) -> Site:
+    """The settings of site ``name`` (defaults if it has no section)."""
+    return load_sites(config_file).get(name, Site(name))
