@@ -76,3 +76,12 @@ def as_nobody(function, *args):
     if not data:
         raise RuntimeError(f"{function.__name__} failed in the unprivileged child")
     return pickle.loads(data)
+
+
+def open_path_to(path: Path) -> None:
+    """Let a service user (xrootd, mysql) reach ``path``: test temp dirs are private to
+    root."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if mode & 0o005 != 0o005:
+            parent.chmod(mode | 0o005)

@@ -118,6 +118,10 @@ def test_ddl_for_a_dba():
     (["crawl", "/no/such/root"], 2, "is not a directory"),
     (["status"], 2, "pnfsmon db init"),
     (["check", "--lease", "10", "--timeout", "60"], 2, "--lease longer"),
+    (["crawl", "/", "--namespace", "xrootd"], 2, "needs a root://host:port//path URL"),
+    (["crawl", "root://127.0.0.1:1//x", "--namespace", "pnfs"], 2, "are local mounts"),
+    (["inventory", "load", "/no/dump.csv", "--site", "S"], 2, "no inventory file"),
+    (["check", "--prefix", "/x", "--forever"], 2, "drop --forever"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, code, message):
     r = pnfsmon(*args, cwd=tmp_path)

@@ -20,7 +20,7 @@ from schema.config import Settings
 from schema.status import Status
 from schema.tables import events, statuses
 from tests.conftest import SERVERS
-from tests.helpers import write_file
+from tests.helpers import open_path_to, write_file
 
 FILES = 6000
 
@@ -137,3 +137,104 @@ def test_retrying_gives_up_with_the_transient_exit_code():
     with pytest.raises(db.DatabaseUnavailable) as info:
         db.retrying(engine, attempt, attempts=3, first_delay=0.01)
     assert len(calls) == 3 and info.value.exit_code == 3
+
+
+class PrivateMariaDB:
+    """A MariaDB server of the test's own (temporary datadir and port), so it can be
+    stopped and started without disturbing the server the other tests use."""
+
+    def __init__(self, base) -> None:
+        import socket
+
+        self.base = base
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"mysql+pymysql://root@127.0.0.1:{self.port}/pnfsmon"
+        self.proc: subprocess.Popen | None = None
+        base.mkdir(parents=True, exist_ok=True)
+        os.chown(base, *_mysql_ids())
+        open_path_to(base)
+        subprocess.run(["mariadb-install-db", "--no-defaults", "--user=mysql",
+                        f"--datadir={base / 'data'}", "--skip-test-db",
+                        "--auth-root-authentication-method=normal"],
+                       check=True, capture_output=True)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/mariadbd", "--no-defaults", "--user=mysql",
+             f"--datadir={self.base / 'data'}", f"--port={self.port}",
+             "--bind-address=127.0.0.1", f"--socket={self.base / 'sock'}",
+             "--skip-grant-tables", "--innodb-buffer-pool-size=64M",
+             f"--log-error={self.base / 'error.log'}"])
+        admin = sa.create_engine(self.url.rsplit("/", 1)[0] + "/")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql("CREATE DATABASE IF NOT EXISTS pnfsmon")
+                break
+            except sa.exc.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        admin.dispose()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # a clean shutdown, as a restart by an admin does
+            self.proc.wait(timeout=60)
+            self.proc = None
+
+
+def _mysql_ids() -> tuple[int, int]:
+    import pwd
+
+    user = pwd.getpwnam("mysql")
+    return user.pw_uid, user.pw_gid
+
+
+@pytest.fixture
+def private_mariadb(tmp_path):
+    if os.geteuid() != 0 or not os.path.exists("/usr/sbin/mariadbd"):
+        if os.environ.get("CI"):
+            pytest.fail("needs root and mariadb-server to run a private MariaDB")
+        pytest.skip("needs root and mariadb-server to run a private MariaDB")
+    server = PrivateMariaDB(tmp_path / "mariadb")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_mariadb_restarted_mid_check(private_mariadb, tree):
+    """The database server itself goes down for a few seconds and comes back while a check
+    runs: workers reconnect with bounded backoff and finish; every file is judged exactly
+    once and nothing stays leased."""
+    engine = db.create_engine(Settings(private_mariadb.url))
+    db.init_schema(engine)
+    for i in range(3000):
+        write_file(tree / f"d{i // 500}" / f"f{i}", b"%d" % i * 100)
+    crawl(engine, os.fsencode(tree), "s")
+    proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "check", "--workers", "2",
+                             "--lease", "20", "--timeout", "2"],
+                            env=_env(private_mariadb.url), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _counts(engine)[1] < 300:  # really working
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        engine.dispose()
+        private_mariadb.stop()
+        time.sleep(3)
+        private_mariadb.start()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert _counts(engine) == (3000, 3000, 0)
+    engine.dispose()

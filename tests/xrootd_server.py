@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from helpers import open_path_to
+
 XROOTD = shutil.which("xrootd") or "/usr/bin/xrootd"
 
 
@@ -39,14 +41,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def open_path_to(path: Path) -> None:
-    """Let the xrootd user reach ``path`` (test temp dirs are private to root)."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if mode & 0o005 != 0o005:
-            parent.chmod(mode | 0o005)
 
 
 class XRootDServer:
