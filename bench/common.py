@@ -43,6 +43,17 @@ def pnfsmon_env(url: str, crawl_root: Path | None = None) -> dict[str, str]:
     return env
 
 
+def buffer_pool(engine: sa.Engine, size: int | None = None) -> int:
+    """MariaDB's InnoDB buffer pool size in bytes, after setting it to ``size`` if given
+    (dynamic in MariaDB >= 10.2; needs root). Tables larger than it are read from
+    outside InnoDB's cache: benchmarks report both the server's setting and 1 GiB."""
+    with engine.connect() as conn:
+        if size is not None:
+            conn.exec_driver_sql(f"SET GLOBAL innodb_buffer_pool_size = {size}")
+            time.sleep(5)  # the resize runs in the background
+        return int(conn.exec_driver_sql("SELECT @@innodb_buffer_pool_size").scalar())
+
+
 def insert_finished_crawl(engine: sa.Engine, site: str, root: bytes, files: int,
                           finished: float) -> None:
     """A complete crawl of ``files`` files, for tables filled without crawling."""

@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from common import fresh_mariadb, insert_finished_crawl, insert_rows, peak_rss_kib, pnfsmon_env
+from common import (
+    buffer_pool,
+    fresh_mariadb,
+    insert_finished_crawl,
+    insert_rows,
+    peak_rss_kib,
+    pnfsmon_env,
+)
 
 FILES = 1_000_000
 PROBLEMS = {3: 40_000, 2: 30_000, 4: 20_000, 5: 10_000}  # missing, corrupted, timeout, unr.
@@ -89,14 +96,6 @@ def baseline(database: str) -> float:
         subprocess.run(["mysql", "-h", "127.0.0.1", "-u", "root", "--quick", "-N", database,
                         "-e", query], check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
-
-
-def buffer_pool(engine: sa.Engine, size: int | None = None) -> int:
-    with engine.connect() as conn:
-        if size is not None:
-            conn.exec_driver_sql(f"SET GLOBAL innodb_buffer_pool_size = {size}")
-            time.sleep(5)  # the resize runs in the background
-        return int(conn.exec_driver_sql("SELECT @@innodb_buffer_pool_size").scalar())
 
 
 def timed_report(env: dict, out: Path) -> tuple[float, int]:

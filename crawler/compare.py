@@ -71,14 +71,20 @@ def _crawl_guard(conn: sa.Connection, site: Site):
     return last, None
 
 
-def _missing(conn, site: Site, load_id: int) -> Iterator[tuple]:
+def _catalog_side(conn, site: Site, load_id: int) -> Iterator[tuple]:
+    """Every catalog file that is missing on storage or differs from it: one pass over the
+    inventory joined to the crawl (the missing and the mismatched are told apart here)."""
     s, i = statuses.c, inventory.c
+    gone = sa.or_(s.id.is_(None), s.status == int(Status.VANISHED))
+    differs = sa.or_(i.size != s.size,
+                     sa.and_(i.adler32.is_not(None), s.recorded_adler32.is_not(None),
+                             i.adler32 != s.recorded_adler32))
     return conn.execution_options(stream_results=True, yield_per=BATCH).execute(
-        sa.select(i.lfn, i.path, i.path_hash, i.size, i.created)
+        sa.select(i.lfn, i.path, i.path_hash, i.size, i.adler32, i.created, gone,
+                  s.size, s.recorded_adler32, s.mtime_ns)
         .select_from(inventory.outerjoin(
             statuses, sa.and_(s.site == site.name, s.path_hash == i.path_hash)))
-        .where(i.load_id == load_id,
-               sa.or_(s.id.is_(None), s.status == int(Status.VANISHED)))
+        .where(i.load_id == load_id, sa.or_(gone, differs))
     )
 
 
@@ -104,20 +110,6 @@ def _successor(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
-def _mismatches(conn, site: Site, load_id: int) -> Iterator[tuple]:
-    s, i = statuses.c, inventory.c
-    return conn.execution_options(stream_results=True, yield_per=BATCH).execute(
-        sa.select(i.lfn, s.path, s.path_hash, i.size, s.size, i.adler32,
-                  s.recorded_adler32, i.created, s.mtime_ns)
-        .select_from(inventory.join(
-            statuses, sa.and_(s.site == site.name, s.path_hash == i.path_hash)))
-        .where(i.load_id == load_id, s.status != int(Status.VANISHED),
-               sa.or_(i.size != s.size,
-                      sa.and_(i.adler32.is_not(None), s.recorded_adler32.is_not(None),
-                              i.adler32 != s.recorded_adler32)))
-    )
 
 
 class _Writer:
@@ -167,15 +159,24 @@ def compare(engine: sa.Engine, site: Site, now: float | None = None) -> CompareR
     result = CompareResult(compare_id, site.name, "published", refusal)
     writer = _Writer(engine, compare_id)
     with engine.connect() as conn:
+        for (lfn, path, digest, cat_size, cat_adler, created, gone, size, adler,
+             mtime_ns) in _catalog_side(conn, site, load.id):
+            lfn = bytes(lfn)
+            if gone and refusal is not None:
+                continue  # an incomplete crawl cannot tell what is missing
+            if site.ignored(lfn):
+                result.ignored += 1
+            elif (created is not None and created > young_before) or (
+                    not gone and mtime_ns / 1e9 > young_before):
+                result.young += 1
+            elif gone:
+                writer.add("missing", digest, lfn, path, cat_size)
+            else:
+                detail = (f"size {size} on storage, {cat_size} in the catalog"
+                          if cat_size is not None and cat_size != size else
+                          f"adler32 {adler} on storage, {cat_adler} in the catalog")
+                writer.add("mismatch", digest, lfn, path, size, detail)
         if refusal is None:
-            for lfn, path, digest, size, created in _missing(conn, site, load.id):
-                lfn = bytes(lfn)
-                if site.ignored(lfn):
-                    result.ignored += 1
-                elif created is not None and created > young_before:
-                    result.young += 1
-                else:
-                    writer.add("missing", digest, lfn, path, size)
             for path, digest, size, mtime_ns in _orphans(conn, site, load.id):
                 lfn = site.to_lfn(bytes(path))
                 if lfn is None:
@@ -186,19 +187,6 @@ def compare(engine: sa.Engine, site: Site, now: float | None = None) -> CompareR
                     result.young += 1
                 else:
                     writer.add("orphan", digest, lfn, path, size)
-        for (lfn, path, digest, cat_size, size, cat_adler, adler, created,
-             mtime_ns) in _mismatches(conn, site, load.id):
-            lfn = bytes(lfn)
-            if site.ignored(lfn):
-                result.ignored += 1
-            elif mtime_ns / 1e9 > young_before or (created is not None
-                                                    and created > young_before):
-                result.young += 1
-            else:
-                detail = (f"size {size} on storage, {cat_size} in the catalog"
-                          if cat_size is not None and cat_size != size else
-                          f"adler32 {adler} on storage, {cat_adler} in the catalog")
-                writer.add("mismatch", digest, lfn, path, size, detail)
     writer.flush()
     result.candidates = dict(writer.counts)
     _confirm(engine, site, compare_id, skip=refusal is not None)
