@@ -95,7 +95,7 @@ class Lease:
         self.engine.dispose()
 
     def claim(self, limit: int, *, due_before: float, now: float | None = None,
-              max_per_pool: int = 0) -> list[Claimed]:
+              max_per_pool: int = 0, site: str | None = None) -> list[Claimed]:
         """Lease up to ``limit`` due rows: never checked (or changed) first, then the ones
         whose last check was at or before ``due_before`` (a sweep fixes it when it starts:
         ``start - recheck_after``, so files it checks itself are not due again in it).
@@ -103,7 +103,10 @@ class Lease:
         ``max_per_pool`` (0: no cap) spares the storage: a worker reads one file at a time,
         so a pool's concurrent readers are the live lease owners holding its files; pools
         that already have that many other readers are skipped. Two claims at the same
-        instant may both take the last place (the cap is approximate by one or two)."""
+        instant may both take the last place (the cap is approximate by one or two).
+
+        ``site``: only that site's files (many sites can share one database). The claim
+        still reads ``ix_statuses_claim_key`` in order and skips other sites' rows."""
         now = time.time() if now is None else now
         # Each claim of this worker gets its own expiry, which identifies its rows to a
         # retry (see run() below): a step later if the clock (or a caller) repeats itself.
@@ -120,6 +123,8 @@ class Lease:
             # locks: its BEGIN IMMEDIATE serialises claims instead.
             .with_for_update(skip_locked=True)
         )
+        if site is not None:
+            query = query.where(statuses.c.site == site)
         if max_per_pool > 0:
             c = statuses.c
             busy = (

@@ -20,6 +20,7 @@ from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
 from schema.lease import Lease, request_now
 from schema.paths import display
 from schema.progress import Progress, human_bytes
+from schema.sites import site as site_settings
 from schema.status import PROBLEMS, Status
 from schema.xrootd import is_xrootd_url
 from tester.readers import READERS, make_reader
@@ -28,6 +29,7 @@ from tester.worker import CheckOptions, Tally, run
 
 DEFAULT_LEASE = 3600.0
 DAY = 86400.0
+DEFAULT_RECHECK_DAYS = 30.0
 
 
 def _worker_main(settings, options: CheckOptions, lease_seconds: float, results) -> None:
@@ -117,8 +119,11 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                    help=f"seconds a claimed file stays reserved (default: {DEFAULT_LEASE:g})")
     p.add_argument("--timeout", type=float, default=500.0, metavar="S",
                    help="seconds allowed to read one file (default: 500)")
-    p.add_argument("--recheck-after", type=float, default=30.0, metavar="D",
-                   help="days before a checked file is due again (default: 30)")
+    p.add_argument("--recheck-after", type=float, metavar="D",
+                   help="days before a checked file is due again (default: the site's "
+                        "recheck_after with --site, else 30)")
+    p.add_argument("--site", metavar="NAME",
+                   help="only this site's files (default: every site in the database)")
     p.add_argument("--forever", action="store_true",
                    help="keep polling for due files instead of exiting")
     p.add_argument("--poll", type=float, default=60.0, metavar="S",
@@ -136,24 +141,33 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                         "for the rest), posix, xrootd, or dccp (dCache's dcap client)")
 
 
+def _recheck_days(args: argparse.Namespace) -> float:
+    if args.recheck_after is not None:
+        return args.recheck_after
+    if args.site is None:
+        return DEFAULT_RECHECK_DAYS
+    return site_settings(cli.settings(args).config_file, args.site).recheck_after / DAY
+
+
 def check_options(args: argparse.Namespace) -> CheckOptions:
     """Validated worker options from parsed arguments."""
+    recheck_days = _recheck_days(args)
     if args.timeout <= 0 or args.lease <= args.timeout:
         raise ConfigError("--timeout must be positive and --lease longer than --timeout")
-    if min(args.recheck_after, args.max_rate, args.max_per_pool) < 0 or args.poll <= 0:
+    if min(recheck_days, args.max_rate, args.max_per_pool) < 0 or args.poll <= 0:
         raise ConfigError("--recheck-after, --max-rate and --max-per-pool must not be "
                           "negative, --poll must be positive")
-    return CheckOptions(timeout=args.timeout, recheck_after=args.recheck_after * DAY,
+    return CheckOptions(timeout=args.timeout, recheck_after=recheck_days * DAY,
                         forever=args.forever, poll=args.poll,
                         max_rate=args.max_rate * 1e6, max_per_pool=args.max_per_pool,
-                        sweep_start=args.sweep_start, reader=args.reader)
+                        sweep_start=args.sweep_start, reader=args.reader, site=args.site)
 
 
 def check_options_as_args(args: argparse.Namespace) -> list[str]:
     """The same options as a ``pnfsmon check`` command line (for worker jobs)."""
-    check_options(args)  # validate before they are sent to a thousand jobs
+    options = check_options(args)  # validate before they are sent to a thousand jobs
     out = ["--lease", f"{args.lease:g}", "--timeout", f"{args.timeout:g}",
-           "--recheck-after", f"{args.recheck_after:g}"]
+           "--recheck-after", f"{options.recheck_after / DAY:g}"]
     if args.forever:
         out += ["--forever", "--poll", f"{args.poll:g}"]
     if args.max_rate:
@@ -162,6 +176,8 @@ def check_options_as_args(args: argparse.Namespace) -> list[str]:
         out += ["--max-per-pool", str(args.max_per_pool)]
     if args.reader != "auto":
         out += ["--reader", args.reader]
+    if args.site is not None:
+        out += ["--site", args.site]
     if not args.forever:  # one sweep shared by every job; --forever sweeps move on
         out += ["--sweep-start", f"{args.sweep_start or time.time():.0f}"]
     return out

@@ -36,6 +36,7 @@ class CheckOptions:
     sweep_start: float | None = None
     reader: str = "auto"  # see tester.readers.READERS
     urgent_only: bool = False  # only files an operator asked for (check --prefix/--paths)
+    site: str | None = None  # only this site's files
 
 
 @dataclass
@@ -85,7 +86,8 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
     """Claim up to ``batch`` files due at ``sweep_start``, check and record them. None if
     nothing was due."""
     due_before = URGENT if options.urgent_only else sweep_start - options.recheck_after
-    claimed = lease.claim(batch, due_before=due_before, max_per_pool=options.max_per_pool)
+    claimed = lease.claim(batch, due_before=due_before, max_per_pool=options.max_per_pool,
+                          site=options.site)
     lease.hang_up()  # no DB connection while reading
     if not claimed:
         return None

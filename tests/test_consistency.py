@@ -245,3 +245,28 @@ def test_a_version_1_database_upgrades_in_place(engine, tree):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM statuses")).scalar() == 1
         assert conn.execute(sa.text("SELECT count(*) FROM inventory")).scalar() == 0
+
+
+def test_check_site_uses_the_sites_recheck_period(engine, tree, tmp_path):
+    """`check --site` claims only that site's files; without --recheck-after it takes
+    the site's period from its section (here: every file is due again at once)."""
+    for site in ("A", "B"):
+        write_file(tree / site / "f.dat", site.encode())
+        crawl(engine, os.fsencode(tree / site), site)
+    conf = tmp_path / "pnfsmon.conf"
+    conf.write_text("[site A]\nrecheck_after = 0\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    env.update(PNFSMON_CONFIG=str(conf),
+               PNFSMON_DB=engine.url.render_as_string(hide_password=False))
+
+    def check(*args) -> str:
+        r = subprocess.run([sys.executable, "-m", "pnfsmon", "check", "--workers", "1",
+                            *args], env=env, capture_output=True, text=True, timeout=120,
+                           cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert "checked 1 files" in check("--site", "A")  # B's file is left alone
+    assert "checked 1 files" in check("--site", "A")  # due again: recheck_after = 0
+    assert "checked 1 files" in check("--site", "B")
+    assert "checked 0 files" in check("--site", "B")  # B keeps the 30-day default

@@ -255,3 +255,16 @@ def test_a_retried_claim_takes_back_what_its_lost_commit_claimed(engine):
     # A new call (another expiry) claims new rows as before.
     assert not {c.id for c in lease.claim(3, due_before=1e12, now=2000.0)} & {
         c.id for c in lost}
+
+
+def test_a_site_claim_takes_only_that_sites_files(engine):
+    with engine.begin() as conn:
+        conn.execute(statuses.insert(), [
+            {"site": site, "path": f"/{site}/f{i}".encode(),
+             "path_hash": f"{site}{i}".encode().ljust(16, b"."), "size": 1, "mtime_ns": 1,
+             "status": 0, "claim_key": float(i), "crawl_gen": 1}
+            for site in ("A", "B") for i in range(5)])
+    lease = Lease(engine, lease_seconds=60)
+    got = lease.claim(10, due_before=1e12, site="B")
+    assert sorted(c.path for c in got) == [f"/B/f{i}".encode() for i in range(5)]
+    assert {c.site for c in lease.claim(10, due_before=1e12)} == {"A"}
