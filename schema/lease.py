@@ -135,17 +135,22 @@ class Lease:
             )
             query = query.where(sa.or_(c.pool.is_(None), c.pool.not_in(busy)))
 
+        attempts = 0
+
         def run() -> list[Claimed]:
+            nonlocal attempts
+            attempts += 1
             with write_transaction(self.engine) as conn:
                 # A retry after an error whose commit did reach the server (the connection
                 # died on the way back) finds its rows by this exact tag and expiry: take
                 # them, rather than strand them for a lease and claim more.
-                mine = conn.execute(
-                    sa.select(*_CLAIM_COLUMNS)
-                    .where(statuses.c.tag_expiry == expiry, statuses.c.tag == self.owner)
-                ).all()
-                if mine:
-                    return [Claimed(*row) for row in mine]
+                if attempts > 1:
+                    mine = conn.execute(
+                        sa.select(*_CLAIM_COLUMNS)
+                        .where(statuses.c.tag_expiry == expiry, statuses.c.tag == self.owner)
+                    ).all()
+                    if mine:
+                        return [Claimed(*row) for row in mine]
                 # Rows whose lease expired (their worker died) go back to the queue's head.
                 conn.execute(statuses.update().where(statuses.c.tag_expiry < now)
                              .values(tag=None, tag_expiry=None, claim_key=0.0))

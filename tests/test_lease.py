@@ -239,22 +239,36 @@ def test_max_per_pool_skips_pools_with_enough_readers(engine):
     assert "pool-a" in {c.pool for c in later}
 
 
-def test_a_retried_claim_takes_back_what_its_lost_commit_claimed(engine):
-    """The claim committed, but the answer never reached the worker (connection killed on
-    the way back); the retry of the same claim gets those rows instead of stranding them
-    for a lease and claiming more."""
+def test_a_retried_claim_takes_back_what_its_lost_commit_claimed(engine, monkeypatch):
+    """The claim committed, but the answer never reached the worker (the connection died on
+    the way back: injected after the real commit); the retry of that claim gets those rows
+    instead of stranding them for a lease and claiming more."""
+    import contextlib
+
+    import pymysql
+
+    from schema import lease as lease_module
+
     add_rows(engine, 6)
+    real = lease_module.write_transaction
+    lost = []
+
+    @contextlib.contextmanager
+    def commit_then_lose_the_answer(eng):
+        with real(eng) as conn:
+            yield conn
+        if not lost:  # the first transaction only: it has committed
+            lost.append(True)
+            raise sa.exc.OperationalError(
+                "COMMIT", {}, pymysql.err.OperationalError(2013, "Lost connection"))
+
+    monkeypatch.setattr(lease_module, "write_transaction", commit_then_lose_the_answer)
     lease = Lease(engine, lease_seconds=100, owner="w")
-    lease.claim(2, due_before=1e12, now=1000.0)  # recorded at once below
-    lease.record([ok(c) for c in lease.claim(2, due_before=1e12, now=1000.0)], now=1001.0)
-    # Replay one attempt: what claim(3, now=2000) commits, then the same call's retry.
-    lost = lease.claim(3, due_before=1e12, now=2000.0)
-    lease._last_expiry = 0.0  # the retry runs inside the same call: same expiry
-    retry = lease.claim(3, due_before=1e12, now=2000.0)
-    assert sorted(c.id for c in retry) == sorted(c.id for c in lost)
-    # A new call (another expiry) claims new rows as before.
-    assert not {c.id for c in lease.claim(3, due_before=1e12, now=2000.0)} & {
-        c.id for c in lost}
+    got = lease.claim(3, due_before=1e12, now=1000.0)
+    assert lost and len(got) == 3
+    with engine.connect() as conn:
+        leased = conn.execute(sa.select(statuses.c.id).where(statuses.c.tag.is_not(None)))
+        assert sorted(leased.scalars()) == sorted(c.id for c in got)  # none stranded
 
 
 def test_a_site_claim_takes_only_that_sites_files(engine):
