@@ -13,7 +13,7 @@ from crawler.posix import PosixNamespace
 from schema import cli
 from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from schema.paths import display
-from schema.progress import Progress, human_bytes
+from schema.progress import Progress, human_bytes, warn_list
 from schema.sites import DEFAULT_GRACE
 from schema.sites import site as site_settings
 
@@ -61,12 +61,6 @@ def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: f
     )
 
 
-def _warn(what: str, items: list[str]) -> None:
-    shown = ", ".join(items[:5])
-    more = len(items) - 5
-    print(f"warning: {what}: {shown}" + (f" and {more} more" if more > 0 else ""))
-
-
 def do_crawl(args: argparse.Namespace) -> int:
     """List every regular file below ROOT (never following symlinks, never opening
     anything) with its size, mtime and the Adler32 the storage records, and update the
@@ -91,11 +85,11 @@ def do_crawl(args: argparse.Namespace) -> int:
                           include_nearline=args.include_nearline, progress=Progress())
     print(summary(namespace.root, args.site, stats, ingest, time.monotonic() - started))
     if stats.malformed:
-        _warn(f"{len(stats.malformed)} files' recorded metadata could not be read (listed "
+        warn_list(f"{len(stats.malformed)} files' recorded metadata could not be read (listed "
               "without a recorded checksum)",
               [f"{display(p)} ({why})" for p, why in stats.malformed])
     if stats.unreadable:
-        _warn(f"could not list {stats.unreadable_directories} directories (their files "
+        warn_list(f"could not list {stats.unreadable_directories} directories (their files "
               "were not marked vanished)", [display(d) for d in stats.unreadable])
     return EXIT_PROBLEMS if stats.unreadable or stats.malformed else EXIT_OK
 

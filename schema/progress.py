@@ -1,5 +1,6 @@
 """Progress lines for long commands: rewritten in place on a terminal, silent otherwise
-(cron mails and condor logs get only the final summary)."""
+(cron mails and condor logs get only the final summary); and the one-line warnings that
+name a few of many items."""
 
 from __future__ import annotations
 
@@ -38,3 +39,10 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
+
+
+def warn_list(what: str, items: list[str], shown: int = 5) -> None:
+    """``warning: WHAT: a, b, c, d, e and 7 more`` on stdout (cron mails it)."""
+    more = len(items) - shown
+    print(f"warning: {what}: {', '.join(items[:shown])}"
+          + (f" and {more} more" if more > 0 else ""))

@@ -19,7 +19,7 @@ from schema.db import create_engine
 from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
 from schema.lease import Lease, request_now
 from schema.paths import display
-from schema.progress import Progress, human_bytes
+from schema.progress import Progress, human_bytes, warn_list
 from schema.sites import site as site_settings
 from schema.status import PROBLEMS, Status
 from schema.xrootd import is_xrootd_url
@@ -235,9 +235,8 @@ def _request_subset(engine, args: argparse.Namespace) -> None:
     marked, unknown = request_now(engine, prefix=prefix, paths=paths)
     print(f"{marked:,} files queued to be checked now")
     if unknown:
-        shown = ", ".join(display(p) for p in unknown[:5])
-        print(f"warning: {len(unknown):,} of the given paths are not in the database "
-              f"(crawl them first): {shown}" + (" ..." if len(unknown) > 5 else ""))
+        warn_list(f"{len(unknown):,} of the given paths are not in the database (crawl "
+                  "them first)", [display(p) for p in unknown])
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:

@@ -15,6 +15,7 @@ from schema.paths import display
 from schema.status import PROBLEMS, Status
 from schema.xrootd import is_xrootd_url
 from web.history import FileHistory, file_history
+from web.rows import when
 from web.summary import DAY, Summary, summarize
 
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
@@ -112,10 +113,6 @@ def do_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
 def _format_history(h: FileHistory) -> str:
     lines = [f"{display(h.path)} (site {h.site}, {h.size:,} bytes): {h.status.label}; "
              f"recorded adler32 {h.recorded_adler32 or 'none'}"
@@ -124,12 +121,12 @@ def _format_history(h: FileHistory) -> str:
         lines.append("  never checked")
         return "\n".join(lines)
     last = h.checks[0]
-    lines.append(f"  last verified {_when(last.checked)} by {last.worker_node}: "
+    lines.append(f"  last verified {when(last.checked)} by {last.worker_node}: "
                  f"{last.status.label}")
     for c in h.checks:
         source = " / ".join(x for x in (c.source_pool, c.source_node) if x)
         lines.append(
-            f"  {_when(c.checked)}  "
+            f"  {when(c.checked)}  "
             f"{c.status.label:<10} {c.worker_node}  {c.seconds:8.2f} s  "
             f"{c.bytes_read:>14,} B  {c.mb_per_s:8.1f} MB/s  {c.computed_adler32 or '-':8}"
             + (f"  {source}" if source else "") + (f"  {c.error}" if c.error else ""))

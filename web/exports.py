@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -20,15 +19,12 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from schema.atomic import atomic_text
 from schema.paths import display, encode_line
 from schema.status import Status
+from web.history import utc_iso
 from web.summary import ProblemRow, Summary
 
 CSV_COLUMNS = ("site", "path", "path_display", "size", "recorded_adler32", "recorded_from",
                "computed_adler32", "bytes_read", "pool", "source_node", "worker_node",
                "checked", "error")
-
-
-def _iso(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else ""
 
 
 def _record(row: ProblemRow) -> dict:
@@ -37,7 +33,7 @@ def _record(row: ProblemRow) -> dict:
         "size": row.size, "recorded_adler32": row.recorded_adler32,
         "recorded_from": row.recorded_from, "computed_adler32": row.computed_adler32,
         "bytes_read": row.bytes_read, "pool": row.pool, "source_node": row.source_node,
-        "worker_node": row.worker_node, "checked": _iso(row.checked), "error": row.error,
+        "worker_node": row.worker_node, "checked": utc_iso(row.checked), "error": row.error,
     }
 
 

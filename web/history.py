@@ -20,6 +20,11 @@ HISTORY_BUCKET = 1000
 HISTORY_ROWS = 20
 
 
+def utc_iso(ts: float | None) -> str:
+    """``2026-11-23T16:10:52Z``, the time form of every export ("" for none)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else ""
+
+
 @dataclass(frozen=True)
 class Check:
     checked: float
@@ -40,7 +45,7 @@ class Check:
     def as_json(self) -> dict:
         return {
             "checked": self.checked,
-            "checked_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked)),
+            "checked_utc": utc_iso(self.checked),
             "worker_node": self.worker_node, "status": self.status.label,
             "seconds": self.seconds, "bytes_read": self.bytes_read, "size": self.size,
             "source_node": self.source_node, "source_pool": self.source_pool,
