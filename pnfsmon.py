@@ -24,6 +24,7 @@ import web.cli
 from schema import db
 from schema.config import Settings
 from schema.errors import EXIT_USAGE, ConfigError, Interrupted, PnfsmonError
+from schema.secrets import scrub
 
 DEMO_FILES = 40
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PnfsmonError as err:
-        print(f"pnfsmon: error: {err}", file=sys.stderr)
+        print(scrub(f"pnfsmon: error: {err}"), file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("pnfsmon: interrupted", file=sys.stderr)

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from schema.config import Settings
 from schema.errors import ConfigError, DatabaseUnavailable
+from schema.secrets import without_password
 
 PASSWORD_FILE = "db.password"  # its name in the job's scratch directory
 USER_LOG = "pnfsmon-jobs.log"
@@ -51,7 +52,7 @@ def split_secret(settings: Settings) -> tuple[str, str | None]:
         raise ConfigError("condor workers run on other machines: they need a database "
                           "server (mysql+pymysql://… or postgresql+psycopg://…), not sqlite")
     password = settings.db_password if settings.db_password is not None else url.password
-    bare = url.set(password=None).render_as_string(hide_password=False)
+    bare = without_password(url).render_as_string(hide_password=False)
     return bare, password
 
 

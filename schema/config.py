@@ -16,6 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from schema import secrets
 from schema.errors import ConfigError
 
 DEFAULT_DB = "sqlite:///pnfsmon.sqlite"
@@ -69,6 +72,13 @@ def _read_password_file(path: str) -> str:
         raise ConfigError(f"cannot read the DB password file {path}: {err.strerror}") from None
 
 
+def _url_password(db_url: str) -> str | None:
+    try:
+        return sa.make_url(db_url).password
+    except sa.exc.ArgumentError:
+        return None  # not a URL: create_engine says so, redacted
+
+
 def load(db_flag: str | None = None) -> Settings:
     """Settings for this run. ``db_flag`` is the ``--db`` option, if given."""
     file_values, file_path = _read_file()
@@ -79,4 +89,6 @@ def load(db_flag: str | None = None) -> Settings:
     )
     if password is None and password_file:
         password = _read_password_file(password_file)
+    secrets.register(password)
+    secrets.register(_url_password(db_url))
     return Settings(db_url=db_url, db_password=password, config_file=file_path)

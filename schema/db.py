@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -17,6 +16,7 @@ from sqlalchemy import event, exc
 from schema import tables
 from schema.config import Settings
 from schema.errors import ConfigError, DatabaseUnavailable, SchemaError
+from schema.secrets import scrub
 
 T = TypeVar("T")
 
@@ -25,17 +25,12 @@ T = TypeVar("T")
 _TRANSIENT_MYSQL_CODES = {1040, 1205, 1213, 2002, 2003, 2006, 2013, 2055, 1927, 4031}
 
 
-def redact(url_text: str) -> str:
-    """A URL string with any password replaced, for messages."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url_text)
-
-
 def _make_url(settings: Settings) -> sa.URL:
     try:
         url = sa.make_url(settings.db_url)
     except exc.ArgumentError:
         raise ConfigError(
-            f"not a database URL: {redact(settings.db_url)!r} "
+            f"not a database URL: {scrub(settings.db_url)!r} "
             "(expected e.g. sqlite:///pnfsmon.sqlite or mysql+pymysql://user@host/db)"
         ) from None
     if settings.db_password is not None and url.password is None:
@@ -87,7 +82,7 @@ def create_engine(settings: Settings) -> sa.Engine:
             "for PostgreSQL: pip install 'psycopg[binary]'"
         ) from None
     except exc.ArgumentError as err:
-        raise ConfigError(f"bad database URL {redact(settings.db_url)!r}: {err}") from None
+        raise ConfigError(f"bad database URL {scrub(settings.db_url)!r}: {err}") from None
     if backend == "sqlite":
         _tune_sqlite(engine)
     return engine
@@ -115,7 +110,7 @@ def describe(err: BaseException) -> str:
     """One line from a DB error, never including the URL's password."""
     orig = getattr(err, "orig", None) or err
     line = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    return redact(line)
+    return scrub(line)
 
 
 def unavailable(engine: sa.Engine, err: BaseException) -> DatabaseUnavailable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import urllib.parse
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -28,6 +29,16 @@ def write_file(path: Path | bytes, data: bytes, *, record: bool = False,
         value = record_value or adler32_hex(zlib_ng.adler32(data))
         os.setxattr(p, xrdcks.XATTR_NAME, xrdcks.encode(value, int(os.stat(p).st_mtime)))
     return p
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The password as typed and as it appears inside a URL (percent-encoded)."""
+    return {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+
+
+def assert_no_secret(text: str, secret: str, where: str = "output") -> None:
+    for form in secret_forms(secret):
+        assert form not in text, f"the password ({form!r}) is in the {where}"
 
 
 def random_bytes(n: int, seed: int = 0) -> bytes:

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from schema.config import Settings
 from schema.errors import ConfigError
 from schema.status import Status
 from tests.conftest import DB_SECRET
-from tests.helpers import flip_bit, random_bytes, verdicts, write_file
+from tests.helpers import assert_no_secret, flip_bit, random_bytes, verdicts, write_file
 
 SECRET = DB_SECRET
 
@@ -63,24 +64,58 @@ def test_worker_description_rendered_by_the_bindings(tmp_path):
     assert sub["log"].endswith(submit.USER_LOG)
 
 
-def test_the_password_never_appears_in_the_submission(tmp_path):
-    env = {**os.environ, "PNFSMON_DB": "mysql+pymysql://mon@db.example.org/pn",
-           "PNFSMON_DB_PASSWORD": SECRET}
+# Every way a site hands pnfs-monitor its password: in the URL (flag, environment, config
+# file), in PNFSMON_DB_PASSWORD, or in a password file. "@" and "!" are percent-encoded
+# inside a URL, so both the typed and the encoded form are looked for.
+SECRET_IN_URL = "mysql+pymysql://mon:" + urllib.parse.quote(SECRET, safe="") + "@db.example.org/pn"
+PASSWORD_WAYS = {
+    "url in --db": (["--db", SECRET_IN_URL], {}, None),
+    "url in PNFSMON_DB": ([], {"PNFSMON_DB": SECRET_IN_URL}, None),
+    "url in the config file": ([], {}, f"[pnfsmon]\ndb = {SECRET_IN_URL}\n"),
+    "PNFSMON_DB_PASSWORD": ([], {"PNFSMON_DB": "mysql+pymysql://mon@db.example.org/pn",
+                                 "PNFSMON_DB_PASSWORD": SECRET}, None),
+    "password file": ([], {"PNFSMON_DB": "mysql+pymysql://mon@db.example.org/pn"},
+                      "[pnfsmon]\ndb_password_file = {pwfile}\n"),
+}
+
+
+def condor_env(tmp_path, way: str) -> tuple[list[str], dict[str, str]]:
+    """(extra arguments, environment) that give pnfsmon the password ``way``."""
+    args, extra, config = PASSWORD_WAYS[way]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    env.update(extra)
+    if config is not None:
+        pwfile = tmp_path / "pw"
+        pwfile.write_text(SECRET + "\n")
+        conf = tmp_path / "pnfsmon.conf"
+        conf.write_text(config.format(pwfile=pwfile))
+        env["PNFSMON_CONFIG"] = str(conf)
+    return args, env
+
+
+@pytest.mark.parametrize("way", PASSWORD_WAYS)
+def test_the_password_never_appears_in_the_submission(tmp_path, way):
+    args, env = condor_env(tmp_path, way)
     r = subprocess.run([sys.executable, "-m", "pnfsmon", "condor", "submit", "--jobs", "3",
-                        "--dry-run", "--workdir", str(tmp_path / "w")],
+                        "--dry-run", "--workdir", str(tmp_path / "w"), *args],
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert SECRET not in r.stdout + r.stderr
+    assert_no_secret(r.stdout + r.stderr, SECRET)
     assert "queue" in r.stdout and "would queue 3 job(s)" in r.stdout
+    assert "'--db' 'mysql+pymysql://mon@db.example.org/pn'" in r.stdout
     assert "'--sweep-start'" in r.stdout  # every job works on the same sweep
     assert "db.password  (the DB password, mode 600)" in r.stdout
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
-    # A password inside the URL is moved out of it, too.
-    settings = Settings("mysql+pymysql://mon:" + SECRET + "@db/pn")
-    url, password = submit.split_secret(settings)
-    assert SECRET not in url and password == SECRET
+
+
+def test_split_secret_moves_the_password_out_of_the_url(tmp_path):
+    for text in (SECRET_IN_URL, "mysql+pymysql://mon:plain@db/pn"):
+        url, password = submit.split_secret(Settings(text))
+        assert password in (SECRET, "plain")
+        assert_no_secret(url, password)
+        assert url.startswith("mysql+pymysql://mon@")
     path = submit.write_password_file(tmp_path / "w2", password)
-    assert path.stat().st_mode & 0o777 == 0o600 and path.read_text().strip() == SECRET
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_text().strip() == "plain"
 
 
 def test_sqlite_is_refused_for_condor_workers():

@@ -10,6 +10,7 @@ import time
 import zlib
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -163,3 +164,20 @@ def test_max_rate_caps_a_workers_reads(tmp_path):
     assert result.bytes_read == 2_000_000
     assert result.adler32 == f"{zlib.adler32(path.read_bytes()):08x}"
     assert time.monotonic() - started >= 0.45  # 2 MB at 4 MB/s: at least half a second
+
+
+def test_scrub_hides_url_passwords_and_registered_secrets():
+    from schema import secrets
+
+    assert secrets.scrub("mysql+pymysql://mon:p%40ss:w/rd@db/pn failed") == \
+        "mysql+pymysql://mon:***@db/pn failed"
+    assert secrets.scrub("postgresql+psycopg://u:x@h/d") == "postgresql+psycopg://u:***@h/d"
+    # XRootD URLs with a port and an '@' in a path are not database URLs: left alone.
+    path = "root://host:1094//store/a@b.root"
+    assert secrets.scrub(path) == path
+    secrets.register("Unit-S3cret/@!")
+    for form in ("Unit-S3cret/@!", "Unit-S3cret%2F%40%21"):
+        assert secrets.scrub(f"login with {form} refused") == "login with *** refused"
+    url = secrets.without_password(sa.make_url("mysql+pymysql://mon:pw@db:3307/pn?charset=utf8"))
+    assert url.render_as_string(hide_password=False) == \
+        "mysql+pymysql://mon@db:3307/pn?charset=utf8"
