@@ -21,7 +21,7 @@ import crawler.cli
 import schema.cli
 import tester.cli
 import web.cli
-from schema import db
+from schema import db, migrate
 from schema.config import Settings
 from schema.errors import EXIT_USAGE, ConfigError, Interrupted, PnfsmonError
 from schema.secrets import scrub
@@ -88,7 +88,7 @@ def do_demo(args: argparse.Namespace) -> int:
     storage.mkdir(parents=True)
     settings = Settings(db_url=f"sqlite:///{base / 'pnfsmon.sqlite'}")
     engine = db.create_engine(settings)
-    db.init_schema(engine)
+    migrate.upgrade(engine)
     files = _build_demo_tree(storage)
     print(f"built {len(files)} files in {storage}")
     root = os.fsencode(storage)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fresh_mariadb  # noqa: E402
 
-from schema import db  # noqa: E402
+from schema import db, migrate  # noqa: E402
 from schema.config import Settings  # noqa: E402
 from schema.lease import Lease  # noqa: E402
 
@@ -54,7 +54,7 @@ def fill(engine: sa.Engine, rows: int, now: float) -> None:
 
 def median_claim(url: str, rows: int, repeat: int) -> float:
     engine = db.create_engine(Settings(url))
-    db.init_schema(engine)
+    migrate.upgrade(engine)
     now = time.time()
     fill(engine, rows, now)
     lease = Lease(engine, lease_seconds=600, owner="bench")

@@ -9,7 +9,7 @@ import sys
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from schema import config, db, tables
+from schema import config, db, migrate, tables
 from schema.errors import ConfigError
 
 
@@ -40,17 +40,29 @@ def engine(args: argparse.Namespace, *, check: bool = True) -> sa.Engine:
     return db.open_database(settings(args), check=check)
 
 
-def do_db_init(args: argparse.Namespace) -> int:
-    """Create the tables, or upgrade them to this version; safe to run again."""
-    eng = engine(args, check=False)
-    old, new = db.init_schema(eng)
+def _say_upgraded(eng: sa.Engine, old: str | None, new: str) -> None:
     where = eng.url.render_as_string(hide_password=True)
     if old is None:
-        print(f"created schema version {new} in {where}")
-    elif old < new:
-        print(f"upgraded schema from version {old} to {new} in {where}")
+        print(f"created schema revision {new} in {where}")
+    elif old != new:
+        print(f"upgraded schema from revision {old} to {new} in {where}")
     else:
-        print(f"schema version {new} is current in {where}")
+        print(f"schema revision {new} is current in {where}")
+
+
+def do_db_init(args: argparse.Namespace) -> int:
+    """Create the tables in a new database (an existing one is upgraded, as by `db
+    upgrade`); safe to run again."""
+    eng = engine(args, check=False)
+    _say_upgraded(eng, *migrate.upgrade(eng))
+    return 0
+
+
+def do_db_upgrade(args: argparse.Namespace) -> int:
+    """Upgrade the schema of a database made by an older pnfs-monitor to this version, in
+    place (Alembic revisions); safe to run again. Stop the workers and crawls first."""
+    eng = engine(args, check=False)
+    _say_upgraded(eng, *migrate.upgrade(eng, create=False))
     return 0
 
 
@@ -69,8 +81,12 @@ def ddl(dialect_name: str) -> str:
             str(CreateIndex(ix).compile(dialect=dialect)).strip() + ";"
             for ix in sorted(table.indexes, key=lambda i: i.name or "")
         )
-    version = tables.SCHEMA_VERSION
-    out.append(f"INSERT INTO {tables.meta.name} VALUES ('schema_version', '{version}');")
+    out.append(f"INSERT INTO {tables.meta.name} VALUES ('schema_version', "
+               f"'{tables.SCHEMA_VERSION}');")
+    # What `pnfsmon db upgrade` reads to know where a database hand-made from this stands.
+    out.append(f"CREATE TABLE {migrate.ALEMBIC_TABLE} (version_num VARCHAR(32) NOT NULL, "
+               f"CONSTRAINT {migrate.ALEMBIC_TABLE}_pkc PRIMARY KEY (version_num));")
+    out.append(f"INSERT INTO {migrate.ALEMBIC_TABLE} VALUES ('{tables.HEAD}');")
     return "\n\n".join(out) + "\n"
 
 
@@ -86,6 +102,9 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p_init = db_sub.add_parser("init", parents=parents, help=do_db_init.__doc__,
                                description=do_db_init.__doc__)
     p_init.set_defaults(func=do_db_init)
+    p_up = db_sub.add_parser("upgrade", parents=parents, help=do_db_upgrade.__doc__,
+                             description=do_db_upgrade.__doc__)
+    p_up.set_defaults(func=do_db_upgrade)
     p_ddl = db_sub.add_parser("ddl", help=do_db_ddl.__doc__, description=do_db_ddl.__doc__)
     p_ddl.add_argument("--dialect", default="mysql",
                        help="mysql, mariadb, postgresql or sqlite (default: mysql)")

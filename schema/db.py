@@ -13,7 +13,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
-from schema import tables
+from schema import migrate
 from schema.config import Settings
 from schema.errors import ConfigError, DatabaseUnavailable, SchemaError
 from schema.secrets import scrub
@@ -149,59 +149,6 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
-def schema_version(conn: sa.Connection) -> int | None:
-    if not sa.inspect(conn).has_table(tables.meta.name):
-        return None
-    value = conn.execute(
-        sa.select(tables.meta.c.value).where(tables.meta.c.key == "schema_version")
-    ).scalar()
-    return int(value) if value is not None else None
-
-
-def init_schema(engine: sa.Engine) -> tuple[int | None, int]:
-    """Create or upgrade the schema; safe to run again. Returns (old, new) versions."""
-    with write_transaction(engine) as conn:
-        old = schema_version(conn)
-        if old is not None and old > tables.SCHEMA_VERSION:
-            raise _newer_schema(old)
-        tables.metadata.create_all(conn, checkfirst=True)
-        # Upgrades from older versions go here, one step per version, as they are needed.
-        if old is None:
-            conn.execute(
-                tables.meta.insert().values(key="schema_version",
-                                            value=str(tables.SCHEMA_VERSION))
-            )
-        elif old < tables.SCHEMA_VERSION:
-            conn.execute(
-                tables.meta.update()
-                .where(tables.meta.c.key == "schema_version")
-                .values(value=str(tables.SCHEMA_VERSION))
-            )
-    return old, tables.SCHEMA_VERSION
-
-
-def _newer_schema(version: int) -> SchemaError:
-    return SchemaError(
-        f"the database schema is version {version}, newer than this pnfs-monitor "
-        f"understands ({tables.SCHEMA_VERSION}): upgrade pnfs-monitor"
-    )
-
-
-def check_schema(engine: sa.Engine) -> None:
-    """Refuse to work on a database without our schema, or with an older or newer one."""
-    with engine.connect() as conn:
-        version = schema_version(conn)
-    if version is None:
-        raise SchemaError("the database has no pnfs-monitor tables: run `pnfsmon db init`")
-    if version > tables.SCHEMA_VERSION:
-        raise _newer_schema(version)
-    if version < tables.SCHEMA_VERSION:
-        raise SchemaError(
-            f"the database schema is version {version}, this pnfs-monitor needs "
-            f"{tables.SCHEMA_VERSION}: run `pnfsmon db init` to upgrade it"
-        )
-
-
 def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
     """An engine that has connected once (so a bad host fails here, clearly) and whose
     schema has been checked."""
@@ -212,7 +159,8 @@ def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
         raise SchemaError(f"no database file {database}: run `pnfsmon db init` to create it")
     try:
         if check:
-            check_schema(engine)
+            with engine.connect() as conn:
+                migrate.check(conn)
         else:
             with engine.connect():
                 pass

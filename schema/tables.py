@@ -15,9 +15,17 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-#: Bumped with every change to the tables below; ``schema.db`` refuses a newer database.
-#: 2: the catalog inventory and its comparison with the crawl (new tables only).
-SCHEMA_VERSION = 2
+#: The schema's history is a chain of Alembic revisions (``schema/migrations/versions``),
+#: one per change to the tables below; this is their order, and the last is what this code
+#: needs (``schema.db`` refuses a database at another one, and says what to run). A test
+#: holds it equal to the revisions' own chain.
+REVISIONS = ("0001", "0002", "0003")
+HEAD = REVISIONS[-1]
+#: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
+#: each revision still updates): an older pnfs-monitor refuses a database newer than it.
+#: 1: the spine; 2: the catalog inventory and compares; 3: the status_counts ledger and
+#: statuses.problem_seen.
+SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
 # so MariaDB can index it without a prefix length.
@@ -86,6 +94,10 @@ statuses = sa.Table(
     sa.Column("error", sa.String(1024)),
     sa.Column("pool", sa.String(255)),
     sa.Column("crawl_gen", sa.Integer, nullable=False),
+    # Set when a problem verdict is recorded, kept after: ``pnfsmon db prune`` keeps every
+    # check of a file that is or was a problem.
+    sa.Column("problem_seen", sa.Boolean, nullable=False, default=False,
+              server_default=sa.false()),
     sa.UniqueConstraint("site", "path_hash"),
     sa.Index(None, "claim_key"),
     sa.Index("ix_statuses_lease", "tag_expiry"),
@@ -111,6 +123,22 @@ events = sa.Table(
     sa.Column("error", sa.String(1024)),
     sa.Index(None, "file_id", "checked"),
     sa.Index(None, "checked"),
+)
+
+# How many files and bytes each (site, status) holds, as a ledger: every change of a file's
+# status or size appends its difference here in the same transaction (``schema.counts``),
+# so ``pnfsmon status`` sums a few thousand rows instead of scanning ``statuses``. Rows are
+# folded into one per key from time to time. ``first_check``: the file's reference
+# checksum is its first computed one.
+status_counts = sa.Table(
+    "status_counts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("first_check", sa.Boolean, nullable=False),
+    sa.Column("files", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
 )
 
 # The catalog's view of a site (``pnfsmon inventory load``). A load's rows become the site's

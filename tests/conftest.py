@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from schema import db
+from schema import db, migrate
 from schema.config import Settings
 
 SERVERS = {
@@ -83,16 +83,19 @@ def db_url(request, tmp_path, server_databases):
         url = server_databases[backend]
         _drop_all(url)
     engine = db.create_engine(Settings(url))
-    db.init_schema(engine)
+    migrate.upgrade(engine)
     engine.dispose()
     yield url
 
 
 def _drop_all(url: str) -> None:
+    """Drop pnfs-monitor's tables and its schema history, leaving an empty database."""
     from schema.tables import metadata
 
     engine = db.create_engine(Settings(url))
     metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {migrate.ALEMBIC_TABLE}")
     engine.dispose()
 
 
@@ -131,7 +134,7 @@ def xrootd(tmp_path_factory):
 def sqlite_engine(tmp_path):
     """An initialised SQLite database, for tests about storage rather than the database."""
     eng = db.create_engine(Settings(f"sqlite:///{tmp_path / 'pnfsmon.sqlite'}"))
-    db.init_schema(eng)
+    migrate.upgrade(eng)
     yield eng
     eng.dispose()
 

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 
 from schema import db
 from schema.config import Settings
-from schema.tables import meta
 from tests.helpers import flip_bit, random_bytes, write_file
 
 
@@ -88,17 +87,11 @@ def test_demo_runs_end_to_end(tmp_path):
     assert r.returncode == 2 and "not empty" in r.stderr
 
 
-def test_db_init_is_idempotent_and_refuses_a_newer_schema(db_url):
-    r = pnfsmon("db", "init", "--db", db_url)
-    assert r.returncode == 0 and "is current" in r.stdout
-    engine = db.create_engine(Settings(db_url))
-    with engine.begin() as conn:
-        conn.execute(meta.update().values(value="999"))
-    for args in (["status"], ["db", "init"]):
-        r = pnfsmon(*args, "--db", db_url)
-        assert r.returncode == 2
-        assert r.stderr.count("\n") == 1 and "newer" in r.stderr and "Traceback" not in r.stderr
-    engine.dispose()
+def test_db_init_is_idempotent(db_url):
+    """(Older and newer schemas: tests/test_migrations.py.)"""
+    for command in ("init", "upgrade"):
+        r = pnfsmon("db", command, "--db", db_url)
+        assert r.returncode == 0 and "is current" in r.stdout
 
 
 def test_ddl_for_a_dba():

@@ -18,7 +18,7 @@ import pytest
 
 from condor import bundle, status, submit
 from crawler.cli import crawl
-from schema import db
+from schema import db, migrate
 from schema.config import Settings
 from schema.errors import ConfigError
 from schema.status import Status
@@ -142,7 +142,7 @@ def test_job_runs_on_a_bare_worker_node(tmp_path, tree, mariadb_with_password):
     url = mariadb_with_password
     settings = Settings(url, db_password=SECRET)
     engine = db.create_engine(settings)
-    db.init_schema(engine)
+    migrate.upgrade(engine)
     good = [write_file(tree / f"f{i}.dat", random_bytes(10_000 + i, seed=i), record=True)
             for i in range(30)]
     crawl(engine, os.fsencode(tree), "s")

@@ -225,28 +225,6 @@ def test_site_sections_and_the_cli(engine, tree, tmp_path, site_tree):
     assert r.returncode == 2 and "grace = 'soon' is not a number" in r.stderr
 
 
-def test_a_version_1_database_upgrades_in_place(engine, tree):
-    """A database from before the catalog tables: refused until `db init`, which adds
-    them and keeps every file and verdict."""
-    from schema import db
-    from schema.errors import SchemaError
-    from schema.tables import compares, discrepancies, inventory, inventory_loads, meta
-
-    write_file(tree / "kept.dat", b"kept")
-    crawl(engine, os.fsencode(tree), "s")
-    with engine.begin() as conn:
-        for table in (discrepancies, compares, inventory, inventory_loads):
-            table.drop(conn)
-        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value="1"))
-    with pytest.raises(SchemaError, match="run `pnfsmon db init` to upgrade"):
-        db.check_schema(engine)
-    assert db.init_schema(engine) == (1, 2)
-    db.check_schema(engine)
-    with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM statuses")).scalar() == 1
-        assert conn.execute(sa.text("SELECT count(*) FROM inventory")).scalar() == 0
-
-
 def test_check_site_uses_the_sites_recheck_period(engine, tree, tmp_path):
     """`check --site` claims only that site's files; without --recheck-after it takes
     the site's period from its section (here: every file is due again at once)."""

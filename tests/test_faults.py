@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from crawler.cli import crawl
-from schema import db
+from schema import db, migrate
 from schema.config import Settings
 from schema.status import Status
 from schema.tables import events, statuses
@@ -213,7 +213,7 @@ def test_mariadb_restarted_mid_check(private_mariadb, tree):
     runs: workers reconnect with bounded backoff and finish; every file is judged exactly
     once and nothing stays leased."""
     engine = db.create_engine(Settings(private_mariadb.url))
-    db.init_schema(engine)
+    migrate.upgrade(engine)
     for i in range(3000):
         write_file(tree / f"d{i // 500}" / f"f{i}", b"%d" % i * 100)
     crawl(engine, os.fsencode(tree), "s")

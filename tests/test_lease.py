@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from schema import db
+from schema import db, migrate
 from schema.config import Settings
 from schema.lease import Lease, Verdict
 from schema.status import Status
@@ -147,7 +147,7 @@ class LeaseMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="pnfsmon-lease-")
         self.engine = db.create_engine(Settings(f"sqlite:///{self.dir}/q.sqlite"))
-        db.init_schema(self.engine)
+        migrate.upgrade(self.engine)
         add_rows(self.engine, self.ROWS)
         with self.engine.connect() as conn:
             ids = conn.execute(sa.select(statuses.c.id)).scalars().all()
