@@ -17,7 +17,7 @@ from pathlib import Path
 from schema.errors import ConfigError
 
 #: Our top-level packages and modules, then the pure-Python parts of our dependencies.
-OWN = ("pnfsmon", "schema", "crawler", "tester", "web", "condor")
+OWN = ("pnfsmon", "schema", "crawler", "tester", "web", "condor", "demo")
 DEPENDENCIES = ("sqlalchemy", "pymysql", "jinja2", "markupsafe", "typing_extensions")
 
 _MAIN = '''\

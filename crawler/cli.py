@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
+
+import sqlalchemy as sa
 
 from crawler.ingest import Ingest
 from crawler.listing import WalkStats
 from crawler.namespaces import NAMESPACES, Namespace, open_namespace
 from crawler.posix import PosixNamespace
-from schema import cli
+from schema import cli, logs
 from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from schema.paths import display
-from schema.progress import Progress, human_bytes, warn_list
+from schema.progress import Progress, human_bytes
 from schema.sites import DEFAULT_GRACE
 from schema.sites import site as site_settings
+from schema.tables import crawls
 
 DEFAULT_SITE = "local"
+log = logging.getLogger(__name__)
 
 
 def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = True,
@@ -31,14 +36,11 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
     stats = WalkStats()
     ingest = Ingest(engine, site, namespace.root, grace=grace,
                     include_nearline=include_nearline)
-    started = time.monotonic()
 
     def listing():
         for item in namespace.walk(stats):
             if progress is not None:
-                rate = stats.files / max(time.monotonic() - started, 1e-9)
-                progress.update(f"{stats.files:,} files, {stats.directories:,} directories, "
-                                f"{rate:,.0f} files/s")
+                progress.update(stats.files, f"{stats.directories:,} directories")
             yield item
 
     ingest.add_all(listing())
@@ -47,6 +49,16 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
     ingest.mark_vanished(stats.unreadable)
     ingest.finish(stats)
     return stats, ingest
+
+
+def previous_files(engine, site: str, root: bytes) -> int | None:
+    """How many files the last finished crawl of ``site`` below ``root`` listed."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(crawls.c.files)
+            .where(crawls.c.site == site, crawls.c.root == root, crawls.c.finished.is_not(None))
+            .order_by(crawls.c.id.desc()).limit(1)
+        ).scalar()
 
 
 def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: float) -> str:
@@ -81,16 +93,20 @@ def do_crawl(args: argparse.Namespace) -> int:
                                timeout=args.request_timeout)
     engine = cli.engine(args)
     started = time.monotonic()
+    # The total is the last crawl's: an estimate, good enough for an ETA.
+    progress = Progress(f"crawl of {display(namespace.root)}",
+                        previous_files(engine, args.site, namespace.root),
+                        interval=args.log_interval)
     stats, ingest = crawl(engine, namespace, args.site, grace=grace,
-                          include_nearline=args.include_nearline, progress=Progress())
-    print(summary(namespace.root, args.site, stats, ingest, time.monotonic() - started))
+                          include_nearline=args.include_nearline, progress=progress)
+    logs.result(summary(namespace.root, args.site, stats, ingest,
+                        time.monotonic() - started))
     if stats.malformed:
-        warn_list(f"{len(stats.malformed)} files' recorded metadata could not be read (listed "
-              "without a recorded checksum)",
-              [f"{display(p)} ({why})" for p, why in stats.malformed])
+        log.warning("%s files' recorded metadata could not be read (named above); they are "
+                    "listed without a recorded checksum", f"{len(stats.malformed):,}")
     if stats.unreadable:
-        warn_list(f"could not list {stats.unreadable_directories} directories (their files "
-              "were not marked vanished)", [display(d) for d in stats.unreadable])
+        log.warning("%s directories could not be listed (named above); their files were "
+                    "not marked vanished", f"{stats.unreadable_directories:,}")
     return EXIT_PROBLEMS if stats.unreadable or stats.malformed else EXIT_OK
 
 

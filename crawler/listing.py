@@ -5,7 +5,12 @@ consumes them."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+
+from schema.paths import display
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -34,6 +39,18 @@ class WalkStats:
     @property
     def unreadable_directories(self) -> int:
         return len(self.unreadable)
+
+    def unlisted(self, directory: bytes, why: str) -> None:
+        """A directory that could not be listed: said now, counted, and its subtree spared
+        from being marked vanished."""
+        log.warning("could not list %s: %s (its files are not marked vanished)",
+                    display(directory), why)
+        self.unreadable.append(directory)
+
+    def bad_metadata(self, path: bytes, why: str) -> None:
+        """A file whose recorded metadata could not be read: listed without it."""
+        log.warning("%s: %s (listed without a recorded checksum)", display(path), why)
+        self.malformed.append((path, why))
 
     def count(self, item: Listed) -> Listed:
         self.files += 1

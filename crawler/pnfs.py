@@ -116,7 +116,7 @@ class DcacheMount:
     def _malformed(self, path: bytes, what: str, err: Exception) -> None:
         """The file stays listed (without what could not be read); the crawl says why."""
         why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        self.stats.malformed.append((path, f"{what}: {why}"))
+        self.stats.bad_metadata(path, f"{what}: {why}")
 
 
 class PnfsNamespace(DcacheMount):

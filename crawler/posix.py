@@ -46,10 +46,10 @@ def scan(root: bytes, stats: WalkStats, describe: Describe,
                         stats.skipped += 1  # symlink, FIFO, socket, device: never opened
                         continue
                     yield stats.count(describe(directory, entry.name, entry.path, st))
-        except OSError:
+        except OSError as err:
             # Unreadable (EACCES), vanished, or an I/O error while listing: counted, and
             # its subtree is protected from being called vanished by this crawl.
-            stats.unreadable.append(directory)
+            stats.unlisted(directory, err.strerror or str(err))
             continue
         if entries == 0:
             stats.empty_directories += 1

@@ -130,7 +130,10 @@ class XRootDNamespace:
             entries = response["dirlist"] if response else None
             # code 3 (suPartial): some entries could not be listed; treat as unlisted too.
             if not status["ok"] or status["code"] == 3 or entries is None:
-                stats.unreadable.append(self.url.child(subject))
+                why = " ".join(str(status.get("message") or "").replace("[ERROR]", "").split())
+                if status["code"] == 3:
+                    why = "some entries could not be listed"
+                stats.unlisted(self.url.child(subject), why or "no listing returned")
                 if entries is None:
                     continue
             if not entries:
@@ -142,7 +145,7 @@ class XRootDNamespace:
                 name = entry["name"]
                 if info is None:  # listed without its stat: cannot judge, protect it
                     if stats.unreadable[-1:] != [self.url.child(subject)]:
-                        stats.unreadable.append(self.url.child(subject))
+                        stats.unlisted(self.url.child(subject), f"no stat for {name}")
                     continue
                 flags = info["flags"]
                 if flags & is_dir:

@@ -9,19 +9,34 @@ import sys
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from schema import config, db, migrate, tables
+from schema import config, db, logs, migrate, tables
 from schema.errors import ConfigError
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
     """Options every command takes, before or after the subcommand's name. Below the top
     level their default is SUPPRESS, so an option given before the subcommand survives."""
+    default = None if top_level else argparse.SUPPRESS
     parser.add_argument(
-        "--db", metavar="URL", default=None if top_level else argparse.SUPPRESS,
+        "--db", metavar="URL", default=default,
         help="database URL (default: $PNFSMON_DB, the configuration file, or "
-             f"{config.DEFAULT_DB}); the password comes from $PNFSMON_DB_PASSWORD or a file "
-             "named by $PNFSMON_DB_PASSWORD_FILE, never from here",
+             f"{config.DEFAULT_DB}); better without the password: it comes from "
+             "$PNFSMON_DB_PASSWORD or a file named by $PNFSMON_DB_PASSWORD_FILE",
     )
+    logging = parser.add_argument_group("logging")
+    logging.add_argument("-v", "--verbose", action="store_true",
+                         default=False if top_level else argparse.SUPPRESS,
+                         help="also log DEBUG lines")
+    logging.add_argument("-q", "--quiet", action="store_true",
+                         default=False if top_level else argparse.SUPPRESS,
+                         help="log only warnings and errors (no progress lines)")
+    logging.add_argument("--log-file", metavar="FILE", default=default,
+                         help="also append the log (with times and levels) to FILE; "
+                              "- logs to stdout instead of stderr")
+    logging.add_argument("--log-interval", metavar="S", type=float,
+                         default=logs.DEFAULT_INTERVAL if top_level else argparse.SUPPRESS,
+                         help="seconds between progress lines when not on a terminal "
+                              f"(default: {logs.DEFAULT_INTERVAL:g})")
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -1,36 +1,18 @@
-"""Progress lines for long commands: rewritten in place on a terminal, silent otherwise
-(cron mails and condor logs get only the final summary); and the one-line warnings that
-name a few of many items."""
+"""Progress of a long command (crawl, check). On a terminal: one line rewritten in place,
+with the total and an ETA where the total is known. Elsewhere (cron mail, an HTCondor
+job's ``.out``, journald): an INFO log line every ``interval`` seconds, with the time.
+Also the sizes and "a, b and 7 more" lists that summaries print."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
 
+from schema.logs import DEFAULT_INTERVAL
 
-class Progress:
-    def __init__(self, stream: TextIO | None = None, interval: float = 1.0) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
-        self.interval = interval
-        self._last = 0.0
-        self._shown = False
-
-    def update(self, text: str, *, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if force or now - self._last >= self.interval:
-            self._last = now
-            self.stream.write("\r\x1b[K" + text)
-            self.stream.flush()
-            self._shown = True
-
-    def done(self) -> None:
-        if self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+log = logging.getLogger(__name__)
 
 
 def human_bytes(n: float) -> str:
@@ -41,8 +23,66 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def human_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class Progress:
+    """``update(done, detail)`` as often as convenient; ``total`` may be unknown (None)
+    or an estimate (the last crawl's file count), then the ETA is one too."""
+
+    def __init__(self, what: str, total: int | None = None, *, unit: str = "files",
+                 interval: float = DEFAULT_INTERVAL, stream: TextIO | None = None) -> None:
+        self.what = what
+        self.total = total
+        self.unit = unit
+        self.stream = stream or sys.stderr
+        self.terminal = self.stream.isatty()
+        self.interval = 1.0 if self.terminal else interval
+        self.started = time.monotonic()
+        self._last = self.started
+        self._shown = False
+
+    def line(self, done: int, detail: str = "") -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = done / elapsed
+        text = f"{self.what}: {done:,}"
+        if self.total:
+            text += f" of {self.total:,} {self.unit} ({100.0 * done / self.total:.0f} %)"
+        else:
+            text += f" {self.unit}"
+        text += f", {rate:,.0f}/s"
+        if self.total and rate > 0 and done < self.total:
+            text += f", ETA {human_duration((self.total - done) / rate)}"
+        return text + (f"; {detail}" if detail else "")
+
+    def update(self, done: int, detail: str = "") -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        if self.terminal:
+            self.stream.write("\r\x1b[K" + self.line(done, detail))
+            self.stream.flush()
+            self._shown = True
+        else:
+            log.info("%s", self.line(done, detail))
+
+    def done(self) -> None:
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
 def warn_list(what: str, items: list[str], shown: int = 5) -> None:
-    """``warning: WHAT: a, b, c, d, e and 7 more`` on stdout (cron mails it)."""
+    """One WARNING line: ``WHAT: a, b, c, d, e and 7 more``."""
     more = len(items) - shown
-    print(f"warning: {what}: {', '.join(items[:shown])}"
-          + (f" and {more} more" if more > 0 else ""))
+    log.warning("%s: %s%s", what, ", ".join(items[:shown]),
+                f" and {more} more" if more > 0 else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import multiprocessing
 import os
 import queue
@@ -14,7 +15,9 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 
-from schema import cli
+import sqlalchemy as sa
+
+from schema import cli, logs
 from schema.db import create_engine
 from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
 from schema.lease import Lease, request_now
@@ -22,10 +25,13 @@ from schema.paths import display
 from schema.progress import Progress, human_bytes, warn_list
 from schema.sites import site as site_settings
 from schema.status import PROBLEMS, Status
+from schema.tables import statuses
 from schema.xrootd import is_xrootd_url
 from tester.readers import READERS, make_reader
 from tester.stream import ADLER32_IMPLEMENTATION
 from tester.worker import CheckOptions, Tally, run
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 3600.0
 DAY = 86400.0
@@ -75,9 +81,10 @@ def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: fl
             total.merge(item)
             if progress is not None:
                 elapsed = time.monotonic() - started
-                progress.update(f"{total.checked:,} files checked, "
-                                f"{total.checked / elapsed:,.0f} files/s, "
-                                f"{human_bytes(total.bytes_read / elapsed)}/s")
+                progress.update(total.checked,
+                                f"{human_bytes(total.bytes_read)} read, "
+                                f"{human_bytes(total.bytes_read / elapsed)}/s, "
+                                f"{total.problems:,} problems")
     except BaseException:
         # Ctrl-C, or SIGTERM (condor_rm, systemd): each worker records what it checked,
         # releases the rest of its batch and exits; then we stop too.
@@ -198,16 +205,20 @@ def do_check(args: argparse.Namespace) -> int:
     if subset and args.forever:
         raise ConfigError("--prefix and --paths check a subset once; drop --forever")
     if ADLER32_IMPLEMENTATION != "zlib-ng":
-        print(f"pnfsmon: warning: Adler32 from {ADLER32_IMPLEMENTATION}", file=sys.stderr)
+        log.warning("Adler32 from %s", ADLER32_IMPLEMENTATION)
     settings = cli.settings(args)
     engine = cli.engine(args)  # connect and check the schema once, before forking
+    total = None
     if subset:
-        _request_subset(engine, args)
+        total = _request_subset(engine, args)
         options = dataclasses.replace(options, urgent_only=True)
+    elif sys.stderr.isatty() and not options.forever:
+        total = due_now(engine, options)  # for the ETA; a batch job needs none
     engine.dispose()
     started = time.monotonic()
-    tally = run_workers(settings, options, args.workers, args.lease, Progress())
-    print(summary(tally, time.monotonic() - started))
+    progress = Progress("check", total, interval=args.log_interval)
+    tally = run_workers(settings, options, args.workers, args.lease, progress)
+    logs.result(summary(tally, time.monotonic() - started))
     return EXIT_PROBLEMS if any(tally.statuses[s] for s in PROBLEMS) else EXIT_OK
 
 
@@ -225,7 +236,19 @@ def _read_paths(name: str) -> Iterator[bytes]:
                 yield urllib.parse.unquote_to_bytes(line)
 
 
-def _request_subset(engine, args: argparse.Namespace) -> None:
+def due_now(engine, options: CheckOptions) -> int:
+    """How many files a sweep starting now has to check (leased ones included)."""
+    due_before = time.time() - options.recheck_after
+    c = statuses.c
+    query = sa.select(sa.func.count()).where(
+        sa.or_(c.claim_key <= due_before, c.tag.is_not(None)))
+    if options.site is not None:
+        query = query.where(c.site == options.site)
+    with engine.connect() as conn:
+        return conn.execute(query).scalar_one()
+
+
+def _request_subset(engine, args: argparse.Namespace) -> int:
     prefix = None
     if args.prefix is not None:
         prefix = os.fsencode(args.prefix)
@@ -237,6 +260,7 @@ def _request_subset(engine, args: argparse.Namespace) -> None:
     if unknown:
         warn_list(f"{len(unknown):,} of the given paths are not in the database (crawl "
                   "them first)", [display(p) for p in unknown])
+    return marked
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:

@@ -9,16 +9,21 @@ leases that expire, and the rows come back."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from schema.lease import URGENT, Lease, Verdict
+from schema.lease import URGENT, Claimed, Lease, Verdict
+from schema.paths import display
+from schema.status import PROBLEMS
 from tester.checker import check_file
 from tester.readers import Reader
 from tester.stream import Streamer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class Tally:
     def checked(self) -> int:
         return sum(self.statuses.values())
 
+    @property
+    def problems(self) -> int:
+        return sum(self.statuses[s] for s in PROBLEMS)
+
 
 class BatchSizer:
     """Claim as many files as take about a quarter of the lease to check, so a batch ends
@@ -91,6 +100,7 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
     lease.hang_up()  # no DB connection while reading
     if not claimed:
         return None
+    log.debug("claimed %d files (lease %s)", len(claimed), lease.owner)
     verdicts: list[Verdict] = []
     renew_at = time.monotonic() + lease.lease_seconds / 2
     try:
@@ -110,9 +120,22 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
         # rest at once (rather than waiting for the lease to expire).
         recorded = lease.record(verdicts)
         lease.release(c.id for c in claimed[len(verdicts):])
+        log.debug("recorded %d verdicts, released %d files", len(recorded),
+                  len(claimed) - len(verdicts))
     tally = Tally()
     tally.add(verdicts, recorded)
+    _say_problems(claimed, verdicts, recorded)
     return tally
+
+
+def _say_problems(claimed: list[Claimed], verdicts: list[Verdict], recorded: list[int]) -> None:
+    """One WARNING line per problem found, once it is recorded (cron mail, a condor job's
+    log and journald show them as they come)."""
+    paths = {c.id: c.path for c in claimed}
+    kept = set(recorded)
+    for v in verdicts:
+        if v.status in PROBLEMS and v.file_id in kept:
+            log.warning("%s %s: %s", v.status.label, display(paths[v.file_id]), v.error or "")
 
 
 def run(lease: Lease, reader: Reader, options: CheckOptions,

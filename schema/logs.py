@@ -1,0 +1,86 @@
+"""Logging for commands that run unattended (cron, systemd, HTCondor jobs): every line has
+a time and a level, goes to stderr (or stdout with ``--log-file -``, as an HTCondor job's
+``.out``) and, with ``--log-file FILE``, to that file as well. ``--verbose`` adds DEBUG
+lines, ``--quiet`` keeps only warnings and errors. Every line passes
+``schema.secrets.scrub``, so a password can never be logged.
+
+A command's outcome is printed as it always was: its result (the crawl or check summary)
+on stdout, where cron mails it, or the error that ended it as one plain line on stderr
+(``pnfsmon: error: ...``). It is logged too, but only to the log file (with its time), so
+a terminal does not show it twice."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+from schema.errors import ConfigError
+from schema.secrets import scrub
+
+FORMAT = "%(asctime)s %(levelname)s %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+OUTCOME = "pnfsmon.outcome"  # results and final errors: already printed, so file only
+DEFAULT_INTERVAL = 300.0  # seconds between progress lines in a log
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+class _Console(logging.StreamHandler):
+    """stderr (or stdout); on a terminal, first erases a progress line drawn there."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.erase = "\r\x1b[K" if stream.isatty() else ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.erase + super().format(record)
+
+
+def _not_an_outcome(record: logging.LogRecord) -> bool:
+    return record.name != OUTCOME
+
+
+def setup(*, verbose: bool = False, quiet: bool = False, log_file: str | None = None) -> None:
+    """Configure the root logger for one command (again if called again)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "pnfsmon", False)]:
+        root.removeHandler(handler)
+        handler.close()
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    formatter = _Formatter(FORMAT, DATE_FORMAT)
+    console = _Console(sys.stdout if log_file == "-" else sys.stderr)
+    console.setLevel(level)
+    console.addFilter(_not_an_outcome)
+    handlers: list[logging.Handler] = [console]
+    if log_file and log_file != "-":
+        try:
+            file_handler = logging.FileHandler(log_file, encoding="utf-8")  # appends
+        except OSError as err:
+            raise ConfigError(f"cannot write the log file {log_file}: {err.strerror}") from None
+        file_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.pnfsmon = True  # ours, to be replaced by the next setup()
+        root.addHandler(handler)
+    root.setLevel(min(h.level for h in handlers))
+    # Alembic says what it does at INFO ("Context impl ..."): only when asked. SQLAlchemy
+    # would log every statement at INFO: never.
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+
+
+def result(text: str) -> None:
+    """A command's result: printed on stdout, logged (with its time) to the log file."""
+    print(text, flush=True)
+    logging.getLogger(OUTCOME).info(text)
+
+
+def failed(line: str) -> None:
+    """The error that ends a command: one line on stderr, logged to the log file."""
+    print(scrub(line), file=sys.stderr, flush=True)
+    logging.getLogger(OUTCOME).error(line)
