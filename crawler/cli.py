@@ -43,11 +43,15 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
                 progress.update(stats.files, f"{stats.directories:,} directories")
             yield item
 
-    ingest.add_all(listing())
-    if progress is not None:
-        progress.done()
-    ingest.mark_vanished(stats.unreadable)
-    ingest.finish(stats)
+    try:
+        ingest.add_all(listing())
+        if progress is not None:
+            progress.done()
+        ingest.mark_vanished(stats.unreadable)
+        ingest.finish(stats)
+    except BaseException:
+        ingest.abandon()
+        raise
     return stats, ingest
 
 

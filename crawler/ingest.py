@@ -1,10 +1,18 @@
-"""Stream a namespace listing into ``statuses`` in batches, for any namespace.
+"""Merge a namespace listing into ``statuses``, for any namespace, writing only what
+changed: a nightly re-crawl of an unchanged tree writes no ``statuses`` row at all.
 
-Per batch: one SELECT by path hash finds the rows we know; new files are inserted, files
-whose size, mtime or recorded checksum changed go back to ``unchecked`` (breaking any lease,
-so a verdict on the old content is dropped), the rest only get the new crawl generation.
-After a complete walk, rows of this site below the root that were not seen are marked
-``vanished`` — except below directories the walk could not list.
+The listing streams into the crawl's staging table (``crawler.staging``) in chunks. Each
+chunk is merged as soon as it is loaded, in one short transaction, by writer threads that
+overlap the walk:
+- one join of the chunk against ``statuses`` (its unique (site, path hash) index) returns
+  only the files that are **new**, **changed** (size, mtime, recorded checksum, tape-only
+  or not, or back after having vanished) or whose pools changed;
+- new files are copied from the staging table; changed ones go back to ``unchecked``,
+  breaking any lease so that a verdict on the old content is dropped.
+When the walk is complete, the staging table is indexed and one anti-join, page by page
+over the site's rows, finds the **vanished** files below the root, except below
+directories the walk could not list. Every change of status or size is written to the
+``status_counts`` ledger in the same transaction (``schema.counts``).
 
 Where a listed file goes in the queue:
 - written within the grace window (it may still be being written; a partial file is not a
@@ -17,26 +25,28 @@ Where a listed file goes in the queue:
 
 from __future__ import annotations
 
+import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from pymysql.converters import escape_string
 
 from crawler.listing import Listed, WalkStats
+from crawler.staging import Row, Stage, drop_stale
+from schema import counts
 from schema.db import retrying, write_transaction
 from schema.paths import path_hash
 from schema.status import Status
 from schema.tables import crawls, statuses
 
-BATCH = 5000
-_HEX8 = re.compile(r"[0-9a-f]{8}")
-_NEW_COLUMNS = ("site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
-                "recorded_from", "pool", "status", "claim_key", "tag_expiry", "crawl_gen")
+log = logging.getLogger(__name__)
+
+BATCH = 5000  # files per chunk: one staging load and one merge transaction
+VANISH_PAGE = 20000  # statuses rows per page of the vanished-files anti-join
+NEARLINE, VANISHED = int(Status.NEARLINE), int(Status.VANISHED)
 
 
 @dataclass
@@ -46,15 +56,10 @@ class IngestCounts:
     vanished: int = 0
 
 
-def _content_changed(row, item: Listed, parked: bool) -> bool:
-    if row.size != item.size or row.mtime_ns != item.mtime_ns:
-        return True
-    if (row.status == Status.NEARLINE) != parked:
-        return True  # staged to disk, or now only on tape
-    if row.status == Status.VANISHED:
-        return True  # it is back: judge it afresh
-    # A checksum the storage records now, different from the reference we hold, replaces it.
-    return item.recorded_adler32 is not None and item.recorded_adler32 != row.recorded_adler32
+def _subtree_range(directory: bytes) -> tuple[bytes, bytes]:
+    """[lo, hi) such that every path strictly below ``directory`` sorts inside it."""
+    base = directory.rstrip(b"/")
+    return base + b"/", base + b"0"  # '0' is the byte after '/'
 
 
 class Ingest:
@@ -69,27 +74,34 @@ class Ingest:
         self.include_nearline = include_nearline
         self.counts = IngestCounts()
         self.started = time.time()
+        self._lock = threading.Lock()  # the counts, from several writer threads
+        drop_stale(engine, self.started)
         with write_transaction(engine) as conn:
             self.crawl_id = conn.execute(
                 crawls.insert().values(site=site, root=root, started=self.started,
                                        complete=False)
             ).inserted_primary_key[0]
+        self.stage = Stage(engine, self.crawl_id)
+        self.stage.create()
 
-    def add_all(self, listing: Iterable[Listed], batch: int = BATCH, writers: int = 2) -> None:
-        """Ingest a listing. Batches are written by ``writers`` threads on their own
-        connections, so walking the namespace overlaps the database's work (waiting on a
-        socket releases the GIL) and the server can use more than one core. Batches hold
+    # -- the listing, chunk by chunk ---------------------------------------------------
+
+    def add_all(self, listing: Iterable[Listed], batch: int | None = None,
+                writers: int = 2) -> None:
+        """Stage and merge a listing. Chunks are loaded and merged by ``writers`` threads on
+        their own connections, so the walk overlaps the database's work (waiting on a
+        socket releases the GIL) and the server can use more than one core. Chunks hold
         distinct paths, so concurrent writers never touch the same row."""
         if self.engine.dialect.name == "sqlite":
             writers = 1  # one writer at a time is all SQLite allows anyway
-        batches: queue.Queue = queue.Queue(maxsize=2 * writers)
+        chunks: queue.Queue = queue.Queue(maxsize=2 * writers)
         failure: list[BaseException] = []
 
         def writer() -> None:
-            while (hashed := batches.get()) is not None:
+            while (chunk := chunks.get()) is not None:
                 if not failure:
                     try:
-                        retrying(self.engine, lambda h=hashed: self._write_batch(dict(h)))
+                        retrying(self.engine, lambda c=chunk: self._merge_chunk(c))
                     except BaseException as err:  # handed to the walking thread below
                         failure.append(err)
 
@@ -98,168 +110,179 @@ class Ingest:
         for thread in threads:
             thread.start()
         try:
-            buffer: dict[bytes, Listed] = {}
-            for item in listing:
-                buffer[path_hash(item.path)] = item
-                if len(buffer) >= batch:
-                    batches.put(buffer)
-                    buffer = {}
+            batch = batch or BATCH
+            rows: list[Row] = []
+            for seq, item in enumerate(listing):
+                rows.append((seq, path_hash(item.path), item.path, item.size, item.mtime_ns,
+                             item.recorded_adler32, item.recorded_from, item.pool,
+                             *self._queue_state(item)))
+                if len(rows) >= batch:
+                    chunks.put(rows)
+                    rows = []
                     if failure:
                         break
-            if buffer and not failure:
-                batches.put(buffer)
+            if rows and not failure:
+                chunks.put(rows)
         finally:
             for _ in threads:
-                batches.put(None)
+                chunks.put(None)
             for thread in threads:
                 thread.join()
         if failure:
             raise failure[0]
 
-    def _parked(self, item: Listed) -> bool:
-        return item.nearline and not self.include_nearline
-
     def _queue_state(self, item: Listed) -> tuple[int, float | None, float | None]:
         """(status, claim_key, tag_expiry) for a new or changed file; see the docstring."""
-        if self._parked(item):
-            return int(Status.NEARLINE), None, None
+        if item.nearline and not self.include_nearline:
+            return NEARLINE, None, None
         ready = item.mtime_ns / 1e9 + self.grace
         if self.grace > 0 and ready > self.started:
             return int(Status.UNCHECKED), None, ready
         return int(Status.UNCHECKED), 0.0, None
 
-    def _write_batch(self, hashed: dict[bytes, Listed]) -> None:
-        c = statuses.c
-        gen = self.crawl_id
-        with write_transaction(self.engine) as conn:
-            known = self._select_known(conn, list(hashed))
-            touch, repool, reset = [], [], []
-            for row in known:
-                item = hashed.pop(bytes(row.path_hash))
-                if _content_changed(row, item, self._parked(item)):
-                    reset.append((row.id, item))
-                elif row.pool != item.pool and item.pool is not None:
-                    repool.append({"b_id": row.id, "b_pool": item.pool})
-                else:
-                    touch.append(row.id)
-            if hashed:
-                self._insert_new(conn, hashed)
-            if touch:
-                conn.execute(statuses.update().where(c.id.in_(touch)).values(crawl_gen=gen))
-            if repool:
-                conn.execute(
-                    statuses.update().where(c.id == sa.bindparam("b_id"))
-                    .values(pool=sa.bindparam("b_pool"), crawl_gen=gen),
-                    repool,
-                )
-            if reset:
-                conn.execute(
-                    statuses.update().where(c.id == sa.bindparam("b_id")).values(
-                        size=sa.bindparam("b_size"), mtime_ns=sa.bindparam("b_mtime"),
-                        recorded_adler32=sa.bindparam("b_recorded"),
-                        recorded_from=sa.bindparam("b_from"), pool=sa.bindparam("b_pool"),
-                        status=sa.bindparam("b_status"), claim_key=sa.bindparam("b_key"),
-                        tag_expiry=sa.bindparam("b_expiry"), computed_adler32=None,
-                        tag=None, error=None, crawl_gen=gen,
-                    ),
-                    [dict(zip(("b_status", "b_key", "b_expiry"), self._queue_state(i),
-                              strict=True),
-                          b_id=rid, b_size=i.size, b_mtime=i.mtime_ns,
-                          b_recorded=i.recorded_adler32, b_from=i.recorded_from, b_pool=i.pool)
-                     for rid, i in reset],
-                )
-        self.counts.new += len(hashed)
-        self.counts.changed += len(reset)
-
-    def _mysql(self, conn: sa.Connection) -> bool:
-        return conn.dialect.name in ("mysql", "mariadb")
-
-    def _select_known(self, conn: sa.Connection, hashes: list[bytes]) -> list:
-        c = statuses.c
-        columns = (c.id, c.path_hash, c.size, c.mtime_ns, c.recorded_adler32, c.status, c.pool)
-        if not self._mysql(conn):
-            return conn.execute(
-                sa.select(*columns).where(c.site == self.site, c.path_hash.in_(hashes))
-            ).all()
-        # MariaDB/MySQL fast path: PyMySQL escapes each parameter in Python, which costs
-        # more than the query itself; hex literals are built at C speed and are exact.
-        names = ", ".join(col.name for col in columns)
-        in_list = ",".join(f"X'{h.hex()}'" for h in hashes)
-        return conn.exec_driver_sql(
-            f"SELECT {names} FROM statuses WHERE site = '{escape_string(self.site)}' "
-            f"AND path_hash IN ({in_list})"
+    def _differences(self, conn: sa.Connection, lo: int, hi: int) -> list:
+        """The chunk's staged files that are new, changed, or moved between pools:
+        (seq, statuses id or None, content changed)."""
+        s, t = statuses.c, self.stage.table.c
+        content_changed = sa.or_(
+            s.size != t.size, s.mtime_ns != t.mtime_ns,
+            # staged to disk, or now only on tape
+            sa.and_(s.status == NEARLINE, t.q_status != NEARLINE),
+            sa.and_(s.status != NEARLINE, t.q_status == NEARLINE),
+            s.status == VANISHED,  # it is back: judge it afresh
+            # A checksum the storage records now, different from the reference we hold,
+            # replaces it.
+            sa.and_(t.recorded_adler32.is_not(None),
+                    sa.or_(s.recorded_adler32.is_(None),
+                           s.recorded_adler32 != t.recorded_adler32)),
+        )
+        pool_moved = sa.and_(t.pool.is_not(None), sa.or_(s.pool.is_(None), s.pool != t.pool))
+        return conn.execute(
+            sa.select(t.seq, s.id, sa.case((content_changed, True), else_=False))
+            .select_from(self.stage.table.outerjoin(
+                statuses, sa.and_(s.site == self.site, s.path_hash == t.path_hash)))
+            .where(t.seq >= lo, t.seq <= hi,
+                   sa.or_(s.id.is_(None), content_changed, pool_moved))
         ).all()
 
-    def _insert_new(self, conn: sa.Connection, hashed: dict[bytes, Listed]) -> None:
-        gen = self.crawl_id
-        if not self._mysql(conn):
-            conn.execute(statuses.insert(), [
-                dict(zip(_NEW_COLUMNS, (self.site, i.path, h, i.size, i.mtime_ns,
-                                        i.recorded_adler32, i.recorded_from, i.pool,
-                                        *self._queue_state(i), gen), strict=True))
-                for h, i in hashed.items()
-            ])
-            return
-        site = f"'{escape_string(self.site)}'"
+    def _merge_chunk(self, rows: list[Row]) -> None:
+        s, t = statuses.c, self.stage.table.c
+        lo, hi = rows[0][0], rows[-1][0]
+        by_seq = {r[0]: r for r in rows}
+        with write_transaction(self.engine) as conn:
+            if not conn.execute(sa.select(sa.func.count()).select_from(self.stage.table)
+                                .where(t.seq == lo)).scalar():
+                self.stage.load(conn, rows)  # not again when the transaction is retried
+            new, changed, moved = [], [], []
+            for seq, file_id, content in self._differences(conn, lo, hi):
+                if file_id is None:
+                    new.append(seq)
+                elif content:
+                    changed.append((file_id, by_seq[seq]))
+                else:
+                    moved.append({"b_id": file_id, "b_pool": by_seq[seq][7]})
+            deltas = counts.Deltas()
+            if new:
+                self._insert_new(conn, new, lo, hi)
+                for seq in new:
+                    row = by_seq[seq]
+                    deltas.add(self.site, row[8], False, row[3])
+            if changed:
+                self._reset_changed(conn, changed, deltas)
+            if moved:
+                conn.execute(statuses.update().where(s.id == sa.bindparam("b_id"))
+                             .values(pool=sa.bindparam("b_pool")), moved)
+            deltas.write(conn)
+        with self._lock:
+            self.counts.new += len(new)
+            self.counts.changed += len(changed)
 
-        def text(value: str | None) -> str:
-            return "NULL" if value is None else f"'{escape_string(value)}'"
+    def _insert_new(self, conn: sa.Connection, new: list[int], lo: int, hi: int) -> None:
+        t = self.stage.table.c
+        chosen = (sa.and_(t.seq >= lo, t.seq <= hi) if len(new) == hi - lo + 1
+                  else t.seq.in_(new))
+        conn.execute(statuses.insert().from_select(
+            ["site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
+             "recorded_from", "pool", "status", "claim_key", "tag_expiry", "crawl_gen"],
+            sa.select(sa.literal(self.site, sa.String), t.path, t.path_hash, t.size,
+                      t.mtime_ns, t.recorded_adler32, t.recorded_from, t.pool, t.q_status,
+                      t.q_key, t.q_expiry, sa.literal(self.crawl_id, sa.Integer))
+            .where(chosen)))
 
-        def checksum(value: str | None) -> str:
-            if value is None:
-                return "NULL"
-            if not _HEX8.fullmatch(value):
-                raise ValueError(f"not an Adler32 hex value: {value!r}")
-            return f"'{value}'"
+    def _reset_changed(self, conn: sa.Connection, changed: list[tuple[int, Row]],
+                       deltas: counts.Deltas) -> None:
+        s = statuses.c
+        ids = [file_id for file_id, _ in changed]
+        # Old values under lock: the ledger must take away what the row holds now, even
+        # if a worker recorded a verdict since the join above read it.
+        for _id, status, size, source in conn.execute(
+                sa.select(s.id, s.status, s.size, s.recorded_from)
+                .where(s.id.in_(ids)).with_for_update()):
+            deltas.remove(self.site, status, counts.is_first(source), size)
+        conn.execute(
+            statuses.update().where(s.id == sa.bindparam("b_id")).values(
+                size=sa.bindparam("b_size"), mtime_ns=sa.bindparam("b_mtime"),
+                recorded_adler32=sa.bindparam("b_recorded"),
+                recorded_from=sa.bindparam("b_from"), pool=sa.bindparam("b_pool"),
+                status=sa.bindparam("b_status"), claim_key=sa.bindparam("b_key"),
+                tag_expiry=sa.bindparam("b_expiry"), computed_adler32=None,
+                tag=None, error=None, crawl_gen=self.crawl_id),
+            [{"b_id": file_id, "b_size": r[3], "b_mtime": r[4], "b_recorded": r[5],
+              "b_from": r[6], "b_pool": r[7], "b_status": r[8], "b_key": r[9],
+              "b_expiry": r[10]} for file_id, r in changed])
+        for _, r in changed:
+            deltas.add(self.site, r[8], False, r[3])
 
-        def number(value: float | None) -> str:
-            return "NULL" if value is None else repr(float(value))
-
-        def queued(item: Listed) -> str:
-            status, key, expiry = self._queue_state(item)
-            return f"{status},{number(key)},{number(expiry)}"
-
-        values = ",".join(
-            f"({site},X'{i.path.hex()}',X'{h.hex()}',{int(i.size)},{int(i.mtime_ns)},"
-            f"{checksum(i.recorded_adler32)},{text(i.recorded_from)},{text(i.pool)},"
-            f"{queued(i)},{gen})"
-            for h, i in hashed.items()
-        )
-        conn.exec_driver_sql(
-            f"INSERT INTO statuses ({', '.join(_NEW_COLUMNS)}) VALUES {values}"
-        )
+    # -- after the walk ----------------------------------------------------------------
 
     def mark_vanished(self, unlisted: list[bytes]) -> int:
-        """Mark rows below the root not seen by this crawl as vanished; rows below an
-        unlisted directory are left alone (we do not know whether they are still there)."""
+        """Mark rows of this site below the root that this crawl did not list as vanished;
+        rows below an unlisted directory are left alone (we do not know whether they are
+        still there). Page by page over the site's rows, each page one short transaction."""
+        self.stage.index()
         lo, hi = _subtree_range(self.root)
-        c = statuses.c
-        query = (
-            sa.select(c.id, c.path)
-            .where(c.site == self.site, c.crawl_gen < self.crawl_id,
-                   c.status != int(Status.VANISHED), c.path >= lo, c.path < hi)
-        )
         fences = [_subtree_range(d) for d in unlisted]
+        s, t = statuses.c, self.stage.table.c
+        after = b""
+        while True:
+            with self.engine.connect() as conn:
+                page = conn.execute(
+                    sa.select(s.path_hash).where(s.site == self.site, s.path_hash > after)
+                    .order_by(s.path_hash).offset(VANISH_PAGE - 1).limit(1)).scalar()
+            last = page is None
+            window = [s.site == self.site, s.path_hash > after]
+            if not last:
+                window.append(s.path_hash <= page)
+            unseen = sa.and_(*window, s.status != VANISHED, s.path >= lo, s.path < hi,
+                             ~sa.exists().where(t.path_hash == s.path_hash))
+            with self.engine.connect() as conn:  # a plain read: most pages find nothing
+                candidates = [r.id for r in conn.execute(sa.select(s.id, s.path).where(unseen))
+                              if not any(a <= bytes(r.path) < b for a, b in fences)]
 
-        def protected(path: bytes) -> bool:
-            return any(lo_ <= path < hi_ for lo_, hi_ in fences)
-
-        with self.engine.connect() as conn:
-            gone = [row.id for row in conn.execute(query) if not protected(bytes(row.path))]
-        for start in range(0, len(gone), BATCH):
-            ids = gone[start : start + BATCH]
-
-            def run(ids=ids) -> None:
+            def run(ids=candidates) -> int:
                 with write_transaction(self.engine) as conn:
-                    conn.execute(
-                        statuses.update().where(c.id.in_(ids)).values(
-                            status=int(Status.VANISHED), claim_key=None, tag=None,
-                            tag_expiry=None, crawl_gen=self.crawl_id)
-                    )
+                    gone = conn.execute(
+                        sa.select(s.id, s.status, s.size, s.recorded_from)
+                        .where(s.id.in_(ids), s.status != VANISHED).with_for_update()).all()
+                    if not gone:
+                        return 0
+                    deltas = counts.Deltas()
+                    for r in gone:
+                        first = counts.is_first(r.recorded_from)
+                        deltas.remove(self.site, r.status, first, r.size)
+                        deltas.add(self.site, VANISHED, first, r.size)
+                    conn.execute(statuses.update().where(s.id.in_([r.id for r in gone]))
+                                 .values(status=VANISHED, claim_key=None, tag=None,
+                                         tag_expiry=None, crawl_gen=self.crawl_id))
+                    deltas.write(conn)
+                    return len(gone)
 
-            retrying(self.engine, run)
-        self.counts.vanished = len(gone)
-        return len(gone)
+            if candidates:
+                self.counts.vanished += retrying(self.engine, run)
+            if last:
+                break
+            after = bytes(page)
+        return self.counts.vanished
 
     def finish(self, stats: WalkStats) -> None:
         with write_transaction(self.engine) as conn:
@@ -273,10 +296,13 @@ class Ingest:
                     vanished=self.counts.vanished, skipped=stats.skipped,
                 )
             )
+            counts.fold(conn)
+        self.stage.drop()
 
-
-def _subtree_range(directory: bytes) -> tuple[bytes, bytes]:
-    """[lo, hi) such that every path strictly below ``directory`` sorts inside it."""
-    base = directory.rstrip(b"/")
-    return base + b"/", base + b"0"  # '0' is the byte after '/'
-
+    def abandon(self) -> None:
+        """After a failure: drop the staging table if the database lets us (else a later
+        crawl drops it); the crawl stays unfinished, so nothing trusts it."""
+        try:
+            self.stage.drop()
+        except sa.exc.DBAPIError as err:
+            log.debug("staging table %s left for later: %s", self.stage.name, err)

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from schema import counts
+from schema.counts import FIRST_CHECK
 from schema.db import retrying, write_transaction
 from schema.paths import path_hash
-from schema.status import Status
+from schema.status import PROBLEMS, Status
 from schema.tables import crawls, events, statuses
 
-FIRST_CHECK = "first_check"  # recorded_from when the first computed value is the reference
 # claim_key of files an operator asked to check now (``check --prefix/--paths``): below every
 # other key, so they come first, and a claim for ``due_before=URGENT`` takes only them.
 URGENT = -1.0
@@ -211,15 +212,19 @@ class Lease:
         def run() -> list[int]:
             with write_transaction(self.engine) as conn:
                 held = conn.execute(
-                    sa.select(statuses.c.id)
+                    sa.select(statuses.c.id, statuses.c.site, statuses.c.status,
+                              statuses.c.size, statuses.c.recorded_adler32,
+                              statuses.c.recorded_from)
                     .where(statuses.c.id.in_(list(by_id)), statuses.c.tag == self.owner)
                     .with_for_update()
-                ).scalars().all()
+                ).all()
                 if not held:
                     return []
-                conn.execute(events.insert(), [self._event_row(by_id[i], now) for i in held])
-                conn.execute(self._update_from_events(list(held), now))
-                return list(held)
+                ids = [row.id for row in held]
+                conn.execute(events.insert(), [self._event_row(by_id[i], now) for i in ids])
+                conn.execute(self._update_from_events(ids, now))
+                counts_of(held, by_id).write(conn)
+                return ids
 
         return retrying(self.engine, run)
 
@@ -247,6 +252,8 @@ class Lease:
                 (s.source_node, e.source_node),
                 (s.bytes_read, e.bytes_read),
                 (s.error, e.error),
+                (s.problem_seen, sa.case((e.status.in_([int(p) for p in PROBLEMS]), True),
+                                         else_=s.problem_seen)),
                 (s.checked, now),
                 (s.worker_node, self.node),
                 (s.tag, None),
@@ -262,6 +269,19 @@ class Lease:
             "computed_adler32": v.computed_adler32,
             "error": (v.error or None) and v.error[:1024],
         }
+
+
+def counts_of(held, by_id: dict[int, Verdict]) -> counts.Deltas:
+    """The ledger's differences for recording ``by_id`` on the ``held`` rows (their values
+    before, read under lock), as ``Lease._update_from_events`` changes them."""
+    deltas = counts.Deltas()
+    for row in held:
+        status = by_id[row.id].status
+        first = counts.is_first(row.recorded_from)
+        deltas.remove(row.site, row.status, first, row.size)
+        deltas.add(row.site, status, first or (row.recorded_adler32 is None
+                                                 and status == Status.OK), row.size)
+    return deltas
 
 
 def request_now(engine: sa.Engine, *, prefix: bytes | None = None,

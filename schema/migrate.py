@@ -101,7 +101,7 @@ def upgrade(engine: sa.Engine, *, create: bool = True) -> tuple[str | None, str]
                     key="schema_version", value=str(tables.SCHEMA_VERSION)))
             command.stamp(alembic_config(conn), tables.HEAD)
             conn.commit()
-            log.info("created schema revision %s", tables.HEAD)
+            log.debug("created schema revision %s", tables.HEAD)
             return None, tables.HEAD
         config = alembic_config(conn)
         if not state.stamped:
@@ -111,7 +111,7 @@ def upgrade(engine: sa.Engine, *, create: bool = True) -> tuple[str | None, str]
         if conn.dialect.name == "sqlite":
             conn.invalidate()  # not back to the pool with foreign keys off
         if state.revision != tables.HEAD:
-            log.info("upgraded schema from revision %s to %s", state.revision, tables.HEAD)
+            log.debug("upgraded schema from revision %s to %s", state.revision, tables.HEAD)
         return state.revision, tables.HEAD
 
 

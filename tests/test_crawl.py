@@ -13,6 +13,7 @@ from crawler import posix
 from crawler.cli import crawl
 from crawler.ingest import Ingest
 from crawler.listing import WalkStats
+from schema import counts
 from schema.status import Status
 from schema.tables import crawls, statuses
 from tests.helpers import as_nobody, random_bytes, row, verdicts, write_file
@@ -91,6 +92,7 @@ def test_recrawl_new_changed_vanished_and_no_duplicates(engine, tree):
     crawl(engine, root, "s")
     with engine.begin() as conn:  # pretend everything was checked
         conn.execute(statuses.update().values(status=int(Status.OK), claim_key=1.0))
+        counts.recount(conn)
     write_file(tree / "c.dat", b"cccc-longer")  # rewritten
     os.unlink(b)
     d = write_file(tree / "d.dat", b"dddd")

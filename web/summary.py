@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from schema.lease import FIRST_CHECK
+from schema.counts import FIRST_CHECK
 from schema.status import PROBLEMS, Status
 from schema.tables import compares, crawls, events, statuses
 

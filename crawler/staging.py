@@ -1,0 +1,138 @@
+"""The per-crawl staging table: a crawl streams its listing into ``crawl_stage_<crawl id>``
+(no secondary index while it loads) by each backend's fastest bulk path, so that the
+database, not Python, compares it with ``statuses`` (``crawler.ingest``).
+
+Bulk paths: PostgreSQL ``COPY``; MariaDB/MySQL ``LOAD DATA LOCAL INFILE`` where the server
+allows it, else multi-row INSERTs with hex literals (PyMySQL's per-value escaping costs
+more than the statement); SQLite ``executemany``.
+
+A staging table belongs to its crawl only: named by the crawl's id, it is dropped when the
+crawl ends; one left by a crawl that died is ignored by every later crawl and dropped by
+the next crawl or ``pnfsmon db prune`` once it is old."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import sqlalchemy as sa
+
+from schema.tables import HashBytes, PathBytes, crawls
+
+log = logging.getLogger(__name__)
+
+PREFIX = "crawl_stage_"
+STALE_AFTER = 86400.0  # seconds: a crawl that has not finished in a day has died
+_HEX8 = re.compile(r"[0-9a-f]{8}")
+COLUMNS = ("seq", "path_hash", "path", "size", "mtime_ns", "recorded_adler32",
+           "recorded_from", "pool", "q_status", "q_key", "q_expiry")
+
+
+def stage_table(crawl_id: int) -> sa.Table:
+    """The staging table of crawl ``crawl_id``: one row per listed file, ``seq`` its place
+    in the listing; ``q_*`` where a new or changed file goes in the queue."""
+    return sa.Table(
+        f"{PREFIX}{int(crawl_id)}", sa.MetaData(),
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("path_hash", HashBytes, nullable=False),
+        sa.Column("path", PathBytes, nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+        sa.Column("recorded_adler32", sa.String(8)),
+        sa.Column("recorded_from", sa.String(16)),
+        sa.Column("pool", sa.String(255)),
+        sa.Column("q_status", sa.SmallInteger, nullable=False),
+        sa.Column("q_key", sa.Double),
+        sa.Column("q_expiry", sa.Double),
+    )
+
+
+#: One staged row, in ``COLUMNS`` order.
+Row = tuple
+
+
+class Stage:
+    def __init__(self, engine: sa.Engine, crawl_id: int) -> None:
+        self.engine = engine
+        self.table = stage_table(crawl_id)
+        self.name = self.table.name
+
+    def create(self) -> None:
+        with self.engine.begin() as conn:
+            self.table.create(conn)
+
+    def index(self) -> None:
+        """Index the hashes once everything is loaded (a sorted bulk build, not row by
+        row), for the anti-join that finds vanished files."""
+        with self.engine.begin() as conn:
+            sa.Index(f"ix_{self.name}_hash", self.table.c.path_hash).create(conn)
+
+    def drop(self) -> None:
+        with self.engine.begin() as conn:
+            self.table.drop(conn, checkfirst=True)
+
+    def load(self, conn: sa.Connection, rows: list[Row]) -> None:
+        """Add ``rows`` in ``conn``'s transaction."""
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            self._copy(conn, rows)
+        elif dialect in ("mysql", "mariadb"):
+            self._insert_hex(conn, rows)
+        else:
+            conn.execute(self.table.insert(), [dict(zip(COLUMNS, r, strict=True)) for r in rows])
+
+    def _copy(self, conn: sa.Connection, rows: list[Row]) -> None:
+        cursor = conn.connection.dbapi_connection.cursor()
+        with cursor.copy(f"COPY {self.name} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _insert_hex(self, conn: sa.Connection, rows: list[Row]) -> None:
+        conn.exec_driver_sql(
+            f"INSERT INTO {self.name} ({', '.join(COLUMNS)}) VALUES "
+            + ",".join(_mysql_values(row) for row in rows))
+
+
+def _mysql_text(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    return "X'" + value.encode("utf-8").hex() + "'"  # exact whatever it holds
+
+
+def _mysql_number(value: float | None) -> str:
+    return "NULL" if value is None else repr(float(value))
+
+
+def _mysql_values(row: Row) -> str:
+    seq, digest, path, size, mtime, recorded, source, pool, status, key, expiry = row
+    if recorded is not None and not _HEX8.fullmatch(recorded):
+        raise ValueError(f"not an Adler32 hex value: {recorded!r}")
+    return (f"({int(seq)},X'{digest.hex()}',X'{path.hex()}',{int(size)},{int(mtime)},"
+            f"{_mysql_text(recorded)},{_mysql_text(source)},{_mysql_text(pool)},"
+            f"{int(status)},{_mysql_number(key)},{_mysql_number(expiry)})")
+
+
+def drop_stale(engine: sa.Engine, now: float | None = None) -> list[str]:
+    """Drop the staging tables of crawls that finished (their drop failed) or that started
+    more than a day ago and never finished (they died). Returns their names."""
+    now = time.time() if now is None else now
+    with engine.connect() as conn:
+        names = [n for n in sa.inspect(conn).get_table_names() if n.startswith(PREFIX)]
+        if not names:
+            return []
+        ids = {int(n[len(PREFIX):]): n for n in names if n[len(PREFIX):].isdigit()}
+        alive = set(conn.execute(
+            sa.select(crawls.c.id).where(crawls.c.id.in_(list(ids)),
+                                         crawls.c.finished.is_(None),
+                                         crawls.c.started > now - STALE_AFTER)).scalars())
+    dropped = []
+    for crawl_id, name in ids.items():
+        if crawl_id not in alive:
+            with engine.begin() as conn:
+                stage_table(crawl_id).drop(conn, checkfirst=True)
+            log.info("dropped %s, the staging table of crawl %d, which ended or died",
+                     name, crawl_id)
+            dropped.append(name)
+    return dropped
+
