@@ -1,52 +1,187 @@
-"""Crawl speed and memory: ``pnfsmon crawl`` of N empty files into a fresh MariaDB database,
-against ``find ROOT -type f -printf '%s %p\\n'`` on the same tree in the same run; and peak
-memory at two tree sizes (it must not grow with the tree).
+"""Crawl speed and memory, end to end (``pnfsmon crawl`` as a process, into a fresh
+MariaDB database), each beside ``find ROOT -type f -printf '%s %p\\n'`` on the same tree in
+the same run:
 
-    python bench/crawl.py [--files 200000] [--small 50000]
+1. the first crawl of N files;
+2. a re-crawl where nothing changed, and one where 10 files changed and 5 were deleted
+   (the nightly case), with its counts checked;
+3. the longest claim of 100 files (and the median) while that re-crawl runs, beside the
+   same claims with no crawl;
+4. peak memory of the first crawl and of the re-crawl at two tree sizes;
+5. the same with MariaDB tuned (``innodb_flush_log_at_trx_commit = 2``, a 1 GiB buffer
+   pool), set here for the run and put back after; the crawler never changes them.
+
+    python3 bench/crawl.py [--files 200000] [--small 50000] [--large 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
+import sqlalchemy as sa
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_flat_tree, fresh_mariadb, peak_rss_kib, pnfsmon_env  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import (  # noqa: E402
+    MARIADB_ADMIN,
+    build_flat_tree,
+    fresh_mariadb,
+    peak_rss_kib,
+    pnfsmon_env,
+)
+
+from schema.lease import Lease  # noqa: E402
+
+SUMMARY = re.compile(r"new ([\d,]+), changed ([\d,]+), vanished ([\d,]+)")
 
 
-def crawl_once(root: Path) -> tuple[float, int]:
+def find_seconds(root: Path) -> float:
+    find = ["find", str(root), "-type", "f", "-printf", "%s %p\n"]
+    subprocess.run(find, stdout=subprocess.DEVNULL, check=True)  # warm the dentry cache
+    return min(peak_rss_kib(find)[0] for _ in range(3))
+
+
+def crawl(root: Path, env: dict) -> tuple[float, int, tuple[int, ...]]:
+    """(seconds, peak RSS KiB, (new, changed, vanished)) of one ``pnfsmon crawl``."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(["pnfsmon", "crawl", str(root), "--grace", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    out = proc.stdout.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"crawl failed: {proc.stderr.read().decode()[-2000:]}")
+    found = SUMMARY.search(out)
+    return seconds, usage.ru_maxrss, tuple(int(g.replace(",", "")) for g in found.groups())
+
+
+def change(root: Path, n_changed: int = 10, n_deleted: int = 5) -> None:
+    files = sorted((root / "d00000").iterdir())
+    for path in files[:n_changed]:
+        path.write_bytes(b"changed")
+    for path in files[n_changed:n_changed + n_deleted]:
+        path.unlink()
+
+
+def claims_while(url: str, work) -> tuple[float, float]:
+    """(longest, median) seconds of a claim of 100 files (then released) in a loop while
+    ``work()`` runs."""
+    engine = sa.create_engine(url, isolation_level="READ COMMITTED")
+    lease = Lease(engine, lease_seconds=600)
+    times: list[float] = []
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.is_set():
+            started = time.perf_counter()
+            got = lease.claim(100, due_before=time.time())
+            times.append(time.perf_counter() - started)
+            lease.release([c.id for c in got])
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        work()
+    finally:
+        done.set()
+        thread.join()
+        engine.dispose()
+    return max(times), statistics.median(times)
+
+
+def set_server(settings: dict[str, str]) -> dict[str, str]:
+    """Set MariaDB globals; returns the old values."""
+    engine = sa.create_engine(MARIADB_ADMIN)
+    with engine.connect() as conn:
+        old = {k: str(conn.exec_driver_sql(f"SELECT @@{k}").scalar()) for k in settings}
+        for k, v in settings.items():
+            conn.exec_driver_sql(f"SET GLOBAL {k} = {v}")
+    engine.dispose()
+    time.sleep(5 if "innodb_buffer_pool_size" in settings else 0)  # resized in background
+    return old
+
+
+def speed(root: Path, n: int, label: str) -> None:
+    find_s = find_seconds(root)
+    print(f"{label}: {n:,} files; find {n / find_s:,.0f} files/s")
     with fresh_mariadb() as url:
-        return peak_rss_kib(["pnfsmon", "crawl", str(root)], env=pnfsmon_env(url))
+        env = pnfsmon_env(url)
+        first, _, counts = crawl(root, env)
+        assert counts == (n, 0, 0), counts
+        print(f"  first crawl      {first:6.2f} s  {n / first:9,.0f} files/s "
+              f"(ratio {find_s / first:.3f} of find)")
+        time.sleep(10)  # let the server flush the first crawl's pages, as a night would
+        same = min(crawl(root, env)[0] for _ in range(2))
+        print(f"  re-crawl, same   {same:6.2f} s  {n / same:9,.0f} files/s "
+              f"(ratio {find_s / same:.3f} of find)")
+        change(root)
+        result = {}
+
+        def recrawl() -> None:
+            result["run"] = crawl(root, env)
+
+        idle_max, idle_median = claims_while(url, lambda: time.sleep(3))
+        busy_max, busy_median = claims_while(url, recrawl)
+        seconds, _, counts = result["run"]
+        print(f"  re-crawl, 10 changed, 5 deleted {seconds:6.2f} s  {n / seconds:9,.0f} "
+              f"files/s; new {counts[0]}, changed {counts[1]}, vanished {counts[2]}")
+        assert counts == (0, 10, 5), counts
+        print(f"  claim of 100 during that re-crawl: longest {busy_max * 1000:.0f} ms, "
+              f"median {busy_median * 1000:.1f} ms (no crawl: longest "
+              f"{idle_max * 1000:.0f} ms, median {idle_median * 1000:.1f} ms)")
+
+
+def memory(work: Path, sizes: list[int]) -> None:
+    rss = {}
+    for n in sizes:
+        root = work / f"mem{n}"
+        build_flat_tree(root, n)
+        with fresh_mariadb() as url:
+            env = pnfsmon_env(url)
+            first = crawl(root, env)
+            again = crawl(root, env)
+        rss[n] = (first[1], again[1])
+        print(f"  {n:>9,} files: peak RSS first crawl {first[1] / 1024:.1f} MiB, re-crawl "
+              f"{again[1] / 1024:.1f} MiB ({n / first[0]:,.0f} and {n / again[0]:,.0f} "
+              "files/s)")
+        shutil.rmtree(root)
+    small, large = rss[sizes[0]], rss[sizes[-1]]
+    print(f"  peak RSS {sizes[-1]:,} vs {sizes[0]:,} files: first crawl "
+          f"{large[0] / small[0]:.2f}x, re-crawl {large[1] / small[1]:.2f}x (flat is ~1.0)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=200_000)
     ap.add_argument("--small", type=int, default=50_000)
+    ap.add_argument("--large", type=int, default=1_000_000)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pnfsmon-bench-crawl-"))
     try:
-        results = {}
-        for n in (args.small, args.files):
-            root = work / f"tree{n}"
-            build_flat_tree(root, n)
-            # Warm the dentry cache the same way for both contenders.
-            find = ["find", str(root), "-type", "f", "-printf", "%s %p\n"]
-            subprocess.run(find, stdout=subprocess.DEVNULL, check=True)
-            find_s, _ = peak_rss_kib(find)
-            crawl_s, rss = crawl_once(root)
-            results[n] = (find_s, crawl_s, rss)
-            print(f"{n:>9,} files: find {n / find_s:>10,.0f} files/s | pnfsmon crawl "
-                  f"{n / crawl_s:>9,.0f} files/s (ratio {find_s / crawl_s:.3f} of find) | "
-                  f"peak RSS {rss / 1024:.1f} MiB")
-            shutil.rmtree(root)
-        small_rss, big_rss = results[args.small][2], results[args.files][2]
-        print(f"peak RSS {args.files:,} vs {args.small:,} files: {big_rss / small_rss:.2f}x "
-              "(flat memory is ~1.0)")
+        root = work / "tree"
+        build_flat_tree(root, args.files)
+        speed(root, args.files, "MariaDB as installed (Debian defaults)")
+        shutil.rmtree(root)
+        build_flat_tree(root, args.files)
+        old = set_server({"innodb_flush_log_at_trx_commit": "2",
+                          "innodb_buffer_pool_size": str(1 << 30)})
+        try:
+            speed(root, args.files, "MariaDB tuned (flush_log_at_trx_commit=2, 1 GiB pool)")
+        finally:
+            set_server(old)
+        shutil.rmtree(root)
+        print("memory:")
+        memory(work, [args.small, args.large])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

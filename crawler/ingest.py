@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from crawler.listing import Listed, WalkStats
-from crawler.staging import Row, Stage, drop_stale
+from crawler.staging import Stage, drop_stale, mysql_checksum, mysql_text
 from schema import counts
 from schema.db import retrying, write_transaction
 from schema.paths import path_hash
@@ -44,9 +44,10 @@ from schema.tables import crawls, statuses
 
 log = logging.getLogger(__name__)
 
-BATCH = 5000  # files per chunk: one staging load and one merge transaction
-VANISH_PAGE = 20000  # statuses rows per page of the vanished-files anti-join
+BATCH = 10000  # files per chunk: one staging load and one merge transaction
 NEARLINE, VANISHED = int(Status.NEARLINE), int(Status.VANISHED)
+_NEW_COLUMNS = ("site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
+                "recorded_from", "pool", "status", "claim_key", "tag_expiry", "crawl_gen")
 
 
 @dataclass
@@ -54,6 +55,10 @@ class IngestCounts:
     new: int = 0
     changed: int = 0
     vanished: int = 0
+
+
+def _number(value: float | None) -> str:
+    return "NULL" if value is None else repr(float(value))
 
 
 def _subtree_range(directory: bytes) -> tuple[bytes, bytes]:
@@ -77,12 +82,18 @@ class Ingest:
         self._lock = threading.Lock()  # the counts, from several writer threads
         drop_stale(engine, self.started)
         with write_transaction(engine) as conn:
+            # The site's first crawl: nothing to compare with, nothing can vanish, so no
+            # staging table; every file goes straight in.
+            self.first = conn.execute(
+                sa.select(statuses.c.id).where(statuses.c.site == site).limit(1)
+            ).first() is None
             self.crawl_id = conn.execute(
                 crawls.insert().values(site=site, root=root, started=self.started,
                                        complete=False)
             ).inserted_primary_key[0]
         self.stage = Stage(engine, self.crawl_id)
-        self.stage.create()
+        if not self.first:
+            self.stage.create()
 
     # -- the listing, chunk by chunk ---------------------------------------------------
 
@@ -101,7 +112,7 @@ class Ingest:
             while (chunk := chunks.get()) is not None:
                 if not failure:
                     try:
-                        retrying(self.engine, lambda c=chunk: self._merge_chunk(c))
+                        retrying(self.engine, lambda c=chunk: self._merge_chunk(*c))
                     except BaseException as err:  # handed to the walking thread below
                         failure.append(err)
 
@@ -109,20 +120,20 @@ class Ingest:
                    for n in range(writers)]
         for thread in threads:
             thread.start()
+        seq = 0  # each file's place in the listing: its key in the staging table
         try:
             batch = batch or BATCH
-            rows: list[Row] = []
-            for seq, item in enumerate(listing):
-                rows.append((seq, path_hash(item.path), item.path, item.size, item.mtime_ns,
-                             item.recorded_adler32, item.recorded_from, item.pool,
-                             *self._queue_state(item)))
-                if len(rows) >= batch:
-                    chunks.put(rows)
-                    rows = []
+            chunk: list[tuple[bytes, Listed]] = []
+            for item in listing:
+                chunk.append((path_hash(item.path), item))
+                if len(chunk) >= batch:
+                    chunks.put((seq, chunk))
+                    seq += len(chunk)
+                    chunk = []
                     if failure:
                         break
-            if rows and not failure:
-                chunks.put(rows)
+            if chunk and not failure:
+                chunks.put((seq, chunk))
         finally:
             for _ in threads:
                 chunks.put(None)
@@ -131,9 +142,12 @@ class Ingest:
         if failure:
             raise failure[0]
 
+    def _parked(self, item: Listed) -> bool:
+        return item.nearline and not self.include_nearline
+
     def _queue_state(self, item: Listed) -> tuple[int, float | None, float | None]:
         """(status, claim_key, tag_expiry) for a new or changed file; see the docstring."""
-        if item.nearline and not self.include_nearline:
+        if self._parked(item):
             return NEARLINE, None, None
         ready = item.mtime_ns / 1e9 + self.grace
         if self.grace > 0 and ready > self.started:
@@ -147,8 +161,8 @@ class Ingest:
         content_changed = sa.or_(
             s.size != t.size, s.mtime_ns != t.mtime_ns,
             # staged to disk, or now only on tape
-            sa.and_(s.status == NEARLINE, t.q_status != NEARLINE),
-            sa.and_(s.status != NEARLINE, t.q_status == NEARLINE),
+            sa.and_(s.status == NEARLINE, ~t.nearline),
+            sa.and_(s.status != NEARLINE, t.nearline),
             s.status == VANISHED,  # it is back: judge it afresh
             # A checksum the storage records now, different from the reference we hold,
             # replaces it.
@@ -165,28 +179,36 @@ class Ingest:
                    sa.or_(s.id.is_(None), content_changed, pool_moved))
         ).all()
 
-    def _merge_chunk(self, rows: list[Row]) -> None:
-        s, t = statuses.c, self.stage.table.c
-        lo, hi = rows[0][0], rows[-1][0]
-        by_seq = {r[0]: r for r in rows}
+    def _merge_chunk(self, first: int, chunk: list[tuple[bytes, Listed]]) -> None:
+        s = statuses.c
+        lo, hi = first, first + len(chunk) - 1
+        if self.first:
+            with write_transaction(self.engine) as conn:
+                deltas = counts.Deltas()
+                self._insert_new(conn, chunk, deltas)
+                deltas.write(conn)
+            with self._lock:
+                self.counts.new += len(chunk)
+            return
         with write_transaction(self.engine) as conn:
             if not conn.execute(sa.select(sa.func.count()).select_from(self.stage.table)
-                                .where(t.seq == lo)).scalar():
-                self.stage.load(conn, rows)  # not again when the transaction is retried
+                                .where(self.stage.table.c.seq == lo)).scalar():
+                # (Not again when this transaction is retried after its commit got through.)
+                self.stage.load(conn, [
+                    (lo + i, digest, item.size, item.mtime_ns, item.recorded_adler32,
+                     item.pool, self._parked(item)) for i, (digest, item) in enumerate(chunk)])
             new, changed, moved = [], [], []
             for seq, file_id, content in self._differences(conn, lo, hi):
+                digest, item = chunk[seq - lo]
                 if file_id is None:
-                    new.append(seq)
+                    new.append((digest, item))
                 elif content:
-                    changed.append((file_id, by_seq[seq]))
+                    changed.append((file_id, item))
                 else:
-                    moved.append({"b_id": file_id, "b_pool": by_seq[seq][7]})
+                    moved.append({"b_id": file_id, "b_pool": item.pool})
             deltas = counts.Deltas()
             if new:
-                self._insert_new(conn, new, lo, hi)
-                for seq in new:
-                    row = by_seq[seq]
-                    deltas.add(self.site, row[8], False, row[3])
+                self._insert_new(conn, new, deltas)
             if changed:
                 self._reset_changed(conn, changed, deltas)
             if moved:
@@ -197,19 +219,28 @@ class Ingest:
             self.counts.new += len(new)
             self.counts.changed += len(changed)
 
-    def _insert_new(self, conn: sa.Connection, new: list[int], lo: int, hi: int) -> None:
-        t = self.stage.table.c
-        chosen = (sa.and_(t.seq >= lo, t.seq <= hi) if len(new) == hi - lo + 1
-                  else t.seq.in_(new))
-        conn.execute(statuses.insert().from_select(
-            ["site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
-             "recorded_from", "pool", "status", "claim_key", "tag_expiry", "crawl_gen"],
-            sa.select(sa.literal(self.site, sa.String), t.path, t.path_hash, t.size,
-                      t.mtime_ns, t.recorded_adler32, t.recorded_from, t.pool, t.q_status,
-                      t.q_key, t.q_expiry, sa.literal(self.crawl_id, sa.Integer))
-            .where(chosen)))
+    def _insert_new(self, conn: sa.Connection, new: list[tuple[bytes, Listed]],
+                    deltas: counts.Deltas) -> None:
+        rows = [(self.site, item.path, digest, item.size, item.mtime_ns,
+                 item.recorded_adler32, item.recorded_from, item.pool,
+                 *self._queue_state(item), self.crawl_id) for digest, item in new]
+        for row in rows:
+            deltas.add(self.site, row[8], False, row[3])
+        if conn.dialect.name not in ("mysql", "mariadb"):
+            conn.execute(statuses.insert(), [dict(zip(_NEW_COLUMNS, r, strict=True))
+                                             for r in rows])
+            return
+        # MariaDB/MySQL: PyMySQL escapes each parameter in Python, which costs more than
+        # the statement; hex literals are built at C speed and are exact.
+        conn.exec_driver_sql(
+            f"INSERT INTO statuses ({', '.join(_NEW_COLUMNS)}) VALUES "
+            + ",".join(f"({mysql_text(site)},X'{path.hex()}',X'{digest.hex()}',{int(size)},"
+                       f"{int(mtime)},{mysql_checksum(recorded)},{mysql_text(source)},"
+                       f"{mysql_text(pool)},{status},{_number(key)},{_number(expiry)},{gen})"
+                       for site, path, digest, size, mtime, recorded, source, pool, status,
+                       key, expiry, gen in rows))
 
-    def _reset_changed(self, conn: sa.Connection, changed: list[tuple[int, Row]],
+    def _reset_changed(self, conn: sa.Connection, changed: list[tuple[int, Listed]],
                        deltas: counts.Deltas) -> None:
         s = statuses.c
         ids = [file_id for file_id, _ in changed]
@@ -219,6 +250,14 @@ class Ingest:
                 sa.select(s.id, s.status, s.size, s.recorded_from)
                 .where(s.id.in_(ids)).with_for_update()):
             deltas.remove(self.site, status, counts.is_first(source), size)
+        values = []
+        for file_id, item in changed:
+            status, key, expiry = self._queue_state(item)
+            deltas.add(self.site, status, False, item.size)
+            values.append({"b_id": file_id, "b_size": item.size, "b_mtime": item.mtime_ns,
+                           "b_recorded": item.recorded_adler32,
+                           "b_from": item.recorded_from, "b_pool": item.pool,
+                           "b_status": status, "b_key": key, "b_expiry": expiry})
         conn.execute(
             statuses.update().where(s.id == sa.bindparam("b_id")).values(
                 size=sa.bindparam("b_size"), mtime_ns=sa.bindparam("b_mtime"),
@@ -227,62 +266,57 @@ class Ingest:
                 status=sa.bindparam("b_status"), claim_key=sa.bindparam("b_key"),
                 tag_expiry=sa.bindparam("b_expiry"), computed_adler32=None,
                 tag=None, error=None, crawl_gen=self.crawl_id),
-            [{"b_id": file_id, "b_size": r[3], "b_mtime": r[4], "b_recorded": r[5],
-              "b_from": r[6], "b_pool": r[7], "b_status": r[8], "b_key": r[9],
-              "b_expiry": r[10]} for file_id, r in changed])
-        for _, r in changed:
-            deltas.add(self.site, r[8], False, r[3])
+            values)
 
     # -- after the walk ----------------------------------------------------------------
 
     def mark_vanished(self, unlisted: list[bytes]) -> int:
         """Mark rows of this site below the root that this crawl did not list as vanished;
         rows below an unlisted directory are left alone (we do not know whether they are
-        still there). Page by page over the site's rows, each page one short transaction."""
+        still there).
+
+        One streamed read finds the site's rows whose hash the staging table lacks: it
+        reads only the unique (site, path hash) index, which holds the row id too, and
+        looks each hash up in the staging table's index. Rows already vanished are among
+        them; the few candidates are then checked and marked by id, in short
+        transactions."""
+        if self.first:
+            return 0
         self.stage.index()
+        s, t = statuses.c, self.stage.table.c
+        unseen = (sa.select(s.id)
+                  .where(s.site == self.site, ~sa.exists().where(t.path_hash == s.path_hash)))
+        with self.engine.connect() as conn:
+            candidates = list(conn.execution_options(stream_results=True, yield_per=10000)
+                              .execute(unseen).scalars())
+        for start in range(0, len(candidates), BATCH):
+            ids = candidates[start:start + BATCH]
+            self.counts.vanished += retrying(self.engine, lambda ids=ids: self._vanish(
+                ids, unlisted))
+        return self.counts.vanished
+
+    def _vanish(self, ids: list[int], unlisted: list[bytes]) -> int:
+        s = statuses.c
         lo, hi = _subtree_range(self.root)
         fences = [_subtree_range(d) for d in unlisted]
-        s, t = statuses.c, self.stage.table.c
-        after = b""
-        while True:
-            with self.engine.connect() as conn:
-                page = conn.execute(
-                    sa.select(s.path_hash).where(s.site == self.site, s.path_hash > after)
-                    .order_by(s.path_hash).offset(VANISH_PAGE - 1).limit(1)).scalar()
-            last = page is None
-            window = [s.site == self.site, s.path_hash > after]
-            if not last:
-                window.append(s.path_hash <= page)
-            unseen = sa.and_(*window, s.status != VANISHED, s.path >= lo, s.path < hi,
-                             ~sa.exists().where(t.path_hash == s.path_hash))
-            with self.engine.connect() as conn:  # a plain read: most pages find nothing
-                candidates = [r.id for r in conn.execute(sa.select(s.id, s.path).where(unseen))
-                              if not any(a <= bytes(r.path) < b for a, b in fences)]
-
-            def run(ids=candidates) -> int:
-                with write_transaction(self.engine) as conn:
-                    gone = conn.execute(
-                        sa.select(s.id, s.status, s.size, s.recorded_from)
-                        .where(s.id.in_(ids), s.status != VANISHED).with_for_update()).all()
-                    if not gone:
-                        return 0
-                    deltas = counts.Deltas()
-                    for r in gone:
-                        first = counts.is_first(r.recorded_from)
-                        deltas.remove(self.site, r.status, first, r.size)
-                        deltas.add(self.site, VANISHED, first, r.size)
-                    conn.execute(statuses.update().where(s.id.in_([r.id for r in gone]))
-                                 .values(status=VANISHED, claim_key=None, tag=None,
-                                         tag_expiry=None, crawl_gen=self.crawl_id))
-                    deltas.write(conn)
-                    return len(gone)
-
-            if candidates:
-                self.counts.vanished += retrying(self.engine, run)
-            if last:
-                break
-            after = bytes(page)
-        return self.counts.vanished
+        with write_transaction(self.engine) as conn:
+            gone = [r for r in conn.execute(
+                sa.select(s.id, s.path, s.status, s.size, s.recorded_from)
+                .where(s.id.in_(ids), s.status != VANISHED, s.path >= lo, s.path < hi)
+                .with_for_update())
+                if not any(a <= bytes(r.path) < b for a, b in fences)]
+            if not gone:
+                return 0
+            deltas = counts.Deltas()
+            for r in gone:
+                first = counts.is_first(r.recorded_from)
+                deltas.remove(self.site, r.status, first, r.size)
+                deltas.add(self.site, VANISHED, first, r.size)
+            conn.execute(statuses.update().where(s.id.in_([r.id for r in gone])).values(
+                status=VANISHED, claim_key=None, tag=None, tag_expiry=None,
+                crawl_gen=self.crawl_id))
+            deltas.write(conn)
+            return len(gone)
 
     def finish(self, stats: WalkStats) -> None:
         with write_transaction(self.engine) as conn:
@@ -297,11 +331,14 @@ class Ingest:
                 )
             )
             counts.fold(conn)
-        self.stage.drop()
+        if not self.first:
+            self.stage.drop()
 
     def abandon(self) -> None:
         """After a failure: drop the staging table if the database lets us (else a later
         crawl drops it); the crawl stays unfinished, so nothing trusts it."""
+        if self.first:
+            return
         try:
             self.stage.drop()
         except sa.exc.DBAPIError as err:

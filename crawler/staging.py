@@ -18,33 +18,29 @@ import time
 
 import sqlalchemy as sa
 
-from schema.tables import HashBytes, PathBytes, crawls
+from schema.tables import HashBytes, crawls
 
 log = logging.getLogger(__name__)
 
 PREFIX = "crawl_stage_"
 STALE_AFTER = 86400.0  # seconds: a crawl that has not finished in a day has died
 _HEX8 = re.compile(r"[0-9a-f]{8}")
-COLUMNS = ("seq", "path_hash", "path", "size", "mtime_ns", "recorded_adler32",
-           "recorded_from", "pool", "q_status", "q_key", "q_expiry")
+COLUMNS = ("seq", "path_hash", "size", "mtime_ns", "recorded_adler32", "pool", "nearline")
 
 
 def stage_table(crawl_id: int) -> sa.Table:
     """The staging table of crawl ``crawl_id``: one row per listed file, ``seq`` its place
-    in the listing; ``q_*`` where a new or changed file goes in the queue."""
+    in the listing, with what the comparison with ``statuses`` needs (no path: the few new
+    files are inserted with theirs by the crawler, which holds them)."""
     return sa.Table(
         f"{PREFIX}{int(crawl_id)}", sa.MetaData(),
         sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("path_hash", HashBytes, nullable=False),
-        sa.Column("path", PathBytes, nullable=False),
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("mtime_ns", sa.BigInteger, nullable=False),
         sa.Column("recorded_adler32", sa.String(8)),
-        sa.Column("recorded_from", sa.String(16)),
         sa.Column("pool", sa.String(255)),
-        sa.Column("q_status", sa.SmallInteger, nullable=False),
-        sa.Column("q_key", sa.Double),
-        sa.Column("q_expiry", sa.Double),
+        sa.Column("nearline", sa.Boolean, nullable=False),  # to be parked as nearline
     )
 
 
@@ -94,23 +90,25 @@ class Stage:
             + ",".join(_mysql_values(row) for row in rows))
 
 
-def _mysql_text(value: str | None) -> str:
+def mysql_text(value: str | None) -> str:
+    """A string as a MariaDB literal, exact whatever it holds (hex, no escaping)."""
     if value is None:
         return "NULL"
-    return "X'" + value.encode("utf-8").hex() + "'"  # exact whatever it holds
+    return "X'" + value.encode("utf-8").hex() + "'"
 
 
-def _mysql_number(value: float | None) -> str:
-    return "NULL" if value is None else repr(float(value))
+def mysql_checksum(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    if not _HEX8.fullmatch(value):
+        raise ValueError(f"not an Adler32 hex value: {value!r}")
+    return f"'{value}'"
 
 
 def _mysql_values(row: Row) -> str:
-    seq, digest, path, size, mtime, recorded, source, pool, status, key, expiry = row
-    if recorded is not None and not _HEX8.fullmatch(recorded):
-        raise ValueError(f"not an Adler32 hex value: {recorded!r}")
-    return (f"({int(seq)},X'{digest.hex()}',X'{path.hex()}',{int(size)},{int(mtime)},"
-            f"{_mysql_text(recorded)},{_mysql_text(source)},{_mysql_text(pool)},"
-            f"{int(status)},{_mysql_number(key)},{_mysql_number(expiry)})")
+    seq, digest, size, mtime, recorded, pool, nearline = row
+    return (f"({int(seq)},X'{digest.hex()}',{int(size)},{int(mtime)},"
+            f"{mysql_checksum(recorded)},{mysql_text(pool)},{int(bool(nearline))})")
 
 
 def drop_stale(engine: sa.Engine, now: float | None = None) -> list[str]:

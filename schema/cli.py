@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from schema import config, db, logs, migrate, tables
+from schema import config, db, logs, migrate, prune, tables
 from schema.errors import ConfigError
 
 
@@ -81,6 +82,34 @@ def do_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def do_db_prune(args: argparse.Namespace) -> int:
+    """Delete checks (events) older than a retention, keeping every file's last check and
+    every check of a file that is or was a problem; and files vanished for longer than
+    another retention, with their checks. In short batches: workers and crawls may run
+    meanwhile. Defaults: prune_events_after and prune_vanished_after in the configuration
+    file, else 365 and 90 days."""
+    settings_ = settings(args)
+    events_days = (settings_.events_retention if args.events_older_than is None
+                   else args.events_older_than)
+    vanished_days = (settings_.vanished_retention if args.vanished_older_than is None
+                     else args.vanished_older_than)
+    if min(events_days, vanished_days) < 0:
+        raise ConfigError("--events-older-than and --vanished-older-than must not be "
+                          "negative")
+    eng = engine(args)
+    started = time.monotonic()
+    done = prune.prune(eng, events_days=events_days, vanished_days=vanished_days,
+                       keep_problem_history=not args.prune_problem_history)
+    kept = ("the last check of every file" if args.prune_problem_history else
+            "the last check of every file and every check of files that are or were "
+            "problems")
+    logs.result(f"pruned {done.events:,} checks older than {events_days:g} days (kept "
+                f"{kept}) and {done.vanished:,} files vanished more than {vanished_days:g} "
+                f"days ago (with their {done.vanished_events:,} checks) in "
+                f"{time.monotonic() - started:.1f} s")
+    return 0
+
+
 def ddl(dialect_name: str) -> str:
     """The CREATE statements for a dialect, as a DBA would apply them."""
     try:
@@ -120,6 +149,18 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p_up = db_sub.add_parser("upgrade", parents=parents, help=do_db_upgrade.__doc__,
                              description=do_db_upgrade.__doc__)
     p_up.set_defaults(func=do_db_upgrade)
+    p_prune = db_sub.add_parser("prune", parents=parents, help="delete old checks and "
+                                "long-vanished files", description=do_db_prune.__doc__)
+    p_prune.add_argument("--events-older-than", type=float, metavar="DAYS",
+                         help="retention of checks (default: prune_events_after, else "
+                              f"{config.DEFAULT_EVENTS_RETENTION:g})")
+    p_prune.add_argument("--vanished-older-than", type=float, metavar="DAYS",
+                         help="retention of vanished files (default: prune_vanished_after, "
+                              f"else {config.DEFAULT_VANISHED_RETENTION:g})")
+    p_prune.add_argument("--prune-problem-history", action="store_true",
+                         help="also prune old checks of files that are or were problems "
+                              "(their last check is still kept)")
+    p_prune.set_defaults(func=do_db_prune)
     p_ddl = db_sub.add_parser("ddl", help=do_db_ddl.__doc__, description=do_db_ddl.__doc__)
     p_ddl.add_argument("--dialect", default="mysql",
                        help="mysql, mariadb, postgresql or sqlite (default: mysql)")

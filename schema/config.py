@@ -33,11 +33,17 @@ def search_path() -> list[Path]:
     ]
 
 
+DEFAULT_EVENTS_RETENTION = 365.0  # days: checks older than this are pruned
+DEFAULT_VANISHED_RETENTION = 90.0  # days: files gone longer than this are pruned
+
+
 @dataclass(frozen=True)
 class Settings:
     db_url: str
     db_password: str | None = None
     config_file: Path | None = None
+    events_retention: float = DEFAULT_EVENTS_RETENTION  # days (``pnfsmon db prune``)
+    vanished_retention: float = DEFAULT_VANISHED_RETENTION  # days
 
 
 def _read_file() -> tuple[dict[str, str], Path | None]:
@@ -91,4 +97,21 @@ def load(db_flag: str | None = None) -> Settings:
         password = _read_password_file(password_file)
     secrets.register(password)
     secrets.register(_url_password(db_url))
-    return Settings(db_url=db_url, db_password=password, config_file=file_path)
+    return Settings(db_url=db_url, db_password=password, config_file=file_path,
+                    events_retention=_days(file_values, "prune_events_after",
+                                           DEFAULT_EVENTS_RETENTION, file_path),
+                    vanished_retention=_days(file_values, "prune_vanished_after",
+                                             DEFAULT_VANISHED_RETENTION, file_path))
+
+
+def _days(values: dict[str, str], key: str, default: float, path: Path | None) -> float:
+    text = values.get(key)
+    if text is None:
+        return default
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if days < 0:
+        raise ConfigError(f"{path}: {key} = {text!r} is not a number of days")
+    return days

@@ -75,12 +75,14 @@ def test_a_recrawl_writes_only_what_changed(engine, tree):
     assert stage_tables(engine) == []  # each crawl drops its staging table
 
 
-def test_vanished_files_found_across_many_pages(engine, tree, monkeypatch):
-    """The anti-join walks the site's rows page by page: files gone from every page are
-    found, a sibling site is never touched."""
+def test_vanished_files_found_in_many_batches(engine, tree, monkeypatch):
+    """Vanished files are marked in batches: gone files from every batch are found, and a
+    sibling site, vanished files of earlier crawls and other roots are never touched."""
     from crawler import ingest
 
-    monkeypatch.setattr(ingest, "VANISH_PAGE", 7)
+    monkeypatch.setattr(ingest, "BATCH", 7)
+    write_file(tree.parent / "elsewhere" / "e", b"e")
+    crawl(engine, os.fsencode(tree.parent / "elsewhere"), "s")
     files = [write_file(tree / f"f{i:03d}", b"x") for i in range(60)]
     root = os.fsencode(tree)
     crawl(engine, root, "s")
@@ -95,6 +97,8 @@ def test_vanished_files_found_across_many_pages(engine, tree, monkeypatch):
             sa.select(statuses.c.site, statuses.c.path)
             .where(statuses.c.status == int(Status.VANISHED)))}
     assert vanished == {("s", f) for f in gone}
+    _, ingest_ = crawl(engine, root, "s")  # already vanished: not again
+    assert ingest_.counts.vanished == 0
 
 
 CRAWL_SCRIPT = """
@@ -106,8 +110,8 @@ from schema.config import Settings
 
 ingest.BATCH = 400
 real = ingest.Ingest._merge_chunk
-def slow(self, rows):  # slow enough to be killed in the middle of the merges
-    real(self, rows)
+def slow(self, *chunk):  # slow enough to be killed in the middle of the merges
+    real(self, *chunk)
     time.sleep(0.2)
 ingest.Ingest._merge_chunk = slow
 crawl(db.create_engine(Settings(sys.argv[1])), os.fsencode(sys.argv[2]), "s")

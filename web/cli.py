@@ -80,7 +80,7 @@ def do_status(args: argparse.Namespace) -> int:
     if not args.nagios:
         engine = cli.engine(args)
         with engine.connect() as conn:
-            s = summarize(conn)
+            s = summarize(conn, sweep=False)
         print(format_summary(s))
         return EXIT_PROBLEMS if any(s.counts[st] for st in PROBLEMS) else EXIT_OK
     try:
@@ -88,7 +88,7 @@ def do_status(args: argparse.Namespace) -> int:
             raise ConfigError("need 0 < --warning <= --critical")
         engine = cli.engine(args)
         with engine.connect() as conn:
-            s = summarize(conn)
+            s = summarize(conn, sweep=False)
         code, line = nagios_line(s, args.warning, args.critical, args.max_crawl_age * 3600)
     except PnfsmonError as err:
         code, line = NAGIOS_UNKNOWN, f"PNFSMON UNKNOWN - {err}"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from schema.counts import FIRST_CHECK
+from schema import counts
 from schema.status import PROBLEMS, Status
 from schema.tables import compares, crawls, events, statuses
 
@@ -58,52 +58,40 @@ class SweepProgress:
         return (self.due + self.leased) / self.rate_per_hour
 
 
-@dataclass
-class StatusScan:
-    """One pass over ``statuses``, grouped by site and status: everything the summary and
-    the sweep need that no index serves (one full scan instead of five)."""
-
-    rows: list[tuple]  # (site, status, files, bytes, leased, first_check, in_cycle, grace)
-
-    def total(self, column: int, statuses_: tuple[Status, ...] | None = None) -> int:
-        return sum(int(r[column] or 0) for r in self.rows
-                   if statuses_ is None or Status(r[1]) in statuses_)
-
-
 #: Statuses of files a sweep is to check (not gone, not tape-only).
 CHECKABLE = tuple(s for s in Status if s not in (Status.VANISHED, Status.NEARLINE))
 
 
-def status_scan(conn: sa.Connection, cycle_start: float) -> StatusScan:
+def leases(conn: sa.Connection) -> tuple[int, int]:
+    """(files being checked now, files waiting out their grace window), from the lease
+    index: only those rows have an expiry (a young file waits with an expiry and no
+    owner: see crawler.ingest)."""
     s = statuses.c
-
-    def flag(condition):
-        return sa.func.sum(sa.case((condition, 1), else_=0))
-
-    return StatusScan(conn.execute(
-        sa.select(s.site, s.status, sa.func.count(), sa.func.coalesce(sa.func.sum(s.size), 0),
-                  flag(s.tag.is_not(None)), flag(s.recorded_from == FIRST_CHECK),
-                  flag(s.checked >= cycle_start),
-                  # A young file waits with an expiry but no owner: see crawler.ingest.
-                  flag(sa.and_(s.tag.is_(None), s.tag_expiry.is_not(None))))
-        .group_by(s.site, s.status)
-    ).all())
+    total, leased = conn.execute(
+        sa.select(sa.func.count(), sa.func.sum(sa.case((s.tag.is_not(None), 1), else_=0)))
+        .where(s.tag_expiry.is_not(None))).one()
+    return int(leased or 0), int(total) - int(leased or 0)
 
 
 def sweep_progress(conn: sa.Connection, recheck_after: float, now: float | None = None,
-                   scan: StatusScan | None = None) -> SweepProgress:
+                   totals: counts.Totals | None = None) -> SweepProgress:
+    """Where the checking cycle stands; one scan of ``statuses`` (the files checked within
+    the cycle), so the report and ``condor status`` ask for it, not ``status``."""
     now = time.time() if now is None else now
-    scan = scan if scan is not None else status_scan(conn, now - recheck_after)
+    totals = totals if totals is not None else counts.totals(conn)
+    s = statuses.c
     count = sa.select(sa.func.count())
     checks = count.select_from(events)
+    checkable = [int(st) for st in CHECKABLE]
     return SweepProgress(
         checked_last_hour=conn.execute(
             checks.where(events.c.checked >= now - 3600)).scalar_one(),
-        due=conn.execute(count.where(statuses.c.claim_key <= now - recheck_after)).scalar_one(),
-        leased=scan.total(4),
+        due=conn.execute(count.where(s.claim_key <= now - recheck_after)).scalar_one(),
+        leased=leases(conn)[0],
         checked_last_day=conn.execute(checks.where(events.c.checked >= now - DAY)).scalar_one(),
-        checked_in_cycle=scan.total(6, CHECKABLE),
-        checkable=scan.total(2, CHECKABLE),
+        checked_in_cycle=conn.execute(count.where(s.checked >= now - recheck_after,
+                                                  s.status.in_(checkable))).scalar_one(),
+        checkable=sum(n for (_, st), n in totals.files.items() if st in CHECKABLE),
     )
 
 
@@ -200,20 +188,24 @@ class Summary:
         }
 
 
-def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY) -> Summary:
+def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY, *,
+              sweep: bool = True) -> Summary:
+    """Counts per status and site (from the ``status_counts`` ledger: no scan), files
+    being checked and in grace (the lease index), the last crawls and compares; and with
+    ``sweep``, where the checking cycle stands (one scan)."""
     now = time.time()
-    scan = status_scan(conn, now - recheck_after)
-    counts = dict.fromkeys(Status, 0)
+    totals = counts.totals(conn)
+    total_counts = dict.fromkeys(Status, 0)
     sites: dict[str, SiteRow] = {}
 
     def site_row(site: str) -> SiteRow:
         return sites.setdefault(site, SiteRow(site, None, dict.fromkeys(Status, 0),
                                               dict.fromkeys(Status, 0)))
 
-    for site, code, n, size, *_ in scan.rows:
-        counts[Status(code)] += n
-        site_row(site).counts[Status(code)] = n
-        site_row(site).sizes[Status(code)] = int(size)
+    for (site, status), n in totals.files.items():
+        total_counts[status] += n
+        site_row(site).counts[status] = n
+        site_row(site).sizes[status] = totals.bytes[(site, status)]
     crawled = last_crawls(conn)
     for c in crawled:  # the most recent crawl of each site stands for it
         row = site_row(c.site)
@@ -221,9 +213,10 @@ def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY) -> Summary:
             row.crawl = c
     for name, info in latest_compares(conn).items():
         site_row(name).compare = info
-    return Summary(now, counts, scan.total(4), scan.total(5), scan.total(7), crawled,
-                   sorted(sites.values(), key=lambda r: r.site),
-                   sweep_progress(conn, recheck_after, now, scan))
+    leased, in_grace = leases(conn)
+    return Summary(now, total_counts, leased, sum(totals.first_check.values()), in_grace,
+                   crawled, sorted(sites.values(), key=lambda r: r.site),
+                   sweep_progress(conn, recheck_after, now, totals) if sweep else None)
 
 
 def problem_trend(conn: sa.Connection, days: int = 60, now: float | None = None
