@@ -6,6 +6,11 @@
 2. checking a 1 GiB file through the XRootD reader (read + Adler32) vs
    ``xrdcp -f root://... /dev/null`` (target: at least 0.8 of its rate).
 
+3. the same at a WAN-like distance: through a loopback proxy that delays each direction by
+   5 ms without limiting throughput (``tests/latency_proxy.py``), listing and querying
+   10,000 files in 100 directories beside ``xrdfs ls -R -l``, and the 1 GiB read beside
+   ``xrdcp``, both through the same proxy.
+
 Needs root (the server runs as the ``xrootd`` user), xrootd-server and MariaDB."""
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from common import build_flat_tree, fresh_mariadb, pnfsmon_env  # noqa: E402
+from latency_proxy import LatencyProxy  # noqa: E402
 from xrootd_server import XRootDServer, available  # noqa: E402
 
 from crawler.listing import WalkStats  # noqa: E402
@@ -30,6 +36,8 @@ from tester.readers import make_reader  # noqa: E402
 
 FILES = 50_000
 PER_DIR = 100
+WAN_FILES = 10_000
+WAN_DELAY = 0.005
 GIB = 1 << 30
 ROUNDS = 3
 
@@ -51,38 +59,45 @@ def main() -> None:
         base = Path(tmp)
         data = base / "data"
         build_flat_tree(data / "tree", FILES, per_dir=PER_DIR, size=10)
+        build_flat_tree(data / "wan", WAN_FILES, per_dir=PER_DIR, size=10)
         with open(data / "big", "wb") as fh:
             block = os.urandom(1 << 20)
             for _ in range(GIB >> 20):
                 fh.write(block)
         with XRootDServer(data, base / "work", name="pnfsmon-bench") as server:
             server.give(data)
-            listing(server)
-            crawling(server)
-            reading(server)
+            listing(server.url)
+            crawling(server.url)
+            reading(server.url, data)
+            with LatencyProxy(("127.0.0.1", server.port), delay=WAN_DELAY) as proxy:
+                far = f"root://127.0.0.1:{proxy.port}"
+                print(f"through a proxy delaying each direction by {WAN_DELAY * 1000:g} ms:")
+                listing(far, "wan", WAN_FILES)
+                crawling(far, "wan", WAN_FILES)
+                reading(far, data)
 
 
-def listing(server: XRootDServer) -> None:
+def listing(server: str, top: str = "tree", files: int = FILES) -> None:
     def xrdfs() -> None:
-        out = subprocess.run(["xrdfs", server.url, "ls", "-R", "-l", "/tree"],
+        out = subprocess.run(["xrdfs", server, "ls", "-R", "-l", f"/{top}"],
                              check=True, capture_output=True).stdout
-        assert out.count(b"\n") >= FILES
+        assert out.count(b"\n") >= files
 
     def ours() -> None:
         stats = WalkStats()
-        for _ in XRootDNamespace(f"{server.url}//tree", checksums="none").walk(stats):
+        for _ in XRootDNamespace(f"{server}//{top}", checksums="none").walk(stats):
             pass
-        assert stats.files == FILES, stats
+        assert stats.files == files, stats
 
     ours()  # warm the server's directory cache for both
     t_tool, t_ours = best(xrdfs), best(ours)
-    print(f"list {FILES:,} files in {FILES // PER_DIR} directories (best of {ROUNDS}):")
-    print(f"  xrdfs ls -R -l   {t_tool:6.2f} s  {FILES / t_tool:9,.0f} files/s")
-    print(f"  pnfsmon listing  {t_ours:6.2f} s  {FILES / t_ours:9,.0f} files/s"
+    print(f"list {files:,} files in {files // PER_DIR} directories (best of {ROUNDS}):")
+    print(f"  xrdfs ls -R -l   {t_tool:6.2f} s  {files / t_tool:9,.0f} files/s")
+    print(f"  pnfsmon listing  {t_ours:6.2f} s  {files / t_ours:9,.0f} files/s"
           f"  ratio {t_tool / t_ours:.2f} (>= 1 is at least as fast)")
 
 
-def crawling(server: XRootDServer) -> None:
+def crawling(server: str, top: str = "tree", files: int = FILES) -> None:
     # The first query of a file makes this server compute its checksum (a read, then the
     # xattr); the second is answered from that cache, as on a production server.
     for checksums, label in (("none", ""), ("query", "(server computes)"),
@@ -90,22 +105,22 @@ def crawling(server: XRootDServer) -> None:
         with fresh_mariadb() as url:
             env = pnfsmon_env(url)
             started = time.perf_counter()
-            subprocess.run(["pnfsmon", "crawl", f"{server.url}//tree", "--checksums",
+            subprocess.run(["pnfsmon", "crawl", f"{server}//{top}", "--checksums",
                             checksums, "--grace", "0"], env=env, check=True,
                            stdout=subprocess.DEVNULL)
             seconds = time.perf_counter() - started
         print(f"  pnfsmon crawl --checksums {checksums:5s} into MariaDB: {seconds:6.2f} s "
-              f"{FILES / seconds:9,.0f} files/s {label}")
+              f"{files / seconds:9,.0f} files/s {label}")
 
 
-def reading(server: XRootDServer) -> None:
-    url = f"{server.url}//big"
+def reading(server: str, data: Path) -> None:
+    url = f"{server}//big"
 
     def xrdcp() -> None:
         subprocess.run(["xrdcp", "-f", "-s", url, "/dev/null"], check=True)
 
     reader = make_reader("xrootd", 600)
-    st = os.stat(server.data / "big")
+    st = os.stat(data / "big")
     item = Claimed(1, "bench", url.encode(), GIB, int(st.st_mtime) * 10**9, None, None, None)
 
     def ours() -> None:

@@ -13,7 +13,7 @@ import os
 import re
 
 from crawler.listing import Listed
-from crawler.pnfs import DcacheMount, MalformedMetadata, magic_name, read_magic
+from crawler.pnfs import DcacheMount, MalformedMetadata, magic_name, read_magic, why
 
 _HEX = re.compile(r"[0-9a-fA-F]{1,8}")
 LOCALITIES = ("ONLINE", "NEARLINE", "ONLINE_AND_NEARLINE", "UNAVAILABLE", "LOST", "NONE")
@@ -49,17 +49,18 @@ def parse_locality(text: bytes) -> str:
 class ChimeraNamespace(DcacheMount):
     name = "chimera"
 
-    def _describe(self, directory: bytes, name: bytes, path: bytes,
-                  st: os.stat_result) -> Listed:
-        item = Listed(path, st.st_size, st.st_mtime_ns)
+    def _describe(self, fd: int, directory: bytes, name: bytes,
+                  st: os.stat_result) -> tuple[Listed, str | None]:
+        item = Listed(os.path.join(directory, name), st.st_size, st.st_mtime_ns)
+        problems = []
         for what in (b"checksums", b"locality"):
             try:
-                text = read_magic(directory, magic_name(b"get", name, what))
+                text = read_magic(fd, magic_name(b"get", name, what))
                 if what == b"checksums":
                     item.recorded_adler32 = parse_checksums(text)
                     item.recorded_from = "chimera" if item.recorded_adler32 else None
                 else:
                     item.nearline = parse_locality(text) == "NEARLINE"
             except (OSError, MalformedMetadata) as err:
-                self._malformed(path, what.decode(), err)
-        return item
+                problems.append(why(what.decode(), err))
+        return item, "; ".join(problems) or None

@@ -17,7 +17,7 @@ from schema import cli, logs
 from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from schema.paths import display
 from schema.progress import Progress, human_bytes
-from schema.sites import DEFAULT_GRACE
+from schema.sites import DEFAULT_GRACE, DEFAULT_PARALLEL
 from schema.sites import site as site_settings
 from schema.tables import crawls
 
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = True,
           grace: float = 0.0, include_nearline: bool = False,
-          progress: Progress | None = None) -> tuple[WalkStats, Ingest]:
+          progress: Progress | None = None, local_infile: bool = True
+          ) -> tuple[WalkStats, Ingest]:
     """Walk ``root`` (a local directory, or any namespace) and ingest it as one crawl of
     ``site``; the unit the CLI and the demo share. ``grace``: seconds after its last
     modification before a file may be judged (the CLI's default is two hours)."""
@@ -35,7 +36,7 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
                  else root)
     stats = WalkStats()
     ingest = Ingest(engine, site, namespace.root, grace=grace,
-                    include_nearline=include_nearline)
+                    include_nearline=include_nearline, local_infile=local_infile)
 
     def listing():
         for item in namespace.walk(stats):
@@ -90,11 +91,13 @@ def do_crawl(args: argparse.Namespace) -> int:
         raise ConfigError(f"no ROOT given, and site {args.site} has no namespace in the "
                           "configuration file ([site NAME] namespace = ...)")
     grace = site.grace if args.grace is None else args.grace * 3600
-    if grace < 0 or args.request_timeout <= 0:
-        raise ConfigError("--grace must not be negative, --request-timeout must be positive")
+    parallel = site.parallel if args.parallel is None else args.parallel
+    if grace < 0 or args.request_timeout <= 0 or (parallel is not None and parallel < 1):
+        raise ConfigError("--grace must not be negative, --request-timeout must be "
+                          "positive, --parallel at least 1")
     namespace = open_namespace(os.fsencode(root), args.namespace or site.namespace_kind,
                                read_xattrs=not args.no_xattr, checksums=args.checksums,
-                               timeout=args.request_timeout)
+                               timeout=args.request_timeout, parallel=parallel)
     engine = cli.engine(args)
     started = time.monotonic()
     # The total is the last crawl's: an estimate, good enough for an ETA.
@@ -102,7 +105,8 @@ def do_crawl(args: argparse.Namespace) -> int:
                         previous_files(engine, args.site, namespace.root),
                         interval=args.log_interval)
     stats, ingest = crawl(engine, namespace, args.site, grace=grace,
-                          include_nearline=args.include_nearline, progress=progress)
+                          include_nearline=args.include_nearline, progress=progress,
+                          local_infile=cli.settings(args).mysql_local_infile)
     logs.result(summary(namespace.root, args.site, stats, ingest,
                         time.monotonic() - started))
     if stats.malformed:
@@ -134,7 +138,14 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
                    help="xrootd: ask the server for each file's recorded checksum (default) "
                         "or not (some servers compute one on query: a full read)")
     p.add_argument("--request-timeout", type=float, default=60.0, metavar="S",
-                   help="xrootd: seconds for one listing or query request (default: 60)")
+                   help="seconds one request may take: an XRootD listing or query, or a "
+                        "call on a mount (a directory whose calls take longer is counted "
+                        "unlisted; default: 60)")
+    p.add_argument("--parallel", type=int, metavar="N",
+                   help="mounts (posix, pnfs, chimera): calls in flight at once, listing "
+                        "directories and reading each file's metadata (default: the site's "
+                        f"parallel, else {DEFAULT_PARALLEL} on a network or FUSE filesystem, "
+                        "1 on a local one)")
     p.add_argument("--site", default=DEFAULT_SITE,
                    help=f"site name the files belong to (default: {DEFAULT_SITE})")
     p.add_argument("--no-xattr", action="store_true",

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from crawler.listing import Listed, WalkStats
 from crawler.staging import Stage, drop_stale, mysql_checksum, mysql_text
 from schema import counts
-from schema.db import retrying, write_transaction
+from schema.db import bulk_loading, retrying, write_transaction
 from schema.paths import path_hash
 from schema.status import Status
 from schema.tables import crawls, statuses
@@ -71,8 +71,10 @@ class Ingest:
     """Write one crawl of one site below one root."""
 
     def __init__(self, engine: sa.Engine, site: str, root: bytes, *, grace: float = 0.0,
-                 include_nearline: bool = False) -> None:
+                 include_nearline: bool = False, local_infile: bool = True) -> None:
         self.engine = engine
+        # The chunks' connections: on MariaDB/MySQL they may LOAD DATA LOCAL INFILE.
+        self.writer = bulk_loading(engine) if local_infile else engine
         self.site = site
         self.root = root
         self.grace = grace
@@ -91,7 +93,8 @@ class Ingest:
                 crawls.insert().values(site=site, root=root, started=self.started,
                                        complete=False)
             ).inserted_primary_key[0]
-        self.stage = Stage(engine, self.crawl_id)
+        self.stage = Stage(self.writer, self.crawl_id,
+                           local_infile=self.writer is not self.engine)
         if not self.first:
             self.stage.create()
 
@@ -112,7 +115,7 @@ class Ingest:
             while (chunk := chunks.get()) is not None:
                 if not failure:
                     try:
-                        retrying(self.engine, lambda c=chunk: self._merge_chunk(*c))
+                        retrying(self.writer, lambda c=chunk: self._merge_chunk(*c))
                     except BaseException as err:  # handed to the walking thread below
                         failure.append(err)
 
@@ -183,14 +186,14 @@ class Ingest:
         s = statuses.c
         lo, hi = first, first + len(chunk) - 1
         if self.first:
-            with write_transaction(self.engine) as conn:
+            with write_transaction(self.writer) as conn:
                 deltas = counts.Deltas()
                 self._insert_new(conn, chunk, deltas)
                 deltas.write(conn)
             with self._lock:
                 self.counts.new += len(chunk)
             return
-        with write_transaction(self.engine) as conn:
+        with write_transaction(self.writer) as conn:
             if not conn.execute(sa.select(sa.func.count()).select_from(self.stage.table)
                                 .where(self.stage.table.c.seq == lo)).scalar():
                 # (Not again when this transaction is retried after its commit got through.)
@@ -333,13 +336,18 @@ class Ingest:
             counts.fold(conn)
         if not self.first:
             self.stage.drop()
+        self._close_writer()
+
+    def _close_writer(self) -> None:
+        if self.writer is not self.engine:
+            self.writer.dispose()
 
     def abandon(self) -> None:
         """After a failure: drop the staging table if the database lets us (else a later
         crawl drops it); the crawl stays unfinished, so nothing trusts it."""
-        if self.first:
-            return
         try:
-            self.stage.drop()
+            if not self.first:
+                self.stage.drop()
         except sa.exc.DBAPIError as err:
             log.debug("staging table %s left for later: %s", self.stage.name, err)
+        self._close_writer()

@@ -29,8 +29,11 @@ class Namespace(Protocol):
 
 
 def open_namespace(root: str | bytes, kind: str | None = None, *, read_xattrs: bool = True,
-                   checksums: str = "query", timeout: float = 60.0) -> Namespace:
-    """The namespace to crawl below ``root``; ConfigError if it cannot be one."""
+                   checksums: str = "query", timeout: float = 60.0,
+                   parallel: int | None = None) -> Namespace:
+    """The namespace to crawl below ``root``; ConfigError if it cannot be one.
+    ``timeout``: seconds one request (XRootD) or call (a mount) may take; ``parallel``:
+    calls in flight on a mount (None: by its filesystem, see ``crawler.walk``)."""
     remote = is_xrootd_url(root)
     kind = kind or ("xrootd" if remote else "posix")
     if kind not in NAMESPACES:
@@ -47,7 +50,7 @@ def open_namespace(root: str | bytes, kind: str | None = None, *, read_xattrs: b
     if not os.path.isdir(path):
         raise ConfigError(f"crawl root {display(path)} is not a directory")
     if kind == "pnfs":
-        return PnfsNamespace(path)
+        return PnfsNamespace(path, parallel=parallel, timeout=timeout)
     if kind == "chimera":
-        return ChimeraNamespace(path)
-    return PosixNamespace(path, read_xattrs=read_xattrs)
+        return ChimeraNamespace(path, parallel=parallel, timeout=timeout)
+    return PosixNamespace(path, read_xattrs=read_xattrs, parallel=parallel, timeout=timeout)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from crawler.listing import Listed, WalkStats
-from crawler.posix import scan
+from crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
 
 _STATISTICS = re.compile(rb"\d+(,[\d.]+)+")
 _HEX = re.compile(r"[0-9a-fA-F]{1,8}")
@@ -89,48 +90,55 @@ def is_magic(name: bytes) -> bool:
     return name.startswith(b".(")
 
 
-def read_magic(directory: bytes, name: bytes) -> bytes:
-    """The content of a dot-command file (read-only; an ordinary open and read)."""
-    with open(os.path.join(directory, name), "rb") as fh:
-        return fh.read(64 * 1024)
+def read_magic(dir_fd: int, name: bytes) -> bytes:
+    """The content of a dot-command file in the directory open as ``dir_fd`` (read-only;
+    an ordinary open and read, one name looked up)."""
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return os.read(fd, 64 * 1024)
+    finally:
+        os.close(fd)
+
+
+def why(what: str, err: Exception) -> str:
+    """What could not be read about a file, and why, for the crawl's warning."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return f"{what}: {reason}"
 
 
 class DcacheMount:
-    """A dCache namespace mount, walked like POSIX without the dot-command names;
-    subclasses describe each file from its dot-commands (``_describe``)."""
+    """A dCache namespace mount, walked like POSIX without the dot-command names (a real
+    mount never lists them; a tree copied from one may); subclasses describe each file
+    from its dot-commands (``_describe``), returning what could not be read."""
 
     name = "dcache"
 
-    def __init__(self, root: bytes) -> None:
+    def __init__(self, root: bytes, *, parallel: int | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         self.root = root
-        self.stats = WalkStats()
+        self.parallel = parallel
+        self.timeout = timeout
 
-    def walk(self, stats: WalkStats):
-        self.stats = stats
-        return scan(self.root, stats, self._describe, hidden=is_magic)
+    def walk(self, stats: WalkStats) -> Iterator[Listed]:
+        return ParallelWalk(self.root, self._describe, parallel=self.parallel,
+                            timeout=self.timeout, hidden=is_magic).walk(stats)
 
-    def _describe(self, directory: bytes, name: bytes, path: bytes,
-                  st: os.stat_result) -> Listed:
+    def _describe(self, fd: int, directory: bytes, name: bytes,
+                  st: os.stat_result) -> tuple[Listed, str | None]:
         raise NotImplementedError
-
-    def _malformed(self, path: bytes, what: str, err: Exception) -> None:
-        """The file stays listed (without what could not be read); the crawl says why."""
-        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        self.stats.bad_metadata(path, f"{what}: {why}")
 
 
 class PnfsNamespace(DcacheMount):
     name = "pnfs"
 
-    def _describe(self, directory: bytes, name: bytes, path: bytes,
-                  st: os.stat_result) -> Listed:
-        item = Listed(path, st.st_size, st.st_mtime_ns)
+    def _describe(self, fd: int, directory: bytes, name: bytes,
+                  st: os.stat_result) -> tuple[Listed, str | None]:
+        item = Listed(os.path.join(directory, name), st.st_size, st.st_mtime_ns)
         try:
-            layer = parse_layer2(read_magic(directory, magic_name(b"use", b"2", name)))
+            layer = parse_layer2(read_magic(fd, magic_name(b"use", b"2", name)))
         except (OSError, MalformedMetadata) as err:
-            self._malformed(path, "layer 2", err)
-            return item
+            return item, why("layer 2", err)
         if layer.adler32 is not None:
             item.recorded_adler32, item.recorded_from = layer.adler32, "pnfs"
         item.pool = pools_text(layer.pools)
-        return item
+        return item, None

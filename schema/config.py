@@ -44,6 +44,8 @@ class Settings:
     config_file: Path | None = None
     events_retention: float = DEFAULT_EVENTS_RETENTION  # days (``pnfsmon db prune``)
     vanished_retention: float = DEFAULT_VANISHED_RETENTION  # days
+    # MariaDB/MySQL: may the crawl stage its listing with LOAD DATA LOCAL INFILE?
+    mysql_local_infile: bool = True
 
 
 def _read_file() -> tuple[dict[str, str], Path | None]:
@@ -101,7 +103,15 @@ def load(db_flag: str | None = None) -> Settings:
                     events_retention=_days(file_values, "prune_events_after",
                                            DEFAULT_EVENTS_RETENTION, file_path),
                     vanished_retention=_days(file_values, "prune_vanished_after",
-                                             DEFAULT_VANISHED_RETENTION, file_path))
+                                             DEFAULT_VANISHED_RETENTION, file_path),
+                    mysql_local_infile=_yes(file_values, "mysql_local_infile", file_path))
+
+
+def _yes(values: dict[str, str], key: str, path: Path | None) -> bool:
+    text = values.get(key, "yes").strip().lower()
+    if text not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
+        raise ConfigError(f"{path}: {key} = {text!r} must be yes or no")
+    return text in ("yes", "true", "on", "1")
 
 
 def _days(values: dict[str, str], key: str, default: float, path: Path | None) -> float:

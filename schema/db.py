@@ -60,13 +60,31 @@ def _tune_sqlite(engine: sa.Engine) -> None:
 def create_engine(settings: Settings) -> sa.Engine:
     """An engine for the configured database; raises ConfigError for a bad URL or driver."""
     url = _make_url(settings)
+    try:
+        return _engine(url)
+    except exc.ArgumentError as err:
+        raise ConfigError(f"bad database URL {scrub(settings.db_url)!r}: {err}") from None
+
+
+def bulk_loading(engine: sa.Engine) -> sa.Engine:
+    """For MariaDB/MySQL, a second engine to the same database whose connections may send
+    ``LOAD DATA LOCAL INFILE`` (the crawl's staging loads); the same engine elsewhere.
+    Only the crawler's writer connections get this: with it, the server may ask the
+    client for a local file, so the workers' and reports' connections never have it."""
+    if engine.url.get_backend_name() not in ("mysql", "mariadb"):
+        return engine
+    return _engine(engine.url, local_infile=True)
+
+
+def _engine(url: sa.URL, *, local_infile: bool = False) -> sa.Engine:
     backend = url.get_backend_name()
     kwargs: dict = {"pool_pre_ping": True}
     if backend in ("mysql", "mariadb"):
         kwargs.update(
             pool_recycle=3600,
             isolation_level="READ COMMITTED",
-            connect_args={"connect_timeout": 10, "charset": "utf8mb4"},
+            connect_args={"connect_timeout": 10, "charset": "utf8mb4",
+                          **({"local_infile": True} if local_infile else {})},
         )
     elif backend == "postgresql":
         kwargs.update(isolation_level="READ COMMITTED", connect_args={"connect_timeout": 10})
@@ -81,8 +99,6 @@ def create_engine(settings: Settings) -> sa.Engine:
             f"the driver for {url.drivername} is not installed ({err.name}); "
             "for PostgreSQL: pip install 'psycopg[binary]'"
         ) from None
-    except exc.ArgumentError as err:
-        raise ConfigError(f"bad database URL {scrub(settings.db_url)!r}: {err}") from None
     if backend == "sqlite":
         _tune_sqlite(engine)
     return engine

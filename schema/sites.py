@@ -13,6 +13,8 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     max_missing_fraction = 0.05                    # above it, compare flags for a person
     max_orphan_fraction = 0.05
     max_crawl_drop = 0.10                          # crawl shrank more: compare refuses
+    parallel = 32                                  # calls in flight crawling a mount
+                                                   # (default: 32 if NFS/FUSE/..., 1 if local)
 
 A site without a section has an identity mapping (LFN = path) and the defaults."""
 
@@ -28,6 +30,7 @@ from schema.errors import ConfigError
 
 SECTION_PREFIX = "site "
 DEFAULT_GRACE = 2 * 3600.0  # seconds a file may still be being written
+DEFAULT_PARALLEL = 32  # calls in flight on a mount: enough to hide an NFS/dCache round trip
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Site:
     max_missing_fraction: float = 0.05
     max_orphan_fraction: float = 0.05
     max_crawl_drop: float = 0.10
+    parallel: int | None = None  # calls in flight crawling a mount; None: by its filesystem
 
     def to_path(self, lfn: bytes) -> bytes | None:
         """The storage path of a catalog name, or None if the mapping does not cover it."""
@@ -72,6 +76,15 @@ def _number(section: configparser.SectionProxy, key: str, default: float, scale:
     if value < 0:
         raise ConfigError(f"[site {name}] {key} must not be negative")
     return value
+
+
+def _parallel(section: configparser.SectionProxy, name: str) -> int | None:
+    text = section.get("parallel")
+    if text is None:
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"[site {name}] parallel = {text!r} must be a whole number >= 1")
+    return int(text)
 
 
 def load_sites(config_file: Path | None) -> dict[str, Site]:
@@ -112,6 +125,7 @@ def load_sites(config_file: Path | None) -> dict[str, Site]:
                                         default.max_orphan_fraction, 1.0, name),
             max_crawl_drop=_number(section, "max_crawl_drop", default.max_crawl_drop, 1.0,
                                    name),
+            parallel=_parallel(section, name),
         )
     return sites
 

@@ -142,6 +142,34 @@ def xrootd(tmp_path_factory):
 
 
 @pytest.fixture
+def dcache(tmp_path):
+    """Mount the FUSE dCache emulator (``tests/dcache_fuse.py``) over a backing tree:
+    ``dcache(backing, delay=..., overrides=..., hang=..., name=...)`` returns the started
+    mount (``name``: its directory, to mount the same tree at the same place again); every
+    mount is unmounted when the test ends, whatever happened. CI must have FUSE (.ci/run
+    installs it): there a missing FUSE fails instead of skipping."""
+    import dcache_fuse
+
+    why = dcache_fuse.available()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    mounts = []
+
+    def mount(backing, *, name: str | None = None, **options):
+        where = tmp_path / (name or f"mnt{len(mounts)}")
+        m = dcache_fuse.DcacheMount(backing, where, **options)
+        mounts.append(m)
+        return m.start()
+
+    yield mount
+    for m in mounts:
+        m.stop()
+        assert not os.path.ismount(m.root)
+
+
+@pytest.fixture
 def sqlite_engine(tmp_path):
     """An initialised SQLite database, for tests about storage rather than the database."""
     eng = db.create_engine(Settings(f"sqlite:///{tmp_path / 'pnfsmon.sqlite'}"))

@@ -5,6 +5,7 @@ nor miscounted (the status_counts ledger stays exact: see conftest's engine fixt
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -180,3 +181,49 @@ def test_workers_check_while_a_crawl_merges(db_url, engine, tree):
         assert r.size == len(b"new content")
         assert r.status == Status.UNCHECKED or (r.status == Status.OK
                                                and r.computed_adler32 is not None)
+
+
+def _staged_rows(engine, site: str) -> set:
+    with engine.connect() as conn:
+        return {(bytes(r.path), r.size, r.mtime_ns, r.recorded_adler32, r.pool, r.status)
+                for r in conn.execute(sa.select(statuses).where(statuses.c.site == site))}
+
+
+def test_load_data_local_infile_and_its_fallback_give_the_same_rows(engine, caplog):
+    """MariaDB stages with LOAD DATA LOCAL INFILE; a server that refuses it gets INSERTs,
+    with one line saying so. Odd pool names (tab, newline, backslash) survive both."""
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        pytest.skip("LOAD DATA LOCAL INFILE is MariaDB's")
+    from crawler.ingest import Ingest
+    from crawler.listing import Listed, WalkStats
+
+    def listing(version: int) -> list[Listed]:
+        return [Listed(b"/r/f%d" % i, 10 + i + version, 10**18,
+                       None if i % 3 else f"{i:08x}", "pnfs" if i % 3 == 0 else None,
+                       pool=["p1", "a\tb\\c\nd", None][i % 3], nearline=i % 5 == 0)
+                for i in range(30)]
+
+    caplog.set_level(logging.INFO)
+    admin = sa.create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    results = {}
+    for mode in ("local_infile", "refused"):
+        site = f"s-{mode}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"SET GLOBAL local_infile = {int(mode == 'local_infile')}")
+        try:
+            for version in (0, 1):  # first crawl, then a re-crawl through the staging table
+                caplog.clear()
+                ingest = Ingest(engine, site, b"/r")
+                ingest.add_all(listing(version))
+                ingest.mark_vanished([])
+                ingest.finish(WalkStats())
+                refused = "refuses LOAD DATA LOCAL INFILE" in caplog.text
+                assert refused == (mode == "refused" and version == 1)
+                assert ingest.counts.changed == 30 * version
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql("SET GLOBAL local_infile = 1")
+        results[mode] = {r[:5] for r in _staged_rows(engine, site)}
+    admin.dispose()
+    assert results["local_infile"] == results["refused"]
+    assert (b"/r/f1", 12, 10**18, None, "a\tb\\c\nd") in results["refused"]

@@ -1,19 +1,22 @@
-"""dCache namespaces on real trees that carry their magic files (``.(use)(2)(NAME)``,
-``.(get)(NAME)(checksums)``, ``.(get)(NAME)(locality)``), the grace window for files still
-being written, and checking a chosen subset now; on every database backend."""
+"""dCache namespaces through the FUSE emulator of a mount (``tests/dcache_fuse.py``: the
+dot-commands ``.(use)(2)(NAME)``, ``.(get)(NAME)(checksums)``, ``.(get)(NAME)(locality)``
+open by name and are never listed), the parsers of their text on their own, the grace
+window for files still being written, and checking a chosen subset now; on every
+database backend."""
 
 from __future__ import annotations
 
 import os
 import time
 
+import pytest
 import sqlalchemy as sa
 from helpers import flip_bit, random_bytes, row, verdicts, write_file
 from zlib_ng import zlib_ng
 
-from crawler.chimera import ChimeraNamespace
+from crawler.chimera import ChimeraNamespace, parse_checksums, parse_locality
 from crawler.cli import crawl
-from crawler.pnfs import PnfsNamespace, parse_layer2
+from crawler.pnfs import MalformedMetadata, PnfsNamespace, parse_layer2
 from schema.lease import Lease, request_now
 from schema.status import Status
 from schema.tables import events
@@ -32,29 +35,34 @@ def check(engine, **options) -> None:
         CheckOptions(timeout=10, recheck_after=0, **options))
 
 
-def pnfs_file(directory, name: bytes, data: bytes, layer2: bytes) -> bytes:
-    path = write_file(os.path.join(os.fsencode(directory), name), data)
-    with open(os.path.join(os.fsencode(directory), b".(use)(2)(" + name + b")"), "wb") as fh:
-        fh.write(layer2)
-    return path
-
-
-def test_pnfs_layer2_gives_checksum_and_pools_and_bit_rot_is_found(engine, tree):
+def test_pnfs_layer2_gives_checksum_and_pools_and_bit_rot_is_found(engine, tmp_path,
+                                                                    dcache):
+    """Through the FUSE emulator of a /pnfs mount: layer 2 read by name (never listed),
+    wrapped flags, a short Adler32, pools kept; rot and a lost file found by the checks
+    read through the same mount."""
+    backing = tmp_path / "backing"
     good, rot, zeros = random_bytes(5000, 1), random_bytes(7000, 2), b"\x00" * 3
-    d = tree / "data"
-    d.mkdir()
-    a = pnfs_file(d, b"a.root", good,
-                  f"2,0,0,0.0,0.0 :c=1:{adler(good)};\ncabinet-1-1-12_1 cabinet-1-1-9_1\n"
-                  .encode())
-    # Flags wrapped mid-value over two lines, pools on their own lines.
-    b = pnfs_file(d, b"b <&>.root", rot,
-                  f"2,0,0,0.0,0.0\n:h=no;l={len(rot)};c=1:{adler(rot)[:3]}\n"
-                  f"{adler(rot)[3:]};\npoolB\n".encode())
-    # Adler32 of three zero bytes is 0x00030001: dCache may store it as "30001".
-    c = pnfs_file(d, b"c.dat", zeros, b"2,0,0,0.0,0.0\n:c=1:30001;\npoolC\n")
-    bad = pnfs_file(d, b"bad.dat", b"x", b"2,0,0,0.0,0.0\n:c=1:not-hex;\npoolD\n")
-    stats, _ = crawl(engine, PnfsNamespace(os.fsencode(tree)), "T1")
-    assert stats.files == 4  # the magic files are not listed as files
+    write_file(backing / "data" / "a.root", good)
+    write_file(backing / "data" / "b <&>.root", rot)
+    write_file(backing / "data" / "c.dat", zeros)
+    write_file(backing / "data" / "bad.dat", b"x")
+    write_file(backing / "data" / "lost.dat", b"lost")
+    mount = dcache(backing, overrides={
+        b"data/a.root": {"layer2": f"2,0,0,0.0,0.0 :c=1:{adler(good)};\n"
+                                   "cabinet-1-1-12_1 cabinet-1-1-9_1\n".encode()},
+        # Flags wrapped mid-value over two lines, pools on their own lines.
+        b"data/b <&>.root": {"layer2": f"2,0,0,0.0,0.0\n:h=no;l={len(rot)};c=1:"
+                                       f"{adler(rot)[:3]}\n{adler(rot)[3:]};\npoolB\n"
+                                       .encode()},
+        # Adler32 of three zero bytes is 0x00030001: dCache may store it as "30001".
+        b"data/c.dat": {"layer2": b"2,0,0,0.0,0.0\n:c=1:30001;\npoolC\n"},
+        b"data/bad.dat": {"layer2": b"2,0,0,0.0,0.0\n:c=1:not-hex;\npoolD\n"},
+    })
+    tree = os.fsencode(mount.root)
+    a, b, c, bad, lost = (os.path.join(tree, b"data", n) for n in
+                          (b"a.root", b"b <&>.root", b"c.dat", b"bad.dat", b"lost.dat"))
+    stats, _ = crawl(engine, PnfsNamespace(tree), "T1")
+    assert stats.files == 5  # the dot-commands are never listed
     assert [(p, why.split(":")[0]) for p, why in stats.malformed] == [(bad, "layer 2")]
     ra, rb, rc = row(engine, a), row(engine, b), row(engine, c)
     assert (ra.recorded_adler32, ra.recorded_from, ra.pool) == (
@@ -62,47 +70,50 @@ def test_pnfs_layer2_gives_checksum_and_pools_and_bit_rot_is_found(engine, tree)
     assert (rb.recorded_adler32, rb.pool) == (adler(rot), "poolB")
     assert rc.recorded_adler32 == adler(zeros) == "00030001"
     assert row(engine, bad).recorded_adler32 is None
+    assert row(engine, lost).pool == "pool_emulated_1"
 
-    flip_bit(b, 100)  # silent rot: same size and mtime
+    flip_bit(backing / "data" / "b <&>.root", 100)  # silent rot: same size and mtime
+    os.unlink(backing / "data" / "lost.dat")  # lost by the pool
     check(engine)
     got = verdicts(engine)
     assert got[a] == got[c] == got[bad] == Status.OK
-    assert got[b] == Status.CORRUPTED
+    assert got[b] == Status.CORRUPTED and got[lost] == Status.MISSING
 
 
-def test_pnfs_without_layer2_is_reported_and_still_listed(engine, tree):
-    lone = write_file(tree / "lone.dat", b"data")
-    stats, _ = crawl(engine, PnfsNamespace(os.fsencode(tree)), "T1")
-    assert stats.files == 1 and stats.malformed[0][0] == lone
+def test_pnfs_without_layer2_is_reported_and_still_listed(engine, tmp_path, dcache):
+    write_file(tmp_path / "backing" / "lone.dat", b"data")
+    mount = dcache(tmp_path / "backing", overrides={b"lone.dat": {"layer2": None}})
+    stats, _ = crawl(engine, PnfsNamespace(os.fsencode(mount.root)), "T1")
+    assert stats.files == 1
+    assert stats.malformed == [(os.fsencode(mount.root / "lone.dat"),
+                                "layer 2: No such file or directory")]
 
 
-def chimera_file(directory, name: bytes, data: bytes, checksums: bytes | None,
-                 locality: bytes) -> bytes:
-    path = write_file(os.path.join(os.fsencode(directory), name), data)
-    base = os.fsencode(directory)
-    if checksums is not None:
-        with open(os.path.join(base, b".(get)(" + name + b")(checksums)"), "wb") as fh:
-            fh.write(checksums)
-    with open(os.path.join(base, b".(get)(" + name + b")(locality)"), "wb") as fh:
-        fh.write(locality)
-    return path
-
-
-def test_chimera_checksums_locality_and_nearline(engine, tree):
+def test_chimera_checksums_locality_and_nearline(engine, tmp_path, dcache):
+    backing = tmp_path / "backing"
     one, two, tape = random_bytes(3000, 3), random_bytes(4000, 4), random_bytes(100, 5)
-    a = chimera_file(tree, b"a", one, f"ADLER32:{adler(one)}\n".encode(), b"ONLINE\n")
-    b = chimera_file(tree, b"-b\tc", two, f"MD5:0123, ADLER32:{adler(two).upper()}".encode(),
-                     b"ONLINE_AND_NEARLINE\n")
-    t = chimera_file(tree, b"t", tape, f"ADLER32:{adler(tape)}\n".encode(), b"NEARLINE\n")
-    junk = chimera_file(tree, b"junk", b"j", b"\xff\xfe garbage", b"ONLINE\n")
-    namespace = ChimeraNamespace(os.fsencode(tree))
+    for name, data in ((b"a", one), (b"-b\tc", two), (b"t", tape), (b"junk", b"j"),
+                       (b"wrong", b"w"), (b"non-utf8-\xff", b"n")):
+        write_file(os.path.join(os.fsencode(backing), name), data)
+    mount = dcache(backing, overrides={
+        b"-b\tc": {"checksums": f"MD5:0123, ADLER32:{adler(two).upper()}".encode(),
+                   "locality": b"ONLINE_AND_NEARLINE\n"},
+        b"t": {"locality": b"NEARLINE\n"},
+        b"junk": {"checksums": b"\xff\xfe garbage"},
+        b"wrong": {"checksums": b"ADLER32:0badc0de\n"},  # the catalog of dCache is wrong
+    })
+    root = os.fsencode(mount.root)
+    a, b, t, junk, wrong, odd = (os.path.join(root, n) for n in
+                                 (b"a", b"-b\tc", b"t", b"junk", b"wrong", b"non-utf8-\xff"))
+    namespace = ChimeraNamespace(root)
     stats, _ = crawl(engine, namespace, "T1")
-    assert stats.files == 4 and [p for p, _ in stats.malformed] == [junk]
+    assert stats.files == 6 and [p for p, _ in stats.malformed] == [junk]
     assert row(engine, b).recorded_adler32 == adler(two)
     assert row(engine, b).recorded_from == "chimera"
     check(engine)
     got = verdicts(engine)
-    assert got[a] == got[b] == got[junk] == Status.OK
+    assert got[a] == got[b] == got[junk] == got[odd] == Status.OK
+    assert got[wrong] == Status.CORRUPTED
     assert got[t] == Status.NEARLINE  # listed, never read: it would be staged from tape
     with engine.connect() as conn:
         read = {r for (r,) in conn.execute(sa.select(events.c.file_id))}
@@ -168,8 +179,23 @@ def test_check_subset_now_by_prefix_and_by_paths(engine, tree, tmp_path):
     assert checks()[files["c"]] == 2 and checks()[files["d"]] == 1
 
 
+def test_checksums_and_locality_parsers_on_their_own():
+    assert parse_checksums(b"ADLER32:1\n") == "00000001"
+    assert parse_checksums(b"MD5:0123abcd, ADLER32:AbCdEf01") == "abcdef01"
+    assert parse_checksums(b"") is None and parse_checksums(b"MD5:00") is None
+    for bad in (b"ADLER32:xyz", b"ADLER32", b"\xff"):
+        with pytest.raises(MalformedMetadata):
+            parse_checksums(bad)
+    assert parse_locality(b"nearline\n") == "NEARLINE"
+    with pytest.raises(MalformedMetadata):
+        parse_locality(b"SOMEWHERE")
+
+
 def test_layer2_parser_on_its_own():
     assert parse_layer2(b"") .adler32 is None
     layer = parse_layer2(b"2,0,0,0.0,0.0 :c=1:f9b03ea3;\ncabinet-1-1-12_1 cabinet-1-1-9_1\n")
     assert layer.adler32 == "f9b03ea3" and layer.pools == ("cabinet-1-1-12_1",
                                                            "cabinet-1-1-9_1")
+    for bad in (b":c=1:zz;", b":novalue;", b"2,0,0 :c=1:ok; pool\xff"):
+        with pytest.raises(MalformedMetadata):
+            parse_layer2(bad)

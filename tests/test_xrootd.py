@@ -196,3 +196,25 @@ def test_dccp_that_never_ends_is_killed_at_the_timeout(tmp_path):
 def _dccp_on(path: bytes) -> bool:
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout
     return any(line.startswith(b"dccp ") and path in line for line in out.splitlines())
+
+
+def test_crawl_and_check_through_a_delaying_proxy(xrootd, served, sqlite_engine):
+    """The latency proxy of the benchmarks (5 ms each way) carries a real crawl with
+    checksum queries and a real check: the same files and verdicts as without it."""
+    from latency_proxy import LatencyProxy
+
+    payload = {f"d{i}/f{i}.root": random_bytes(20_000 + i, i) for i in range(6)}
+    for name, data in payload.items():
+        write_file(served / name, data)
+    xrootd.give(served)
+    with LatencyProxy(("127.0.0.1", xrootd.port), delay=0.005) as proxy:
+        url = f"root://127.0.0.1:{proxy.port}//{served.name}"
+        stats, _ = crawl(sqlite_engine, open_namespace(url), "T2_XRD")
+        assert stats.files == len(payload) and stats.unreadable == []
+        for name, data in payload.items():
+            assert row(sqlite_engine, os.fsencode(f"{url}/{name}")).recorded_adler32 \
+                == adler(data)
+        check(sqlite_engine)
+        assert set(verdicts(sqlite_engine).values()) == {Status.OK}
+        assert proxy.connections >= 1
+        assert proxy.bytes["down"] > sum(len(d) for d in payload.values())  # the reads
