@@ -97,20 +97,31 @@ def listing(server: str, top: str = "tree", files: int = FILES) -> None:
           f"  ratio {t_tool / t_ours:.2f} (>= 1 is at least as fast)")
 
 
+def crawl_seconds(server: str, top: str, checksums: str) -> float:
+    with fresh_mariadb() as url:
+        env = pnfsmon_env(url)
+        started = time.perf_counter()
+        subprocess.run(["pnfsmon", "crawl", f"{server}//{top}", "--checksums", checksums,
+                        "--grace", "0"], env=env, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - started
+
+
 def crawling(server: str, top: str = "tree", files: int = FILES) -> None:
     # The first query of a file makes this server compute its checksum (a read, then the
-    # xattr); the second is answered from that cache, as on a production server.
-    for checksums, label in (("none", ""), ("query", "(server computes)"),
-                             ("query", "(server's cache)")):
-        with fresh_mariadb() as url:
-            env = pnfsmon_env(url)
-            started = time.perf_counter()
-            subprocess.run(["pnfsmon", "crawl", f"{server}//{top}", "--checksums",
-                            checksums, "--grace", "0"], env=env, check=True,
-                           stdout=subprocess.DEVNULL)
-            seconds = time.perf_counter() - started
-        print(f"  pnfsmon crawl --checksums {checksums:5s} into MariaDB: {seconds:6.2f} s "
-              f"{files / seconds:9,.0f} files/s {label}")
+    # xattr); it throttles those computations (kXR_wait, about 30 s), and a query it
+    # refuses leaves the file uncached. Later queries are answered from the cache, as on a
+    # production server: the cache is warmed (untimed) until a crawl is not throttled.
+    none = crawl_seconds(server, top, "none")
+    computes = crawl_seconds(server, top, "query")
+    for _ in range(3):
+        if crawl_seconds(server, top, "query") < 15:
+            break
+    cached = min(crawl_seconds(server, top, "query") for _ in range(2))
+    for label, seconds in (("--checksums none ", none),
+                           ("--checksums query (server computes, throttled)", computes),
+                           ("--checksums query (server's cache)", cached)):
+        print(f"  pnfsmon crawl {label} into MariaDB: {seconds:6.2f} s "
+              f"{files / seconds:9,.0f} files/s")
 
 
 def reading(server: str, data: Path) -> None:

@@ -9,6 +9,7 @@ import time
 
 import sqlalchemy as sa
 
+from crawler.chimera_db import password_from
 from crawler.ingest import Ingest
 from crawler.listing import WalkStats
 from crawler.namespaces import NAMESPACES, Namespace, open_namespace
@@ -95,9 +96,13 @@ def do_crawl(args: argparse.Namespace) -> int:
     if grace < 0 or args.request_timeout <= 0 or (parallel is not None and parallel < 1):
         raise ConfigError("--grace must not be negative, --request-timeout must be "
                           "positive, --parallel at least 1")
-    namespace = open_namespace(os.fsencode(root), args.namespace or site.namespace_kind,
-                               read_xattrs=not args.no_xattr, checksums=args.checksums,
-                               timeout=args.request_timeout, parallel=parallel)
+    kind = args.namespace or site.namespace_kind
+    namespace = open_namespace(
+        os.fsencode(root), kind, read_xattrs=not args.no_xattr, checksums=args.checksums,
+        timeout=args.request_timeout, parallel=parallel,
+        chimera_db=args.chimera_db or site.chimera_db,
+        chimera_password=password_from(site.chimera_db_password_file)
+        if kind == "chimera-db" else None, chimera_timezone=site.chimera_timezone)
     engine = cli.engine(args)
     started = time.monotonic()
     # The total is the last crawl's: an estimate, good enough for an ETA.
@@ -127,11 +132,16 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--namespace", choices=NAMESPACES,
                    help="how to list ROOT: posix (default for a directory), pnfs (checksum "
                         "and pools from .(use)(2)(NAME)), chimera (.(get)(NAME)(checksums) "
-                        "and locality), xrootd (default for a root:// URL)")
+                        "and locality), chimera-db (dCache's database, ROOT the path in the "
+                        "namespace), xrootd (default for a root:// URL)")
     p.add_argument("--grace", type=float, metavar="HOURS",
                    help="files modified less than this long ago are listed but not judged "
                         "until then: they may still be being written (default: the site's "
                         f"grace, else {DEFAULT_GRACE / 3600:g})")
+    p.add_argument("--chimera-db", metavar="URL",
+                   help="chimera-db: dCache's namespace database, postgresql://ROLE@HOST/"
+                        "chimera, read-only (default: the site's chimera_db); the password "
+                        "from ~/.pgpass, PGPASSFILE or chimera_db_password_file")
     p.add_argument("--include-nearline", action="store_true",
                    help="also check files dCache has only on tape (reading stages them)")
     p.add_argument("--checksums", choices=("query", "none"), default="query",

@@ -1,4 +1,4 @@
-"""Choose a namespace: by ``--namespace posix|pnfs|chimera|xrootd``, or by the crawl root
+"""Choose a namespace: by ``--namespace posix|pnfs|chimera|chimera-db|xrootd``, or by the root
 (``root://host:port//path`` is XRootD, a local directory is POSIX). Each namespace is one
 small module with the same two members: ``root`` (the stored name of the crawl root, below
 which unseen rows are marked vanished) and ``walk(stats)`` (yields ``Listed`` records)."""
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from crawler.chimera import ChimeraNamespace
+from crawler.chimera_db import ChimeraDbNamespace
 from crawler.listing import Listed, WalkStats
 from crawler.pnfs import PnfsNamespace
 from crawler.posix import PosixNamespace
@@ -18,7 +19,7 @@ from schema.errors import ConfigError
 from schema.paths import display
 from schema.xrootd import is_xrootd_url
 
-NAMESPACES = ("posix", "pnfs", "chimera", "xrootd")
+NAMESPACES = ("posix", "pnfs", "chimera", "chimera-db", "xrootd")
 
 
 class Namespace(Protocol):
@@ -30,7 +31,9 @@ class Namespace(Protocol):
 
 def open_namespace(root: str | bytes, kind: str | None = None, *, read_xattrs: bool = True,
                    checksums: str = "query", timeout: float = 60.0,
-                   parallel: int | None = None) -> Namespace:
+                   parallel: int | None = None, chimera_db: str | None = None,
+                   chimera_password: str | None = None,
+                   chimera_timezone: str | None = None) -> Namespace:
     """The namespace to crawl below ``root``; ConfigError if it cannot be one.
     ``timeout``: seconds one request (XRootD) or call (a mount) may take; ``parallel``:
     calls in flight on a mount (None: by its filesystem, see ``crawler.walk``)."""
@@ -43,6 +46,13 @@ def open_namespace(root: str | bytes, kind: str | None = None, *, read_xattrs: b
             raise ConfigError(f"the xrootd namespace needs a root://host:port//path URL, "
                               f"not {display(os.fsencode(root))}")
         return XRootDNamespace(root, checksums=checksums, timeout=timeout)
+    if kind == "chimera-db":
+        if not chimera_db:
+            raise ConfigError("--namespace chimera-db needs the database: --chimera-db "
+                              "postgresql://ROLE@HOST/chimera (or chimera_db = in the site's "
+                              "section)")
+        return ChimeraDbNamespace(os.fsencode(root), chimera_db, password=chimera_password,
+                                  timezone=chimera_timezone)
     if remote:
         raise ConfigError(f"{kind} namespaces are local mounts; {os.fsdecode(root)} is an "
                           "XRootD URL (use --namespace xrootd)")

@@ -13,6 +13,8 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     max_missing_fraction = 0.05                    # above it, compare flags for a person
     max_orphan_fraction = 0.05
     max_crawl_drop = 0.10                          # crawl shrank more: compare refuses
+    chimera_db = postgresql://monitor@chimera-db/chimera  # namespace_kind = chimera-db
+    chimera_db_password_file = /etc/pnfsmon/chimera.password  # else ~/.pgpass
     parallel = 32                                  # calls in flight crawling a mount
                                                    # (default: 32 if NFS/FUSE/..., 1 if local)
 
@@ -47,6 +49,9 @@ class Site:
     max_orphan_fraction: float = 0.05
     max_crawl_drop: float = 0.10
     parallel: int | None = None  # calls in flight crawling a mount; None: by its filesystem
+    chimera_db: str | None = None  # postgresql://ROLE@HOST/chimera (namespace chimera-db)
+    chimera_db_password_file: str | None = None
+    chimera_timezone: str | None = None  # of Chimera's timestamps (default: the DB's)
 
     def to_path(self, lfn: bytes) -> bytes | None:
         """The storage path of a catalog name, or None if the mapping does not cover it."""
@@ -126,6 +131,9 @@ def load_sites(config_file: Path | None) -> dict[str, Site]:
             max_crawl_drop=_number(section, "max_crawl_drop", default.max_crawl_drop, 1.0,
                                    name),
             parallel=_parallel(section, name),
+            chimera_db=section.get("chimera_db") or None,
+            chimera_db_password_file=section.get("chimera_db_password_file") or None,
+            chimera_timezone=section.get("chimera_timezone") or None,
         )
     return sites
 
