@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from crawler.xrdcks import XATTR_NAME
-from tester.readers import PosixFile
+from tester.posix_read import PosixFile
 from tester.stream import CHUNK, checksum
 
 

@@ -14,19 +14,28 @@ import tempfile
 import zipapp
 from pathlib import Path
 
+from condor.submit import EXIT_OLD_PYTHON
 from schema.errors import ConfigError
 
 #: Our top-level packages and modules, then the pure-Python parts of our dependencies.
 OWN = ("pnfsmon", "schema", "crawler", "tester", "web", "condor", "demo")
 DEPENDENCIES = ("sqlalchemy", "pymysql", "jinja2", "markupsafe", "typing_extensions")
 
-_MAIN = '''\
+# Written for any python3: the check comes before anything that needs 3.10.
+_MAIN = f"""\
 import sys
+
+if sys.version_info < (3, 10):
+    sys.stderr.write(
+        "pnfsmon: error: pnfs-monitor needs python3 >= 3.10, and %s is %d.%d: submit with "
+        "--python PATH (a newer interpreter on the nodes) or --container-image IMAGE\\n"
+        % (sys.executable, sys.version_info[0], sys.version_info[1]))
+    sys.exit({EXIT_OLD_PYTHON})
 
 import pnfsmon
 
 sys.exit(pnfsmon.main())
-'''
+"""
 
 
 def _source(name: str) -> Path:

@@ -7,10 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from condor import bundle, status, submit
+from condor import bundle, dag, status, submit
+from crawler.inventory import current_load
 from crawler.namespaces import NAMESPACES
 from schema import cli
 from schema.errors import ConfigError
+from schema.sites import load_sites
+from schema.sites import site as site_settings
 from tester.cli import add_check_options, check_options_as_args
 
 DEFAULT_WORKDIR = "pnfsmon-condor"
@@ -20,40 +23,65 @@ def _job_options(args: argparse.Namespace, check_args: list[str]) -> submit.JobO
     if args.request_cpus < 1 or args.request_memory < 1 or args.request_disk < 1:
         raise ConfigError("--request-cpus, --request-memory and --request-disk must be "
                           "positive")
+    if args.python and args.executable:
+        raise ConfigError("--python runs the bundle; --executable replaces it: not both")
     return submit.JobOptions(
         jobs=getattr(args, "jobs", 1), request_cpus=args.request_cpus,
         request_memory_mb=args.request_memory, request_disk_kb=args.request_disk,
         batch_name=args.batch_name, accounting_group=args.accounting_group,
-        requirements=args.requirements, check_args=check_args,
+        requirements=args.requirements, python=args.python,
+        container_image=args.container_image,
+        check_args=[*check_args, "--log-interval", f"{args.log_interval:g}"],
     )
+
+
+def _workdir(args: argparse.Namespace) -> Path:
+    return Path(args.write or args.workdir).resolve()
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Path, str, Path | None, str | None]:
     """(executable, URL without password, password file to transfer, the password)."""
-    workdir = Path(args.workdir).resolve()
+    workdir = _workdir(args)
     db_url, password = submit.split_secret(cli.settings(args))
     executable = (Path(args.executable).resolve() if args.executable
-                  else workdir / "pnfsmon.pyz")
+                  else workdir / submit.BUNDLE)
     password_file = workdir / submit.PASSWORD_FILE if password is not None else None
     return executable, db_url, password_file, password
 
 
-def _finish(args, description: dict[str, str], count: int, password: str | None) -> int:
+def write_job_files(args, workdir: Path, password: str | None) -> None:
+    """The bundle (unless a shared install is used), the password file and the logs
+    directory, where the descriptions say they are."""
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    if not args.executable:
+        bundle.build(workdir / submit.BUNDLE)
+    if password is not None:
+        submit.write_password_file(workdir, password)
+
+
+def _finish(args, description: dict[str, str], count: int, password: str | None,
+            name: str = submit.WORKERS_SUB) -> int:
     sub = submit.render(description)
-    workdir = Path(args.workdir).resolve()
+    workdir = _workdir(args)
+    if args.write:
+        write_job_files(args, workdir, password)
+        path = workdir / name
+        path.write_text(submit.submit_file_text(sub, count))
+        print(f"wrote {path}, the bundle and the password file; submit with: "
+              f"condor_submit {path}")
+        return 0
     if args.dry_run:
         print(str(sub).rstrip())
         print(f"# would queue {count} job(s); files transferred with each job:")
-        print(f"#   {description['executable']}"
-              + ("" if args.executable else "  (built by submit)"))
-        if "transfer_input_files" in description:
-            print(f"#   {description['transfer_input_files']}  (the DB password, mode 600)")
+        transferred = [description["executable"]] if description.get(
+            "transfer_executable") != "false" else []
+        transferred += description.get("transfer_input_files", "").split(",")
+        for path in filter(None, transferred):
+            note = ("  (the DB password, mode 600)" if path.endswith(submit.PASSWORD_FILE)
+                    else "  (built by submit)" if path.endswith(submit.BUNDLE) else "")
+            print(f"#   {path}{note}")
         return 0
-    (workdir / "logs").mkdir(parents=True, exist_ok=True)
-    if not args.executable:
-        bundle.build(workdir / "pnfsmon.pyz")
-    if password is not None:
-        submit.write_password_file(workdir, password)
+    write_job_files(args, workdir, password)
     cluster = submit.submit_to_schedd(sub, count)
     print(f"submitted {count} job(s) as cluster {cluster}; user log "
           f"{workdir / submit.USER_LOG}; follow with: pnfsmon condor status")
@@ -68,8 +96,8 @@ def do_submit(args: argparse.Namespace) -> int:
         raise ConfigError("--jobs must be at least 1")
     executable, db_url, password_file, password = _prepare(args)
     opts = _job_options(args, check_options_as_args(args))
-    description = submit.worker_description(executable, db_url, Path(args.workdir).resolve(),
-                                            password_file, opts)
+    description = submit.worker_description(executable, db_url, _workdir(args),
+                                            password_file, opts, bundled=not args.executable)
     return _finish(args, description, args.jobs, password)
 
 
@@ -78,10 +106,52 @@ def do_submit_crawl(args: argparse.Namespace) -> int:
     inside HTCondor. Others use scripts/ (crontab line, systemd timer)."""
     executable, db_url, password_file, password = _prepare(args)
     opts = _job_options(args, [])
-    description = submit.crawl_description(executable, db_url, Path(args.workdir).resolve(),
+    description = submit.crawl_description(executable, db_url, _workdir(args),
                                            password_file, opts, args.root, args.site,
-                                           args.cron, namespace=args.namespace)
-    return _finish(args, description, 1, password)
+                                           args.cron, namespace=args.namespace,
+                                           bundled=not args.executable)
+    return _finish(args, description, 1, password, name="pnfsmon-crawl.sub")
+
+
+def do_dag(args: argparse.Namespace) -> int:
+    """Write the nightly pipeline as a DAGMan workflow into DIR: per site a crawl, then
+    --jobs worker jobs, then the catalog compare where the site has an inventory; then the
+    report. Sites: --site, or every site with a namespace in the configuration file. The
+    crawl, compare and report run on the submit host (local universe). Submit with
+    condor_submit_dag DIR/pnfsmon-nightly.dag, or with --cron every night by
+    condor_submit DIR/pnfsmon-nightly-cron.sub."""
+    if args.jobs < 1:
+        raise ConfigError("--jobs must be at least 1")
+    settings = cli.settings(args)
+    names = ([args.site] if args.site else
+             [s.name for s in load_sites(settings.config_file).values() if s.namespace])
+    executable, db_url, password_file, password = _prepare(args)
+    opts = _job_options(args, [])
+    engine = cli.engine(args)
+    plans = []
+    for name in names:
+        args.site = name  # this site's recheck period and claims
+        with engine.connect() as conn:
+            plans.append(dag.SitePlan(site_settings(settings.config_file, name),
+                                      current_load(conn, name) is not None,
+                                      check_options_as_args(args)))
+    engine.dispose()
+    workdir = _workdir(args)
+    inputs = dag.DagInputs(
+        workdir=workdir, db_url=db_url, password_file=password_file,
+        config_file=settings.config_file.resolve() if settings.config_file else None,
+        local_pnfsmon=dag.local_pnfsmon(args.executable), bundle=executable,
+        bundled=not args.executable, opts=opts,
+        report_dir=Path(args.report_dir or workdir / "report").resolve(),
+        log_interval=args.log_interval)
+    workflow, report = dag.build(plans, inputs, args.jobs)
+    write_job_files(args, workdir, password)
+    written = dag.write(workflow, report, inputs, args.cron)
+    print(f"wrote {written[0]} ({len(plans)} sites: {', '.join(p.site.name for p in plans)})"
+          f"; submit with: condor_submit_dag {written[0]}"
+          + (f", or every night ({args.cron}): condor_submit {written[-1]}"
+             if args.cron else ""))
+    return 0
 
 
 def do_bundle(args: argparse.Namespace) -> int:
@@ -106,9 +176,11 @@ def do_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _site_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", default=DEFAULT_WORKDIR,
-                   help=f"where the bundle, logs and user log go (default: ./{DEFAULT_WORKDIR})")
+def _site_options(p: argparse.ArgumentParser, *, dag: bool = False) -> None:
+    if not dag:
+        p.add_argument("--workdir", default=DEFAULT_WORKDIR,
+                       help="where the bundle, logs and user log go (default: "
+                            f"./{DEFAULT_WORKDIR})")
     p.add_argument("--executable", metavar="PATH",
                    help="a shared install's pnfsmon entry (CVMFS/NFS) instead of the bundle")
     p.add_argument("--request-cpus", type=int, default=1)
@@ -118,8 +190,20 @@ def _site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accounting-group", help="accounting_group for the jobs")
     p.add_argument("--requirements", metavar="EXPR",
                    help='extra requirements, e.g. \'(Machine =!= "pool1.example.org")\'')
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the description and the files it would transfer; submit nothing")
+    p.add_argument("--python", metavar="PATH",
+                   help="the interpreter on the nodes that runs the bundle (>= 3.10; e.g. "
+                        "on EL9 nodes, whose python3 is 3.9: /usr/bin/python3.11)")
+    p.add_argument("--container-image", metavar="IMAGE",
+                   help="run the jobs in this Apptainer image (HTCondor's container_image)")
+    if dag:
+        return
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--dry-run", action="store_true",
+                      help="print the description and the files it would transfer; submit "
+                           "nothing")
+    what.add_argument("--write", metavar="DIR",
+                      help="write a submit file, the bundle and the password file into DIR "
+                           "(for condor_submit DIR/FILE, from anywhere); submit nothing")
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
@@ -141,6 +225,19 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
                    help="passed to pnfsmon crawl (default: by ROOT)")
     _site_options(p)
     p.set_defaults(func=do_submit_crawl)
+    p = sub.add_parser("dag", parents=parents, help="write the nightly pipeline as a DAG",
+                       description=do_dag.__doc__)
+    p.add_argument("--write", metavar="DIR", required=True,
+                   help="where the DAG, its submit files, the bundle and logs go")
+    p.add_argument("--jobs", type=int, default=10,
+                   help="worker jobs per site (default: 10)")
+    p.add_argument("--cron", metavar="SCHEDULE",
+                   help='also write a crondor job that submits the DAG, e.g. "0 2 * * *"')
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="where the report goes (default: DIR/report)")
+    _site_options(p, dag=True)
+    add_check_options(p)
+    p.set_defaults(func=do_dag, workdir=None, dry_run=False)
     p = sub.add_parser("bundle", help=do_bundle.__doc__, description=do_bundle.__doc__)
     p.add_argument("output", metavar="OUTPUT", nargs="?", default="pnfsmon.pyz")
     p.set_defaults(func=do_bundle)

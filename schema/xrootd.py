@@ -48,12 +48,23 @@ class XRootDUrl:
 
 
 _configured = False
+# Timeouts that fire when asked: by default the client checks them only every 15 s, and
+# retries a refused connection for minutes. Environment variables the operator set win.
+CLIENT_SETTINGS = {"TimeoutResolution": 1, "ConnectionRetry": 1, "RequestTimeout": 300,
+                   "StreamErrorWindow": 5}
+
+
+def client_environment() -> dict[str, str]:
+    """The environment for an XRootD client program (``xrdcp``): ours, with our settings
+    where the operator set none."""
+    env = dict(os.environ)
+    for name, value in CLIENT_SETTINGS.items():
+        env.setdefault(f"XRD_{name.upper()}", str(value))
+    return env
 
 
 def client():
-    """The ``XRootD.client`` module, with timeouts that fire when asked: by default the
-    client checks them only every 15 s, and retries a refused connection for minutes.
-    Environment variables the operator set (``XRD_*``) win."""
+    """The ``XRootD.client`` module, configured with ``CLIENT_SETTINGS``."""
     global _configured
     try:
         from XRootD import client as xrd_client
@@ -61,8 +72,7 @@ def client():
         raise ConfigError("XRootD support needs the client bindings: "
                           "pip install xrootd") from None
     if not _configured:
-        for name, value in (("TimeoutResolution", 1), ("ConnectionRetry", 1),
-                            ("RequestTimeout", 300), ("StreamErrorWindow", 5)):
+        for name, value in CLIENT_SETTINGS.items():
             if f"XRD_{name.upper()}" not in os.environ:
                 xrd_client.EnvPutInt(name, value)
         _configured = True

@@ -14,9 +14,11 @@ from __future__ import annotations
 import threading
 import time
 
+from schema.errors import StorageUnavailable
 from schema.lease import Claimed, Verdict
+from schema.paths import display
 from schema.status import Status
-from tester.readers import Current, Reader
+from tester.reading import Current, Reader, Unreachable
 from tester.stream import Streamer, checksum
 
 
@@ -65,6 +67,12 @@ def check_file(item: Claimed, reader: Reader, timeout: float,
         after = before
     finally:
         source.close()
+    if isinstance(result.error, Unreachable):
+        raise StorageUnavailable(f"storage unreachable while reading {display(item.path)}: "
+                                 f"{result.error.strerror}")
+    if isinstance(result.error, FileNotFoundError):  # a client program found it gone
+        return verdict(Status.MISSING, result.bytes_read, source_node=node,
+                       error=f"read: {result.error.strerror or 'no such file'}")
     if result.error is not None:
         err = result.error
         return verdict(Status.UNREADABLE, result.bytes_read, source_node=node,

@@ -144,8 +144,10 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                    help="at most K workers reading from one pool at a time, over all "
                         "workers and jobs (default: no cap)")
     p.add_argument("--reader", choices=READERS, default="auto",
-                   help="how to read files: auto (default: XRootD for root:// paths, POSIX "
-                        "for the rest), posix, xrootd, or dccp (dCache's dcap client)")
+                   help="how to read files: auto (default: root:// paths through the XRootD "
+                        "bindings, or xrdcp where they are missing; POSIX for the rest), "
+                        "posix, xrootd, xrdcp (the XRootD client program), or dccp "
+                        "(dCache's dcap client)")
 
 
 def _recheck_days(args: argparse.Namespace) -> float:

@@ -20,7 +20,7 @@ from schema.lease import URGENT, Claimed, Lease, Verdict
 from schema.paths import display
 from schema.status import PROBLEMS
 from tester.checker import check_file
-from tester.readers import Reader
+from tester.reading import Reader
 from tester.stream import Streamer
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from schema.status import Status
 from schema.tables import events, statuses
 from tester.checker import check_file
 from tester.cli import run_workers
-from tester.readers import PosixReader
+from tester.posix_read import PosixReader
 from tester.stream import Streamer
 from tester.worker import CheckOptions, run
 from tests.helpers import as_nobody, flip_bit, random_bytes, row, verdicts, write_file

@@ -6,6 +6,7 @@ user-log reader, and that the password never appears in what is submitted."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,10 +15,13 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+import htcondor2
 import pytest
 
 from condor import bundle, status, submit
+from condor import dag as dag_module
 from crawler.cli import crawl
+from crawler.namespaces import open_namespace
 from schema import db, migrate
 from schema.config import Settings
 from schema.errors import ConfigError
@@ -53,12 +57,15 @@ def test_worker_description_rendered_by_the_bindings(tmp_path):
     assert sub["requirements"] == '(Machine =!= "pool1.example.org")'
     assert 'MY.JobBatchName = "pnfsmon-T2"' in text
     assert job_argv(sub["arguments"]) == ["check", "--workers", "1", "--lease", "3600",
-                                          "--timeout", "500", "--db",
+                                          "--timeout", "500", "--log-file", "-", "--db",
                                           "mysql+pymysql://mon@db/pn"]
     assert sub["max_retries"] == "10"
     assert sub["retry_until"] == "ExitCode =?= 0 || ExitCode =?= 1"  # 3 (transient) retries
-    assert sub["on_exit_hold"] == "ExitCode =?= 2"  # bad configuration: held, with reason
+    # Bad configuration (2) or a python3 too old for the bundle (5): held, with a reason.
+    assert sub["on_exit_hold"] == "ExitCode =?= 2 || ExitCode =?= 5"
     assert "configuration error" in sub["on_exit_hold_reason"]
+    assert "--python PATH" in sub["on_exit_hold_reason"]
+    assert "--container-image IMAGE" in sub["on_exit_hold_reason"]
     assert sub["transfer_input_files"] == str(tmp_path / "db.password")
     assert job_environment(sub["environment"]) == {"PNFSMON_DB_PASSWORD_FILE": "db.password"}
     assert sub["log"].endswith(submit.USER_LOG)
@@ -138,7 +145,39 @@ def test_scheduled_crawl_description(tmp_path):
 
 
 
-def test_job_runs_on_a_bare_worker_node(tmp_path, tree, mariadb_with_password):
+def run_as_worker_node(sub, tmp_path, python: str, *extra_argv: str, name: str = "node",
+                       timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a job as an HTCondor worker node would: an empty scratch directory holding only
+    the transferred files, the job's arguments and environment, nothing else; ``python``
+    is the node's interpreter (the bundle's ``#!/usr/bin/env python3`` finds it first on
+    PATH), unless the description names its own (``--python``)."""
+    scratch = tmp_path / f"scratch-{name}"
+    scratch.mkdir()
+    transferred = [p for p in sub.get("transfer_input_files", "").split(",") if p]
+    if sub.get("transfer_executable", "true") != "false":
+        transferred.append(sub["executable"])
+    for path in transferred:
+        shutil.copy2(path, scratch)
+    env = {"PATH": f"{Path(python).parent}:/usr/bin:/bin", "HOME": str(scratch),
+           "_CONDOR_SCRATCH_DIR": str(scratch)}
+    if "environment" in sub:
+        env.update(job_environment(sub["environment"]))
+    argv = job_argv(sub["arguments"])
+    command = ([sub["executable"], *argv] if sub.get("transfer_executable") == "false"
+               else [python, Path(sub["executable"]).name, *argv])
+    return subprocess.run([*command, *extra_argv], cwd=scratch, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def node_python(tmp_path_factory) -> str:
+    """python3 of a clean venv: no project, no zlib-ng, no SQLAlchemy, no XRootD."""
+    venv = tmp_path_factory.mktemp("node") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    return str(venv / "bin" / "python3")
+
+
+def test_job_runs_on_a_bare_worker_node(tmp_path, tree, mariadb_with_password, node_python):
     url = mariadb_with_password
     settings = Settings(url, db_password=SECRET)
     engine = db.create_engine(settings)
@@ -156,37 +195,112 @@ def test_job_runs_on_a_bare_worker_node(tmp_path, tree, mariadb_with_password):
     desc = submit.worker_description(pyz, bare_url, submit_dir, password_file,
                                      submit.JobOptions(check_args=["--timeout", "60"]))
     sub = submit.render(desc)
-    assert SECRET not in str(sub)
+    assert_no_secret(str(sub), SECRET, "submit description")
 
-    # The worker node: a clean venv (no project, no zlib-ng, no SQLAlchemy), an empty
-    # scratch directory holding only the transferred files, the job's arguments and
-    # environment, nothing else.
-    venv = tmp_path / "node-venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    for transferred in (sub["executable"], sub["transfer_input_files"]):
-        shutil.copy2(transferred, scratch)
-    assert sorted(p.name for p in scratch.iterdir()) == ["db.password", "pnfsmon.pyz"]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(scratch), "_CONDOR_SCRATCH_DIR": str(scratch),
-           **job_environment(sub["environment"])}
-    job = subprocess.run([str(venv / "bin" / "python3"), Path(sub["executable"]).name,
-                          *job_argv(sub["arguments"])],
-                         cwd=scratch, env=env, capture_output=True, text=True, timeout=300)
-    assert job.returncode == 1, job.stderr  # 1: done, and problems were found
+    job = run_as_worker_node(sub, tmp_path, node_python)
+    assert job.returncode == 1, job.stdout + job.stderr  # 1: done, and problems were found
     assert "ok 29, corrupted 1" in job.stdout
-    assert "Adler32 from zlib (stdlib" in job.stderr  # the node has no zlib-ng: said so
-    assert SECRET not in job.stdout + job.stderr
+    assert "Adler32 from zlib (stdlib" in job.stdout  # no zlib-ng on the node: said so
+    assert f"WARNING corrupted {good[7].decode()}: adler32" in job.stdout  # as it is found
+    assert_no_secret(job.stdout + job.stderr, SECRET, "job's output")
     found = verdicts(engine)
     assert found[good[7]] == Status.CORRUPTED
     assert sum(v == Status.OK for v in found.values()) == 29
     # What a bad configuration does on the node: exit 2, which the description holds.
-    bad = subprocess.run([str(venv / "bin" / "python3"), "pnfsmon.pyz", "check", "--db",
-                          bare_url + "_nonexistent"], cwd=scratch, env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([node_python, "pnfsmon.pyz", "check", "--db",
+                          bare_url + "_nonexistent"], cwd=tmp_path / "scratch-node",
+                         env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                         timeout=120)
     assert bad.returncode == 2 and "pnfsmon: error:" in bad.stderr.splitlines()[-1]
     assert "Traceback" not in bad.stderr
     engine.dispose()
+
+
+def test_a_node_without_xrootd_bindings_reads_with_xrdcp(tmp_path, xrootd, node_python,
+                                                         mariadb_with_password):
+    """A worker node with the bundle and no XRootD Python bindings, against the real
+    XRootD server: it reads root:// files through xrdcp and says so; its stdout shows
+    progress lines and every problem as it is found."""
+    top = xrootd.data / "condor-node"
+    files = {f"d{i % 3}/f{i}.root": random_bytes(1_500_000 + i, i) for i in range(24)}
+    for name, data in files.items():  # with the checksum xattr the server keeps as cache
+        write_file(top / name, data, record=True)
+    xrootd.give(top)
+    settings = Settings(mariadb_with_password, db_password=SECRET)
+    engine = db.create_engine(settings)
+    migrate.upgrade(engine)
+    url = f"{xrootd.url}//condor-node"
+    crawl(engine, open_namespace(url), "s")  # the server answers from its checksum cache
+    flip_bit(top / "d1" / "f1.root", 1000)
+    (top / "d2" / "f2.root").unlink()
+    try:
+        pyz = bundle.build(tmp_path / "submit" / "pnfsmon.pyz")
+        bare_url, password = submit.split_secret(settings)
+        pw = submit.write_password_file(tmp_path / "submit", password)
+        sub = submit.render(submit.worker_description(
+            pyz, bare_url, tmp_path / "submit", pw,
+            submit.JobOptions(check_args=["--timeout", "60", "--log-interval", "0.2",
+                                          "--max-rate", "40"])))  # about 1 s: progress
+        job = run_as_worker_node(sub, tmp_path, node_python)
+        assert job.returncode == 1, job.stdout + job.stderr
+        out = job.stdout
+        assert "no XRootD Python bindings here: reading root:// files with xrdcp" in out
+        assert "ok 22, corrupted 1, missing 1" in out
+        assert re.search(r"INFO check: [\d,]+ files, [\d,]+/s; .* read, .*, \d+ problems", out)
+        assert f"WARNING corrupted {url}/d1/f1.root: adler32" in out
+        assert f"WARNING missing {url}/d2/f2.root" in out
+        assert_no_secret(out + job.stderr, SECRET, "job's output")
+    finally:
+        engine.dispose()
+
+
+OLD_PYTHON = "/root/.pyenv/versions/3.9.18/bin/python3"  # as on EL9 worker nodes
+
+
+@pytest.mark.skipif(not os.path.exists(OLD_PYTHON), reason="no python 3.9 here")
+def test_a_node_python_too_old_is_held_with_the_way_out(tmp_path, mariadb_with_password):
+    """EL9's python3 is 3.9: the bundle says so, exits 5, and the description holds the
+    job with a reason naming --python and --container-image. With --python, the bundle
+    travels as an input and the named interpreter runs it."""
+    pyz = bundle.build(tmp_path / "submit" / "pnfsmon.pyz")
+    desc = submit.worker_description(pyz, mariadb_with_password, tmp_path / "submit", None,
+                                     submit.JobOptions(python=OLD_PYTHON))
+    sub = submit.render(desc)
+    assert sub["executable"] == OLD_PYTHON and sub["transfer_executable"] == "false"
+    assert sub["transfer_input_files"] == str(pyz)
+    assert job_argv(sub["arguments"])[:2] == ["pnfsmon.pyz", "check"]
+    job = run_as_worker_node(sub, tmp_path, OLD_PYTHON)
+    assert job.returncode == submit.EXIT_OLD_PYTHON
+    assert "needs python3 >= 3.10" in job.stderr and "3.9" in job.stderr
+    assert "--python PATH" in job.stderr and "--container-image IMAGE" in job.stderr
+    assert "ExitCode =?= 5" in sub["on_exit_hold"]
+    image = submit.render(submit.worker_description(
+        pyz, mariadb_with_password, tmp_path, None,
+        submit.JobOptions(container_image="/cvmfs/unpacked.cern.ch/el9-python3.11")))
+    assert (image["universe"], image["container_image"]) == (
+        "container", "/cvmfs/unpacked.cern.ch/el9-python3.11")
+
+
+def test_submit_writes_files_condor_submit_takes_from_anywhere(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    env.update(PNFSMON_DB=SECRET_IN_URL)
+    out = tmp_path / "jobs"
+    r = subprocess.run([sys.executable, "-m", "pnfsmon", "condor", "submit", "--jobs", "7",
+                        "--write", str(out), "--timeout", "100"], env=env,
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (out / submit.WORKERS_SUB).read_text()
+    assert_no_secret(text + r.stdout + r.stderr, SECRET)
+    queues = [line for line in text.splitlines() if line.split()[:1] == ["queue"]]
+    assert queues == ["queue 7"]  # --jobs 7, and nothing else queued
+    sub = htcondor2.Submit(text)  # the bindings parse it as condor_submit would
+    for key in ("executable", "log", "output", "error", "transfer_input_files"):
+        for path in sub[key].split(","):
+            assert Path(path).is_absolute() and str(out) in path, (key, path)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "db.password", "logs", "pnfsmon-workers.sub", "pnfsmon.pyz"]
+    assert (out / "db.password").stat().st_mode & 0o777 == 0o600
+    assert job_argv(sub["arguments"])[-2:] == ["--db", "mysql+pymysql://mon@db.example.org/pn"]
 
 
 USER_LOG = """\
@@ -246,3 +360,120 @@ def test_condor_status_and_bundle_commands(tmp_path, db_url):
                         str(tmp_path / "b.pyz")], env=env, capture_output=True, text=True)
     assert r.returncode == 0 and (tmp_path / "b.pyz").stat().st_size > 100_000
     assert os.access(tmp_path / "b.pyz", os.X_OK)
+
+
+def read_dag(path: Path) -> dict:
+    """The nodes (name → submit file), edges, retries, POST scripts and final node of a
+    DAG file, as DAGMan reads them."""
+    dag = {"jobs": {}, "children": {}, "retries": {}, "post": {}, "final": None}
+    for line in path.read_text().splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "JOB":
+            dag["jobs"][words[1]] = path.parent / words[2]
+        elif words[0] == "PARENT":
+            at = words.index("CHILD")
+            for parent in words[1:at]:
+                dag["children"].setdefault(parent, []).extend(words[at + 1:])
+        elif words[0] == "RETRY":
+            dag["retries"][words[1]] = int(words[2])
+        elif words[0] == "SCRIPT" and words[1] == "POST":
+            dag["post"][words[2]] = words[3:]
+        elif words[0] == "FINAL":
+            dag["final"] = (words[1], path.parent / words[2])
+    return dag
+
+
+def test_the_nightly_dag_runs_in_order_and_a_failed_crawl_stops_only_its_branch(
+        tmp_path, mariadb_with_password, node_python):
+    tree = tmp_path / "site-a"
+    files = [write_file(tree / "store" / f"d{i % 2}" / f"f{i}.root",
+                        random_bytes(5000 + i, i), record=True) for i in range(12)]
+    flip_bit(files[4], 10)
+    conf = tmp_path / "pnfsmon.conf"
+    conf.write_text(f"[site T2_A]\nnamespace = {tree}\nlfn_prefix = /store\n"
+                    f"path_prefix = {tree}/store\ngrace = 0\n"
+                    "[site T2_B]\nnamespace = /no/such/storage\n")
+    dump = tmp_path / "dump.txt"
+    dump.write_text("".join(f"/store/d{i % 2}/f{i}.root\n" for i in range(12)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    env.update(PNFSMON_CONFIG=str(conf), PNFSMON_DB=mariadb_with_password,
+               PNFSMON_DB_PASSWORD=SECRET)
+    out = tmp_path / "nightly"
+
+    def pnfsmon(*args):
+        return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    for args in (["db", "init"], ["inventory", "load", "--site", "T2_A", str(dump)],
+                 ["condor", "dag", "--write", str(out), "--jobs", "2", "--cron", "0 2 * * *",
+                  "--timeout", "60"]):
+        r = pnfsmon(*args)
+        assert r.returncode == 0, (args, r.stderr)
+    assert "2 sites: T2_A, T2_B" in r.stdout
+
+    # Read back: the DAG, and every node's description through the bindings.
+    dag = read_dag(out / dag_module.DAG_FILE)
+    assert dag["children"]["T2_A-crawl:0"] == ["T2_A-check:0", "T2_A-check:1"]
+    assert dag["children"]["T2_A-check:0"] == ["T2_A-compare:0"]
+    assert dag["children"]["T2_B-crawl:0"] == ["T2_B-check:0", "T2_B-check:1"]
+    assert "T2_B-compare:0" not in dag["jobs"]  # no inventory for B
+    assert dag["retries"]["T2_A-check:0"] == 2 and dag["final"][0] == "report"
+    subs = {name: htcondor2.Submit(path.read_text())
+            for name, path in [*dag["jobs"].items(), dag["final"]]}
+    for name, sub in subs.items():
+        local = "check" not in name
+        assert sub["universe"] == ("local" if local else "vanilla"), name
+    assert job_argv(subs["T2_A-check:0"]["arguments"])[:4] == ["check", "--workers", "1",
+                                                               "--lease"]
+    assert "--site" in job_argv(subs["T2_A-check:0"]["arguments"])
+    cron = htcondor2.Submit((out / dag_module.CRON_SUB).read_text())
+    assert (cron["cron_minute"], cron["cron_hour"]) == ("0", "2")
+    assert cron["executable"].endswith("condor_submit_dag")
+    assert str(out / dag_module.DAG_FILE) in cron["arguments"]
+    # No password in anything written but the password file.
+    for path in out.rglob("*"):
+        if path.is_file() and path.name != submit.PASSWORD_FILE:
+            assert_no_secret(path.read_bytes().decode("latin-1"), SECRET, str(path))
+
+    # Run it as DAGMan would: nodes in order, each checked by its POST script, retried,
+    # the descendants of a failed node skipped, the final node always.
+    failed: set[str] = set()
+    ran: list[str] = []
+
+    def run_node(name: str, sub) -> int:
+        if sub["universe"] == "vanilla":
+            return run_as_worker_node(sub, tmp_path, node_python, name=name).returncode
+        job_env = {**os.environ, **job_environment(sub.get("environment", '""'))}
+        return subprocess.run([sub["executable"], *job_argv(sub["arguments"])],
+                              cwd=sub["initialdir"], env=job_env, capture_output=True,
+                              timeout=300).returncode
+
+    parents: dict[str, list[str]] = {}
+    for parent, children in dag["children"].items():
+        for child in children:
+            parents.setdefault(child, []).append(parent)
+    for name in dag["jobs"]:  # written parents before children
+        if any(p in failed or p not in ran for p in parents.get(name, [])):
+            failed.add(name)  # not run: an ancestor failed
+            continue
+        for _attempt in range(1 + dag["retries"].get(name, 0)):
+            code = run_node(name, subs[name])
+            post = dag["post"][name]
+            ok = subprocess.run([*post[:-1], str(code)]).returncode == 0
+            if ok:
+                break
+        if ok:
+            ran.append(name)
+        else:
+            failed.add(name)
+    assert run_node("report", subs["report"]) == 0
+    assert "T2_B-crawl:0" in failed and "T2_B-check:0" in failed
+    assert {"T2_A-crawl:0", "T2_A-check:0", "T2_A-check:1", "T2_A-compare:0"} <= set(ran)
+
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    site_a = next(s for s in summary["sites"] if s["site"] == "T2_A")
+    assert site_a["counts"]["ok"] == 11 and site_a["counts"]["corrupted"] == 1
+    assert site_a["catalog"] is not None  # the compare ran
+    assert all(s["site"] != "T2_B" for s in summary["sites"])  # never crawled

@@ -21,7 +21,7 @@ from crawler.cli import crawl
 from schema.lease import Lease
 from schema.paths import decode_line, display
 from schema.status import Status
-from tester.readers import PosixReader
+from tester.posix_read import PosixReader
 from tester.worker import CheckOptions, run
 from tests.helpers import flip_bit, random_bytes, write_file
 from web import report

@@ -150,7 +150,7 @@ def test_stop_request_ends_a_hanging_read_promptly():
 
 
 def test_max_rate_caps_a_workers_reads(tmp_path):
-    from tester.readers import PosixFile
+    from tester.posix_read import PosixFile
     from tester.stream import Streamer
 
     path = tmp_path / "two-mb"

@@ -218,3 +218,48 @@ def test_crawl_and_check_through_a_delaying_proxy(xrootd, served, sqlite_engine)
         assert set(verdicts(sqlite_engine).values()) == {Status.OK}
         assert proxy.connections >= 1
         assert proxy.bytes["down"] > sum(len(d) for d in payload.values())  # the reads
+
+
+@pytest.mark.parametrize("reader", ["xrdcp", "auto-without-bindings"])
+def test_the_xrdcp_reader_verdicts(xrootd, served, sqlite_engine, monkeypatch, caplog,
+                                   reader):
+    """Read through ``xrdcp SRC -`` (a node without the XRootD bindings): good, rotten
+    behind the server's checksum cache, gone; a server that is gone stops the check."""
+    import logging
+
+    from tester import readers
+
+    caplog.set_level(logging.INFO)
+    if reader == "auto-without-bindings":
+        monkeypatch.setattr(readers, "_xrootd_bindings", lambda: False)
+        reader = "auto"
+    good, rot = random_bytes(5_000_000, 1), random_bytes(70_000, 2)  # 5 MB: several pipes
+    for name, data in (("good", good), ("rot", rot), ("gone", b"g")):
+        write_file(served / name, data)
+    xrootd.give(served)
+    url = f"{xrootd.url}//{served.name}"
+    crawl(sqlite_engine, open_namespace(url), "s")  # the server records the checksums
+    flip_bit(served / "rot", 100)
+    (served / "gone").unlink()
+    check(sqlite_engine, reader=reader)
+    got = {p.rsplit(b"/", 1)[1]: s for p, s in verdicts(sqlite_engine).items()}
+    assert got == {b"good": Status.OK, b"rot": Status.CORRUPTED, b"gone": Status.MISSING}
+    assert row(sqlite_engine, os.fsencode(f"{url}/good")).computed_adler32 == adler(good)
+    if reader == "auto":
+        assert "no XRootD Python bindings here: reading root:// files with xrdcp" \
+            in caplog.text
+
+
+def test_the_xrdcp_reader_stops_when_the_server_is_gone(tmp_path, xrootd, sqlite_engine):
+    server = XRootDServer(tmp_path / "data", tmp_path / "work", name="xrdcp-away").start()
+    try:
+        write_file(server.data / "f", b"z" * 100)
+        server.give(server.data)
+        crawl(sqlite_engine, open_namespace(f"{server.url}//"), "s")
+    finally:
+        server.stop()
+    with pytest.raises(StorageUnavailable, match="unreachable"):
+        check(sqlite_engine, reader="xrdcp", timeout=30)
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(sa.select(statuses.c.status, statuses.c.tag)).all() == [
+            (Status.UNCHECKED, None)]
