@@ -187,16 +187,19 @@ class ParallelWalk:
 
         for _ in range(self.parallel):
             start_thread()
+        looked = time.monotonic()
         try:
             while True:
                 with lock:
                     idle = not slices and not directories and not running
                 if idle and done.empty():
                     return
+                if time.monotonic() - looked >= _POLL:  # even while others keep answering
+                    self._give_up_slow(lock, running, stats, start_thread)
+                    looked = time.monotonic()
                 try:
                     outcome = done.get(timeout=_POLL)
                 except queue.Empty:
-                    self._give_up_slow(lock, running, stats, start_thread)
                     continue
                 task = outcome.task
                 if task.names is None:

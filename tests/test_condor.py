@@ -281,16 +281,20 @@ def test_a_node_python_too_old_is_held_with_the_way_out(tmp_path, mariadb_with_p
         "container", "/cvmfs/unpacked.cern.ch/el9-python3.11")
 
 
-def test_submit_writes_files_condor_submit_takes_from_anywhere(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env.update(PNFSMON_DB=SECRET_IN_URL)
+@pytest.mark.parametrize("way", PASSWORD_WAYS)
+def test_submit_writes_files_condor_submit_takes_from_anywhere(tmp_path, way):
+    args, env = condor_env(tmp_path, way)
     out = tmp_path / "jobs"
     r = subprocess.run([sys.executable, "-m", "pnfsmon", "condor", "submit", "--jobs", "7",
-                        "--write", str(out), "--timeout", "100"], env=env,
+                        "--write", str(out), "--timeout", "100", *args], env=env,
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     text = (out / submit.WORKERS_SUB).read_text()
     assert_no_secret(text + r.stdout + r.stderr, SECRET)
+    for path in out.rglob("*"):  # the bundle too: nothing but the password file has it
+        if path.is_file() and path.name != submit.PASSWORD_FILE:
+            assert_no_secret(path.read_bytes().decode("latin-1"), SECRET, str(path))
+    assert (out / submit.PASSWORD_FILE).read_text().strip() == SECRET
     queues = [line for line in text.splitlines() if line.split()[:1] == ["queue"]]
     assert queues == ["queue 7"]  # --jobs 7, and nothing else queued
     sub = htcondor2.Submit(text)  # the bindings parse it as condor_submit would
