@@ -73,6 +73,14 @@ def insert_rows(engine: sa.Engine, head: str, values: list[str]) -> None:
         conn.exec_driver_sql(head + " " + ",".join(values))
 
 
+def recount_ledger(engine: sa.Engine) -> None:
+    """After rows written by hand: the status_counts ledger made to match them."""
+    from schema import counts
+
+    with engine.begin() as conn:
+        counts.recount(conn)
+
+
 def build_flat_tree(root: Path, files: int, per_dir: int = 1000, size: int = 0) -> None:
     """``files`` files of ``size`` bytes in directories of ``per_dir``, built fast."""
     payload = b"x" * size

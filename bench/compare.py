@@ -22,6 +22,7 @@ from common import (
     insert_rows,
     peak_rss_kib,
     pnfsmon_env,
+    recount_ledger,
 )
 
 FILES = 1_000_000
@@ -52,6 +53,7 @@ def populate_storage(url: str) -> None:
                           f"{size},{int(OLD * 1e9)},1,{OLD},1)")
         insert_rows(engine, "INSERT INTO statuses (site, path, path_hash, size, mtime_ns,"
                     " status, checked, crawl_gen) VALUES", values)
+    recount_ledger(engine)
     engine.dispose()
 
 

@@ -28,6 +28,7 @@ from common import (
     insert_rows,
     peak_rss_kib,
     pnfsmon_env,
+    recount_ledger,
 )
 
 FILES = 1_000_000
@@ -76,6 +77,7 @@ def populate(url: str) -> None:
                           f"{int(seconds * 80e6)},{status})")
         insert_rows(engine, "INSERT INTO events (file_id, checked, worker_node, seconds,"
                     " source_pool, size, bytes_read, status) VALUES", values)
+    recount_ledger(engine)
     engine.dispose()
 
 

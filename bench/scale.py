@@ -40,9 +40,14 @@ from sqlalchemy.schema import AddConstraint, CreateIndex, DropConstraint, DropIn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import buffer_pool, fresh_mariadb, peak_rss_kib, pnfsmon_env  # noqa: E402
+from common import (  # noqa: E402
+    buffer_pool,
+    fresh_mariadb,
+    peak_rss_kib,
+    pnfsmon_env,
+    recount_ledger,
+)
 
-from schema import counts  # noqa: E402
 from schema.lease import Lease, Verdict  # noqa: E402
 from schema.status import Status  # noqa: E402
 from schema.tables import events, inventory, statuses  # noqa: E402
@@ -187,8 +192,7 @@ def small_baseline(now: float) -> tuple[float, float]:
         pnfsmon_env(url)
         engine = sa.create_engine(url)
         build_statuses(engine, 10_000, now)
-        with engine.begin() as conn:
-            counts.recount(conn)
+        recount_ledger(engine)
         engine.dispose()
         return claim_and_record(url, "10,000 files")
 
@@ -225,11 +229,7 @@ def main() -> None:
                 started = time.perf_counter()
             print(f"    indexes: {time.perf_counter() - started:,.1f} s", flush=True)
 
-            def recount() -> None:
-                with engine.begin() as conn:
-                    counts.recount(conn)
-
-            timed("counts ledger (one scan)", recount)
+            timed("counts ledger (one scan)", lambda: recount_ledger(engine))
             measure(url, env, engine, n, now, small_claim, small_record)
         finally:
             buffer_pool(engine, old_pool)

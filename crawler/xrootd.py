@@ -27,7 +27,7 @@ from schema.errors import ConfigError
 from schema.xrootd import XRootDUrl, client, raise_for
 
 DIRECTORIES_IN_FLIGHT = 8  # measured best on loopback: more only adds GIL contention
-QUERIES_IN_FLIGHT = 64
+QUERIES_IN_FLIGHT = 256  # a WAN round trip each: 64 reached 5k files/s at 5 ms, 256 12k
 SWITCH_INTERVAL = 0.0002  # seconds; see walk()
 MAX_WAITING = 20_000  # files listed but not yet asked for their checksum: bounds memory
 _UNSUPPORTED = 3013  # kXR_Unsupported: the server keeps no checksums
