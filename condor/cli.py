@@ -130,11 +130,11 @@ def do_dag(args: argparse.Namespace) -> int:
     engine = cli.engine(args)
     plans = []
     for name in names:
-        args.site = name  # this site's recheck period and claims
+        # This site's claims, with its recheck period.
+        site_args = check_options_as_args(argparse.Namespace(**{**vars(args), "site": name}))
         with engine.connect() as conn:
             plans.append(dag.SitePlan(site_settings(settings.config_file, name),
-                                      current_load(conn, name) is not None,
-                                      check_options_as_args(args)))
+                                      current_load(conn, name) is not None, site_args))
     engine.dispose()
     workdir = _workdir(args)
     inputs = dag.DagInputs(
