@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from crawler.listing import Listed, WalkStats
 from crawler.pnfs import pools_text
 from schema import secrets
+from schema.config import read_password_file
 from schema.errors import ConfigError, StorageUnavailable
 from schema.paths import display
 
@@ -231,11 +232,6 @@ def password_from(path: str | None) -> str | None:
     path = path or os.environ.get("PNFSMON_CHIMERA_DB_PASSWORD_FILE")
     if not path:
         return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            password = fh.read().strip()
-    except OSError as err:
-        raise ConfigError(f"cannot read the Chimera password file {path}: "
-                          f"{err.strerror}") from None
+    password = read_password_file(path, "Chimera")
     secrets.register(password)
     return password

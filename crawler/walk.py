@@ -123,22 +123,13 @@ class ParallelWalk:
         pending = [_Directory(self.root)]
         while pending:
             directory = pending.pop()
-            stats.directories += 1
             outcome = _Outcome(_Task(directory))
             self._list(directory, outcome)
             if outcome.error is None and outcome.names:
                 self._describe_slice(directory, outcome.names, outcome)
             self._close(directory)
-            if outcome.error is not None:
-                stats.unlisted(directory.path, outcome.error)
-            elif outcome.entries == 0:
-                stats.empty_directories += 1
-            stats.skipped += outcome.skipped
             pending.extend(_Directory(path) for path in reversed(outcome.subdirectories))
-            for item, problem in outcome.files:
-                if problem is not None:
-                    stats.bad_metadata(item.path, problem)
-                yield stats.count(item)
+            yield from self._account(outcome, stats)
 
     def _walk_threads(self, stats: WalkStats) -> Iterator[Listed]:
         lock = threading.Condition()
@@ -202,16 +193,6 @@ class ParallelWalk:
                 except queue.Empty:
                     continue
                 task = outcome.task
-                if task.names is None:
-                    stats.directories += 1
-                if outcome.error is not None and not task.directory.failed:
-                    # Not listed, or a file in it could not even be stat'ed (so it cannot
-                    # be told from a deleted one): the directory is unlisted.
-                    task.directory.failed = True
-                    stats.unlisted(task.directory.path, outcome.error)
-                if task.names is None and outcome.error is None and outcome.entries == 0:
-                    stats.empty_directories += 1
-                stats.skipped += outcome.skipped
                 with lock:
                     state["waiting"] -= len(outcome.files)
                     for path in reversed(outcome.subdirectories):
@@ -225,14 +206,30 @@ class ParallelWalk:
                         if not directory.pending:
                             self._close(directory)
                     lock.notify_all()
-                for item, problem in outcome.files:
-                    if problem is not None:
-                        stats.bad_metadata(item.path, problem)
-                    yield stats.count(item)
+                yield from self._account(outcome, stats)
         finally:
             with lock:
                 state["stop"] = True
                 lock.notify_all()
+
+    @staticmethod
+    def _account(outcome: _Outcome, stats: WalkStats) -> Iterator[Listed]:
+        """Count what one task found, then yield its files (either walk)."""
+        task = outcome.task
+        if task.names is None:
+            stats.directories += 1
+        if outcome.error is not None and not task.directory.failed:
+            # Not listed, or a file in it could not even be stat'ed (so it cannot be told
+            # from a deleted one): the directory is unlisted.
+            task.directory.failed = True
+            stats.unlisted(task.directory.path, outcome.error)
+        if task.names is None and outcome.error is None and outcome.entries == 0:
+            stats.empty_directories += 1
+        stats.skipped += outcome.skipped
+        for item, problem in outcome.files:
+            if problem is not None:
+                stats.bad_metadata(item.path, problem)
+            yield stats.count(item)
 
     def _give_up_slow(self, lock, running: set[_Task], stats: WalkStats,
                       start_thread: Callable[[], None]) -> None:

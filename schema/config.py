@@ -72,12 +72,13 @@ def _read_file() -> tuple[dict[str, str], Path | None]:
     return dict(parser.items(SECTION)), path
 
 
-def _read_password_file(path: str) -> str:
+def read_password_file(path: str, what: str = "DB") -> str:
     try:
         with open(path, encoding="utf-8") as fh:
             return fh.read().strip()
     except OSError as err:
-        raise ConfigError(f"cannot read the DB password file {path}: {err.strerror}") from None
+        raise ConfigError(f"cannot read the {what} password file {path}: "
+                          f"{err.strerror}") from None
 
 
 def _url_password(db_url: str) -> str | None:
@@ -96,7 +97,7 @@ def load(db_flag: str | None = None) -> Settings:
         "db_password_file"
     )
     if password is None and password_file:
-        password = _read_password_file(password_file)
+        password = read_password_file(password_file)
     secrets.register(password)
     secrets.register(_url_password(db_url))
     return Settings(db_url=db_url, db_password=password, config_file=file_path,
