@@ -187,9 +187,14 @@ class Ingest:
         lo, hi = first, first + len(chunk) - 1
         if self.first:
             with write_transaction(self.writer) as conn:
-                deltas = counts.Deltas()
-                self._insert_new(conn, chunk, deltas)
-                deltas.write(conn)
+                s = statuses.c
+                # A retry after a commit that got through (its answer lost) finds the
+                # chunk's first file already there: the whole chunk is in.
+                if conn.execute(sa.select(s.id).where(
+                        s.site == self.site, s.path_hash == chunk[0][0])).first() is None:
+                    deltas = counts.Deltas()
+                    self._insert_new(conn, chunk, deltas)
+                    deltas.write(conn)
             with self._lock:
                 self.counts.new += len(chunk)
             return

@@ -227,3 +227,49 @@ def test_load_data_local_infile_and_its_fallback_give_the_same_rows(engine, capl
     admin.dispose()
     assert results["local_infile"] == results["refused"]
     assert (b"/r/f1", 12, 10**18, None, "a\tb\\c\nd") in results["refused"]
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first crawl", "re-crawl"])
+def test_a_chunk_whose_commit_answer_was_lost_is_not_merged_twice(engine, tree, monkeypatch,
+                                                                  first):
+    """A chunk's transaction committed, but the answer never came back (injected after the
+    real commit): the retry finds the chunk in and adds nothing twice."""
+    import contextlib
+
+    import pymysql
+
+    from crawler import ingest as ingest_module
+    from crawler.listing import WalkStats
+    from crawler.posix import PosixNamespace
+
+    files = [write_file(tree / f"f{i}", b"%d" % i) for i in range(10)]
+    root = os.fsencode(tree)
+    if not first:
+        crawl(engine, root, "s")
+        for f in files[:4]:
+            write_file(f, b"changed")
+    ingest = ingest_module.Ingest(engine, "s", root)
+    real = ingest_module.write_transaction
+    lost = []
+
+    @contextlib.contextmanager
+    def commit_then_lose_the_answer(eng):
+        with real(eng) as conn:
+            yield conn
+        if not lost:  # the first chunk's transaction only: it has committed
+            lost.append(True)
+            raise sa.exc.OperationalError(
+                "COMMIT", {}, pymysql.err.OperationalError(2013, "Lost connection"))
+
+    monkeypatch.setattr(ingest_module, "write_transaction", commit_then_lose_the_answer)
+    stats = WalkStats()
+    ingest.add_all(PosixNamespace(root).walk(stats))
+    ingest.mark_vanished([])
+    ingest.finish(stats)
+    assert lost
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(statuses)).scalar() == 10
+    got = verdicts(engine)
+    assert set(got) == set(files) and set(got.values()) == {Status.UNCHECKED}
+    if not first:
+        assert {row(engine, f).size for f in files[:4]} == {len(b"changed")}
