@@ -15,9 +15,9 @@ import subprocess
 import tempfile
 import time
 
-from crawler.xrdcks import XATTR_NAME
-from tester.posix_read import PosixFile
-from tester.stream import CHUNK, checksum
+from pnfsmon.crawler.xrdcks import XATTR_NAME
+from pnfsmon.tester.posix_read import PosixFile
+from pnfsmon.tester.stream import CHUNK, checksum
 
 
 def plain_read(path: str) -> float:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chimera_database import ChimeraDatabase  # noqa: E402
 from common import fresh_mariadb, peak_rss_kib, pnfsmon_env  # noqa: E402
 
-from crawler import chimera_db  # noqa: E402
+from pnfsmon.crawler import chimera_db  # noqa: E402
 
 PER_DIR = 1000
 ROOT = "/pnfs/bench.example.org/data"

@@ -20,9 +20,9 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fresh_mariadb  # noqa: E402
 
-from schema import db, migrate  # noqa: E402
-from schema.config import Settings  # noqa: E402
-from schema.lease import Lease  # noqa: E402
+from pnfsmon.schema import db, migrate  # noqa: E402
+from pnfsmon.schema.config import Settings  # noqa: E402
+from pnfsmon.schema.lease import Lease  # noqa: E402
 
 
 def fill(engine: sa.Engine, rows: int, now: float) -> None:

@@ -75,7 +75,7 @@ def insert_rows(engine: sa.Engine, head: str, values: list[str]) -> None:
 
 def recount_ledger(engine: sa.Engine) -> None:
     """After rows written by hand: the status_counts ledger made to match them."""
-    from schema import counts
+    from pnfsmon.schema import counts
 
     with engine.begin() as conn:
         counts.recount(conn)

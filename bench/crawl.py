@@ -31,7 +31,6 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import (  # noqa: E402
     MARIADB_ADMIN,
     build_flat_tree,
@@ -40,7 +39,7 @@ from common import (  # noqa: E402
     pnfsmon_env,
 )
 
-from schema.lease import Lease  # noqa: E402
+from pnfsmon.schema.lease import Lease  # noqa: E402
 
 SUMMARY = re.compile(r"new ([\d,]+), changed ([\d,]+), vanished ([\d,]+)")
 

@@ -39,7 +39,6 @@ import sqlalchemy as sa
 from sqlalchemy.schema import AddConstraint, CreateIndex, DropConstraint, DropIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import (  # noqa: E402
     buffer_pool,
     fresh_mariadb,
@@ -48,9 +47,9 @@ from common import (  # noqa: E402
     recount_ledger,
 )
 
-from schema.lease import Lease, Verdict  # noqa: E402
-from schema.status import Status  # noqa: E402
-from schema.tables import events, inventory, statuses  # noqa: E402
+from pnfsmon.schema.lease import Lease, Verdict  # noqa: E402
+from pnfsmon.schema.status import Status  # noqa: E402
+from pnfsmon.schema.tables import events, inventory, statuses  # noqa: E402
 
 SITE = "T1_BENCH"
 CHUNK = 1_000_000

@@ -28,11 +28,11 @@ from common import build_flat_tree, fresh_mariadb, pnfsmon_env  # noqa: E402
 from latency_proxy import LatencyProxy  # noqa: E402
 from xrootd_server import XRootDServer, available  # noqa: E402
 
-from crawler.listing import WalkStats  # noqa: E402
-from crawler.xrootd import XRootDNamespace  # noqa: E402
-from schema.lease import Claimed  # noqa: E402
-from tester.checker import check_file  # noqa: E402
-from tester.readers import make_reader  # noqa: E402
+from pnfsmon.crawler.listing import WalkStats  # noqa: E402
+from pnfsmon.crawler.xrootd import XRootDNamespace  # noqa: E402
+from pnfsmon.schema.lease import Claimed  # noqa: E402
+from pnfsmon.tester.checker import check_file  # noqa: E402
+from pnfsmon.tester.readers import make_reader  # noqa: E402
 
 FILES = 50_000
 PER_DIR = 100

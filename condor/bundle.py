@@ -14,11 +14,14 @@ import tempfile
 import zipapp
 from pathlib import Path
 
-from condor.submit import EXIT_OLD_PYTHON
-from schema.errors import ConfigError
+from pnfsmon.condor.submit import EXIT_OLD_PYTHON
+from pnfsmon.schema.errors import ConfigError
 
-#: Our top-level packages and modules, then the pure-Python parts of our dependencies.
-OWN = ("pnfsmon", "schema", "crawler", "tester", "web", "condor", "demo")
+#: Our one import root, then the pure-Python parts of our dependencies.
+OWN = ("pnfsmon",)
+#: What of our root goes into the bundle: its modules and its rooms (an editable install's
+#: root is the repository, whose tests, benchmarks and docs stay out).
+ROOMS = ("schema", "crawler", "tester", "web", "condor", "demo")
 DEPENDENCIES = ("sqlalchemy", "pymysql", "jinja2", "markupsafe", "typing_extensions")
 
 # Written for any python3: the check comes before anything that needs 3.10.
@@ -32,9 +35,9 @@ if sys.version_info < (3, 10):
         % (sys.executable, sys.version_info[0], sys.version_info[1]))
     sys.exit({EXIT_OLD_PYTHON})
 
-import pnfsmon
+from pnfsmon.cli import main
 
-sys.exit(pnfsmon.main())
+sys.exit(main())
 """
 
 
@@ -52,13 +55,23 @@ def _ignore(_directory: str, names: list[str]) -> set[str]:
             if n == "__pycache__" or n.endswith((".so", ".pyd", ".pyc", ".pyx", ".c"))}
 
 
+def _copy_own(src: Path, dest: Path) -> None:
+    dest.mkdir()
+    for module in src.glob("*.py"):
+        shutil.copy2(module, dest / module.name)
+    for room in ROOMS:
+        shutil.copytree(src / room, dest / room, ignore=_ignore)
+
+
 def build(output: Path) -> Path:
     """Write the bundle to ``output`` (made executable) and return its path."""
     with tempfile.TemporaryDirectory(prefix="pnfsmon-bundle-") as tmp:
         root = Path(tmp)
         for name in OWN + DEPENDENCIES:
             src = _source(name)
-            if src.is_dir():
+            if name in OWN:
+                _copy_own(src, root / name)
+            elif src.is_dir():
                 shutil.copytree(src, root / src.name, ignore=_ignore)
             else:
                 shutil.copy2(src, root / src.name)

@@ -7,14 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from condor import bundle, dag, status, submit
-from crawler.inventory import current_load
-from crawler.namespaces import NAMESPACES
-from schema import cli
-from schema.errors import ConfigError
-from schema.sites import load_sites
-from schema.sites import site as site_settings
-from tester.cli import add_check_options, check_options_as_args
+from pnfsmon.condor import bundle, dag, status, submit
+from pnfsmon.crawler.inventory import current_load
+from pnfsmon.crawler.namespaces import NAMESPACES
+from pnfsmon.schema import cli
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.sites import load_sites
+from pnfsmon.schema.sites import site as site_settings
+from pnfsmon.tester.cli import add_check_options, check_options_as_args
 
 DEFAULT_WORKDIR = "pnfsmon-condor"
 

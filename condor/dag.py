@@ -20,9 +20,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from condor import submit
-from schema.errors import ConfigError
-from schema.sites import Site
+from pnfsmon.condor import submit
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.sites import Site
 
 DAG_FILE = "pnfsmon-nightly.dag"
 CRON_SUB = "pnfsmon-nightly-cron.sub"

@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schema.errors import ConfigError
-from web.summary import SweepProgress, sweep_progress
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.web.summary import SweepProgress, sweep_progress
 
 __all__ = ["JobStates", "SweepProgress", "format_status", "read_user_log", "sweep_progress"]
 

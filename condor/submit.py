@@ -27,9 +27,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from schema.config import Settings
-from schema.errors import ConfigError, DatabaseUnavailable
-from schema.secrets import without_password
+from pnfsmon.schema.config import Settings
+from pnfsmon.schema.errors import ConfigError, DatabaseUnavailable
+from pnfsmon.schema.secrets import without_password
 
 PASSWORD_FILE = "db.password"  # its name in the job's scratch directory
 BUNDLE = "pnfsmon.pyz"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crawler import compare as comparison
-from crawler import inventory
-from schema import cli
-from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
-from schema.progress import human_bytes
-from schema.sites import site as site_settings
+from pnfsmon.crawler import compare as comparison
+from pnfsmon.crawler import inventory
+from pnfsmon.schema import cli
+from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
+from pnfsmon.schema.progress import human_bytes
+from pnfsmon.schema.sites import site as site_settings
 
 
 def do_inventory_load(args: argparse.Namespace) -> int:

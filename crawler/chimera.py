@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import re
 
-from crawler.listing import Listed
-from crawler.pnfs import DcacheMount, MalformedMetadata, magic_name, read_magic, why
+from pnfsmon.crawler.listing import Listed
+from pnfsmon.crawler.pnfs import DcacheMount, MalformedMetadata, magic_name, read_magic, why
 
 _HEX = re.compile(r"[0-9a-fA-F]{1,8}")
 LOCALITIES = ("ONLINE", "NEARLINE", "ONLINE_AND_NEARLINE", "UNAVAILABLE", "LOST", "NONE")

@@ -28,12 +28,12 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from crawler.listing import Listed, WalkStats
-from crawler.pnfs import pools_text
-from schema import secrets
-from schema.config import read_password_file
-from schema.errors import ConfigError, StorageUnavailable
-from schema.paths import display
+from pnfsmon.crawler.listing import Listed, WalkStats
+from pnfsmon.crawler.pnfs import pools_text
+from pnfsmon.schema import secrets
+from pnfsmon.schema.config import read_password_file
+from pnfsmon.schema.errors import ConfigError, StorageUnavailable
+from pnfsmon.schema.paths import display
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,18 @@ import time
 
 import sqlalchemy as sa
 
-from crawler.chimera_db import password_from
-from crawler.ingest import Ingest
-from crawler.listing import WalkStats
-from crawler.namespaces import NAMESPACES, Namespace, open_namespace
-from crawler.posix import PosixNamespace
-from schema import cli, logs
-from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
-from schema.paths import display
-from schema.progress import Progress, human_bytes
-from schema.sites import DEFAULT_GRACE, DEFAULT_PARALLEL
-from schema.sites import site as site_settings
-from schema.tables import crawls
+from pnfsmon.crawler.chimera_db import password_from
+from pnfsmon.crawler.ingest import Ingest
+from pnfsmon.crawler.listing import WalkStats
+from pnfsmon.crawler.namespaces import NAMESPACES, Namespace, open_namespace
+from pnfsmon.crawler.posix import PosixNamespace
+from pnfsmon.schema import cli, logs
+from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
+from pnfsmon.schema.paths import display
+from pnfsmon.schema.progress import Progress, human_bytes
+from pnfsmon.schema.sites import DEFAULT_GRACE, DEFAULT_PARALLEL
+from pnfsmon.schema.sites import site as site_settings
+from pnfsmon.schema.tables import crawls
 
 DEFAULT_SITE = "local"
 log = logging.getLogger(__name__)

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from crawler.inventory import current_load
-from schema.atomic import atomic_text
-from schema.db import retrying, write_transaction
-from schema.errors import ConfigError
-from schema.paths import encode_line
-from schema.sites import Site
-from schema.status import Status
-from schema.tables import compares, crawls, discrepancies, inventory, statuses
+from pnfsmon.crawler.inventory import current_load
+from pnfsmon.schema.atomic import atomic_text
+from pnfsmon.schema.db import retrying, write_transaction
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.paths import encode_line
+from pnfsmon.schema.sites import Site
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import compares, crawls, discrepancies, inventory, statuses
 
 KINDS = ("missing", "orphan", "mismatch")
 BATCH = 5000

@@ -34,13 +34,13 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from crawler.listing import Listed, WalkStats
-from crawler.staging import Stage, drop_stale, mysql_checksum, mysql_text
-from schema import counts
-from schema.db import bulk_loading, retrying, write_transaction
-from schema.paths import path_hash
-from schema.status import Status
-from schema.tables import crawls, statuses
+from pnfsmon.crawler.listing import Listed, WalkStats
+from pnfsmon.crawler.staging import Stage, drop_stale, mysql_checksum, mysql_text
+from pnfsmon.schema import counts
+from pnfsmon.schema.db import bulk_loading, retrying, write_transaction
+from pnfsmon.schema.paths import path_hash
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import crawls, statuses
 
 log = logging.getLogger(__name__)
 

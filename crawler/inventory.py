@@ -27,11 +27,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from schema.db import retrying, write_transaction
-from schema.errors import ConfigError
-from schema.paths import path_hash
-from schema.sites import Site
-from schema.tables import inventory, inventory_loads
+from pnfsmon.schema.db import retrying, write_transaction
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.paths import path_hash
+from pnfsmon.schema.sites import Site
+from pnfsmon.schema.tables import inventory, inventory_loads
 
 BATCH = 5000
 FORMATS = ("auto", "lines", "csv", "jsonl")

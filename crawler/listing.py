@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from schema.paths import display
+from pnfsmon.schema.paths import display
 
 log = logging.getLogger(__name__)
 

@@ -9,15 +9,15 @@ import os
 from collections.abc import Iterator
 from typing import Protocol
 
-from crawler.chimera import ChimeraNamespace
-from crawler.chimera_db import ChimeraDbNamespace
-from crawler.listing import Listed, WalkStats
-from crawler.pnfs import PnfsNamespace
-from crawler.posix import PosixNamespace
-from crawler.xrootd import XRootDNamespace
-from schema.errors import ConfigError
-from schema.paths import display
-from schema.xrootd import is_xrootd_url
+from pnfsmon.crawler.chimera import ChimeraNamespace
+from pnfsmon.crawler.chimera_db import ChimeraDbNamespace
+from pnfsmon.crawler.listing import Listed, WalkStats
+from pnfsmon.crawler.pnfs import PnfsNamespace
+from pnfsmon.crawler.posix import PosixNamespace
+from pnfsmon.crawler.xrootd import XRootDNamespace
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.paths import display
+from pnfsmon.schema.xrootd import is_xrootd_url
 
 NAMESPACES = ("posix", "pnfs", "chimera", "chimera-db", "xrootd")
 

@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from crawler.listing import Listed, WalkStats
-from crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
+from pnfsmon.crawler.listing import Listed, WalkStats
+from pnfsmon.crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
 
 _STATISTICS = re.compile(rb"\d+(,[\d.]+)+")
 _HEX = re.compile(r"[0-9a-fA-F]{1,8}")

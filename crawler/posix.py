@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from crawler import xrdcks
-from crawler.listing import Listed, WalkStats
-from crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
+from pnfsmon.crawler import xrdcks
+from pnfsmon.crawler.listing import Listed, WalkStats
+from pnfsmon.crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
 
 
 class PosixNamespace:

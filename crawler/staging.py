@@ -20,7 +20,7 @@ import time
 
 import sqlalchemy as sa
 
-from schema.tables import HashBytes, crawls
+from pnfsmon.schema.tables import HashBytes, crawls
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from crawler.listing import Listed, WalkStats
-from schema.sites import DEFAULT_PARALLEL
+from pnfsmon.crawler.listing import Listed, WalkStats
+from pnfsmon.schema.sites import DEFAULT_PARALLEL
 
 #: Describes one regular file: (directory fd, directory, name, its lstat) → the record,
 #: and what could not be read about it (None if all was well).

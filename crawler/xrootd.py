@@ -22,9 +22,9 @@ import queue
 import sys
 from collections.abc import Iterator
 
-from crawler.listing import Listed, WalkStats
-from schema.errors import ConfigError
-from schema.xrootd import XRootDUrl, client, raise_for
+from pnfsmon.crawler.listing import Listed, WalkStats
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.xrootd import XRootDUrl, client, raise_for
 
 DIRECTORIES_IN_FLIGHT = 8  # measured best on loopback: more only adds GIL contention
 QUERIES_IN_FLIGHT = 256  # a WAN round trip each: 64 reached 5k files/s at 5 ms, 256 12k

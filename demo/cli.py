@@ -7,21 +7,21 @@ import os
 import time
 from pathlib import Path
 
-from crawler.cli import crawl
-from crawler.cli import summary as crawl_summary
-from demo import tree
-from schema import db, migrate
-from schema.config import Settings
-from schema.errors import ConfigError
-from tester.cli import run_workers
-from tester.cli import summary as check_summary
-from tester.worker import CheckOptions
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.cli import summary as crawl_summary
+from pnfsmon.demo import tree
+from pnfsmon.schema import db, migrate
+from pnfsmon.schema.config import Settings
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.tester.cli import run_workers
+from pnfsmon.tester.cli import summary as check_summary
+from pnfsmon.tester.worker import CheckOptions
 
 
 def do_demo(args: argparse.Namespace) -> int:
     """Build a sample tree in DIR, crawl it, check it, inject three faults (a flipped bit,
     a deleted file, a truncated file), check again and write the report."""
-    from web.report import write_report
+    from pnfsmon.web.report import write_report
 
     base = Path(args.dir).resolve()
     if base.exists() and any(base.iterdir()):

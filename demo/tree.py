@@ -9,8 +9,8 @@ import os
 import random
 from pathlib import Path
 
-from crawler import xrdcks
-from tester.stream import adler32, adler32_hex
+from pnfsmon.crawler import xrdcks
+from pnfsmon.tester.stream import adler32, adler32_hex
 
 FILES = 40
 

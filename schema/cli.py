@@ -10,8 +10,8 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from schema import config, db, logs, migrate, prune, tables
-from schema.errors import ConfigError
+from pnfsmon.schema import config, db, logs, migrate, prune, tables
+from pnfsmon.schema.errors import ConfigError
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:

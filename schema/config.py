@@ -18,8 +18,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from schema import secrets
-from schema.errors import ConfigError
+from pnfsmon.schema import secrets
+from pnfsmon.schema.errors import ConfigError
 
 DEFAULT_DB = "sqlite:///pnfsmon.sqlite"
 SECTION = "pnfsmon"

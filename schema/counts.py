@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from schema.status import Status
-from schema.tables import meta, status_counts, statuses
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import meta, status_counts, statuses
 
 FIRST_CHECK = "first_check"  # recorded_from when the first computed value is the reference
 FOLD_AT = 2000  # ledger rows: fold when there are more

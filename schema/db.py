@@ -13,10 +13,10 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
-from schema import migrate
-from schema.config import Settings
-from schema.errors import ConfigError, DatabaseUnavailable, SchemaError
-from schema.secrets import scrub
+from pnfsmon.schema import migrate
+from pnfsmon.schema.config import Settings
+from pnfsmon.schema.errors import ConfigError, DatabaseUnavailable, SchemaError
+from pnfsmon.schema.secrets import scrub
 
 T = TypeVar("T")
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from schema import counts
-from schema.counts import FIRST_CHECK
-from schema.db import retrying, write_transaction
-from schema.paths import path_hash
-from schema.status import PROBLEMS, Status
-from schema.tables import crawls, events, statuses
+from pnfsmon.schema import counts
+from pnfsmon.schema.counts import FIRST_CHECK
+from pnfsmon.schema.db import retrying, write_transaction
+from pnfsmon.schema.paths import path_hash
+from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.schema.tables import crawls, events, statuses
 
 # claim_key of files an operator asked to check now (``check --prefix/--paths``): below every
 # other key, so they come first, and a claim for ``due_before=URGENT`` takes only them.

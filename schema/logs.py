@@ -15,8 +15,8 @@ import logging
 import sys
 from typing import TextIO
 
-from schema.errors import ConfigError
-from schema.secrets import scrub
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.secrets import scrub
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"

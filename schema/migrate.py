@@ -17,8 +17,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from schema import tables
-from schema.errors import SchemaError
+from pnfsmon.schema import tables
+from pnfsmon.schema.errors import SchemaError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import TextIO
 
-from schema.logs import DEFAULT_INTERVAL
+from pnfsmon.schema.logs import DEFAULT_INTERVAL
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from schema import counts
-from schema.db import retrying, write_transaction
-from schema.status import Status
-from schema.tables import crawls, events, statuses
+from pnfsmon.schema import counts
+from pnfsmon.schema.db import retrying, write_transaction
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import crawls, events, statuses
 
 log = logging.getLogger(__name__)
 

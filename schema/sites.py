@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schema.errors import ConfigError
+from pnfsmon.schema.errors import ConfigError
 
 SECTION_PREFIX = "site "
 DEFAULT_GRACE = 2 * 3600.0  # seconds a file may still be being written

@@ -11,7 +11,7 @@ import errno
 import os
 from dataclasses import dataclass
 
-from schema.errors import ConfigError, StorageUnavailable
+from pnfsmon.schema.errors import ConfigError, StorageUnavailable
 
 SCHEMES = ("root://", "roots://", "xroot://", "xroots://")
 

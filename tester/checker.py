@@ -14,12 +14,12 @@ from __future__ import annotations
 import threading
 import time
 
-from schema.errors import StorageUnavailable
-from schema.lease import Claimed, Verdict
-from schema.paths import display
-from schema.status import Status
-from tester.reading import Current, Reader, Unreachable
-from tester.stream import Streamer, checksum
+from pnfsmon.schema.errors import StorageUnavailable
+from pnfsmon.schema.lease import Claimed, Verdict
+from pnfsmon.schema.paths import display
+from pnfsmon.schema.status import Status
+from pnfsmon.tester.reading import Current, Reader, Unreachable
+from pnfsmon.tester.stream import Streamer, checksum
 
 
 def _rewritten(item: Claimed, now: Current) -> bool:

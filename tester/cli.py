@@ -17,19 +17,19 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from schema import cli, logs
-from schema.db import create_engine
-from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
-from schema.lease import Lease, request_now
-from schema.paths import display
-from schema.progress import Progress, human_bytes, warn_list
-from schema.sites import site as site_settings
-from schema.status import PROBLEMS, Status
-from schema.tables import statuses
-from schema.xrootd import is_xrootd_url
-from tester.readers import READERS, make_reader
-from tester.stream import ADLER32_IMPLEMENTATION
-from tester.worker import CheckOptions, Tally, run
+from pnfsmon.schema import cli, logs
+from pnfsmon.schema.db import create_engine
+from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
+from pnfsmon.schema.lease import Lease, request_now
+from pnfsmon.schema.paths import display
+from pnfsmon.schema.progress import Progress, human_bytes, warn_list
+from pnfsmon.schema.sites import site as site_settings
+from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.schema.tables import statuses
+from pnfsmon.schema.xrootd import is_xrootd_url
+from pnfsmon.tester.readers import READERS, make_reader
+from pnfsmon.tester.stream import ADLER32_IMPLEMENTATION
+from pnfsmon.tester.worker import CheckOptions, Tally, run
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from schema.lease import Claimed
-from tester.reading import Current, PipeFile
+from pnfsmon.schema.lease import Claimed
+from pnfsmon.tester.reading import Current, PipeFile
 
 DCCP = os.environ.get("PNFSMON_DCCP", "dccp")
 

@@ -7,8 +7,8 @@ import contextlib
 import errno
 import os
 
-from schema.lease import Claimed
-from tester.reading import Current
+from pnfsmon.schema.lease import Claimed
+from pnfsmon.tester.reading import Current
 
 
 class PosixFile:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from schema.errors import ConfigError
-from schema.lease import Claimed
-from schema.xrootd import is_xrootd_url
-from tester.posix_read import PosixReader
-from tester.reading import OpenFile, Reader
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.lease import Claimed
+from pnfsmon.schema.xrootd import is_xrootd_url
+from pnfsmon.tester.posix_read import PosixReader
+from pnfsmon.tester.reading import OpenFile, Reader
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,11 @@ def _xrootd_bindings() -> bool:
 def _remote_reader(timeout: float) -> Reader:
     """The reader for ``root://`` files here: the bindings, else ``xrdcp``."""
     if _xrootd_bindings():
-        from tester.xrootd_read import XRootDReader
+        from pnfsmon.tester.xrootd_read import XRootDReader
 
         log.info("reading root:// files through the XRootD client bindings")
         return XRootDReader(timeout)
-    from tester.xrdcp_read import XrdcpReader
+    from pnfsmon.tester.xrdcp_read import XrdcpReader
 
     log.info("no XRootD Python bindings here: reading root:// files with xrdcp")
     return XrdcpReader()
@@ -66,15 +66,15 @@ def make_reader(name: str, timeout: float) -> Reader:
     if name == "posix":
         return PosixReader()
     if name == "xrootd":
-        from tester.xrootd_read import XRootDReader
+        from pnfsmon.tester.xrootd_read import XRootDReader
 
         return XRootDReader(timeout)
     if name == "xrdcp":
-        from tester.xrdcp_read import XrdcpReader
+        from pnfsmon.tester.xrdcp_read import XrdcpReader
 
         return XrdcpReader()
     if name == "dccp":
-        from tester.dccp_read import DccpReader
+        from pnfsmon.tester.dccp_read import DccpReader
 
         return DccpReader()
     raise ConfigError(f"unknown reader {name!r}; known: {', '.join(READERS)}")

@@ -19,9 +19,9 @@ import tempfile
 from dataclasses import dataclass
 from typing import Protocol
 
-from schema.errors import ConfigError
-from schema.lease import Claimed
-from tester.stream import Source
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.lease import Claimed
+from pnfsmon.tester.stream import Source
 
 
 @dataclass(frozen=True)

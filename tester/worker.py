@@ -16,12 +16,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from schema.lease import URGENT, Claimed, Lease, Verdict
-from schema.paths import display
-from schema.status import PROBLEMS
-from tester.checker import check_file
-from tester.reading import Reader
-from tester.stream import Streamer
+from pnfsmon.schema.lease import URGENT, Claimed, Lease, Verdict
+from pnfsmon.schema.paths import display
+from pnfsmon.schema.status import PROBLEMS
+from pnfsmon.tester.checker import check_file
+from pnfsmon.tester.reading import Reader
+from pnfsmon.tester.stream import Streamer
 
 log = logging.getLogger(__name__)
 

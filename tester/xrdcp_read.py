@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 
-from schema.errors import ConfigError
-from schema.lease import Claimed
-from schema.paths import display
-from schema.xrootd import client_environment, is_xrootd_url
-from tester.reading import PipeFile
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.lease import Claimed
+from pnfsmon.schema.paths import display
+from pnfsmon.schema.xrootd import client_environment, is_xrootd_url
+from pnfsmon.tester.reading import PipeFile
 
 XRDCP = os.environ.get("PNFSMON_XRDCP", "xrdcp")
 

@@ -11,11 +11,11 @@ import collections
 import errno
 import queue
 
-from schema.errors import ConfigError
-from schema.lease import Claimed
-from schema.paths import display
-from schema.xrootd import client, is_xrootd_url, raise_for
-from tester.reading import Current
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.lease import Claimed
+from pnfsmon.schema.paths import display
+from pnfsmon.schema.xrootd import client, is_xrootd_url, raise_for
+from pnfsmon.tester.reading import Current
 
 READS_IN_FLIGHT = 4  # chunks (of the checksummer's buffer size) requested ahead
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from schema import db, migrate
-from schema.config import Settings
+from pnfsmon.schema import db, migrate
+from pnfsmon.schema.config import Settings
 
 SERVERS = {
     "mariadb": os.environ.get("PNFSMON_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/"),
@@ -90,7 +90,7 @@ def db_url(request, tmp_path, server_databases):
 
 def _drop_all(url: str) -> None:
     """Drop pnfs-monitor's tables and its schema history, leaving an empty database."""
-    from schema.tables import metadata
+    from pnfsmon.schema.tables import metadata
 
     engine = db.create_engine(Settings(url))
     metadata.drop_all(engine)
@@ -111,7 +111,7 @@ def engine(request, db_url):
 def assert_ledger_exact(engine) -> None:
     """The status_counts ledger says what a scan of statuses says: every test that writes
     through pnfs-monitor's code checks this on its way out."""
-    from schema import counts
+    from pnfsmon.schema import counts
 
     with engine.connect() as conn:
         assert counts.totals(conn).as_dict() == counts.scan(conn).as_dict()

@@ -11,10 +11,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from zlib_ng import zlib_ng
 
-from crawler import xrdcks
-from schema.status import Status
-from schema.tables import statuses
-from tester.stream import adler32_hex
+from pnfsmon.crawler import xrdcks
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import statuses
+from pnfsmon.tester.stream import adler32_hex
 
 
 def write_file(path: Path | bytes, data: bytes, *, record: bool = False,

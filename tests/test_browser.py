@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from pnfsmon.web import report
+from pnfsmon.web.report import write_report
 from tests.test_report import corrupted_tree
-from web import report
-from web.report import write_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

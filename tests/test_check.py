@@ -10,16 +10,16 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from crawler.cli import crawl
-from schema.config import Settings
-from schema.lease import Claimed, Lease
-from schema.status import Status
-from schema.tables import events, statuses
-from tester.checker import check_file
-from tester.cli import run_workers
-from tester.posix_read import PosixReader
-from tester.stream import Streamer
-from tester.worker import CheckOptions, run
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.schema.config import Settings
+from pnfsmon.schema.lease import Claimed, Lease
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import events, statuses
+from pnfsmon.tester.checker import check_file
+from pnfsmon.tester.cli import run_workers
+from pnfsmon.tester.posix_read import PosixReader
+from pnfsmon.tester.stream import Streamer
+from pnfsmon.tester.worker import CheckOptions, run
 from tests.helpers import as_nobody, flip_bit, random_bytes, row, verdicts, write_file
 
 NOW_DUE = CheckOptions(timeout=30, recheck_after=0.0)

@@ -15,14 +15,14 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from crawler.chimera import ChimeraNamespace
-from crawler.chimera_db import ChimeraDbNamespace
-from crawler.cli import crawl
-from schema.lease import Lease
-from schema.status import Status
-from schema.tables import crawls, statuses
-from tester.readers import make_reader
-from tester.worker import CheckOptions, run
+from pnfsmon.crawler.chimera import ChimeraNamespace
+from pnfsmon.crawler.chimera_db import ChimeraDbNamespace
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.schema.lease import Lease
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import crawls, statuses
+from pnfsmon.tester.readers import make_reader
+from pnfsmon.tester.worker import CheckOptions, run
 from tests.helpers import assert_no_secret, random_bytes, verdicts, write_file
 
 NAMES = [b"plain.root", b"with space.root", b"non-utf8-\xff\xfe.root", b"tab\there.root"]

@@ -12,8 +12,8 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from schema import db
-from schema.config import Settings
+from pnfsmon.schema import db
+from pnfsmon.schema.config import Settings
 from tests.helpers import flip_bit, random_bytes, write_file
 
 
@@ -171,7 +171,7 @@ def test_sigterm_stops_a_check_cleanly(tmp_path):
 
     import sqlalchemy as sa
 
-    from schema.tables import events, statuses
+    from pnfsmon.schema.tables import events, statuses
     from tests.helpers import write_file as wf
 
     for i in range(20_000):

@@ -18,14 +18,14 @@ from pathlib import Path
 import htcondor2
 import pytest
 
-from condor import bundle, status, submit
-from condor import dag as dag_module
-from crawler.cli import crawl
-from crawler.namespaces import open_namespace
-from schema import db, migrate
-from schema.config import Settings
-from schema.errors import ConfigError
-from schema.status import Status
+from pnfsmon.condor import bundle, status, submit
+from pnfsmon.condor import dag as dag_module
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.namespaces import open_namespace
+from pnfsmon.schema import db, migrate
+from pnfsmon.schema.config import Settings
+from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.status import Status
 from tests.conftest import DB_SECRET
 from tests.helpers import assert_no_secret, flip_bit, random_bytes, verdicts, write_file
 

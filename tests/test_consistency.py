@@ -17,14 +17,14 @@ import sqlalchemy as sa
 from helpers import random_bytes, write_file
 from zlib_ng import zlib_ng
 
-from crawler import xrdcks
-from crawler.cli import crawl
-from crawler.compare import compare, write_lists
-from crawler.inventory import BadDump, current_load, load
-from schema.paths import decode_line
-from schema.sites import Site, load_sites
-from tester.stream import adler32_hex
-from web.report import write_report
+from pnfsmon.crawler import xrdcks
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.compare import compare, write_lists
+from pnfsmon.crawler.inventory import BadDump, current_load, load
+from pnfsmon.schema.paths import decode_line
+from pnfsmon.schema.sites import Site, load_sites
+from pnfsmon.tester.stream import adler32_hex
+from pnfsmon.web.report import write_report
 
 OLD = time.time() - 5 * 3600
 

@@ -9,13 +9,13 @@ import stat
 import pytest
 import sqlalchemy as sa
 
-from crawler import posix
-from crawler.cli import crawl
-from crawler.ingest import Ingest
-from crawler.listing import WalkStats
-from schema import counts
-from schema.status import Status
-from schema.tables import crawls, statuses
+from pnfsmon.crawler import posix
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.ingest import Ingest
+from pnfsmon.crawler.listing import WalkStats
+from pnfsmon.schema import counts
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import crawls, statuses
 from tests.helpers import as_nobody, random_bytes, row, verdicts, write_file
 
 ODD_NAMES = [

@@ -14,11 +14,11 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from crawler.cli import crawl
-from schema import db, migrate
-from schema.config import Settings
-from schema.status import Status
-from schema.tables import events, statuses
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.schema import db, migrate
+from pnfsmon.schema.config import Settings
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import events, statuses
 from tests.conftest import SERVERS
 from tests.helpers import open_path_to, write_file
 

@@ -15,13 +15,13 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from crawler import staging
-from crawler.cli import crawl
-from schema.lease import Lease
-from schema.status import Status
-from schema.tables import crawls, statuses
-from tester.readers import make_reader
-from tester.worker import CheckOptions, run
+from pnfsmon.crawler import staging
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.schema.lease import Lease
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import crawls, statuses
+from pnfsmon.tester.readers import make_reader
+from pnfsmon.tester.worker import CheckOptions, run
 from tests.helpers import random_bytes, row, verdicts, write_file
 
 
@@ -79,7 +79,7 @@ def test_a_recrawl_writes_only_what_changed(engine, tree):
 def test_vanished_files_found_in_many_batches(engine, tree, monkeypatch):
     """Vanished files are marked in batches: gone files from every batch are found, and a
     sibling site, vanished files of earlier crawls and other roots are never touched."""
-    from crawler import ingest
+    from pnfsmon.crawler import ingest
 
     monkeypatch.setattr(ingest, "BATCH", 7)
     write_file(tree.parent / "elsewhere" / "e", b"e")
@@ -104,10 +104,10 @@ def test_vanished_files_found_in_many_batches(engine, tree, monkeypatch):
 
 CRAWL_SCRIPT = """
 import os, sys, time
-from crawler import ingest
-from crawler.cli import crawl
-from schema import db
-from schema.config import Settings
+from pnfsmon.crawler import ingest
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.schema import db
+from pnfsmon.schema.config import Settings
 
 ingest.BATCH = 400
 real = ingest.Ingest._merge_chunk
@@ -125,8 +125,7 @@ def test_a_crawl_killed_mid_merge_leaves_nothing_to_confuse_the_next(db_url, eng
     crawl(engine, root, "s")
     for f in files[::4]:  # changed files in every chunk the killed crawl merges
         write_file(f, b"changed!")
-    proc = subprocess.Popen([sys.executable, "-c", CRAWL_SCRIPT, db_url, str(tree)],
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    proc = subprocess.Popen([sys.executable, "-c", CRAWL_SCRIPT, db_url, str(tree)])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with engine.connect() as conn:
@@ -194,8 +193,8 @@ def test_load_data_local_infile_and_its_fallback_give_the_same_rows(engine, capl
     with one line saying so. Odd pool names (tab, newline, backslash) survive both."""
     if engine.dialect.name not in ("mysql", "mariadb"):
         pytest.skip("LOAD DATA LOCAL INFILE is MariaDB's")
-    from crawler.ingest import Ingest
-    from crawler.listing import Listed, WalkStats
+    from pnfsmon.crawler.ingest import Ingest
+    from pnfsmon.crawler.listing import Listed, WalkStats
 
     def listing(version: int) -> list[Listed]:
         return [Listed(b"/r/f%d" % i, 10 + i + version, 10**18,
@@ -238,9 +237,9 @@ def test_a_chunk_whose_commit_answer_was_lost_is_not_merged_twice(engine, tree, 
 
     import pymysql
 
-    from crawler import ingest as ingest_module
-    from crawler.listing import WalkStats
-    from crawler.posix import PosixNamespace
+    from pnfsmon.crawler import ingest as ingest_module
+    from pnfsmon.crawler.listing import WalkStats
+    from pnfsmon.crawler.posix import PosixNamespace
 
     files = [write_file(tree / f"f{i}", b"%d" % i) for i in range(10)]
     root = os.fsencode(tree)

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from schema import counts, db, migrate
-from schema.config import Settings
-from schema.lease import Lease, Verdict
-from schema.status import Status
-from schema.tables import events, statuses
+from pnfsmon.schema import counts, db, migrate
+from pnfsmon.schema.config import Settings
+from pnfsmon.schema.lease import Lease, Verdict
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import events, statuses
 
 
 def add_rows(engine, n: int, *, claim_key: float = 0.0, start: int = 0) -> None:
@@ -248,7 +248,7 @@ def test_a_retried_claim_takes_back_what_its_lost_commit_claimed(engine, monkeyp
 
     import pymysql
 
-    from schema import lease as lease_module
+    from pnfsmon.schema import lease as lease_module
 
     add_rows(engine, 6)
     real = lease_module.write_transaction

@@ -16,10 +16,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from schema import db, migrate, tables
-from schema.config import Settings
-from schema.errors import SchemaError
-from schema.status import Status
+from pnfsmon.schema import db, migrate, tables
+from pnfsmon.schema.config import Settings
+from pnfsmon.schema.errors import SchemaError
+from pnfsmon.schema.status import Status
 from tests.conftest import _drop_all
 
 OLD = Path(__file__).resolve().parent / "old_schemas"

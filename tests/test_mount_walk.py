@@ -12,13 +12,13 @@ import sys
 
 import pytest
 
-from crawler.chimera import ChimeraNamespace
-from crawler.cli import crawl
-from crawler.listing import WalkStats
-from crawler.pnfs import PnfsNamespace
-from crawler.posix import PosixNamespace
-from crawler.walk import filesystem_type, is_remote
-from schema.status import Status
+from pnfsmon.crawler.chimera import ChimeraNamespace
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.listing import WalkStats
+from pnfsmon.crawler.pnfs import PnfsNamespace
+from pnfsmon.crawler.posix import PosixNamespace
+from pnfsmon.crawler.walk import filesystem_type, is_remote
+from pnfsmon.schema.status import Status
 from tests.helpers import random_bytes, row, verdicts, write_file
 
 ODD = [b"plain.root", b"non-utf8-\xff\xfe.dat", b"new\nline.dat", b"tab\there.dat",

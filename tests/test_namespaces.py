@@ -14,16 +14,16 @@ import sqlalchemy as sa
 from helpers import flip_bit, random_bytes, row, verdicts, write_file
 from zlib_ng import zlib_ng
 
-from crawler.chimera import ChimeraNamespace, parse_checksums, parse_locality
-from crawler.cli import crawl
-from crawler.pnfs import MalformedMetadata, PnfsNamespace, parse_layer2
-from schema.lease import Lease, request_now
-from schema.status import Status
-from schema.tables import events
-from tester.readers import make_reader
-from tester.stream import adler32_hex
-from tester.worker import CheckOptions, run
-from web.summary import summarize
+from pnfsmon.crawler.chimera import ChimeraNamespace, parse_checksums, parse_locality
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.pnfs import MalformedMetadata, PnfsNamespace, parse_layer2
+from pnfsmon.schema.lease import Lease, request_now
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import events
+from pnfsmon.tester.readers import make_reader
+from pnfsmon.tester.stream import adler32_hex
+from pnfsmon.tester.worker import CheckOptions, run
+from pnfsmon.web.summary import summarize
 
 
 def adler(data: bytes) -> str:

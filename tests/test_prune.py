@@ -13,12 +13,12 @@ import zlib
 import pytest
 import sqlalchemy as sa
 
-from crawler.cli import crawl
-from schema import prune
-from schema.lease import Lease, Verdict
-from schema.status import Status
-from schema.tables import events, statuses
-from tester.stream import adler32_hex
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.schema import prune
+from pnfsmon.schema.lease import Lease, Verdict
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import events, statuses
+from pnfsmon.tester.stream import adler32_hex
 from tests.helpers import row, write_file
 
 DAY = 86400.0

@@ -17,17 +17,17 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from crawler.cli import crawl
-from schema.lease import Lease
-from schema.paths import decode_line, display
-from schema.status import Status
-from tester.posix_read import PosixReader
-from tester.worker import CheckOptions, run
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.schema.lease import Lease
+from pnfsmon.schema.paths import decode_line, display
+from pnfsmon.schema.status import Status
+from pnfsmon.tester.posix_read import PosixReader
+from pnfsmon.tester.worker import CheckOptions, run
+from pnfsmon.web import report
+from pnfsmon.web.cli import NAGIOS_CRITICAL, NAGIOS_OK, NAGIOS_WARNING, nagios_line
+from pnfsmon.web.report import write_report
+from pnfsmon.web.summary import summarize
 from tests.helpers import flip_bit, random_bytes, write_file
-from web import report
-from web.cli import NAGIOS_CRITICAL, NAGIOS_OK, NAGIOS_WARNING, nagios_line
-from web.report import write_report
-from web.summary import summarize
 
 HOSTILE = [b"<script>alert(1)</script>.dat", b"amp&quot;\".dat", b"nl\nname.dat",
            b"bad\xff\xfe.dat", b"'single'.dat"]

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crawler import xrdcks
-from schema.paths import decode_line, display, encode_line, path_hash
-from schema.status import PROBLEMS, Status
-from tester.stream import adler32_hex, checksum
+from pnfsmon.crawler import xrdcks
+from pnfsmon.schema.paths import decode_line, display, encode_line, path_hash
+from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.tester.stream import adler32_hex, checksum
 
 
 @given(st.binary(min_size=1, max_size=300))
@@ -133,7 +133,7 @@ def test_stream_reports_read_errors():
 
 
 def test_stop_request_ends_a_hanging_read_promptly():
-    from tester.stream import Streamer
+    from pnfsmon.tester.stream import Streamer
 
     pipe = _Pipe()
     os.write(pipe.w, b"y" * 7)
@@ -150,8 +150,8 @@ def test_stop_request_ends_a_hanging_read_promptly():
 
 
 def test_max_rate_caps_a_workers_reads(tmp_path):
-    from tester.posix_read import PosixFile
-    from tester.stream import Streamer
+    from pnfsmon.tester.posix_read import PosixFile
+    from pnfsmon.tester.stream import Streamer
 
     path = tmp_path / "two-mb"
     path.write_bytes(os.urandom(2_000_000))
@@ -167,7 +167,7 @@ def test_max_rate_caps_a_workers_reads(tmp_path):
 
 
 def test_scrub_hides_url_passwords_and_registered_secrets():
-    from schema import secrets
+    from pnfsmon.schema import secrets
 
     assert secrets.scrub("mysql+pymysql://mon:p%40ss:w/rd@db/pn failed") == \
         "mysql+pymysql://mon:***@db/pn failed"

@@ -16,17 +16,17 @@ from helpers import flip_bit, random_bytes, row, verdicts, write_file
 from xrootd_server import XRootDServer
 from zlib_ng import zlib_ng
 
-from crawler.cli import crawl
-from crawler.namespaces import open_namespace
-from crawler.xrootd import XRootDNamespace, parse_checksum_response
-from schema.errors import ConfigError, StorageUnavailable
-from schema.lease import Claimed, Lease
-from schema.status import Status
-from schema.tables import statuses
-from tester.checker import check_file
-from tester.readers import make_reader
-from tester.stream import adler32_hex
-from tester.worker import CheckOptions, run
+from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.namespaces import open_namespace
+from pnfsmon.crawler.xrootd import XRootDNamespace, parse_checksum_response
+from pnfsmon.schema.errors import ConfigError, StorageUnavailable
+from pnfsmon.schema.lease import Claimed, Lease
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import statuses
+from pnfsmon.tester.checker import check_file
+from pnfsmon.tester.readers import make_reader
+from pnfsmon.tester.stream import adler32_hex
+from pnfsmon.tester.worker import CheckOptions, run
 
 
 def check(engine, reader: str = "auto", timeout: float = 10) -> None:
@@ -227,7 +227,7 @@ def test_the_xrdcp_reader_verdicts(xrootd, served, sqlite_engine, monkeypatch, c
     behind the server's checksum cache, gone; a server that is gone stops the check."""
     import logging
 
-    from tester import readers
+    from pnfsmon.tester import readers
 
     caplog.set_level(logging.INFO)
     if reader == "auto-without-bindings":

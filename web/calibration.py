@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from schema.status import Status
-from schema.tables import events
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import events
 
 DAY = 86400.0
 

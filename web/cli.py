@@ -9,14 +9,14 @@ import os
 import time
 from pathlib import Path
 
-from schema import cli
-from schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
-from schema.paths import display
-from schema.status import PROBLEMS, Status
-from schema.xrootd import is_xrootd_url
-from web.history import FileHistory, file_history
-from web.rows import when
-from web.summary import DAY, Summary, summarize
+from pnfsmon.schema import cli
+from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
+from pnfsmon.schema.paths import display
+from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.schema.xrootd import is_xrootd_url
+from pnfsmon.web.history import FileHistory, file_history
+from pnfsmon.web.rows import when
+from pnfsmon.web.summary import DAY, Summary, summarize
 
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
 
@@ -102,7 +102,7 @@ def do_report(args: argparse.Namespace) -> int:
     into OUTDIR."""
     # Imported here: the plotting and Prometheus libraries are not needed (nor shipped in
     # the HTCondor bundle) for the other commands.
-    from web.report import write_report
+    from pnfsmon.web.report import write_report
 
     if args.recheck_after <= 0:
         raise ConfigError("--recheck-after must be positive")

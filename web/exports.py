@@ -16,11 +16,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-from schema.atomic import atomic_text
-from schema.paths import display, encode_line
-from schema.status import Status
-from web.history import utc_iso
-from web.summary import ProblemRow, Summary
+from pnfsmon.schema.atomic import atomic_text
+from pnfsmon.schema.paths import display, encode_line
+from pnfsmon.schema.status import Status
+from pnfsmon.web.history import utc_iso
+from pnfsmon.web.summary import ProblemRow, Summary
 
 CSV_COLUMNS = ("site", "path", "path_display", "size", "recorded_adler32", "recorded_from",
                "computed_adler32", "bytes_read", "pool", "source_node", "worker_node",

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from schema.paths import display, encode_line, path_hash
-from schema.status import PROBLEMS, Status
-from schema.tables import events, statuses
+from pnfsmon.schema.paths import display, encode_line, path_hash
+from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.schema.tables import events, statuses
 
 #: Problem files per history page: the page of file ``id`` is ``id // HISTORY_BUCKET``.
 HISTORY_BUCKET = 1000

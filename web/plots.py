@@ -10,8 +10,8 @@ import re
 import pygal
 from pygal.style import Style
 
-from schema.status import Status
-from web.calibration import Throughput
+from pnfsmon.schema.status import Status
+from pnfsmon.web.calibration import Throughput
 
 MAX_BARS = 30  # more bars than this are unreadable; the table beside the plot has them all
 #: One colour per status, the same in every chart.

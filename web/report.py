@@ -32,19 +32,19 @@ import jinja2
 import sqlalchemy as sa
 from markupsafe import Markup
 
-from crawler.compare import write_lists
-from schema.atomic import atomic_text
-from schema.paths import display
-from schema.progress import human_bytes
-from schema.status import PROBLEMS, Status
-from web import plots
-from web.calibration import throughput
-from web.exports import ListExports, write_prometheus
-from web.history import HISTORY_BUCKET, HISTORY_ROWS, Check, problem_checks
-from web.prefetch import Prefetched
-from web.rows import check_row, history_heading, problem_row, when
-from web.rowstore import RowStore
-from web.summary import (
+from pnfsmon.crawler.compare import write_lists
+from pnfsmon.schema.atomic import atomic_text
+from pnfsmon.schema.paths import display
+from pnfsmon.schema.progress import human_bytes
+from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.web import plots
+from pnfsmon.web.calibration import throughput
+from pnfsmon.web.exports import ListExports, write_prometheus
+from pnfsmon.web.history import HISTORY_BUCKET, HISTORY_ROWS, Check, problem_checks
+from pnfsmon.web.prefetch import Prefetched
+from pnfsmon.web.rows import check_row, history_heading, problem_row, when
+from pnfsmon.web.rowstore import RowStore
+from pnfsmon.web.summary import (
     DAY,
     Summary,
     problem_counts,
@@ -82,7 +82,7 @@ def page_name(status: Status, order: Order, page: int) -> str:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("web", "templates"),
+        loader=jinja2.PackageLoader("pnfsmon.web", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )

@@ -10,9 +10,9 @@ import time
 
 from markupsafe import Markup, escape
 
-from schema.paths import display
-from web.history import HISTORY_BUCKET, Check
-from web.summary import ProblemRow
+from pnfsmon.schema.paths import display
+from pnfsmon.web.history import HISTORY_BUCKET, Check
+from pnfsmon.web.summary import ProblemRow
 
 
 def when(ts: float | None) -> str:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from schema import counts
-from schema.status import PROBLEMS, Status
-from schema.tables import compares, crawls, events, statuses
+from pnfsmon.schema import counts
+from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.schema.tables import compares, crawls, events, statuses
 
 DAY = 86400.0
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from schema.tables import metadata
+from pnfsmon.schema.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

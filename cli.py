@@ -1,24 +1,23 @@
 """The ``pnfsmon`` command: assembles the subcommands each package owns, sets up logging,
-and turns errors into one line and an exit code (see ``schema.errors``). No logic of its
+and turns errors into one line and an exit code (see ``pnfsmon.schema.errors``). No logic of its
 own."""
 
 from __future__ import annotations
 
 import argparse
 import signal
-import sys
 
 from sqlalchemy import exc
 
-import condor.cli
-import crawler.catalog_cli
-import crawler.cli
-import demo.cli
-import schema.cli
-import tester.cli
-import web.cli
-from schema import db, logs
-from schema.errors import EXIT_USAGE, ConfigError, Interrupted, PnfsmonError
+import pnfsmon.condor.cli
+import pnfsmon.crawler.catalog_cli
+import pnfsmon.crawler.cli
+import pnfsmon.demo.cli
+import pnfsmon.schema.cli
+import pnfsmon.tester.cli
+import pnfsmon.web.cli
+from pnfsmon.schema import db, logs
+from pnfsmon.schema.errors import EXIT_USAGE, ConfigError, Interrupted, PnfsmonError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,16 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Storage-integrity monitor: crawl a namespace, verify every file's "
                     "Adler32, report what is missing or corrupted.",
     )
-    schema.cli.add_common_options(parser, top_level=True)
-    parents = [schema.cli.common_options()]
+    pnfsmon.schema.cli.add_common_options(parser, top_level=True)
+    parents = [pnfsmon.schema.cli.common_options()]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    schema.cli.register(sub, parents)
-    crawler.cli.register(sub, parents)
-    crawler.catalog_cli.register(sub, parents)
-    tester.cli.register(sub, parents)
-    web.cli.register(sub, parents)
-    condor.cli.register(sub, parents)
-    demo.cli.register(sub, parents)
+    pnfsmon.schema.cli.register(sub, parents)
+    pnfsmon.crawler.cli.register(sub, parents)
+    pnfsmon.crawler.catalog_cli.register(sub, parents)
+    pnfsmon.tester.cli.register(sub, parents)
+    pnfsmon.web.cli.register(sub, parents)
+    pnfsmon.condor.cli.register(sub, parents)
+    pnfsmon.demo.cli.register(sub, parents)
     return parser
 
 
@@ -66,6 +65,3 @@ def main(argv: list[str] | None = None) -> int:
         logs.failed(f"pnfsmon: error: database error: {db.describe(err)}")
         return EXIT_USAGE
 
-
-if __name__ == "__main__":
-    sys.exit(main())

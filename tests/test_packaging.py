@@ -1,0 +1,64 @@
+"""The installed distribution: one import root, ``pnfsmon``, so it can sit beside PyPI's
+``schema`` (and ``condor``, ``crawler``, ``demo``) in one environment without either
+overwriting the other's files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "-w", str(out), str(REPO)], check=True)
+    (built,) = out.glob("pnfs_monitor-*.whl")
+    return built
+
+
+def test_the_wheel_installs_nothing_but_the_pnfsmon_root(wheel):
+    with zipfile.ZipFile(wheel) as whl:
+        record = next(n for n in whl.namelist() if n.endswith(".dist-info/RECORD"))
+        paths = [line.split(",")[0] for line in whl.read(record).decode().splitlines()]
+    tops = {p.split("/")[0] for p in paths if not p.split("/")[0].endswith(".dist-info")}
+    assert tops == {"pnfsmon"}
+    assert "pnfsmon/web/templates/index.html" in paths
+    assert "pnfsmon/schema/migrations/versions/0001_spine.py" in paths
+    assert not any(p.startswith(("pnfsmon/tests/", "pnfsmon/bench/")) for p in paths)
+
+
+@pytest.mark.slow
+def test_pypi_schema_and_pnfs_monitor_live_side_by_side(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    # The test's own dependencies come from this interpreter's site-packages; the wheel and
+    # PyPI's schema go into the virtualenv, ahead of them.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True)
+    python = str(venv / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--no-deps", str(wheel)], check=True)
+    subprocess.run([*pip, "--no-deps", "--force-reinstall", "schema"], check=True)
+
+    both = ("import schema, pnfsmon.schema.db, pnfsmon.cli; "
+            "assert schema.Schema(int).validate(7) == 7; "
+            "print(pnfsmon.schema.db.__file__)")
+    out = subprocess.run([python, "-c", both], check=True, capture_output=True, text=True,
+                         cwd=tmp_path).stdout
+    assert out.startswith(str(venv))  # the wheel's copy, not the work tree's
+
+    db = f"sqlite:///{tmp_path / 'side.sqlite'}"
+    for argv in ([str(venv / "bin" / "pnfsmon"), "db", "init", "--db", db],
+                 [python, "-m", "pnfsmon", "status", "--db", db]):
+        subprocess.run(argv, check=True, capture_output=True, cwd=tmp_path)
+
+    # Removing PyPI's schema takes nothing of ours with it.
+    subprocess.run([python, "-m", "pip", "uninstall", "-q", "-y", "schema"], check=True)
+    subprocess.run([python, "-m", "pnfsmon", "status", "--db", db], check=True,
+                   capture_output=True, cwd=tmp_path)
