@@ -12,8 +12,6 @@ from pnfsmon.crawler.inventory import current_load
 from pnfsmon.crawler.namespaces import NAMESPACES
 from pnfsmon.schema import cli
 from pnfsmon.schema.errors import ConfigError
-from pnfsmon.schema.sites import load_sites
-from pnfsmon.schema.sites import site as site_settings
 from pnfsmon.tester.cli import add_check_options, check_options_as_args
 
 DEFAULT_WORKDIR = "pnfsmon-condor"
@@ -124,7 +122,7 @@ def do_dag(args: argparse.Namespace) -> int:
         raise ConfigError("--jobs must be at least 1")
     settings = cli.settings(args)
     names = ([args.site] if args.site else
-             [s.name for s in load_sites(settings.config_file).values() if s.namespace])
+             [s.name for s in settings.sites.values() if s.namespace])
     executable, db_url, password_file, password = _prepare(args)
     opts = _job_options(args, [])
     engine = cli.engine(args)
@@ -133,7 +131,7 @@ def do_dag(args: argparse.Namespace) -> int:
         # This site's claims, with its recheck period.
         site_args = check_options_as_args(argparse.Namespace(**{**vars(args), "site": name}))
         with engine.connect() as conn:
-            plans.append(dag.SitePlan(site_settings(settings.config_file, name),
+            plans.append(dag.SitePlan(settings.site(name),
                                       current_load(conn, name) is not None, site_args))
     engine.dispose()
     workdir = _workdir(args)

@@ -11,7 +11,6 @@ from pnfsmon.crawler import inventory
 from pnfsmon.schema import cli
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from pnfsmon.schema.progress import human_bytes
-from pnfsmon.schema.sites import site as site_settings
 
 
 def do_inventory_load(args: argparse.Namespace) -> int:
@@ -21,7 +20,7 @@ def do_inventory_load(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise ConfigError(f"no inventory file {path}")
     settings = cli.settings(args)
-    site = site_settings(settings.config_file, args.site)
+    site = settings.site(args.site)
     engine = cli.engine(args)
     result = inventory.load(engine, site, path, args.format)
     print(f"loaded {result.entries:,} catalog files for site {site.name} from {path}"
@@ -40,7 +39,7 @@ def do_compare(args: argparse.Namespace) -> int:
     consecutive compares found it; flags too many for a person. Exits 1 if anything is
     listed, refused or flagged."""
     settings = cli.settings(args)
-    site = site_settings(settings.config_file, args.site)
+    site = settings.site(args.site)
     engine = cli.engine(args)
     result = comparison.compare(engine, site)
     lists = comparison.write_lists(engine, result.id, site.name, Path(args.output))

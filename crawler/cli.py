@@ -19,7 +19,6 @@ from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import Progress, human_bytes
 from pnfsmon.schema.sites import DEFAULT_GRACE, DEFAULT_PARALLEL
-from pnfsmon.schema.sites import site as site_settings
 from pnfsmon.schema.tables import crawls
 
 DEFAULT_SITE = "local"
@@ -86,7 +85,7 @@ def do_crawl(args: argparse.Namespace) -> int:
     marked vanished. Files modified within --grace are listed but judged only once that
     time has passed. Exits 1 if some directories could not be listed or some files'
     recorded metadata could not be parsed."""
-    site = site_settings(cli.settings(args).config_file, args.site)
+    site = cli.settings(args).site(args.site)
     root = args.root or site.namespace
     if root is None:
         raise ConfigError(f"no ROOT given, and site {args.site} has no namespace in the "

@@ -48,7 +48,11 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def settings(args: argparse.Namespace) -> config.Settings:
-    return config.load(getattr(args, "db", None))
+    """The command's settings: the configuration file is read once per command, then kept
+    with its arguments for every part of the command that asks."""
+    if getattr(args, "_settings", None) is None:
+        args._settings = config.load(getattr(args, "db", None))
+    return args._settings
 
 
 def engine(args: argparse.Namespace, *, check: bool = True) -> sa.Engine:

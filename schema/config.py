@@ -12,14 +12,18 @@ The database password never needs to be on a command line: put it in a file name
 from __future__ import annotations
 
 import configparser
+import difflib
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from pnfsmon.schema import secrets
 from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.sites import KEYS as SITE_KEYS
+from pnfsmon.schema.sites import SECTION_PREFIX, Site, sites_from
 
 DEFAULT_DB = "sqlite:///pnfsmon.sqlite"
 SECTION = "pnfsmon"
@@ -36,30 +40,48 @@ def search_path() -> list[Path]:
 DEFAULT_EVENTS_RETENTION = 365.0  # days: checks older than this are pruned
 DEFAULT_VANISHED_RETENTION = 90.0  # days: files gone longer than this are pruned
 
+#: Every key the ``[pnfsmon]`` section may hold; anything else is a typo, and an error.
+KEYS = ("db", "db_password_file", "prune_events_after", "prune_vanished_after",
+        "mysql_local_infile")
+
 
 @dataclass(frozen=True)
 class Settings:
+    """One command's settings, read once: the database, the file they came from, and every
+    ``[site NAME]`` section of it. Its repr never shows a password."""
+
     db_url: str
-    db_password: str | None = None
+    db_password: str | None = field(default=None, repr=False)
     config_file: Path | None = None
     events_retention: float = DEFAULT_EVENTS_RETENTION  # days (``pnfsmon db prune``)
     vanished_retention: float = DEFAULT_VANISHED_RETENTION  # days
     # MariaDB/MySQL: may the crawl stage its listing with LOAD DATA LOCAL INFILE?
     mysql_local_infile: bool = True
+    sites: Mapping[str, Site] = field(default_factory=dict, repr=False)
+    # Where the database URL came from, for messages: "--db", "PNFSMON_DB", ...
+    db_source: str = "the built-in default"
+
+    def __repr__(self) -> str:
+        return (f"Settings(db_url={secrets.redacted_url(self.db_url)!r}, "
+                f"config_file={self.config_file!r}, sites={sorted(self.sites)!r})")
+
+    def site(self, name: str) -> Site:
+        """The settings of site ``name`` (defaults if the file has no section for it)."""
+        return self.sites.get(name) or Site(name)
 
 
-def _read_file() -> tuple[dict[str, str], Path | None]:
+def _find_file() -> Path | None:
     explicit = os.environ.get("PNFSMON_CONFIG")
     if explicit:
         path = Path(explicit)
         if not path.is_file():
             raise ConfigError(f"PNFSMON_CONFIG names {path}, which is not a readable file")
-        candidates = [path]
-    else:
-        candidates = [p for p in search_path() if p.is_file()]
-    if not candidates:
-        return {}, None
-    path = candidates[0]
+        return path.resolve()
+    found = next((p for p in search_path() if p.is_file()), None)
+    return found.resolve() if found else None
+
+
+def _parse(path: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -67,9 +89,38 @@ def _read_file() -> tuple[dict[str, str], Path | None]:
     except (OSError, configparser.Error, UnicodeDecodeError) as err:
         first_line = str(err).splitlines()[0]
         raise ConfigError(f"cannot read configuration {path}: {first_line}") from None
-    if not parser.has_section(SECTION):
-        return {}, path
-    return dict(parser.items(SECTION)), path
+    return parser
+
+
+def _check_sections(parser: configparser.ConfigParser, path: Path) -> None:
+    for section in parser.sections():
+        if section.startswith(SECTION_PREFIX):
+            check_keys(parser[section], SITE_KEYS, f"{path}: [{section}]")
+            continue
+        if section == SECTION:
+            continue
+        near = difflib.get_close_matches(section, [SECTION], n=1, cutoff=0.6)
+        if not near and difflib.get_close_matches(section[:len(SECTION_PREFIX)],
+                                                  [SECTION_PREFIX], n=1, cutoff=0.6):
+            near = [f"{SECTION_PREFIX}{section.split(None, 1)[-1]}"]
+        hint = f"; did you mean [{near[0]}]?" if near else \
+            f"; known sections: [{SECTION}] and [{SECTION_PREFIX}NAME]"
+        raise ConfigError(f"{path}: unknown section [{section}]{hint}")
+    if parser.has_section(SECTION):
+        for key in parser[SECTION]:
+            if key in SITE_KEYS and key not in KEYS:
+                raise ConfigError(f"{path}: [{SECTION}]: {key} is a site's setting: put it "
+                                  f"in a [{SECTION_PREFIX}NAME] section")
+        check_keys(parser[SECTION], KEYS, f"{path}: [{SECTION}]")
+
+
+def check_keys(section: Mapping[str, str], known: tuple[str, ...], where: str) -> None:
+    """Refuse a key that is not in ``known``, suggesting the nearest known one."""
+    for key in section:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]}?" if near else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 
 def read_password_file(path: str, what: str = "DB") -> str:
@@ -88,24 +139,47 @@ def _url_password(db_url: str) -> str | None:
         return None  # not a URL: create_engine says so, redacted
 
 
+def _is_sqlite(db_url: str) -> bool:
+    return db_url.startswith("sqlite:")
+
+
 def load(db_flag: str | None = None) -> Settings:
-    """Settings for this run. ``db_flag`` is the ``--db`` option, if given."""
-    file_values, file_path = _read_file()
-    db_url = db_flag or os.environ.get("PNFSMON_DB") or file_values.get("db") or DEFAULT_DB
-    password = os.environ.get("PNFSMON_DB_PASSWORD")
-    password_file = os.environ.get("PNFSMON_DB_PASSWORD_FILE") or file_values.get(
-        "db_password_file"
-    )
-    if password is None and password_file:
-        password = read_password_file(password_file)
+    """Settings for this run, from one reading of the configuration file. ``db_flag`` is the
+    ``--db`` option, if given."""
+    path = _find_file()
+    parser = _parse(path) if path is not None else configparser.ConfigParser()
+    if path is not None:
+        _check_sections(parser, path)
+    values = dict(parser.items(SECTION)) if parser.has_section(SECTION) else {}
+    db_url, source = next(
+        (value, where) for value, where in (
+            (db_flag, "--db"), (os.environ.get("PNFSMON_DB"), "PNFSMON_DB"),
+            (values.get("db"), f"db = in {path}"), (DEFAULT_DB, _default_source(path)))
+        if value)
+    password = None
+    if not _is_sqlite(db_url):  # SQLite has no password: one in the environment is not ours
+        password = os.environ.get("PNFSMON_DB_PASSWORD")
+        password_file = os.environ.get("PNFSMON_DB_PASSWORD_FILE") or values.get(
+            "db_password_file")
+        if password is None and password_file:
+            password = read_password_file(password_file)
     secrets.register(password)
     secrets.register(_url_password(db_url))
-    return Settings(db_url=db_url, db_password=password, config_file=file_path,
-                    events_retention=_days(file_values, "prune_events_after",
-                                           DEFAULT_EVENTS_RETENTION, file_path),
-                    vanished_retention=_days(file_values, "prune_vanished_after",
-                                             DEFAULT_VANISHED_RETENTION, file_path),
-                    mysql_local_infile=_yes(file_values, "mysql_local_infile", file_path))
+    return Settings(db_url=db_url, db_password=password, config_file=path,
+                    events_retention=_days(values, "prune_events_after",
+                                           DEFAULT_EVENTS_RETENTION, path),
+                    vanished_retention=_days(values, "prune_vanished_after",
+                                             DEFAULT_VANISHED_RETENTION, path),
+                    mysql_local_infile=_yes(values, "mysql_local_infile", path),
+                    sites=sites_from(parser),
+                    db_source=source)
+
+
+def _default_source(path: Path | None) -> str:
+    if path is not None:
+        return f"the built-in default: {path} sets no db"
+    searched = ", ".join(str(p) for p in search_path())
+    return f"the built-in default: no configuration file in {searched}"
 
 
 def _yes(values: dict[str, str], key: str, path: Path | None) -> bool:

@@ -33,7 +33,8 @@ def _make_url(settings: Settings) -> sa.URL:
             f"not a database URL: {scrub(settings.db_url)!r} "
             "(expected e.g. sqlite:///pnfsmon.sqlite or mysql+pymysql://user@host/db)"
         ) from None
-    if settings.db_password is not None and url.password is None:
+    if (settings.db_password is not None and url.password is None
+            and url.get_backend_name() != "sqlite"):
         url = url.set(password=settings.db_password)
     return url
 
@@ -170,13 +171,20 @@ def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
     schema has been checked."""
     engine = create_engine(settings)
     database = engine.url.database
+    # Which database, and why this one: a misspelt configuration that falls back to the
+    # default SQLite file must not look like a missing schema to create there.
+    from_where = f" [database from {settings.db_source}]"
     if (check and engine.url.get_backend_name() == "sqlite" and database
             and database != ":memory:" and not os.path.exists(database)):
-        raise SchemaError(f"no database file {database}: run `pnfsmon db init` to create it")
+        raise SchemaError(f"no database file {database}{from_where}: run `pnfsmon db init` "
+                          "to create it")
     try:
         if check:
             with engine.connect() as conn:
-                migrate.check(conn)
+                try:
+                    migrate.check(conn)
+                except SchemaError as err:
+                    raise SchemaError(f"{err}{from_where}") from None
         else:
             with engine.connect():
                 pass

@@ -46,3 +46,11 @@ def without_password(url: sa.URL) -> sa.URL:
     return sa.URL.create(url.drivername, username=url.username, password=None,
                          host=url.host, port=url.port, database=url.database,
                          query=url.query)
+
+
+def redacted_url(text: str) -> str:
+    """A database URL as it may be shown: its password as ``***``."""
+    try:
+        return sa.make_url(text).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return scrub(text)

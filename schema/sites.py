@@ -26,7 +26,6 @@ import configparser
 import fnmatch
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pnfsmon.schema.errors import ConfigError
 
@@ -92,17 +91,14 @@ def _parallel(section: configparser.SectionProxy, name: str) -> int | None:
     return int(text)
 
 
-def load_sites(config_file: Path | None) -> dict[str, Site]:
-    """Every ``[site NAME]`` section of ``config_file`` (none if there is no file)."""
-    if config_file is None:
-        return {}
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        with open(config_file, encoding="utf-8") as fh:
-            parser.read_file(fh)
-    except (OSError, configparser.Error, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read configuration {config_file}: "
-                          f"{str(err).splitlines()[0]}") from None
+#: Every key a ``[site NAME]`` section may hold; anything else is a typo, and an error.
+KEYS = ("namespace", "namespace_kind", "lfn_prefix", "path_prefix", "ignore", "grace",
+        "recheck_after", "max_missing_fraction", "max_orphan_fraction", "max_crawl_drop",
+        "parallel", "chimera_db", "chimera_db_password_file", "chimera_timezone")
+
+
+def sites_from(parser: configparser.ConfigParser) -> dict[str, Site]:
+    """Every ``[site NAME]`` section of the parsed configuration file."""
     sites = {}
     for section_name in parser.sections():
         if not section_name.startswith(SECTION_PREFIX):
@@ -136,8 +132,3 @@ def load_sites(config_file: Path | None) -> dict[str, Site]:
             chimera_timezone=section.get("chimera_timezone") or None,
         )
     return sites
-
-
-def site(config_file: Path | None, name: str) -> Site:
-    """The settings of site ``name`` (defaults if it has no section)."""
-    return load_sites(config_file).get(name, Site(name))

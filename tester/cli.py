@@ -23,7 +23,6 @@ from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonEr
 from pnfsmon.schema.lease import Lease, request_now
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import Progress, human_bytes, warn_list
-from pnfsmon.schema.sites import site as site_settings
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.schema.tables import statuses
 from pnfsmon.schema.xrootd import is_xrootd_url
@@ -155,7 +154,7 @@ def _recheck_days(args: argparse.Namespace) -> float:
         return args.recheck_after
     if args.site is None:
         return DEFAULT_RECHECK_DAYS
-    return site_settings(cli.settings(args).config_file, args.site).recheck_after / DAY
+    return cli.settings(args).site(args.site).recheck_after / DAY
 
 
 def check_options(args: argparse.Namespace) -> CheckOptions:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import DB_SECRET  # noqa: F401 (the password of mariadb_with_password's user)
 
 from pnfsmon.schema import db, migrate
 from pnfsmon.schema.config import Settings
@@ -21,7 +22,6 @@ SERVERS = {
                                  "postgresql+psycopg://postgres@127.0.0.1:5432/"),
 }
 BACKENDS = os.environ.get("PNFSMON_TEST_BACKENDS", "sqlite,mariadb,postgresql").split(",")
-DB_SECRET = "Condor-S3cret!"  # the password of mariadb_with_password's user
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import statuses
 from pnfsmon.tester.stream import adler32_hex
 
+DB_SECRET = "Condor-S3cret!"  # the password of the mariadb_with_password user
 
 def write_file(path: Path | bytes, data: bytes, *, record: bool = False,
                record_value: str | None = None) -> bytes:

@@ -21,8 +21,9 @@ from pnfsmon.crawler import xrdcks
 from pnfsmon.crawler.cli import crawl
 from pnfsmon.crawler.compare import compare, write_lists
 from pnfsmon.crawler.inventory import BadDump, current_load, load
+from pnfsmon.schema import config
 from pnfsmon.schema.paths import decode_line
-from pnfsmon.schema.sites import Site, load_sites
+from pnfsmon.schema.sites import Site
 from pnfsmon.tester.stream import adler32_hex
 from pnfsmon.web.report import write_report
 
@@ -189,15 +190,16 @@ def test_inventory_loads_are_atomic_and_read_every_format(engine, tmp_path):
         assert conn.execute(sa.text("SELECT count(*) FROM inventory")).scalar() == 3
 
 
-def test_site_sections_and_the_cli(engine, tree, tmp_path, site_tree):
+def test_site_sections_and_the_cli(engine, tree, tmp_path, site_tree, monkeypatch):
     site, catalog = site_tree
     conf = tmp_path / "pnfsmon.conf"
     conf.write_text(
         f"[site {site.name}]\nnamespace = {tree / 'data'}\nlfn_prefix = /store\n"
         f"path_prefix = {site.path_prefix.decode()}\nignore = /store/user/ /store/temp/\n"
         "grace = 1\nmax_missing_fraction = 0.5\nmax_orphan_fraction = 0.5\n")
-    assert load_sites(conf)[site.name] == Site(**{**site.__dict__,
-                                                  "namespace": str(tree / "data")})
+    monkeypatch.setenv("PNFSMON_CONFIG", str(conf))
+    assert config.load().site(site.name) == Site(**{**site.__dict__,
+                                                    "namespace": str(tree / "data")})
     dump = tmp_path / "dump.jsonl"
     write_dump(dump, catalog)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
