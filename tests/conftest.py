@@ -68,9 +68,19 @@ def pytest_report_header(config):
     return f"pnfs-monitor database backends: {', '.join(BACKENDS)}"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that need a server through a fixture of their own carry its marker too."""
+    for item in items:
+        if "mariadb_with_password" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.mariadb)
+
+
 def pytest_generate_tests(metafunc):
     if "db_url" in metafunc.fixturenames:
-        metafunc.parametrize("db_url", BACKENDS, indirect=True)
+        # Each server case carries its marker: `-m "not mariadb"` deselects exactly those.
+        metafunc.parametrize("db_url", [
+            pytest.param(b, marks=getattr(pytest.mark, b)) if b in SERVERS else b
+            for b in BACKENDS], indirect=True)
 
 
 @pytest.fixture
