@@ -4,6 +4,7 @@ overwriting the other's files."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,8 +18,16 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # pip builds a local directory in place: build from a copy of the tracked files, so the
+    # work tree gets no build/ directory and the wheel nothing untracked.
+    source = tmp_path_factory.mktemp("source")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True,
+                             capture_output=True).stdout.decode().split("\0")
+    for name in (n for n in tracked if n and (REPO / n).is_file()):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "-w", str(out), str(REPO)], check=True)
+                    "-w", str(out), str(source)], check=True)
     (built,) = out.glob("pnfs_monitor-*.whl")
     return built
 
