@@ -139,7 +139,8 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                    help="cap each worker's read rate, to spare production I/O (default: none)")
     p.add_argument("--sweep-start", type=float, metavar="EPOCH",
                    help="files checked after this time are not due again in this sweep "
-                        "(default: now; condor submit gives all its jobs the submit time)")
+                        "(default: when this command starts; condor jobs and DAG nodes "
+                        "carry none, so every run sweeps from its own start)")
     p.add_argument("--max-per-pool", type=int, default=0, metavar="K",
                    help="at most K workers reading from one pool at a time, over all "
                         "workers and jobs (default: no cap)")
@@ -187,8 +188,9 @@ def check_options_as_args(args: argparse.Namespace) -> list[str]:
         out += ["--reader", args.reader]
     if args.site is not None:
         out += ["--site", args.site]
-    if not args.forever:  # one sweep shared by every job; --forever sweeps move on
-        out += ["--sweep-start", f"{args.sweep_start or time.time():.0f}"]
+    # No --sweep-start: these arguments go into files a site keeps and resubmits (a nightly
+    # DAG, a kept submit file), and an epoch written into them would freeze "due" at the
+    # day they were written. Each job's sweep starts when the job starts.
     return out
 
 

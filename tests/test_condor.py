@@ -110,7 +110,7 @@ def test_the_password_never_appears_in_the_submission(tmp_path, way):
     assert_no_secret(r.stdout + r.stderr, SECRET)
     assert "queue" in r.stdout and "would queue 3 job(s)" in r.stdout
     assert "'--db' 'mysql+pymysql://mon@db.example.org/pn'" in r.stdout
-    assert "'--sweep-start'" in r.stdout  # every job works on the same sweep
+    assert "--sweep-start" not in r.stdout  # each run sweeps from its own start
     assert "db.password  (the DB password, mode 600)" in r.stdout
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
 
@@ -146,11 +146,13 @@ def test_scheduled_crawl_description(tmp_path):
 
 
 def run_as_worker_node(sub, tmp_path, python: str, *extra_argv: str, name: str = "node",
-                       timeout: float = 300) -> subprocess.CompletedProcess:
+                       timeout: float = 300, prefix: list[str] = ()
+                       ) -> subprocess.CompletedProcess:
     """Run a job as an HTCondor worker node would: an empty scratch directory holding only
     the transferred files, the job's arguments and environment, nothing else; ``python``
     is the node's interpreter (the bundle's ``#!/usr/bin/env python3`` finds it first on
-    PATH), unless the description names its own (``--python``)."""
+    PATH), unless the description names its own (``--python``); ``prefix`` wraps the
+    command (``faketime``)."""
     scratch = tmp_path / f"scratch-{name}"
     scratch.mkdir()
     transferred = [p for p in sub.get("transfer_input_files", "").split(",") if p]
@@ -165,7 +167,7 @@ def run_as_worker_node(sub, tmp_path, python: str, *extra_argv: str, name: str =
     argv = job_argv(sub["arguments"])
     command = ([sub["executable"], *argv] if sub.get("transfer_executable") == "false"
                else [python, Path(sub["executable"]).name, *argv])
-    return subprocess.run([*command, *extra_argv], cwd=scratch, env=env,
+    return subprocess.run([*prefix, *command, *extra_argv], cwd=scratch, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
