@@ -17,9 +17,9 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from pnfsmon.schema import cli, logs
+from pnfsmon.schema import cli, logs, outcome
 from pnfsmon.schema.db import create_engine
-from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
+from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError, WorkerLost
 from pnfsmon.schema.lease import Lease, request_now
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import Progress, human_bytes, warn_list
@@ -51,6 +51,8 @@ def _worker_main(settings, options: CheckOptions, lease_seconds: float, results)
         run(lease, reader, options, on_batch=results.put, stop=stop)
     except PnfsmonError as err:
         results.put(err)
+    except BaseException as err:  # noqa: BLE001 (a worker reports every end; main exits 4)
+        results.put(outcome.as_error(err))
     finally:
         engine.dispose()
 
@@ -101,7 +103,7 @@ def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: fl
         raise error
     failed = [p for p in procs if p.exitcode not in (0, None)]
     if failed:
-        raise PnfsmonError(f"{len(failed)} worker(s) died (exit codes "
+        raise WorkerLost(f"{len(failed)} worker(s) died (exit codes "
                            f"{', '.join(str(p.exitcode) for p in failed)}); their leases "
                            "will expire and the files come back")
     return total
