@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import argparse
 import signal
-
-from sqlalchemy import exc
+import sys
 
 import pnfsmon.condor.cli
 import pnfsmon.crawler.catalog_cli
@@ -16,8 +15,10 @@ import pnfsmon.demo.cli
 import pnfsmon.schema.cli
 import pnfsmon.tester.cli
 import pnfsmon.web.cli
-from pnfsmon.schema import db, logs
-from pnfsmon.schema.errors import EXIT_USAGE, ConfigError, Interrupted, PnfsmonError
+from pnfsmon.schema import logs, outcome
+from pnfsmon.schema.errors import ConfigError, Interrupted
+
+NAGIOS_UNKNOWN = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,23 +46,28 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; whatever happens, return a code of the contract in
+    ``pnfsmon.schema.errors`` (a Nagios check: a plugin code, UNKNOWN when it cannot tell)."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        if stop.code and "--nagios" in argv:  # plugin rules: bad arguments are UNKNOWN
+            print("PNFSMON UNKNOWN - invalid arguments (see pnfsmon status --help)")
+            return NAGIOS_UNKNOWN
+        raise
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         logs.setup(verbose=args.verbose, quiet=args.quiet, log_file=args.log_file)
         if args.log_interval <= 0:
             raise ConfigError("--log-interval must be positive")
         return args.func(args)
-    except PnfsmonError as err:
-        logs.failed(f"pnfsmon: error: {err}")
-        return err.exit_code
-    except KeyboardInterrupt:
-        logs.failed("pnfsmon: interrupted")
-        return 130
-    except exc.DBAPIError as err:
-        if db.is_transient(err):
-            logs.failed(f"pnfsmon: error: database unavailable: {db.describe(err)}")
-            return 3
-        logs.failed(f"pnfsmon: error: database error: {db.describe(err)}")
-        return EXIT_USAGE
-
+    except SystemExit:
+        raise
+    except BaseException as err:  # noqa: BLE001 (every way out gets a code of the contract)
+        code, line = outcome.classify(err)
+        logs.failed(line)
+        if getattr(args, "nagios", False):
+            print(f"PNFSMON UNKNOWN - {line.removeprefix('pnfsmon: ')}")
+            return NAGIOS_UNKNOWN
+        return code

@@ -14,8 +14,7 @@ import tempfile
 import zipapp
 from pathlib import Path
 
-from pnfsmon.condor.submit import EXIT_OLD_PYTHON
-from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.errors import EXIT_INTERNAL, EXIT_OLD_PYTHON, ConfigError
 
 #: Our one import root, then the pure-Python parts of our dependencies.
 OWN = ("pnfsmon",)
@@ -35,7 +34,14 @@ if sys.version_info < (3, 10):
         % (sys.executable, sys.version_info[0], sys.version_info[1]))
     sys.exit({EXIT_OLD_PYTHON})
 
-from pnfsmon.cli import main
+try:
+    from pnfsmon.cli import main
+except Exception as err:  # a broken bundle: a bug, never "problems found" (exit 1)
+    import traceback
+
+    traceback.print_exc()
+    sys.stderr.write("pnfsmon: internal error (a broken bundle): %r\\n" % (err,))
+    sys.exit({EXIT_INTERNAL})
 
 sys.exit(main())
 """

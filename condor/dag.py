@@ -6,11 +6,17 @@ bindings' own ``htcondor2.dags``:
 
 The crawl, the compare and the report run in the local universe, on the submit host,
 where the namespace is mounted (or the Chimera database reachable), the configuration
-file and the web directory are; the workers are pool jobs like ``condor submit``'s. A
-node succeeds on exit 0 or 1 (1: problems found, a complete answer), checked by a POST
-script; a crawl that fails stops that site's branch (no check or compare on a half
-crawl) and no other. Nodes are retried. ``--cron`` adds a crondor job that submits the
-DAG on a schedule."""
+file and the web directory are; the workers are pool jobs like ``condor submit``'s.
+
+Exit codes (the contract in ``schema.errors``) decide, through a POST script, not through
+job holds (a held node would stop the whole night, report included): a node succeeds on 0
+or 1 (1: problems found, a complete answer) and on nothing else, DAGMan's negative
+``$RETURN`` values included (-9: killed by the OOM killer; -1001: submission failed;
+-1002: removed). 3, 4, a signal and a failed submission are retried ``NODE_RETRIES``
+times, each retry after a delay (a PRE script); 2, 5 and a removal are not retried (a
+person must act). A crawl that fails stops that site's branch (no check or compare on a
+half crawl) and no other. ``--cron`` adds a crondor job that submits the DAG on a
+schedule."""
 
 from __future__ import annotations
 
@@ -21,18 +27,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pnfsmon.condor import submit
-from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.errors import DONE, HELD, ConfigError
 from pnfsmon.schema.sites import Site
 
 DAG_FILE = "pnfsmon-nightly.dag"
 CRON_SUB = "pnfsmon-nightly-cron.sub"
 SUCCESS_SCRIPT = "pnfsmon-node-succeeded"
+RETRY_SCRIPT = "pnfsmon-node-retry-delay"
 FINAL = "report"
 NODE_RETRIES = 2
-_SUCCESS = """#!/bin/sh
-# DAGMan POST script: a pnfs-monitor node succeeded if its job exited 0 (nothing wrong)
-# or 1 (problems found in the storage: a complete answer). $1 is the job's exit code.
-[ "$1" -le 1 ] 2>/dev/null
+RETRY_DELAY = 300  # seconds before a node's retry (PNFSMON_RETRY_DELAY overrides)
+NO_RETRY = 2  # the POST script's exit for "a person must act": RETRY ... UNLESS-EXIT 2
+_SUCCESS = f"""#!/bin/sh
+# DAGMan POST script, from pnfs-monitor's exit-code contract (pnfsmon.schema.errors).
+# $1 is the node job's $RETURN: its exit code, or DAGMan's own negative values (-N: killed
+# by signal N, -9 by the OOM killer; -1001: submission failed; -1002: removed).
+case "$1" in
+    {"|".join(str(c) for c in DONE)}) exit 0 ;;  # nothing wrong, or problems found: an answer
+    {"|".join(str(c) for c in HELD)}|-1002) exit {NO_RETRY} ;;  # a person must act: not retried
+    *) exit 1 ;;  # transient, a bug, killed, not submitted: retried (RETRY)
+esac
+"""
+_RETRY = f"""#!/bin/sh
+# DAGMan PRE script: before a node's retry ($1 = $RETRY > 0), wait, so that a database or
+# mount that was unreachable has time to come back.
+if [ "${{1:-0}}" -gt 0 ]; then
+    sleep "${{PNFSMON_RETRY_DELAY:-{RETRY_DELAY}}}"
+fi
+exit 0
 """
 
 
@@ -104,25 +126,32 @@ def build(plans: list[SitePlan], inputs: DagInputs, jobs: int):
         raise ConfigError("no site to run: name sites with --site, or give them a "
                           "namespace in the configuration file ([site NAME] namespace = ...)")
     dag = dags.DAG()
-    success = dags.Script(executable=str(inputs.workdir / SUCCESS_SCRIPT),
-                          arguments=["$RETURN"])
+    retried = {
+        "retries": NODE_RETRIES, "retry_unless_exit": NO_RETRY,
+        "pre": dags.Script(executable=str(inputs.workdir / RETRY_SCRIPT),
+                           arguments=["$RETRY"]),
+        "post": dags.Script(executable=str(inputs.workdir / SUCCESS_SCRIPT),
+                            arguments=["$RETURN"]),
+    }
     for plan in plans:
         name = plan.site.name
         crawl = dag.layer(
-            name=node_name(name, "crawl"), retries=1, post=success,
+            name=node_name(name, "crawl"), **retried,
             submit_description=htcondor2.Submit(
                 _local(inputs, ["crawl", "--site", name], node_name(name, "crawl"))))
         opts = submit.JobOptions(**{**inputs.opts.__dict__, "check_args": [
             *plan.check_args, "--log-interval", f"{inputs.log_interval:g}"]})
+        worker = submit.worker_description(inputs.bundle, inputs.db_url, inputs.workdir,
+                                           inputs.password_file, opts, bundled=inputs.bundled)
+        for key in submit.exit_policy(opts.max_retries):  # the DAG's POST script decides
+            del worker[key]
         workers = crawl.child_layer(
-            name=node_name(name, "check"), retries=NODE_RETRIES, post=success,
-            submit_description=htcondor2.Submit(submit.worker_description(
-                inputs.bundle, inputs.db_url, inputs.workdir, inputs.password_file, opts,
-                bundled=inputs.bundled)),
+            name=node_name(name, "check"), **retried,
+            submit_description=htcondor2.Submit(worker),
             vars=[{"worker": str(i)} for i in range(jobs)])
         if plan.inventory:
             workers.child_layer(
-                name=node_name(name, "compare"), retries=1, post=success,
+                name=node_name(name, "compare"), **retried,
                 submit_description=htcondor2.Submit(_local(
                     inputs, ["compare", "--site", name, "--output",
                              str(inputs.workdir / "lists")], node_name(name, "compare"))))
@@ -139,10 +168,13 @@ def write(dag, report, inputs: DagInputs, cron: str | None) -> list[Path]:
 
     workdir = inputs.workdir
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
-    script = workdir / SUCCESS_SCRIPT
-    script.write_text(_SUCCESS)
-    script.chmod(0o755)
-    written = [dags.write_dag(dag, workdir, dag_file_name=DAG_FILE), script]
+    scripts = []
+    for name, text in ((SUCCESS_SCRIPT, _SUCCESS), (RETRY_SCRIPT, _RETRY)):
+        script = workdir / name
+        script.write_text(text)
+        script.chmod(0o755)
+        scripts.append(script)
+    written = [dags.write_dag(dag, workdir, dag_file_name=DAG_FILE), *scripts]
     # The bindings write the layers' submit files, not the final node's.
     (workdir / f"{FINAL}.sub").write_text(str(report))
     if cron:

@@ -12,11 +12,14 @@ line or by the interpreter ``--python PATH`` names (WLCG worker nodes run EL9, w
 python3 is 3.9); or a shared install (``--executable``); optionally inside an Apptainer
 image (``--container-image``).
 
-Exit codes and what HTCondor does with them (see ``schema.errors``):
-  0, 1  done (1: problems were found in the storage) — the job leaves the queue;
-  3     transient (database or storage unreachable) — retried, up to ``max_retries``;
-  2     bad configuration — held with a readable reason; retrying cannot help;
-  5     the node's python3 is too old for the bundle — held, the reason naming the fix.
+Exit codes and what HTCondor does with them (the contract in ``schema.errors``):
+  0, 1  done (1: problems were found in the storage): the job leaves the queue;
+  3, 4  transient, or a bug: held, and released after ``RETRY_DELAY`` seconds while the job
+        has started at most ``max_retries`` times; then it stays held with the reason;
+  2, 5  configuration, or python3 too old: held with a reason a person can act on;
+  killed by a signal (the OOM killer), or a code outside the contract (130: stopped):
+        held, released like 3 and 4 (bounded).
+The hold subcode is the exit code (128 + N for signal N).
 A job killed or evicted loses nothing: its leases expire and the files come back."""
 
 from __future__ import annotations
@@ -28,16 +31,26 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from pnfsmon.schema.config import Settings
-from pnfsmon.schema.errors import ConfigError, DatabaseUnavailable
+from pnfsmon.schema.errors import (
+    CONTRACT,
+    DONE,
+    EXIT_INTERNAL,
+    EXIT_OLD_PYTHON,
+    EXIT_TRANSIENT,
+    EXIT_USAGE,
+    HELD,
+    ConfigError,
+    DatabaseUnavailable,
+)
 from pnfsmon.schema.secrets import without_password
 
 PASSWORD_FILE = "db.password"  # its name in the job's scratch directory
 BUNDLE = "pnfsmon.pyz"
 USER_LOG = "pnfsmon-jobs.log"
 WORKERS_SUB = "pnfsmon-workers.sub"
-EXIT_OLD_PYTHON = 5  # the bundle's own check, before it imports anything (condor.bundle)
-HOLD_SUBCODE_CONFIG = 2
-HOLD_SUBCODE_PYTHON = 5
+RETRY_DELAY = 600  # seconds a job held for exit 3 or 4 waits before it is released
+HOLD_BY_POLICY = 3  # HoldReasonCode of a hold by on_exit_hold
+SIGNAL_SUBCODE = 128  # hold subcode of a job killed by signal N: 128 + N
 
 
 @dataclass
@@ -87,20 +100,56 @@ def quote_args(args: list[str]) -> str:
                           for a in args) + '"'
 
 
-def _hold_rules() -> dict[str, str]:
-    """Exit 2 (configuration) and 5 (python3 too old) hold the job with a reason a person
-    can act on; anything else but 0/1 is retried."""
-    old = EXIT_OLD_PYTHON
-    return {
-        "on_exit_hold": f"ExitCode =?= 2 || ExitCode =?= {old}",
-        "on_exit_hold_reason": (
-            f'ifThenElse(ExitCode =?= {old}, "pnfs-monitor needs python3 >= 3.10 and the '
-            "node's is older: submit with --python PATH (a newer interpreter on the nodes) "
-            'or --container-image IMAGE (exit code 5)", "pnfs-monitor configuration error '
-            '(exit code 2): see the job\'s error file")'),
-        "on_exit_hold_subcode": (f"ifThenElse(ExitCode =?= {old}, {HOLD_SUBCODE_PYTHON}, "
-                                 f"{HOLD_SUBCODE_CONFIG})"),
+def _any(attribute: str, codes) -> str:
+    return " || ".join(f"{attribute} =?= {c}" for c in codes)
+
+
+def _hold_reason(max_retries: int | None, delay: int) -> str:
+    """One reason a person can act on, for each way a job can end held."""
+    again = (f"released automatically after {delay} s while it has started at most "
+             f"{max_retries} times, then held for good" if max_retries is not None else
+             f"released automatically after {delay} s")
+    reasons = {
+        EXIT_USAGE: f"{CONTRACT[EXIT_USAGE].meaning}: fix it, then condor_release",
+        EXIT_TRANSIENT: f"{CONTRACT[EXIT_TRANSIENT].meaning}: {again}",
+        EXIT_INTERNAL: f"{CONTRACT[EXIT_INTERNAL].meaning}: {again}; please report it",
+        EXIT_OLD_PYTHON: (f"{CONTRACT[EXIT_OLD_PYTHON].meaning}, and the node's is older: "
+                          "submit with --python PATH (a newer interpreter on the nodes) or "
+                          "--container-image IMAGE"),
     }
+    expression = ('strcat("pnfs-monitor exit code ", ExitCode, ", outside its contract: '
+                  f'see the job\'s error file; {again}")')
+    for code, reason in reversed(reasons.items()):
+        expression = (f'ifThenElse(ExitCode =?= {code}, "pnfs-monitor exit code {code}: '
+                      f'{reason}", {expression})')
+    return (f'ifThenElse(ExitBySignal =?= true, strcat("pnfs-monitor killed by signal ", '
+            f'ExitSignal, " (9: out of memory? raise --request-memory): {again}"), '
+            f'{expression})')
+
+
+def exit_policy(max_retries: int | None, delay: int = RETRY_DELAY) -> dict[str, str]:
+    """The submit commands that apply the exit-code contract (``schema.errors``): only 0
+    and 1 end a job; every other end holds it with a reason and a subcode (the exit code,
+    or 128 + the signal); holds for 3, 4 or a signal are released after ``delay`` seconds
+    while the job has started at most ``max_retries`` times; 2 and 5 wait for a person.
+    ``max_retries`` None: a crondor job, which starts every night anew (its schedule bounds
+    the retries)."""
+    # Released: 3, 4, a signal, a code outside the contract. Never 2 or 5.
+    retried = " && ".join(f"HoldReasonSubCode =!= {c}" for c in HELD)
+    bound = f"NumJobStarts <= {max_retries} && " if max_retries is not None else ""
+    policy = {
+        "max_retries": str(max_retries),
+        "retry_until": _any("ExitCode", DONE),
+        "on_exit_hold": f"ExitBySignal =?= true || !({_any('ExitCode', DONE)})",
+        "on_exit_hold_reason": _hold_reason(max_retries, delay),
+        "on_exit_hold_subcode": (f"ifThenElse(ExitBySignal =?= true, {SIGNAL_SUBCODE} + "
+                                 "ExitSignal, ExitCode)"),
+        "periodic_release": (f"HoldReasonCode =?= {HOLD_BY_POLICY} && ({retried}) && "
+                             f"{bound}time() - EnteredCurrentStatus > {delay}"),
+    }
+    if max_retries is None:
+        del policy["max_retries"]
+    return policy
 
 
 def _common(executable: Path, arguments: list[str], workdir: Path,
@@ -126,9 +175,7 @@ def _common(executable: Path, arguments: list[str], workdir: Path,
         "request_memory": str(opts.request_memory_mb),
         "request_disk": str(opts.request_disk_kb),
         "+JobBatchName": f'"{opts.batch_name}"',
-        "max_retries": str(opts.max_retries),
-        "retry_until": "ExitCode =?= 0 || ExitCode =?= 1",
-        **_hold_rules(),
+        **exit_policy(opts.max_retries),
     }
     if bundled and opts.python:
         desc["transfer_executable"] = "false"
@@ -165,10 +212,11 @@ def crawl_description(executable: Path, db_url: str, workdir: Path,
         crawl += ["--namespace", namespace]
     desc = _common(executable, crawl, workdir, password_file, opts, bundled=bundled)
     desc.update(cron_fields(cron))
+    desc.update(exit_policy(None))  # it starts every night: no bound on its starts
     desc["on_exit_remove"] = "false"  # stay queued for the next run
     desc["+JobBatchName"] = f'"{opts.batch_name}-crawl"'
     desc["retry_until"] = "true"
-    del desc["max_retries"]
+    desc.pop("max_retries", None)
     return desc
 
 

@@ -21,6 +21,7 @@ from pnfsmon.schema.secrets import scrub
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 OUTCOME = "pnfsmon.outcome"  # results and final errors: already printed, so file only
+TRACEBACK = "pnfsmon.traceback"  # an internal error's: to the log file if there is one
 DEFAULT_INTERVAL = 300.0  # seconds between progress lines in a log
 
 
@@ -57,6 +58,8 @@ def setup(*, verbose: bool = False, quiet: bool = False, log_file: str | None = 
     console.addFilter(_not_an_outcome)
     handlers: list[logging.Handler] = [console]
     if log_file and log_file != "-":
+        # The log is that file: stderr keeps the one line that says what ended the command.
+        console.addFilter(lambda record: record.name != TRACEBACK)
         try:
             file_handler = logging.FileHandler(log_file, encoding="utf-8")  # appends
         except OSError as err:

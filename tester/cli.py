@@ -17,9 +17,9 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from pnfsmon.schema import cli, logs
+from pnfsmon.schema import cli, logs, outcome
 from pnfsmon.schema.db import create_engine
-from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
+from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError, WorkerLost
 from pnfsmon.schema.lease import Lease, request_now
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import Progress, human_bytes, warn_list
@@ -50,6 +50,8 @@ def _worker_main(settings, options: CheckOptions, lease_seconds: float, results)
         run(lease, reader, options, on_batch=results.put, stop=stop)
     except PnfsmonError as err:
         results.put(err)
+    except BaseException as err:  # noqa: BLE001 (a worker reports every end; main exits 4)
+        results.put(outcome.as_error(err))
     finally:
         engine.dispose()
 
@@ -100,7 +102,7 @@ def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: fl
         raise error
     failed = [p for p in procs if p.exitcode not in (0, None)]
     if failed:
-        raise PnfsmonError(f"{len(failed)} worker(s) died (exit codes "
+        raise WorkerLost(f"{len(failed)} worker(s) died (exit codes "
                            f"{', '.join(str(p.exitcode) for p in failed)}); their leases "
                            "will expire and the files come back")
     return total
@@ -138,7 +140,8 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                    help="cap each worker's read rate, to spare production I/O (default: none)")
     p.add_argument("--sweep-start", type=float, metavar="EPOCH",
                    help="files checked after this time are not due again in this sweep "
-                        "(default: now; condor submit gives all its jobs the submit time)")
+                        "(default: when this command starts; condor jobs and DAG nodes "
+                        "carry none, so every run sweeps from its own start)")
     p.add_argument("--max-per-pool", type=int, default=0, metavar="K",
                    help="at most K workers reading from one pool at a time, over all "
                         "workers and jobs (default: no cap)")
@@ -186,8 +189,9 @@ def check_options_as_args(args: argparse.Namespace) -> list[str]:
         out += ["--reader", args.reader]
     if args.site is not None:
         out += ["--site", args.site]
-    if not args.forever:  # one sweep shared by every job; --forever sweeps move on
-        out += ["--sweep-start", f"{args.sweep_start or time.time():.0f}"]
+    # No --sweep-start: these arguments go into files a site keeps and resubmits (a nightly
+    # DAG, a kept submit file), and an epoch written into them would freeze "due" at the
+    # day they were written. Each job's sweep starts when the job starts.
     return out
 
 

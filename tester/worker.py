@@ -118,7 +118,11 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
     finally:
         # Normal end, stop requested, or an error: keep what was checked, give back the
         # rest at once (rather than waiting for the lease to expire).
-        recorded = lease.record(verdicts)
+        try:
+            recorded = lease.record(verdicts)
+        except BaseException:
+            lease.release(c.id for c in claimed)  # nothing was recorded: all go back
+            raise
         lease.release(c.id for c in claimed[len(verdicts):])
         log.debug("recorded %d verdicts, released %d files", len(recorded),
                   len(claimed) - len(verdicts))

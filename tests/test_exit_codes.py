@@ -1,0 +1,261 @@
+"""One exit-code contract (``schema.errors``), end to end: each code forced from the CLI,
+the HTCondor policies evaluated by the bindings' own ClassAd evaluator for each code, the
+DAG's POST script run with each code (DAGMan's negative ones too), the cron wrapper and the
+systemd units reading the same table."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import classad2
+import pytest
+
+import pnfsmon as pnfsmon_package
+from pnfsmon.condor import dag as dag_module
+from pnfsmon.condor import submit
+from pnfsmon.schema.errors import CONTRACT, DONE, HELD, RETRIED
+from pnfsmon.schema.sites import Site
+from tests.helpers import flip_bit, random_bytes, write_file
+from tests.test_condor import read_dag
+
+ROOT = Path(__file__).resolve().parent.parent
+OLD_PYTHON = "/root/.pyenv/versions/3.9.18/bin/python3"
+
+
+def pnfsmon(db_url: str, *args: str, patch: str = "", timeout: float = 120, **environment):
+    """``pnfsmon ARGS`` as a command; ``patch``: Python run first (to plant a bug)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    env.update(PNFSMON_DB=db_url, **environment)
+    code = f"import sys\n{patch}\nfrom pnfsmon.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+BUG = ("import pnfsmon.schema.lease as lease\n"
+       "def record(self, verdicts):\n"
+       "    raise RuntimeError('planted bug in record')\n"
+       "lease.Lease.record = record\n")
+
+
+def test_each_code_from_the_cli(tmp_path, db_url):
+    tree = tmp_path / "storage"
+    files = [write_file(tree / f"f{i}", random_bytes(2000 + i, i), record=True)
+             for i in range(4)]
+    conf = tmp_path / "pnfsmon.conf"
+    conf.write_text("[site s]\ngrace = 0\n")  # the files are due at once
+    r = pnfsmon(db_url, "status")
+    assert r.returncode == 0, r.stderr  # nothing wrong (nothing yet)
+    r = pnfsmon(db_url, "crawl", str(tree), "--site", "s", PNFSMON_CONFIG=str(conf))
+    assert r.returncode == 0, r.stderr
+    # 4: a bug inside a worker process: caught there, the files released, the command
+    # exits 4 with one line on stderr, the traceback in the log.
+    log = tmp_path / "check.log"
+    r = pnfsmon(db_url, "check", "--workers", "1", "--log-file", str(log), patch=BUG)
+    assert r.returncode == 4, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "internal error" in last and "planted bug in record" in last
+    assert "Traceback" in log.read_text() and "RuntimeError" in log.read_text()
+    assert "Traceback" not in r.stderr  # the log is a file here: stderr has the one line
+    flip_bit(files[2], 100)
+    r = pnfsmon(db_url, "check", "--workers", "1")
+    assert r.returncode == 1, r.stderr  # problems found: a complete answer
+    assert "corrupted 1" in r.stdout
+    r = pnfsmon(db_url, "check", "--workers", "0")
+    assert r.returncode == 2 and r.stderr.startswith("pnfsmon: error:")  # usage
+    r = pnfsmon(db_url, "crawl", "root://127.0.0.1:1//data", "--site", "x")
+    assert r.returncode == 3 and "unreachable" in r.stderr  # transient
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    # 4 in the command's own process (no workers): traceback to the log (stderr here,
+    # there being no log file), the last line one line.
+    r = pnfsmon(db_url, "status", patch="import pnfsmon.web.cli as w\n"
+                "w.summarize = lambda *a, **k: 1 / 0\n")
+    assert r.returncode == 4
+    assert "Traceback" in r.stderr and "ZeroDivisionError" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("pnfsmon: internal error")
+
+
+def test_a_missing_optional_dependency_is_a_configuration_error(tmp_path):
+    """A crawl of a Chimera database on an install without the postgresql extra: exit 2,
+    the line naming the extra, no traceback."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert pnfsmon(url, "db", "init").returncode == 0
+    conf = tmp_path / "pnfsmon.conf"
+    conf.write_text("[site T2_C]\nnamespace = /pnfs/example.org/data\n"
+                    "chimera_db = postgresql://chimera@127.0.0.1/chimera\n")
+    r = pnfsmon(url, "crawl", "/pnfs/example.org/data", "--site", "T2_C", "--namespace",
+                "chimera-db", patch="sys.modules['psycopg'] = None  # not installed",
+                PNFSMON_CONFIG=str(conf))
+    assert r.returncode == 2, r.stderr
+    assert "pnfs-monitor[postgresql]" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(not os.path.exists(OLD_PYTHON), reason="no python 3.9 here")
+def test_python_too_old_is_5():
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(pnfsmon_package.__file__).parents[1])}
+    r = subprocess.run([OLD_PYTHON, "-m", "pnfsmon", "status"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 5 and "needs python3 >= 3.10" in r.stderr
+
+
+def test_nagios_says_unknown_when_it_cannot_tell(tmp_path, db_url):
+    for patch, args in [
+        ("import pnfsmon.web.cli as w\nw.summarize = lambda *a, **k: 1 / 0\n", []),  # a bug
+        ("", ["--db", "mysql+pymysql://root@127.0.0.1:1/x"]),  # database unreachable
+        ("", ["--warning", "many"]),  # bad arguments
+    ]:
+        r = pnfsmon(db_url, "status", "--nagios", *args, patch=patch)
+        assert r.returncode == 3, (args, r.stdout, r.stderr)
+        assert r.stdout.startswith("PNFSMON UNKNOWN - "), (args, r.stdout)
+        assert r.stdout.count("\n") == 1
+    r = pnfsmon(db_url, "status", "--nagios")
+    assert r.returncode == 0 and r.stdout.startswith("PNFSMON OK")
+
+
+# -- HTCondor: the bindings' ClassAd evaluator on the written policy, for each code -------
+
+def job_end(policy: dict[str, str], *, code: int | None = None, signal: int | None = None,
+            starts: int = 1) -> dict:
+    """What the schedd decides when a job ends with exit ``code`` (or killed by ``signal``):
+    done, held (with reason and subcode), and whether a later periodic_release lets it go."""
+    ad = classad2.ClassAd({"ExitBySignal": signal is not None, "NumJobStarts": starts})
+    if signal is not None:
+        ad["ExitSignal"] = signal
+    else:
+        ad["ExitCode"] = code
+    for key in ("retry_until", "on_exit_hold", "on_exit_hold_reason", "on_exit_hold_subcode",
+                "periodic_release"):
+        ad[key] = classad2.ExprTree(policy[key])
+    held = ad.eval("on_exit_hold") is True
+    out = {"held": held, "done": not held and ad.eval("retry_until") is True}
+    if held:
+        out["reason"] = ad.eval("on_exit_hold_reason")
+        ad["HoldReasonCode"] = submit.HOLD_BY_POLICY
+        ad["HoldReasonSubCode"] = ad.eval("on_exit_hold_subcode")
+        ad["EnteredCurrentStatus"] = int(time.time()) - submit.RETRY_DELAY - 1
+        out["subcode"] = ad["HoldReasonSubCode"]
+        out["released"] = ad.eval("periodic_release") is True
+        ad["EnteredCurrentStatus"] = int(time.time())
+        out["released_at_once"] = ad.eval("periodic_release") is True
+    return out
+
+
+def test_submit_files_apply_the_contract_for_every_code(tmp_path):
+    desc = submit.worker_description(tmp_path / "pnfsmon.pyz", "mysql+pymysql://m@db/pn",
+                                     tmp_path, None, submit.JobOptions(max_retries=4))
+    policy = submit.render(desc)  # as the bindings render the written file
+    policy = {k: policy[k] for k in policy}
+    for code in DONE:
+        assert job_end(policy, code=code) == {"held": False, "done": True}, code
+    for code in (*HELD, *RETRIED, 7, 130):
+        end = job_end(policy, code=code)
+        assert end["held"] and end["subcode"] == code, code
+        assert f"exit code {code}" in end["reason"], end
+        assert not end["released_at_once"], code  # a retry waits RETRY_DELAY
+        assert end["released"] == (code not in HELD), code
+        if code in CONTRACT:
+            assert CONTRACT[code].meaning.split(":")[0] in end["reason"]
+    assert "--python PATH" in job_end(policy, code=5)["reason"]
+    killed = job_end(policy, signal=9)  # the OOM killer
+    assert killed["held"] and killed["subcode"] == 137 and killed["released"]
+    assert "signal 9" in killed["reason"]
+    # Bounded: after max_retries starts a 3 or a 4 stays held, with its reason.
+    for code in RETRIED:
+        assert job_end(policy, code=code, starts=4)["released"]
+        assert not job_end(policy, code=code, starts=5)["released"]
+    # The crondor crawl: the same table, its nightly starts unbounded.
+    crawl = submit.render(submit.crawl_description(
+        tmp_path / "x.pyz", "mysql+pymysql://m@db/pn", tmp_path, None, submit.JobOptions(),
+        "/pnfs/x", "T2_X", "0 2 * * *"))
+    crawl = {k: crawl[k] for k in crawl}
+    assert job_end(crawl, code=3, starts=400)["released"]
+    assert not job_end(crawl, code=2)["released"] and job_end(crawl, code=1)["done"]
+
+
+@pytest.fixture
+def written_dag(tmp_path):
+    inputs = dag_module.DagInputs(
+        workdir=tmp_path / "dag", db_url="mysql+pymysql://m@db/pn", password_file=None,
+        config_file=None, local_pnfsmon=[sys.executable, "-m", "pnfsmon"],
+        bundle=tmp_path / "dag" / "pnfsmon.pyz", bundled=True, opts=submit.JobOptions(),
+        report_dir=tmp_path / "report", log_interval=300)
+    plans = [dag_module.SitePlan(Site("T2_A"), True, ["--site", "T2_A"])]
+    workflow, report = dag_module.build(plans, inputs, 2)
+    dag_module.write(workflow, report, inputs, None)
+    return tmp_path / "dag"
+
+
+# DAGMan's $RETURN: exit codes, -N for death by signal N, -1001 submission failed, -1002
+# removed. The POST script's answer: 0 success, 2 failed and not retried (RETRY ...
+# UNLESS-EXIT 2), anything else failed and retried.
+POST_ANSWERS = {0: 0, 1: 0, 2: 2, 3: 1, 4: 1, 5: 2, 130: 1, -9: 1, -1001: 1, -1002: 2}
+
+
+def test_the_dag_post_script_succeeds_on_0_and_1_only(written_dag):
+    dag = read_dag(written_dag / dag_module.DAG_FILE)
+    text = (written_dag / dag_module.DAG_FILE).read_text()
+    for node in dag["jobs"]:
+        assert f"RETRY {node} {dag_module.NODE_RETRIES} UNLESS-EXIT 2" in text, node
+        assert f"SCRIPT PRE {node}" in text, node
+    post = dag["post"]["T2_A-crawl:0"]
+    for value, answer in POST_ANSWERS.items():
+        r = subprocess.run([*post[:-1], str(value)])
+        assert r.returncode == answer, value
+    assert subprocess.run([*post[:-1], ""]).returncode == 1  # no value: not a success
+    # Worker nodes carry no job-level holds: a held node would stop the night.
+    worker = (written_dag / "T2_A-check.sub").read_text()
+    assert "on_exit_hold" not in worker and "periodic_release" not in worker
+    # The PRE script delays retries only.
+    pre = [line.split()[3] for line in text.splitlines() if line.startswith("SCRIPT PRE")][0]
+    env = {**os.environ, "PNFSMON_RETRY_DELAY": "0"}
+    for retry in ("0", "1"):
+        assert subprocess.run([pre, retry], env=env).returncode == 0
+
+
+# -- cron and systemd --------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, runs", [(0, 1), (1, 1), (2, 1), (5, 1), (3, 3), (4, 3)])
+def test_the_cron_wrapper_retries_3_and_4_only(tmp_path, code, runs):
+    fake = tmp_path / "bin" / "pnfsmon"
+    fake.parent.mkdir()
+    calls = tmp_path / "calls"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\nexit {code}\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "PNFSMON_RETRY_DELAY": "0",
+           "PNFSMON_RETRIES": "2"}
+    r = subprocess.run([str(ROOT / "scripts" / "pnfsmon-nightly-crawl"), "/pnfs/x", "T2_X",
+                        "--namespace", "pnfs"], env=env, capture_output=True, text=True)
+    assert r.returncode == code
+    assert calls.read_text().splitlines() == ["crawl /pnfs/x --site T2_X --namespace pnfs"] * runs
+
+
+def unit(name: str) -> dict[str, str]:
+    values = {}
+    for line in (ROOT / "scripts" / name).read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            values[key] = value
+    return values
+
+
+@pytest.mark.parametrize("name", ["pnfsmon-crawl.service", "pnfsmon-prune.service"])
+def test_systemd_units_read_the_same_table(tmp_path, name):
+    values = unit(name)
+    success = set(values.get("SuccessExitStatus", "").split())
+    assert success <= {str(c) for c in DONE}  # never a crash (4) or a transient (3)
+    assert values["Restart"] == "on-failure"
+    assert set(values["RestartPreventExitStatus"].split()) == {str(c) for c in HELD}
+    assert values["PrivateTmp"] == "yes"  # a writable temporary directory of its own
+    if shutil.which("systemd-analyze"):  # systemd's own parser accepts the unit
+        text = (ROOT / "scripts" / name).read_text()
+        copy = tmp_path / name
+        copy.write_text(text.replace("/usr/local/bin/pnfsmon", "/bin/true")
+                        .replace("User=pnfsmon", "User=root"))
+        r = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
