@@ -8,6 +8,7 @@ import argparse
 import signal
 import sys
 
+import pnfsmon
 import pnfsmon.condor.cli
 import pnfsmon.crawler.catalog_cli
 import pnfsmon.crawler.cli
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Storage-integrity monitor: crawl a namespace, verify every file's "
                     "Adler32, report what is missing or corrupted.",
     )
+    parser.add_argument("--version", action="version",
+                        version=f"pnfs-monitor {pnfsmon.__version__}")
     pnfsmon.schema.cli.add_common_options(parser, top_level=True)
     parents = [pnfsmon.schema.cli.common_options()]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

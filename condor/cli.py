@@ -154,6 +154,8 @@ def do_dag(args: argparse.Namespace) -> int:
 
 def do_bundle(args: argparse.Namespace) -> int:
     """Build the self-contained tester (a zipapp needing only python3 >= 3.10)."""
+    cli.refuse_db(args, "condor bundle", "the bundle carries no database; submit "
+                  "gives the jobs theirs")
     path = bundle.build(Path(args.output))
     print(f"bundle written to {path} ({path.stat().st_size / 1e6:.1f} MB); "
           f"run it with: python3 {path} check --workers 1 --db URL")

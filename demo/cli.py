@@ -11,6 +11,7 @@ from pnfsmon.crawler.cli import crawl
 from pnfsmon.crawler.cli import summary as crawl_summary
 from pnfsmon.demo import tree
 from pnfsmon.schema import db, migrate
+from pnfsmon.schema.cli import common_options, refuse_db
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.tester.cli import run_workers
@@ -20,12 +21,16 @@ from pnfsmon.tester.worker import CheckOptions
 
 def do_demo(args: argparse.Namespace) -> int:
     """Build a sample tree in DIR, crawl it, check it, inject three faults (a flipped bit,
-    a deleted file, a truncated file), check again and write the report."""
+    a deleted file, a truncated file), check again and write the report. The demo keeps
+    its own SQLite database in DIR: --db, $PNFSMON_DB and the configuration file are not
+    used."""
     from pnfsmon.web.report import write_report
 
+    refuse_db(args, "demo", "it makes its own SQLite database in DIR")
     base = Path(args.dir).resolve()
     if base.exists() and any(base.iterdir()):
-        raise ConfigError(f"demo directory {base} exists and is not empty: name another")
+        raise ConfigError(f"demo directory {base} exists and is not empty: name another "
+                          "DIR, e.g. pnfsmon demo pnfsmon-demo-2")
     storage = base / "storage"
     storage.mkdir(parents=True)
     settings = Settings(db_url=f"sqlite:///{base / 'pnfsmon.sqlite'}")
@@ -55,8 +60,9 @@ def do_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("demo", parents=parents,
+def register(subparsers, _parents: list[argparse.ArgumentParser]) -> None:
+    # Its own parent: the logging options without --db, which the demo would not use.
+    p = subparsers.add_parser("demo", parents=[common_options(database=False)],
                               help="run crawl, check and report on a sample tree",
                               description=do_demo.__doc__)
     p.add_argument("dir", metavar="DIR", nargs="?", default="pnfsmon-demo",

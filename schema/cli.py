@@ -14,16 +14,20 @@ from pnfsmon.schema import config, db, logs, migrate, prune, tables
 from pnfsmon.schema.errors import ConfigError
 
 
-def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool,
+                       database: bool = True) -> None:
     """Options every command takes, before or after the subcommand's name. Below the top
-    level their default is SUPPRESS, so an option given before the subcommand survives."""
+    level their default is SUPPRESS, so an option given before the subcommand survives.
+    ``database=False`` leaves ``--db`` out, for a command that uses no configured
+    database (``demo``, ``db ddl``)."""
     default = None if top_level else argparse.SUPPRESS
-    parser.add_argument(
-        "--db", metavar="URL", default=default,
-        help="database URL (default: $PNFSMON_DB, the configuration file, or "
-             f"{config.DEFAULT_DB}); better without the password: it comes from "
-             "$PNFSMON_DB_PASSWORD or a file named by $PNFSMON_DB_PASSWORD_FILE",
-    )
+    if database:
+        parser.add_argument(
+            "--db", metavar="URL", default=default,
+            help="database URL (default: $PNFSMON_DB, the configuration file, or "
+                 f"{config.DEFAULT_DB}); better without the password: it comes from "
+                 "$PNFSMON_DB_PASSWORD or a file named by $PNFSMON_DB_PASSWORD_FILE",
+        )
     logging = parser.add_argument_group("logging")
     logging.add_argument("-v", "--verbose", action="store_true",
                          default=False if top_level else argparse.SUPPRESS,
@@ -40,11 +44,17 @@ def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool) -> N
                               f"(default: {logs.DEFAULT_INTERVAL:g})")
 
 
-def common_options() -> argparse.ArgumentParser:
+def common_options(*, database: bool = True) -> argparse.ArgumentParser:
     """A parent parser with the common options, for ``add_parser(parents=[...])``."""
     parent = argparse.ArgumentParser(add_help=False)
-    add_common_options(parent, top_level=False)
+    add_common_options(parent, top_level=False, database=database)
     return parent
+
+
+def refuse_db(args: argparse.Namespace, command: str, why: str) -> None:
+    """For a command without ``--db``: one given before its name is an error, not ignored."""
+    if getattr(args, "db", None) is not None:
+        raise ConfigError(f"{command} takes no --db: {why}")
 
 
 def settings(args: argparse.Namespace) -> config.Settings:
@@ -114,14 +124,15 @@ def do_db_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The dialects ``db ddl`` prints: the databases pnfs-monitor runs on.
+DDL_DIALECTS = ("mysql", "mariadb", "postgresql", "sqlite")
+
+
 def ddl(dialect_name: str) -> str:
     """The CREATE statements for a dialect, as a DBA would apply them."""
-    try:
-        dialect = sa.create_mock_engine(f"{dialect_name}://", executor=None).dialect
-    except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError):
-        raise ConfigError(
-            f"unknown dialect {dialect_name!r}: use mysql, mariadb, postgresql or sqlite"
-        ) from None
+    if dialect_name not in DDL_DIALECTS:
+        raise ConfigError(f"unknown dialect {dialect_name!r}: use {', '.join(DDL_DIALECTS)}")
+    dialect = sa.create_mock_engine(f"{dialect_name}://", executor=None).dialect
     out = []
     for table in tables.metadata.sorted_tables:
         out.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
@@ -139,7 +150,9 @@ def ddl(dialect_name: str) -> str:
 
 
 def do_db_ddl(args: argparse.Namespace) -> int:
-    """Print the schema's DDL for a dialect, for a DBA to review or apply by hand."""
+    """Print the schema's DDL for a dialect, for a DBA to review or apply by hand (it
+    connects to no database)."""
+    refuse_db(args, "db ddl", "it prints the schema for --dialect and connects to nothing")
     sys.stdout.write(ddl(args.dialect))
     return 0
 
@@ -166,6 +179,6 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
                               "(their last check is still kept)")
     p_prune.set_defaults(func=do_db_prune)
     p_ddl = db_sub.add_parser("ddl", help=do_db_ddl.__doc__, description=do_db_ddl.__doc__)
-    p_ddl.add_argument("--dialect", default="mysql",
-                       help="mysql, mariadb, postgresql or sqlite (default: mysql)")
+    p_ddl.add_argument("--dialect", default="mysql", metavar="|".join(DDL_DIALECTS),
+                       help="the database's dialect (default: mysql)")
     p_ddl.set_defaults(func=do_db_ddl)

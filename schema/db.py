@@ -23,6 +23,11 @@ T = TypeVar("T")
 # MySQL/MariaDB client and server codes after which retrying makes sense: server gone,
 # connection lost or refused, lock wait timeout, deadlock, too many connections.
 _TRANSIENT_MYSQL_CODES = {1040, 1205, 1213, 2002, 2003, 2006, 2013, 2055, 1927, 4031}
+#: Seconds to connect (and, for MySQL, to read the server's greeting); ?connect_timeout=S
+#: in the URL overrides it.
+CONNECT_TIMEOUT = 10
+URL_FORMS = ("sqlite:///FILE, mysql+pymysql://USER@HOST/DB or "
+             "postgresql+psycopg://USER@HOST/DB")
 
 
 def _make_url(settings: Settings) -> sa.URL:
@@ -80,29 +85,54 @@ def bulk_loading(engine: sa.Engine) -> sa.Engine:
 def _engine(url: sa.URL, *, local_infile: bool = False) -> sa.Engine:
     backend = url.get_backend_name()
     kwargs: dict = {"pool_pre_ping": True}
+    # A URL's own ?connect_timeout=S wins (connect_args would override it).
+    timeout = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT}
     if backend in ("mysql", "mariadb"):
         kwargs.update(
             pool_recycle=3600,
             isolation_level="READ COMMITTED",
-            connect_args={"connect_timeout": 10, "charset": "utf8mb4",
+            connect_args={**timeout, "charset": "utf8mb4",
                           **({"local_infile": True} if local_infile else {})},
         )
     elif backend == "postgresql":
-        kwargs.update(isolation_level="READ COMMITTED", connect_args={"connect_timeout": 10})
+        kwargs.update(isolation_level="READ COMMITTED", connect_args=timeout)
     elif backend != "sqlite":
-        raise ConfigError(
-            f"unsupported database {backend!r}: use sqlite, mysql+pymysql or postgresql"
-        )
+        raise ConfigError(f"unsupported database {backend!r}: use {URL_FORMS}")
     try:
         engine = sa.create_engine(url, **kwargs)
     except ImportError as err:
-        raise ConfigError(
-            f"the driver for {url.drivername} is not installed ({err.name}); "
-            "for PostgreSQL: pip install 'psycopg[binary]'"
-        ) from None
+        raise ConfigError(_driver_hint(url, err.name)) from None
     if backend == "sqlite":
         _tune_sqlite(engine)
+    elif backend in ("mysql", "mariadb") and url.get_driver_name() == "pymysql":
+        _bound_mysql_handshake(engine)
     return engine
+
+
+def _driver_hint(url: sa.URL, module: str | None) -> str:
+    """What to write instead, when a URL names a driver that is not installed: the drivers
+    pnfs-monitor installs are PyMySQL, and psycopg with the ``postgresql`` extra."""
+    missing = f"the driver for {url.drivername} is not installed ({module})"
+    if url.get_backend_name() == "postgresql":
+        if url.get_driver_name() == "psycopg":
+            return f"{missing}: pip install 'pnfs-monitor[postgresql]'"
+        return f"{missing}: write postgresql+psycopg://USER@HOST/DB (pip install " \
+               "'pnfs-monitor[postgresql]')"
+    return f"{missing}: write mysql+pymysql://USER@HOST/DB (PyMySQL comes with pnfs-monitor)"
+
+
+def _bound_mysql_handshake(engine: sa.Engine) -> None:
+    """PyMySQL's ``connect_timeout`` bounds only the TCP connect; the server's greeting is
+    then awaited with the read timeout, which is unbounded (so that long queries may run).
+    A port that accepts and never speaks MySQL would hang the command for ever: read the
+    handshake under the connect timeout, and lift it once connected."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect, _record, cargs, cparams):
+        handshake = cparams.get("connect_timeout", CONNECT_TIMEOUT)
+        conn = dialect.loaded_dbapi.connect(*cargs, **{**cparams, "read_timeout": handshake})
+        conn._read_timeout = cparams.get("read_timeout")  # re-read before every packet
+        return conn
 
 
 def is_transient(err: BaseException) -> bool:

@@ -57,15 +57,19 @@ def setup(*, verbose: bool = False, quiet: bool = False, log_file: str | None = 
     console.setLevel(level)
     console.addFilter(_not_an_outcome)
     handlers: list[logging.Handler] = [console]
+    failure = None
     if log_file and log_file != "-":
         # The log is that file: stderr keeps the one line that says what ended the command.
         console.addFilter(lambda record: record.name != TRACEBACK)
         try:
             file_handler = logging.FileHandler(log_file, encoding="utf-8")  # appends
         except OSError as err:
-            raise ConfigError(f"cannot write the log file {log_file}: {err.strerror}") from None
-        file_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
-        handlers.append(file_handler)
+            # Raised once the console handler is in place: without any handler, logging's
+            # last resort would print the error a second time.
+            failure = ConfigError(f"cannot write the log file {log_file}: {err.strerror}")
+        else:
+            file_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+            handlers.append(file_handler)
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.pnfsmon = True  # ours, to be replaced by the next setup()
@@ -75,6 +79,8 @@ def setup(*, verbose: bool = False, quiet: bool = False, log_file: str | None = 
     # would log every statement at INFO: never.
     logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    if failure is not None:
+        raise failure
 
 
 def result(text: str) -> None:

@@ -4,6 +4,7 @@ unambiguous, reversible line encoding for list files."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import urllib.parse
@@ -42,6 +43,51 @@ def display(path: bytes) -> str:
         out.append(text.translate(_ESCAPES))
         out.extend(f"\\x{b:02x}" for b in bad)
     return "".join(out)
+
+
+def _is_hex(digits: str) -> bool:
+    return len(digits) == 2 and all(c in "0123456789abcdefABCDEF" for c in digits)
+
+
+_UNESCAPES = {"\\": b"\\", "n": b"\n", "t": b"\t"}
+
+
+def undisplay(text: str) -> bytes:
+    """The bytes whose :func:`display` form is ``text`` (what a log line or an HTML page
+    shows); ValueError if ``text`` has an escape that ``display`` never writes."""
+    out = bytearray()
+    pos = 0
+    while pos < len(text):
+        cut = text.find("\\", pos)
+        if cut < 0:
+            cut = len(text)
+        out += text[pos:cut].encode("utf-8", "surrogateescape")
+        if cut == len(text):
+            break
+        code = text[cut + 1 : cut + 2]
+        if code in _UNESCAPES:
+            out += _UNESCAPES[code]
+            pos = cut + 2
+        elif code == "x" and _is_hex(text[cut + 2 : cut + 4]):
+            out.append(int(text[cut + 2 : cut + 4], 16))
+            pos = cut + 4
+        else:
+            raise ValueError(f"not an escape: {text[cut:cut + 4]!r}")
+    return bytes(out)
+
+
+def spellings(text: str) -> list[bytes]:
+    """Every path that ``text`` may stand for, in the forms the tool prints: the raw name,
+    the percent-encoded form of the ``.txt`` lists and exports, and the escaped form of the
+    logs and HTML pages. Duplicates removed, the raw name first."""
+    out = [os.fsencode(text)]
+    if "%" in text:
+        out.append(urllib.parse.unquote_to_bytes(os.fsencode(text)))
+    if "\\" in text:
+        # Not an escaped form (ValueError): only the other spellings apply.
+        with contextlib.suppress(ValueError):
+            out.append(undisplay(text))
+    return list(dict.fromkeys(out))
 
 
 def encode_line(path: bytes) -> str:

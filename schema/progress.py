@@ -23,6 +23,11 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``1,000 directories`` (with ``plural``)."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"
+
+
 def human_duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 60:

@@ -19,10 +19,17 @@ import sqlalchemy as sa
 
 from pnfsmon.schema import cli, logs, outcome
 from pnfsmon.schema.db import create_engine
-from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError, WorkerLost
+from pnfsmon.schema.errors import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    ConfigError,
+    Interrupted,
+    PnfsmonError,
+    WorkerLost,
+)
 from pnfsmon.schema.lease import Lease, request_now
 from pnfsmon.schema.paths import display
-from pnfsmon.schema.progress import Progress, human_bytes, warn_list
+from pnfsmon.schema.progress import Progress, count, human_bytes, warn_list
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.schema.tables import statuses
 from pnfsmon.schema.xrootd import is_xrootd_url
@@ -37,17 +44,25 @@ DAY = 86400.0
 DEFAULT_RECHECK_DAYS = 30.0
 
 
-def _worker_main(settings, options: CheckOptions, lease_seconds: float, results) -> None:
+def _worker_main(settings, options: CheckOptions, lease_seconds: float, results,
+                 reading) -> None:
     """Body of one worker process: its own engine, its own lease tag. SIGTERM and SIGINT
-    ask it to stop at a safe point (see ``tester.worker``)."""
+    ask it to stop at a safe point (see ``tester.worker``). ``reading`` counts the files
+    and bytes it has read (shared with the parent, for progress between batches)."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+
+    def on_file(verdict) -> None:
+        with reading.get_lock():
+            reading[0] += 1
+            reading[1] += verdict.bytes_read
+
     engine = create_engine(settings)
     try:
         lease = Lease(engine, lease_seconds=lease_seconds)
         reader = make_reader(options.reader, options.timeout)
-        run(lease, reader, options, on_batch=results.put, stop=stop)
+        run(lease, reader, options, on_batch=results.put, stop=stop, on_file=on_file)
     except PnfsmonError as err:
         results.put(err)
     except BaseException as err:  # noqa: BLE001 (a worker reports every end; main exits 4)
@@ -63,7 +78,9 @@ def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: fl
         options = dataclasses.replace(options, sweep_start=time.time())
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_worker_main, args=(settings, options, lease_seconds, results),
+    reading = ctx.Array("q", 2)  # files, bytes read by every worker so far
+    procs = [ctx.Process(target=_worker_main,
+                         args=(settings, options, lease_seconds, results, reading),
                          name=f"pnfsmon-worker-{i}") for i in range(workers)]
     for p in procs:
         p.start()
@@ -75,23 +92,30 @@ def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: fl
             try:
                 item = results.get(timeout=0.5)
             except queue.Empty:
-                continue
+                item = None
             if isinstance(item, PnfsmonError):
                 error = item
-                continue
-            total.merge(item)
+            elif item is not None:
+                total.merge(item)
             if progress is not None:
+                # Every tick, not only when a batch is recorded: a batch may take minutes.
+                files, read = reading[:]
                 elapsed = time.monotonic() - started
-                progress.update(total.checked,
-                                f"{human_bytes(total.bytes_read)} read, "
-                                f"{human_bytes(total.bytes_read / elapsed)}/s, "
-                                f"{total.problems:,} problems")
-    except BaseException:
+                progress.update(files, f"{human_bytes(read)} read, "
+                                       f"{human_bytes(read / elapsed)}/s, "
+                                       f"{total.problems:,} problems recorded")
+    except (KeyboardInterrupt, Interrupted) as err:
         # Ctrl-C, or SIGTERM (condor_rm, systemd): each worker records what it checked,
-        # releases the rest of its batch and exits; then we stop too.
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
+        # releases the rest of its batch and exits; then we say what was kept.
+        _stop(procs)
+        _drain(results, total)
+        how = "Ctrl-C" if isinstance(err, KeyboardInterrupt) else str(err).removeprefix(
+            "stopped by ")
+        raise Interrupted(f"stopped by {how}: {count(total.checked, 'file')} checked and "
+                          f"recorded before stopping ({total.problems:,} problems), the "
+                          "rest released for the next run") from None
+    except BaseException:
+        _stop(procs)
         raise
     finally:
         for p in procs:
@@ -108,10 +132,29 @@ def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: fl
     return total
 
 
+def _stop(procs) -> None:
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
+    for p in procs:
+        p.join()
+
+
+def _drain(results, total: Tally) -> None:
+    """The tallies the stopped workers sent after their last recorded batch."""
+    while True:
+        try:
+            item = results.get(timeout=0.2)
+        except queue.Empty:
+            return
+        if isinstance(item, Tally):
+            total.merge(item)
+
+
 def summary(tally: Tally, seconds: float) -> str:
     by_status = ", ".join(f"{s.label} {tally.statuses[s]:,}" for s in Status
                           if tally.statuses[s])
-    line = (f"checked {tally.checked:,} files in {seconds:.1f} s "
+    line = (f"checked {count(tally.checked, 'file')} in {seconds:.1f} s "
             f"({tally.checked / max(seconds, 1e-9):,.0f} files/s, "
             f"{human_bytes(tally.bytes_read / max(seconds, 1e-9))}/s)")
     if by_status:
@@ -261,7 +304,7 @@ def _request_subset(engine, args: argparse.Namespace) -> int:
             prefix = os.path.abspath(prefix)
     paths = _read_paths(args.paths) if args.paths is not None else ()
     marked, unknown = request_now(engine, prefix=prefix, paths=paths)
-    print(f"{marked:,} files queued to be checked now")
+    print(f"{count(marked, 'file')} queued to be checked now")
     if unknown:
         warn_list(f"{len(unknown):,} of the given paths are not in the database (crawl "
                   "them first)", [display(p) for p in unknown])

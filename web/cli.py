@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pnfsmon.schema import cli
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
-from pnfsmon.schema.paths import display
+from pnfsmon.schema.paths import display, spellings
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.schema.xrootd import is_xrootd_url
 from pnfsmon.web.history import FileHistory, file_history
@@ -73,6 +73,15 @@ def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
     return code, f"{text} | {perf}"
 
 
+def _number(option: str, text: str, kind: type) -> float:
+    """A threshold, parsed here rather than by argparse: a plugin's bad argument must be
+    UNKNOWN (3), and argparse's exit 2 reads as CRITICAL to Nagios."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{option} needs a number, not {text!r}") from None
+
+
 def do_status(args: argparse.Namespace) -> int:
     """Print counts per status, check progress and the last crawls. Exits 1 if any file is
     missing, corrupted, timed out or unreadable. With --nagios: one plugin line, exit 0
@@ -84,12 +93,15 @@ def do_status(args: argparse.Namespace) -> int:
         print(format_summary(s))
         return EXIT_PROBLEMS if any(s.counts[st] for st in PROBLEMS) else EXIT_OK
     try:
-        if not 0 < args.warning <= args.critical:
+        warning = _number("--warning", args.warning, int)
+        critical = _number("--critical", args.critical, int)
+        max_crawl_age = _number("--max-crawl-age", args.max_crawl_age, float)
+        if not 0 < warning <= critical:
             raise ConfigError("need 0 < --warning <= --critical")
         engine = cli.engine(args)
         with engine.connect() as conn:
             s = summarize(conn, sweep=False)
-        code, line = nagios_line(s, args.warning, args.critical, args.max_crawl_age * 3600)
+        code, line = nagios_line(s, warning, critical, max_crawl_age * 3600)
     except PnfsmonError as err:
         code, line = NAGIOS_UNKNOWN, f"PNFSMON UNKNOWN - {err}"
     print(line)
@@ -135,16 +147,21 @@ def _format_history(h: FileHistory) -> str:
 
 def do_history(args: argparse.Namespace) -> int:
     """When was PATH last verified, by whom, and was it good: every check recorded for it,
-    newest first. Exits 1 if the file's current status is a problem."""
-    path = os.fsencode(args.path)
-    if not is_xrootd_url(path):
-        path = os.path.abspath(path)
+    newest first. PATH as the file system has it, or as pnfs-monitor prints it: the
+    percent-encoded form of the .txt lists and exports, or the escaped form (\\n, \\t,
+    \\xNN, \\\\) of the logs and HTML pages. Exits 1 if the file's current status is a
+    problem."""
+    candidates = [p if is_xrootd_url(p) else os.path.abspath(p)
+                  for p in spellings(args.path)]
     engine = cli.engine(args)
+    histories: dict[int, FileHistory] = {}
     with engine.connect() as conn:
-        histories = file_history(conn, path, args.site)
+        for path in dict.fromkeys(candidates):
+            histories.update((h.id, h) for h in file_history(conn, path, args.site))
     if not histories:
-        raise ConfigError(f"{display(path)} is not in the database (not crawled, or another "
-                          "spelling of its path)")
+        raise ConfigError(f"{display(candidates[0])} is not in the database (not crawled, "
+                          "or another spelling of its path)")
+    histories = list(histories.values())
     if args.json:
         print(json.dumps([h.as_json() for h in histories], indent=2))
     else:
@@ -163,16 +180,18 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
                               description=do_status.__doc__)
     p.add_argument("--nagios", action="store_true",
                    help="print one Nagios/Icinga plugin line with performance data")
-    p.add_argument("--warning", type=int, default=1, metavar="N",
+    p.add_argument("--warning", default="1", metavar="N",
                    help="--nagios: WARNING at N problem files (default: 1)")
-    p.add_argument("--critical", type=int, default=100, metavar="N",
+    p.add_argument("--critical", default="100", metavar="N",
                    help="--nagios: CRITICAL at N problem files (default: 100)")
-    p.add_argument("--max-crawl-age", type=float, default=48.0, metavar="HOURS",
+    p.add_argument("--max-crawl-age", default="48", metavar="HOURS",
                    help="--nagios: WARNING if a site's last crawl is older (default: 48)")
     p.set_defaults(func=do_status)
     p = subparsers.add_parser("history", parents=parents, help="one file's checks",
                               description=do_history.__doc__)
-    p.add_argument("path", metavar="PATH", help="the file's path (or root:// URL) as crawled")
+    p.add_argument("path", metavar="PATH",
+                   help="the file's path (or root:// URL) as crawled, percent-encoded as in "
+                        "the .txt lists, or escaped as in the logs and HTML pages")
     p.add_argument("--site", help="only this site's record of it")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=do_history)
