@@ -16,8 +16,14 @@ import pnfsmon.demo.cli
 import pnfsmon.schema.cli
 import pnfsmon.tester.cli
 import pnfsmon.web.cli
-from pnfsmon.schema import db, logs
-from pnfsmon.schema.errors import EXIT_USAGE, ConfigError, Interrupted, PnfsmonError
+from pnfsmon.schema import db, grants, logs
+from pnfsmon.schema.errors import (
+    EXIT_USAGE,
+    ConfigError,
+    Interrupted,
+    PnfsmonError,
+    PrivilegeError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The subcommand's name as typed, e.g. ``db prune`` or ``inventory load``."""
+    sub = getattr(args, "db_command", None) or getattr(args, "inventory_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+
 def _on_sigterm(signum, frame):
     raise Interrupted("stopped by SIGTERM")
 
@@ -52,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.log_interval <= 0:
             raise ConfigError("--log-interval must be positive")
         return args.func(args)
+    except PrivilegeError as err:
+        logs.failed(f"pnfsmon: error: {grants.refused_message(_command(args), str(err))}")
+        return err.exit_code
     except PnfsmonError as err:
         logs.failed(f"pnfsmon: error: {err}")
         return err.exit_code
@@ -62,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         if db.is_transient(err):
             logs.failed(f"pnfsmon: error: database unavailable: {db.describe(err)}")
             return 3
+        if db.is_refused(err):
+            logs.failed("pnfsmon: error: "
+                        + grants.refused_message(_command(args), db.describe(err)))
+            return EXIT_USAGE
         logs.failed(f"pnfsmon: error: database error: {db.describe(err)}")
         return EXIT_USAGE
 

@@ -18,8 +18,14 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 
 from pnfsmon.schema import cli, logs
-from pnfsmon.schema.db import create_engine
-from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
+from pnfsmon.schema.db import create_engine, describe, is_refused
+from pnfsmon.schema.errors import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    ConfigError,
+    PnfsmonError,
+    PrivilegeError,
+)
 from pnfsmon.schema.lease import Lease, request_now
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import Progress, human_bytes, warn_list
@@ -51,6 +57,10 @@ def _worker_main(settings, options: CheckOptions, lease_seconds: float, results)
         run(lease, reader, options, on_batch=results.put, stop=stop)
     except PnfsmonError as err:
         results.put(err)
+    except sa.exc.DBAPIError as err:
+        if not is_refused(err):
+            raise
+        results.put(PrivilegeError(describe(err)))  # the parent names the role needed
     finally:
         engine.dispose()
 
