@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The subcommand's name as typed, e.g. ``db prune`` or ``inventory load``."""
+    sub = getattr(args, "db_command", None) or getattr(args, "inventory_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+
 def _on_sigterm(signum, frame):
     raise Interrupted("stopped by SIGTERM")
 
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         raise
     except BaseException as err:  # noqa: BLE001 (every way out gets a code of the contract)
-        code, line = outcome.classify(err)
+        code, line = outcome.classify(err, command=_command(args))
         logs.failed(line)
         if getattr(args, "nagios", False):
             print(f"PNFSMON UNKNOWN - {line.removeprefix('pnfsmon: ')}")

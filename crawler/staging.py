@@ -9,7 +9,13 @@ per-value escaping costs more than the statement); SQLite ``executemany``.
 
 A staging table belongs to its crawl only: named by the crawl's id, it is dropped when the
 crawl ends; one left by a crawl that died is ignored by every later crawl and dropped by
-the next crawl or ``pnfsmon db prune`` once it is old."""
+the next crawl or ``pnfsmon db prune`` once it is old.
+
+Where staging tables live is a matter of privileges (``schema.grants``): the crawler's
+account creates and drops them, and must not be able to drop anything else. On
+MariaDB/MySQL a DROP privilege covers a whole database, so they live in a database of their
+own beside the monitor's, ``<database>_stage`` (the crawler creates it if it is missing).
+On PostgreSQL only a table's owner may drop it, so they stay in the monitor's schema."""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import time
 
 import sqlalchemy as sa
 
+from pnfsmon.schema.grants import STAGE_SUFFIX
 from pnfsmon.schema.tables import HashBytes, crawls
 
 log = logging.getLogger(__name__)
@@ -33,12 +40,19 @@ _LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 4166}
 COLUMNS = ("seq", "path_hash", "size", "mtime_ns", "recorded_adler32", "pool", "nearline")
 
 
-def stage_table(crawl_id: int) -> sa.Table:
+def stage_schema(engine: sa.Engine) -> str | None:
+    """The database (MariaDB/MySQL) that holds the staging tables; None: the monitor's own."""
+    if engine.dialect.name in ("mysql", "mariadb") and engine.url.database:
+        return f"{engine.url.database}{STAGE_SUFFIX}"
+    return None
+
+
+def stage_table(crawl_id: int, schema: str | None = None) -> sa.Table:
     """The staging table of crawl ``crawl_id``: one row per listed file, ``seq`` its place
     in the listing, with what the comparison with ``statuses`` needs (no path: the few new
     files are inserted with theirs by the crawler, which holds them)."""
     return sa.Table(
-        f"{PREFIX}{int(crawl_id)}", sa.MetaData(),
+        f"{PREFIX}{int(crawl_id)}", sa.MetaData(schema=schema),
         sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("path_hash", HashBytes, nullable=False),
         sa.Column("size", sa.BigInteger, nullable=False),
@@ -57,12 +71,18 @@ class Stage:
     def __init__(self, engine: sa.Engine, crawl_id: int, *, local_infile: bool = False
                  ) -> None:
         self.engine = engine
-        self.table = stage_table(crawl_id)
+        self.schema = stage_schema(engine)
+        self.table = stage_table(crawl_id, self.schema)
         self.name = self.table.name
+        # As raw SQL names it (schema-qualified and quoted where needed).
+        self.qualified = engine.dialect.identifier_preparer.format_table(self.table)
         self.local_infile = local_infile  # the connections may LOAD DATA LOCAL INFILE
 
     def create(self) -> None:
         with self.engine.begin() as conn:
+            if self.schema is not None:
+                quoted = conn.dialect.identifier_preparer.quote_identifier(self.schema)
+                conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {quoted}")
             self.table.create(conn)
 
     def index(self) -> None:
@@ -88,7 +108,7 @@ class Stage:
 
     def _copy(self, conn: sa.Connection, rows: list[Row]) -> None:
         cursor = conn.connection.dbapi_connection.cursor()
-        with cursor.copy(f"COPY {self.name} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY {self.qualified} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
 
@@ -104,7 +124,7 @@ class Stage:
             fh.flush()
             try:
                 conn.exec_driver_sql(
-                    f"LOAD DATA LOCAL INFILE %s INTO TABLE {self.name} CHARACTER SET binary "
+                    f"LOAD DATA LOCAL INFILE %s INTO TABLE {self.qualified} CHARACTER SET binary "
                     "(seq, @hash, size, mtime_ns, recorded_adler32, pool, nearline) "
                     "SET path_hash = UNHEX(@hash)", (fh.name,))
             except sa.exc.DBAPIError as err:
@@ -120,7 +140,7 @@ class Stage:
 
     def _insert_hex(self, conn: sa.Connection, rows: list[Row]) -> None:
         conn.exec_driver_sql(
-            f"INSERT INTO {self.name} ({', '.join(COLUMNS)}) VALUES "
+            f"INSERT INTO {self.qualified} ({', '.join(COLUMNS)}) VALUES "
             + ",".join(_mysql_values(row) for row in rows))
 
 
@@ -162,8 +182,12 @@ def drop_stale(engine: sa.Engine, now: float | None = None) -> list[str]:
     """Drop the staging tables of crawls that finished (their drop failed) or that started
     more than a day ago and never finished (they died). Returns their names."""
     now = time.time() if now is None else now
+    schema = stage_schema(engine)
     with engine.connect() as conn:
-        names = [n for n in sa.inspect(conn).get_table_names() if n.startswith(PREFIX)]
+        inspector = sa.inspect(conn)
+        if schema is not None and schema not in inspector.get_schema_names():
+            return []
+        names = [n for n in inspector.get_table_names(schema=schema) if n.startswith(PREFIX)]
         if not names:
             return []
         ids = {int(n[len(PREFIX):]): n for n in names if n[len(PREFIX):].isdigit()}
@@ -175,7 +199,7 @@ def drop_stale(engine: sa.Engine, now: float | None = None) -> list[str]:
     for crawl_id, name in ids.items():
         if crawl_id not in alive:
             with engine.begin() as conn:
-                stage_table(crawl_id).drop(conn, checkfirst=True)
+                stage_table(crawl_id, schema).drop(conn, checkfirst=True)
             log.info("dropped %s, the staging table of crawl %d, which ended or died",
                      name, crawl_id)
             dropped.append(name)

@@ -10,8 +10,8 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from pnfsmon.schema import config, db, logs, migrate, prune, tables
-from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema import config, db, grants, logs, migrate, prune, tables
+from pnfsmon.schema.errors import ConfigError, PrivilegeError
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool,
@@ -111,6 +111,13 @@ def do_db_prune(args: argparse.Namespace) -> int:
         raise ConfigError("--events-older-than and --vanished-older-than must not be "
                           "negative")
     eng = engine(args)
+    try:
+        with eng.connect() as conn:
+            grants.require_admin(conn)
+    except sa.exc.DBAPIError as err:
+        if db.is_refused(err):
+            raise PrivilegeError(db.describe(err)) from None
+        raise
     started = time.monotonic()
     done = prune.prune(eng, events_days=events_days, vanished_days=vanished_days,
                        keep_problem_history=not args.prune_problem_history)
@@ -157,6 +164,31 @@ def do_db_ddl(args: argparse.Namespace) -> int:
     return 0
 
 
+def do_db_grants(args: argparse.Namespace) -> int:
+    """Print the statements that create a database account with exactly one role's rights
+    (admin: db init/upgrade/prune; crawler: crawl, inventory, compare; worker: check;
+    reader: report, status, history, Nagios), for MariaDB/MySQL and PostgreSQL. The
+    database is the one of --db unless --database names it; no password is printed or
+    taken: set it yourself. Apply them again after `pnfsmon db upgrade`."""
+    database = args.database
+    dialects = [args.dialect] if args.dialect else []
+    if database is None or not dialects:
+        url = db.parse_url(settings(args).db_url)
+        database = database or url.database
+        if not dialects:
+            backend = url.get_backend_name()
+            dialects = [backend] if backend in ("mysql", "mariadb", "postgresql") else [
+                "mysql", "postgresql"]
+    if not database or database.endswith((".sqlite", ".db")) or "/" in database:
+        raise ConfigError("name the server database with --database (or a MariaDB/"
+                          "PostgreSQL URL in --db): SQLite has no accounts")
+    for dialect in dialects:
+        if len(dialects) > 1:
+            print(f"-- {dialect}")
+        print("\n".join(grants.grants(args.role, args.user, database, dialect, args.host)))
+    return 0
+
+
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p_db = subparsers.add_parser("db", help="create or inspect the database schema")
     db_sub = p_db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
@@ -178,6 +210,18 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
                          help="also prune old checks of files that are or were problems "
                               "(their last check is still kept)")
     p_prune.set_defaults(func=do_db_prune)
+    p_grants = db_sub.add_parser("grants", parents=parents, help="print GRANTs for a role",
+                                 description=do_db_grants.__doc__)
+    p_grants.add_argument("--role", required=True, choices=grants.ROLES)
+    p_grants.add_argument("--user", required=True, help="the account's name")
+    p_grants.add_argument("--host", default="%",
+                          help="MariaDB/MySQL: where the account connects from (default: "
+                               "%%, anywhere; PostgreSQL decides that in pg_hba.conf)")
+    p_grants.add_argument("--database", metavar="NAME",
+                          help="the database (default: the one of --db)")
+    p_grants.add_argument("--dialect", choices=("mysql", "mariadb", "postgresql"),
+                          help="default: the backend of --db, else both")
+    p_grants.set_defaults(func=do_db_grants)
     p_ddl = db_sub.add_parser("ddl", help=do_db_ddl.__doc__, description=do_db_ddl.__doc__)
     p_ddl.add_argument("--dialect", default="mysql", metavar="|".join(DDL_DIALECTS),
                        help="the database's dialect (default: mysql)")

@@ -15,7 +15,12 @@ from sqlalchemy import event, exc
 
 from pnfsmon.schema import migrate
 from pnfsmon.schema.config import Settings
-from pnfsmon.schema.errors import ConfigError, DatabaseUnavailable, SchemaError
+from pnfsmon.schema.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    PrivilegeError,
+    SchemaError,
+)
 from pnfsmon.schema.secrets import scrub
 
 T = TypeVar("T")
@@ -30,14 +35,19 @@ URL_FORMS = ("sqlite:///FILE, mysql+pymysql://USER@HOST/DB or "
              "postgresql+psycopg://USER@HOST/DB")
 
 
-def _make_url(settings: Settings) -> sa.URL:
+def parse_url(text: str) -> sa.URL:
+    """A database URL, or ConfigError saying what one looks like."""
     try:
-        url = sa.make_url(settings.db_url)
+        return sa.make_url(text)
     except exc.ArgumentError:
         raise ConfigError(
-            f"not a database URL: {scrub(settings.db_url)!r} "
+            f"not a database URL: {scrub(text)!r} "
             "(expected e.g. sqlite:///pnfsmon.sqlite or mysql+pymysql://user@host/db)"
         ) from None
+
+
+def _make_url(settings: Settings) -> sa.URL:
+    url = parse_url(settings.db_url)
     if (settings.db_password is not None and url.password is None
             and url.get_backend_name() != "sqlite"):
         url = url.set(password=settings.db_password)
@@ -153,6 +163,17 @@ def is_transient(err: BaseException) -> bool:
     )
 
 
+def is_refused(err: BaseException) -> bool:
+    """True when the database refused an operation for want of privileges."""
+    if not isinstance(err, exc.DBAPIError):
+        return False
+    args = getattr(err.orig, "args", ())
+    if args and isinstance(args[0], int):
+        # MariaDB/MySQL: database, table, column or command denied; "needs the X privilege"
+        return args[0] in (1044, 1142, 1143, 1227, 1370)
+    return getattr(err.orig, "sqlstate", None) == "42501"  # PostgreSQL insufficient_privilege
+
+
 def describe(err: BaseException) -> str:
     """One line from a DB error, never including the URL's password."""
     orig = getattr(err, "orig", None) or err
@@ -221,6 +242,8 @@ def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
     except exc.DBAPIError as err:
         if is_transient(err):
             raise unavailable(engine, err) from None
+        if is_refused(err):
+            raise PrivilegeError(describe(err)) from None
         where = engine.url.render_as_string(hide_password=True)
         raise ConfigError(f"cannot use database {where}: {describe(err)}") from None
     return engine

@@ -76,6 +76,11 @@ class ConfigError(PnfsmonError):
     """Bad configuration or command-line input."""
 
 
+class PrivilegeError(ConfigError):
+    """The database refused an operation: the account lacks the role the command needs
+    (``schema.grants``). The CLI names that role."""
+
+
 class SchemaError(PnfsmonError):
     """The database has no schema, or one this version cannot use."""
 

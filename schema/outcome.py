@@ -9,21 +9,25 @@ import logging
 
 from sqlalchemy import exc
 
-from pnfsmon.schema import db, logs
+from pnfsmon.schema import db, grants, logs
 from pnfsmon.schema.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_TRANSIENT,
     EXIT_USAGE,
     PnfsmonError,
+    PrivilegeError,
     missing_dependency,
 )
 
 log = logging.getLogger(logs.TRACEBACK)
 
 
-def classify(err: BaseException) -> tuple[int, str]:
-    """(exit code, one line) for the error that ended a command or a worker."""
+def classify(err: BaseException, command: str | None = None) -> tuple[int, str]:
+    """(exit code, one line) for the error that ended a command or a worker; ``command``
+    (e.g. ``db prune``) names the role a refused operation needs."""
+    if isinstance(err, PrivilegeError):
+        return err.exit_code, f"pnfsmon: error: {grants.refused_message(command, str(err))}"
     if isinstance(err, PnfsmonError):
         return err.exit_code, f"pnfsmon: error: {err}"
     if isinstance(err, KeyboardInterrupt):
@@ -33,6 +37,8 @@ def classify(err: BaseException) -> tuple[int, str]:
     if isinstance(err, exc.DBAPIError) and not isinstance(err, exc.IntegrityError):
         if db.is_transient(err):
             return EXIT_TRANSIENT, f"pnfsmon: error: database unavailable: {db.describe(err)}"
+        if db.is_refused(err):
+            return classify(PrivilegeError(db.describe(err)), command)
         return EXIT_USAGE, f"pnfsmon: error: database error: {db.describe(err)}"
     log.error("internal error: %s", type(err).__name__, exc_info=err)
     first = (str(err).strip().splitlines() or [""])[0]
@@ -45,6 +51,8 @@ def as_error(err: BaseException) -> PnfsmonError:
     the parent, which ends with that code)."""
     if isinstance(err, PnfsmonError):
         return err
+    if db.is_refused(err):  # the parent names the role its command needs
+        return PrivilegeError(db.describe(err))
     code, line = classify(err)
     error = PnfsmonError(line.removeprefix("pnfsmon: ").removeprefix("error: "))
     error.exit_code = code  # kept when pickled to the parent (it is in __dict__)

@@ -61,6 +61,8 @@ def server_databases():
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+            if backend == "mariadb":  # the crawls' staging database (crawler.staging)
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}_stage")
         engine.dispose()
 
 

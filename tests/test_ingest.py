@@ -26,8 +26,13 @@ from tests.helpers import random_bytes, row, verdicts, write_file
 
 
 def stage_tables(engine) -> list[str]:
+    """The staging tables, where the crawler keeps them (MariaDB: a database of their own)."""
+    schema = staging.stage_schema(engine)
     with engine.connect() as conn:
-        return [n for n in sa.inspect(conn).get_table_names()
+        inspector = sa.inspect(conn)
+        if schema is not None and schema not in inspector.get_schema_names():
+            return []
+        return [n for n in inspector.get_table_names(schema=schema)
                 if n.startswith(staging.PREFIX)]
 
 
