@@ -38,6 +38,21 @@ DEFAULT_VANISHED_RETENTION = 90.0  # days: files gone longer than this are prune
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    """When the watchdog (``pnfsmon status --nagios``) warns and when it is critical, per
+    site: overdue files in percent of the site's files, the age in days of the last complete
+    crawl, and of the last check recorded while files are due. ``[pnfsmon]`` keys
+    ``overdue_warning``, ``overdue_critical``, ``crawl_age_warning``, ... (same names)."""
+
+    overdue_warning: float = 0.1
+    overdue_critical: float = 1.0
+    crawl_age_warning: float = 3.0
+    crawl_age_critical: float = 7.0
+    check_age_warning: float = 1.0
+    check_age_critical: float = 3.0
+
+
+@dataclass(frozen=True)
 class Settings:
     db_url: str
     db_password: str | None = None
@@ -46,6 +61,7 @@ class Settings:
     vanished_retention: float = DEFAULT_VANISHED_RETENTION  # days
     # MariaDB/MySQL: may the crawl stage its listing with LOAD DATA LOCAL INFILE?
     mysql_local_infile: bool = True
+    watch: Thresholds = Thresholds()
 
 
 def _read_file() -> tuple[dict[str, str], Path | None]:
@@ -105,7 +121,18 @@ def load(db_flag: str | None = None) -> Settings:
                                            DEFAULT_EVENTS_RETENTION, file_path),
                     vanished_retention=_days(file_values, "prune_vanished_after",
                                              DEFAULT_VANISHED_RETENTION, file_path),
-                    mysql_local_infile=_yes(file_values, "mysql_local_infile", file_path))
+                    mysql_local_infile=_yes(file_values, "mysql_local_infile", file_path),
+                    watch=_thresholds(file_values, file_path))
+
+
+def _thresholds(values: dict[str, str], path: Path | None) -> Thresholds:
+    default = Thresholds()
+    given = {name: _days(values, name, getattr(default, name), path)
+             for name in Thresholds.__dataclass_fields__}
+    for what in ("overdue", "crawl_age", "check_age"):
+        if given[f"{what}_warning"] > given[f"{what}_critical"]:
+            raise ConfigError(f"{path}: {what}_warning must not be above {what}_critical")
+    return Thresholds(**given)
 
 
 def _yes(values: dict[str, str], key: str, path: Path | None) -> bool:
@@ -116,6 +143,7 @@ def _yes(values: dict[str, str], key: str, path: Path | None) -> bool:
 
 
 def _days(values: dict[str, str], key: str, default: float, path: Path | None) -> float:
+    """A non-negative number (of days, or a percentage for the overdue thresholds)."""
     text = values.get(key)
     if text is None:
         return default
@@ -123,6 +151,6 @@ def _days(values: dict[str, str], key: str, default: float, path: Path | None) -
         days = float(text)
     except ValueError:
         days = -1.0
-    if days < 0:
-        raise ConfigError(f"{path}: {key} = {text!r} is not a number of days")
+    if not days >= 0:
+        raise ConfigError(f"{path}: {key} = {text!r} is not a non-negative number")
     return days
