@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.staging import Stage, drop_stale, mysql_checksum, mysql_text
-from pnfsmon.schema import counts
+from pnfsmon.schema import ages, counts
 from pnfsmon.schema.db import bulk_loading, retrying, write_transaction
 from pnfsmon.schema.paths import path_hash
 from pnfsmon.schema.status import Status
@@ -192,9 +192,10 @@ class Ingest:
                 # chunk's first file already there: the whole chunk is in.
                 if conn.execute(sa.select(s.id).where(
                         s.site == self.site, s.path_hash == chunk[0][0])).first() is None:
-                    deltas = counts.Deltas()
-                    self._insert_new(conn, chunk, deltas)
+                    deltas, waiting = counts.Deltas(), ages.Deltas()
+                    self._insert_new(conn, chunk, deltas, waiting)
                     deltas.write(conn)
+                    waiting.write(conn)
             with self._lock:
                 self.counts.new += len(chunk)
             return
@@ -214,26 +215,28 @@ class Ingest:
                     changed.append((file_id, item))
                 else:
                     moved.append({"b_id": file_id, "b_pool": item.pool})
-            deltas = counts.Deltas()
+            deltas, waiting = counts.Deltas(), ages.Deltas()
             if new:
-                self._insert_new(conn, new, deltas)
+                self._insert_new(conn, new, deltas, waiting)
             if changed:
-                self._reset_changed(conn, changed, deltas)
+                self._reset_changed(conn, changed, deltas, waiting)
             if moved:
                 conn.execute(statuses.update().where(s.id == sa.bindparam("b_id"))
                              .values(pool=sa.bindparam("b_pool")), moved)
             deltas.write(conn)
+            waiting.write(conn)
         with self._lock:
             self.counts.new += len(new)
             self.counts.changed += len(changed)
 
     def _insert_new(self, conn: sa.Connection, new: list[tuple[bytes, Listed]],
-                    deltas: counts.Deltas) -> None:
+                    deltas: counts.Deltas, waiting: ages.Deltas) -> None:
         rows = [(self.site, item.path, digest, item.size, item.mtime_ns,
                  item.recorded_adler32, item.recorded_from, item.pool,
                  *self._queue_state(item), self.crawl_id) for digest, item in new]
         for row in rows:
             deltas.add(self.site, row[8], False, row[3])
+            waiting.add(self.site, row[8], None, self.started)
         if conn.dialect.name not in ("mysql", "mariadb"):
             conn.execute(statuses.insert(), [dict(zip(_NEW_COLUMNS, r, strict=True))
                                              for r in rows])
@@ -249,19 +252,23 @@ class Ingest:
                        key, expiry, gen in rows))
 
     def _reset_changed(self, conn: sa.Connection, changed: list[tuple[int, Listed]],
-                       deltas: counts.Deltas) -> None:
+                       deltas: counts.Deltas, waiting: ages.Deltas) -> None:
         s = statuses.c
         ids = [file_id for file_id, _ in changed]
         # Old values under lock: the ledger must take away what the row holds now, even
         # if a worker recorded a verdict since the join above read it.
-        for _id, status, size, source in conn.execute(
-                sa.select(s.id, s.status, s.size, s.recorded_from)
-                .where(s.id.in_(ids)).with_for_update()):
+        old = conn.execute(sa.select(s.id, s.status, s.size, s.recorded_from, s.checked,
+                                     s.crawl_gen).where(s.id.in_(ids)).with_for_update()
+                           ).all()
+        listed = ages.listing_starts(conn, (r.crawl_gen for r in old))
+        for _id, status, size, source, checked, gen in old:
             deltas.remove(self.site, status, counts.is_first(source), size)
+            waiting.remove(self.site, status, checked, listed.get(gen))
         values = []
         for file_id, item in changed:
             status, key, expiry = self._queue_state(item)
             deltas.add(self.site, status, False, item.size)
+            waiting.add(self.site, status, None, self.started)
             values.append({"b_id": file_id, "b_size": item.size, "b_mtime": item.mtime_ns,
                            "b_recorded": item.recorded_adler32,
                            "b_from": item.recorded_from, "b_pool": item.pool,
@@ -309,21 +316,25 @@ class Ingest:
         fences = [_subtree_range(d) for d in unlisted]
         with write_transaction(self.engine) as conn:
             gone = [r for r in conn.execute(
-                sa.select(s.id, s.path, s.status, s.size, s.recorded_from)
+                sa.select(s.id, s.path, s.status, s.size, s.recorded_from, s.checked,
+                          s.crawl_gen)
                 .where(s.id.in_(ids), s.status != VANISHED, s.path >= lo, s.path < hi)
                 .with_for_update())
                 if not any(a <= bytes(r.path) < b for a, b in fences)]
             if not gone:
                 return 0
-            deltas = counts.Deltas()
+            deltas, waiting = counts.Deltas(), ages.Deltas()
+            listed = ages.listing_starts(conn, (r.crawl_gen for r in gone))
             for r in gone:
                 first = counts.is_first(r.recorded_from)
                 deltas.remove(self.site, r.status, first, r.size)
                 deltas.add(self.site, VANISHED, first, r.size)
+                waiting.remove(self.site, r.status, r.checked, listed.get(r.crawl_gen))
             conn.execute(statuses.update().where(s.id.in_([r.id for r in gone])).values(
                 status=VANISHED, claim_key=None, tag=None, tag_expiry=None,
                 crawl_gen=self.crawl_id))
             deltas.write(conn)
+            waiting.write(conn)
             return len(gone)
 
     def finish(self, stats: WalkStats) -> None:

@@ -15,7 +15,7 @@ import configparser
 import difflib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -40,9 +40,25 @@ def search_path() -> list[Path]:
 DEFAULT_EVENTS_RETENTION = 365.0  # days: checks older than this are pruned
 DEFAULT_VANISHED_RETENTION = 90.0  # days: files gone longer than this are pruned
 
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When the watchdog (``pnfsmon status --nagios``) warns and when it is critical, per
+    site: overdue files in percent of the site's files, the age in days of the last complete
+    crawl, and of the last check recorded while files are due. ``[pnfsmon]`` keys
+    ``overdue_warning``, ``overdue_critical``, ``crawl_age_warning``, ... (same names)."""
+
+    overdue_warning: float = 0.1
+    overdue_critical: float = 1.0
+    crawl_age_warning: float = 3.0
+    crawl_age_critical: float = 7.0
+    check_age_warning: float = 1.0
+    check_age_critical: float = 3.0
+
+
 #: Every key the ``[pnfsmon]`` section may hold; anything else is a typo, and an error.
 KEYS = ("db", "db_password_file", "prune_events_after", "prune_vanished_after",
-        "mysql_local_infile")
+        "mysql_local_infile", *(f.name for f in fields(Thresholds)))
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,7 @@ class Settings:
     sites: Mapping[str, Site] = field(default_factory=dict, repr=False)
     # Where the database URL came from, for messages: "--db", "PNFSMON_DB", ...
     db_source: str = "the built-in default"
+    watch: Thresholds = Thresholds()  # when status --nagios warns, and is critical
 
     def __repr__(self) -> str:
         return (f"Settings(db_url={secrets.redacted_url(self.db_url)!r}, "
@@ -172,7 +189,8 @@ def load(db_flag: str | None = None) -> Settings:
                                              DEFAULT_VANISHED_RETENTION, path),
                     mysql_local_infile=_yes(values, "mysql_local_infile", path),
                     sites=sites_from(parser),
-                    db_source=source)
+                    db_source=source,
+                    watch=_thresholds(values, path))
 
 
 def _default_source(path: Path | None) -> str:
@@ -180,6 +198,16 @@ def _default_source(path: Path | None) -> str:
         return f"the built-in default: {path} sets no db"
     searched = ", ".join(str(p) for p in search_path())
     return f"the built-in default: no configuration file in {searched}"
+
+
+def _thresholds(values: dict[str, str], path: Path | None) -> Thresholds:
+    default = Thresholds()
+    given = {name: _days(values, name, getattr(default, name), path)
+             for name in Thresholds.__dataclass_fields__}
+    for what in ("overdue", "crawl_age", "check_age"):
+        if given[f"{what}_warning"] > given[f"{what}_critical"]:
+            raise ConfigError(f"{path}: {what}_warning must not be above {what}_critical")
+    return Thresholds(**given)
 
 
 def _yes(values: dict[str, str], key: str, path: Path | None) -> bool:
@@ -190,6 +218,7 @@ def _yes(values: dict[str, str], key: str, path: Path | None) -> bool:
 
 
 def _days(values: dict[str, str], key: str, default: float, path: Path | None) -> float:
+    """A non-negative number (of days, or a percentage for the overdue thresholds)."""
     text = values.get(key)
     if text is None:
         return default
@@ -197,6 +226,6 @@ def _days(values: dict[str, str], key: str, default: float, path: Path | None) -
         days = float(text)
     except ValueError:
         days = -1.0
-    if days < 0:
-        raise ConfigError(f"{path}: {key} = {text!r} is not a number of days")
+    if not days >= 0:
+        raise ConfigError(f"{path}: {key} = {text!r} is not a non-negative number")
     return days

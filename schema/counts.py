@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from pnfsmon.schema import ages
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import meta, status_counts, statuses
 
@@ -115,7 +116,9 @@ def _lock(conn: sa.Connection) -> None:
 
 def fold(conn: sa.Connection, at: int = FOLD_AT) -> int:
     """Replace the ledger's rows by one per key if there are more than ``at``; returns
-    how many rows were folded. Rows appended meanwhile are left for the next fold."""
+    how many rows were folded. Rows appended meanwhile are left for the next fold. The
+    ``check_ages`` ledger (``schema.ages``) is folded on the same occasions."""
+    ages.fold(conn, _lock)
     c = status_counts.c
     if conn.execute(sa.select(sa.func.count()).select_from(status_counts)).scalar() <= at:
         return 0
@@ -135,9 +138,10 @@ def fold(conn: sa.Connection, at: int = FOLD_AT) -> int:
 
 
 def recount(conn: sa.Connection) -> None:
-    """Rebuild the ledger from a scan of ``statuses``. Run it with no crawl or check going
-    on (their differences would be lost)."""
+    """Rebuild the ledger (and the ``check_ages`` one) from a scan of ``statuses``. Run it
+    with no crawl or check going on (their differences would be lost)."""
     _lock(conn)
+    ages.recount(conn)
     conn.execute(status_counts.delete())
     conn.execute(status_counts.insert().from_select(
         ["site", "status", "first_check", "files", "bytes"], _grouped_scan()))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from pnfsmon.schema import counts
+from pnfsmon.schema import ages, counts
 from pnfsmon.schema.counts import FIRST_CHECK
 from pnfsmon.schema.db import retrying, write_transaction
 from pnfsmon.schema.paths import path_hash
@@ -214,7 +214,8 @@ class Lease:
                 held = conn.execute(
                     sa.select(statuses.c.id, statuses.c.site, statuses.c.status,
                               statuses.c.size, statuses.c.recorded_adler32,
-                              statuses.c.recorded_from)
+                              statuses.c.recorded_from, statuses.c.checked,
+                              statuses.c.crawl_gen)
                     .where(statuses.c.id.in_(list(by_id)), statuses.c.tag == self.owner)
                     .with_for_update()
                 ).all()
@@ -224,6 +225,8 @@ class Lease:
                 conn.execute(events.insert(), [self._event_row(by_id[i], now) for i in ids])
                 conn.execute(self._update_from_events(ids, now))
                 counts_of(held, by_id).write(conn)
+                ages_of(held, by_id, now, ages.listing_starts(
+                    conn, (r.crawl_gen for r in held))).write(conn, recorded=now)
                 return ids
 
         return retrying(self.engine, run)
@@ -281,6 +284,17 @@ def counts_of(held, by_id: dict[int, Verdict]) -> counts.Deltas:
         deltas.remove(row.site, row.status, first, row.size)
         deltas.add(row.site, status, first or (row.recorded_adler32 is None
                                                  and status == Status.OK), row.size)
+    return deltas
+
+
+def ages_of(held, by_id: dict[int, Verdict], now: float, listed: dict[int, float]
+            ) -> ages.Deltas:
+    """The ``check_ages`` ledger's differences for the same verdicts (``listed``: when
+    each crawl_gen started)."""
+    deltas = ages.Deltas()
+    for row in held:
+        deltas.remove(row.site, row.status, row.checked, listed.get(row.crawl_gen))
+        deltas.add(row.site, by_id[row.id].status, now, listed.get(row.crawl_gen))
     return deltas
 
 

@@ -10,6 +10,7 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     ignore = /store/user/ /store/temp/ *.tmp       # prefixes, or fnmatch patterns
     grace = 2                                      # hours
     recheck_after = 30                             # days
+    overdue_slack = 7                              # days past recheck_after: overdue
     max_missing_fraction = 0.05                    # above it, compare flags for a person
     max_orphan_fraction = 0.05
     max_crawl_drop = 0.10                          # crawl shrank more: compare refuses
@@ -25,7 +26,7 @@ from __future__ import annotations
 import configparser
 import fnmatch
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from pnfsmon.schema.errors import ConfigError
 
@@ -44,6 +45,9 @@ class Site:
     ignore: tuple[str, ...] = field(default_factory=tuple)
     grace: float = DEFAULT_GRACE
     recheck_after: float = 30 * 86400.0  # seconds
+    # seconds past recheck_after (past the grace window for a file never verified) after
+    # which a file is overdue (the watchdog counts it)
+    overdue_slack: float = 7 * 86400.0
     max_missing_fraction: float = 0.05
     max_orphan_fraction: float = 0.05
     max_crawl_drop: float = 0.10
@@ -91,10 +95,9 @@ def _parallel(section: configparser.SectionProxy, name: str) -> int | None:
     return int(text)
 
 
-#: Every key a ``[site NAME]`` section may hold; anything else is a typo, and an error.
-KEYS = ("namespace", "namespace_kind", "lfn_prefix", "path_prefix", "ignore", "grace",
-        "recheck_after", "max_missing_fraction", "max_orphan_fraction", "max_crawl_drop",
-        "parallel", "chimera_db", "chimera_db_password_file", "chimera_timezone")
+#: Every key a ``[site NAME]`` section may hold (one per setting of Site); anything else is a
+#: typo, and an error.
+KEYS = tuple(f.name for f in fields(Site) if f.name != "name")
 
 
 def sites_from(parser: configparser.ConfigParser) -> dict[str, Site]:
@@ -119,6 +122,8 @@ def sites_from(parser: configparser.ConfigParser) -> dict[str, Site]:
             ignore=tuple(section.get("ignore", "").split()),
             grace=_number(section, "grace", default.grace, 3600.0, name),
             recheck_after=_number(section, "recheck_after", default.recheck_after, 86400.0,
+                                  name),
+            overdue_slack=_number(section, "overdue_slack", default.overdue_slack, 86400.0,
                                   name),
             max_missing_fraction=_number(section, "max_missing_fraction",
                                          default.max_missing_fraction, 1.0, name),

@@ -19,12 +19,12 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0007")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
 #: 1: the spine; 2: the catalog inventory and compares; 3: the status_counts ledger and
-#: statuses.problem_seen.
+#: statuses.problem_seen; 4: the check_ages ledger.
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -139,6 +139,23 @@ status_counts = sa.Table(
     sa.Column("first_check", sa.Boolean, nullable=False),
     sa.Column("files", sa.BigInteger, nullable=False),
     sa.Column("bytes", sa.BigInteger, nullable=False),
+)
+
+# When each site's files were last verified, by the hour, as a ledger kept like
+# ``status_counts`` (``schema.ages``): what the watchdog (overdue files, the oldest
+# verification, the age histogram, the last check activity) sums instead of scanning
+# ``statuses``. ``verified``: the file's status is a verdict on its content (ok or a problem)
+# and ``hour`` that of its last check; otherwise (unchecked, changed) ``hour`` is when it
+# started waiting for one. ``last_recorded``: when a worker last wrote to the row.
+check_ages = sa.Table(
+    "check_ages",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("verified", sa.Boolean, nullable=False),
+    sa.Column("hour", sa.BigInteger),  # epoch hours; NULL: not known
+    sa.Column("files", sa.BigInteger, nullable=False),
+    sa.Column("last_recorded", sa.Double),
 )
 
 # The catalog's view of a site (``pnfsmon inventory load``). A load's rows become the site's

@@ -33,6 +33,7 @@ from pnfsmon.schema.progress import Progress, count, human_bytes, warn_list
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.schema.tables import statuses
 from pnfsmon.schema.xrootd import is_xrootd_url
+from pnfsmon.tester.explain import why
 from pnfsmon.tester.readers import READERS, make_reader
 from pnfsmon.tester.stream import ADLER32_IMPLEMENTATION
 from pnfsmon.tester.worker import CheckOptions, Tally, run
@@ -266,7 +267,7 @@ def do_check(args: argparse.Namespace) -> int:
     started = time.monotonic()
     progress = Progress("check", total, interval=args.log_interval)
     tally = run_workers(settings, options, args.workers, args.lease, progress)
-    logs.result(summary(tally, time.monotonic() - started))
+    logs.result(summary(tally, time.monotonic() - started) + why(engine, options, tally))
     return EXIT_PROBLEMS if any(tally.statuses[s] for s in PROBLEMS) else EXIT_OK
 
 

@@ -121,12 +121,13 @@ def engine(request, db_url):
 
 
 def assert_ledger_exact(engine) -> None:
-    """The status_counts ledger says what a scan of statuses says: every test that writes
-    through pnfs-monitor's code checks this on its way out."""
-    from pnfsmon.schema import counts
+    """The status_counts and check_ages ledgers say what a scan of statuses says: every
+    test that writes through pnfs-monitor's code checks this on its way out."""
+    from pnfsmon.schema import ages, counts
 
     with engine.connect() as conn:
         assert counts.totals(conn).as_dict() == counts.scan(conn).as_dict()
+        assert ages.as_dict(ages.totals(conn)) == ages.as_dict(ages.scan(conn))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from pnfsmon.schema import db, migrate, tables
+from pnfsmon.schema import ages, db, migrate, tables
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import SchemaError
 from pnfsmon.schema.status import Status
@@ -158,6 +158,9 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
                             ).scalar() == 4
         if version >= 2:
             assert conn.execute(sa.select(tables.inventory.c.path)).scalar() == b"/d/ok"
+        # The check_ages ledger is filled from the rows there (0007).
+        filled = ages.as_dict(ages.totals(conn))
+        assert filled and filled == ages.as_dict(ages.scan(conn))
     r = pnfsmon(url, "status")
     assert r.returncode == 1, r.stderr  # the corrupted file: a problem
     assert "5 files listed" in r.stdout

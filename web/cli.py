@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from pnfsmon.schema import cli
+from pnfsmon.schema.config import Thresholds
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
 from pnfsmon.schema.paths import display, spellings
 from pnfsmon.schema.status import PROBLEMS, Status
@@ -17,6 +18,7 @@ from pnfsmon.schema.xrootd import is_xrootd_url
 from pnfsmon.web.history import FileHistory, file_history
 from pnfsmon.web.rows import when
 from pnfsmon.web.summary import DAY, Summary, summarize
+from pnfsmon.web.watchdog import SiteWatch, histogram_text, judge
 
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
 
@@ -28,8 +30,8 @@ def format_summary(s: Summary) -> str:
     for st in Status:
         mark = "  <- problem" if st in PROBLEMS and s.counts[st] else ""
         lines.append(f"  {st.label:<{width}}  {s.counts[st]:>12,}{mark}")
-    if s.in_grace:
-        lines.append(f"{s.in_grace:,} files were modified too recently to judge (grace window)")
+    for w in s.watch:
+        lines.extend(watch_lines(w))
     if s.first_check_references:
         lines.append(f"{s.first_check_references:,} files have their first computed checksum "
                      "as reference (the storage recorded none)")
@@ -39,12 +41,49 @@ def format_summary(s: Summary) -> str:
     return "\n".join(lines)
 
 
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 2 * DAY:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / DAY:.1f} days ago"
+
+
+def waiting_lines(w: SiteWatch) -> list[str]:
+    """Why files are not being checked now: the grace window, a recent check."""
+    lines = []
+    if w.in_grace:
+        lines.append(f"{w.in_grace:,} files wait out their grace window (written too "
+                     f"recently to judge); the first is due at {when(w.grace_until)}")
+    if w.not_due:
+        lines.append(f"{w.not_due:,} files are not due until {when(w.not_due_until)} "
+                     f"(checked within the last {w.recheck_after / DAY:g} days)")
+    return lines
+
+
+def watch_lines(w: SiteWatch) -> list[str]:
+    """The watchdog's view of one site, for ``pnfsmon status``."""
+    crawl = ("last complete crawl " + age(w.crawl_age) if w.last_complete_crawl
+             else "no complete crawl")
+    lines = [f"site {w.site}: {w.overdue:,} of {w.files:,} files overdue "
+             f"({w.overdue_percent:.2f} %, more than {w.overdue_slack / DAY:g} days past "
+             f"due); oldest verification {age(w.oldest_age)}; {crawl}; last check "
+             f"{age(w.now - w.last_check) if w.last_check else 'never'}",
+             f"  verification ages: {histogram_text(w)}"]
+    lines.extend("  " + line for line in waiting_lines(w))
+    return lines
+
+
 def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
-                now: float | None = None) -> tuple[int, str]:
+                now: float | None = None, limits: Thresholds | None = None
+                ) -> tuple[int, str]:
     """One Nagios/Icinga plugin line and its exit code: CRITICAL at ``critical`` problem
     files, WARNING at ``warning``, or when a site's last crawl is incomplete or older than
-    ``max_crawl_age`` seconds."""
+    ``max_crawl_age`` seconds; and WARNING or CRITICAL when a site passes the watchdog's
+    ``limits`` (overdue files, age of the last complete crawl, of the last check while
+    files are due)."""
     now = time.time() if now is None else now
+    limits = limits or Thresholds()
     problems = sum(s.counts[st] for st in PROBLEMS)
     notes = []
     code = NAGIOS_OK
@@ -62,6 +101,10 @@ def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
             notes.append(f"{site.site}: last crawl {(now - c.finished) / 3600:.0f} h ago")
     if notes:
         code = max(code, NAGIOS_WARNING)
+    for w in s.watch:
+        for finding in judge(w, limits):
+            notes.append(finding.text)
+            code = max(code, finding.level)
     word = ("OK", "WARNING", "CRITICAL")[code]
     detail = ", ".join(f"{st.label} {s.counts[st]:,}" for st in PROBLEMS)
     checked = 100.0 * s.checked / max(s.listed, 1)
@@ -70,6 +113,9 @@ def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
     perf = " ".join(f"{st.label}={s.counts[st]};{warning};{critical};0"
                     for st in PROBLEMS)
     perf += f" unchecked={s.counts[Status.UNCHECKED]} checked={checked:.1f}%;;;0;100"
+    oldest = max((w.oldest_age for w in s.watch if w.oldest_age is not None), default=0.0)
+    perf += (f" overdue={sum(w.overdue for w in s.watch)};;;0"
+             f" oldest_check_days={oldest / DAY:.2f};;;0")
     return code, f"{text} | {perf}"
 
 
@@ -82,14 +128,20 @@ def _number(option: str, text: str, kind: type) -> float:
         raise ConfigError(f"{option} needs a number, not {text!r}") from None
 
 
+def _summary(args: argparse.Namespace) -> Summary:
+    """The summary without the sweep's scan, each site with its configured settings."""
+    settings = cli.settings(args)
+    engine = cli.engine(args)
+    with engine.connect() as conn:
+        return summarize(conn, sweep=False, site_settings=settings.site)
+
+
 def do_status(args: argparse.Namespace) -> int:
     """Print counts per status, check progress and the last crawls. Exits 1 if any file is
     missing, corrupted, timed out or unreadable. With --nagios: one plugin line, exit 0
     (OK), 1 (WARNING), 2 (CRITICAL) by the thresholds, 3 (UNKNOWN) if it cannot tell."""
     if not args.nagios:
-        engine = cli.engine(args)
-        with engine.connect() as conn:
-            s = summarize(conn, sweep=False)
+        s = _summary(args)
         print(format_summary(s))
         return EXIT_PROBLEMS if any(s.counts[st] for st in PROBLEMS) else EXIT_OK
     try:
@@ -98,10 +150,9 @@ def do_status(args: argparse.Namespace) -> int:
         max_crawl_age = _number("--max-crawl-age", args.max_crawl_age, float)
         if not 0 < warning <= critical:
             raise ConfigError("need 0 < --warning <= --critical")
-        engine = cli.engine(args)
-        with engine.connect() as conn:
-            s = summarize(conn, sweep=False)
-        code, line = nagios_line(s, warning, critical, max_crawl_age * 3600)
+        s = _summary(args)
+        code, line = nagios_line(s, warning, critical, max_crawl_age * 3600,
+                                 s.generated, cli.settings(args).watch)
     except PnfsmonError as err:
         code, line = NAGIOS_UNKNOWN, f"PNFSMON UNKNOWN - {err}"
     print(line)
@@ -118,9 +169,11 @@ def do_report(args: argparse.Namespace) -> int:
 
     if args.recheck_after <= 0:
         raise ConfigError("--recheck-after must be positive")
+    settings = cli.settings(args)
     engine = cli.engine(args)
     outdir = Path(args.outdir)
-    write_report(engine, outdir, recheck_after=args.recheck_after * DAY)
+    write_report(engine, outdir, recheck_after=args.recheck_after * DAY,
+                 site_settings=settings.site, limits=settings.watch)
     print(f"report written to {outdir.resolve() / 'index.html'}")
     return EXIT_OK
 

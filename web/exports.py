@@ -21,6 +21,7 @@ from pnfsmon.schema.paths import display, encode_line
 from pnfsmon.schema.status import Status
 from pnfsmon.web.history import utc_iso
 from pnfsmon.web.summary import ProblemRow, Summary
+from pnfsmon.web.watchdog import AGE_BINS
 
 CSV_COLUMNS = ("site", "path", "path_display", "size", "recorded_adler32", "recorded_from",
                "computed_adler32", "bytes_read", "pool", "source_node", "worker_node",
@@ -108,6 +109,35 @@ def write_prometheus(path: Path, summary: Summary) -> None:
              sweep.checked_last_hour),
         ):
             Gauge(name, text, registry=registry).set(value)
+    _watchdog_gauges(registry, summary)
     Gauge("pnfsmon_report_timestamp_seconds", "When this report was generated",
           registry=registry).set(summary.generated)
     write_to_textfile(str(path), registry)
+
+
+def _watchdog_gauges(registry: CollectorRegistry, summary: Summary) -> None:
+    """The watchdog (``web.watchdog``), per site; ages in seconds at the report's time (a
+    site that never had a verification, a complete crawl or a check has no sample)."""
+    overdue = Gauge("pnfsmon_files_overdue", "Files not verified within recheck_after plus "
+                    "the overdue slack (never verified: past the grace window plus the slack)",
+                    ["site"], registry=registry)
+    oldest = Gauge("pnfsmon_oldest_verification_age_seconds",
+                   "Age of the oldest verification of a file still listed (to the hour)",
+                   ["site"], registry=registry)
+    crawl = Gauge("pnfsmon_last_crawl_age_seconds", "Age of the last complete crawl (since "
+                  "the first crawl started if none was complete)", ["site"], registry=registry)
+    check = Gauge("pnfsmon_last_check_activity_age_seconds", "Age of the last verdict a "
+                  "worker recorded (since the first crawl started if none)", ["site"],
+                  registry=registry)
+    ages = Gauge("pnfsmon_verification_age_files", "Files by the age of their last "
+                 "verification (bin: upper bound in days; never: not verified yet)",
+                 ["site", "bin"], registry=registry)
+    for w in summary.watch:
+        overdue.labels(w.site).set(w.overdue)
+        for gauge, value in ((oldest, w.oldest_age), (crawl, w.crawl_age),
+                             (check, w.check_age)):
+            if value is not None:
+                gauge.labels(w.site).set(value)
+        for (bound, _), n in zip(AGE_BINS, w.histogram, strict=True):
+            ages.labels(w.site, "+Inf" if bound == float("inf") else f"{bound:g}").set(n)
+        ages.labels(w.site, "never").set(w.never_verified)

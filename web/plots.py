@@ -12,6 +12,7 @@ from pygal.style import Style
 
 from pnfsmon.schema.status import Status
 from pnfsmon.web.calibration import Throughput
+from pnfsmon.web.watchdog import AGE_BINS, SiteWatch
 
 MAX_BARS = 30  # more bars than this are unreadable; the table beside the plot has them all
 #: One colour per status, the same in every chart.
@@ -78,3 +79,20 @@ def trend_lines(title: str, labels: list[str], series: dict[Status, list[int]]) 
     for status, values in series.items():
         chart.add(status.label, values)
     return _render(chart)
+
+
+def age_histogram(title: str, sites: list[SiteWatch]) -> str:
+    """Files by the age of their last verification, one bar series per site (the last
+    bin: never verified)."""
+    sites = [w for w in sites if w.files][:MAX_BARS]
+    if not sites:
+        return ""
+    chart = pygal.Bar(title=title, height=340, x_label_rotation=30,
+                      style=_style(*_SITE_COLOURS), **_COMMON)
+    chart.x_labels = [label for _, label in AGE_BINS] + ["never"]
+    for w in sites:
+        chart.add(w.site, [*w.histogram, w.never_verified])
+    return _render(chart)
+
+
+_SITE_COLOURS = ("#4e9a06", "#3465a4", "#f57900", "#75507b", "#c17d11", "#555753")

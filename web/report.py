@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -34,8 +34,10 @@ from markupsafe import Markup
 
 from pnfsmon.crawler.compare import write_lists
 from pnfsmon.schema.atomic import atomic_text
+from pnfsmon.schema.config import Thresholds
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import human_bytes
+from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.web import plots
 from pnfsmon.web.calibration import throughput
@@ -53,6 +55,7 @@ from pnfsmon.web.summary import (
     problem_trend,
     summarize,
 )
+from pnfsmon.web.watchdog import judge
 
 #: Rows on one HTML page (about 1 KB each); the exports always hold everything.
 PAGE_ROWS = 2000
@@ -90,12 +93,23 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = when
     env.filters["size"] = human_bytes
     env.filters["path"] = display
+    env.filters["age"] = _age
     return env
 
 
-def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 * DAY
-                 ) -> Summary:
-    """Render every page and export into ``outdir`` (created if needed)."""
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    return f"{seconds / 3600:.1f} h" if seconds < 2 * DAY else f"{seconds / DAY:.1f} days"
+
+
+def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 * DAY,
+                 site_settings: Callable[[str], Site] = Site,
+                 limits: Thresholds | None = None) -> Summary:
+    """Render every page and export into ``outdir`` (created if needed). ``site_settings``
+    and ``limits``: each site's settings and the watchdog's thresholds (the configuration's;
+    by default the built-in ones)."""
+    limits = limits or Thresholds()
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "history").mkdir(exist_ok=True)
     env = _environment()
@@ -103,7 +117,7 @@ def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 *
     common = {"generated": when(generated), "problem_labels": [s.label for s in PROBLEMS],
               "root": ""}
     with ThreadPoolExecutor(1) as pool, RowStore() as store:
-        aggregates = pool.submit(_aggregates, engine, recheck_after)
+        aggregates = pool.submit(_aggregates, engine, recheck_after, site_settings)
         # The checks of problem files are sorted by the server while the pages render.
         checks = Prefetched(engine, problem_checks)
         try:
@@ -125,7 +139,11 @@ def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 *
     _render(env, outdir / "index.html", "index.html", s=summary, lists=lists,
             trend=plots.trend_lines("Problems found per day (last 60 days)", *trend),
             counts=[(s, summary.counts[s]) for s in Status], problem_statuses=PROBLEMS,
-            unchecked=Status.UNCHECKED, **common)
+            unchecked=Status.UNCHECKED,
+            watch=[(w, judge(w, limits)) for w in summary.watch],
+            age_plot=plots.age_histogram("Files by age of their last verification",
+                                         summary.watch),
+            **common)
     with atomic_text(outdir / "summary.json") as fh:
         json.dump(summary.as_json(), fh, indent=2)
         fh.write("\n")
@@ -147,10 +165,12 @@ def _write_consistency(engine: sa.Engine, env: jinja2.Environment, outdir: Path,
     return lists
 
 
-def _aggregates(engine: sa.Engine, recheck_after: float):
+def _aggregates(engine: sa.Engine, recheck_after: float,
+                site_settings: Callable[[str], Site]):
     """The database-bound part: counts, calibration, trend (on its own connection)."""
     with engine.connect() as conn:
-        return (summarize(conn, recheck_after), throughput(conn, "source_pool"),
+        return (summarize(conn, recheck_after, site_settings=site_settings),
+                throughput(conn, "source_pool"),
                 throughput(conn, "worker_node"), problem_trend(conn))
 
 

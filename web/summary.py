@@ -5,14 +5,16 @@ rendering them (HTML, exports, terminal); rows are streamed, never loaded whole.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from pnfsmon.schema import counts
+from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.schema.tables import compares, crawls, events, statuses
+from pnfsmon.web.watchdog import SiteWatch, watch
 
 DAY = 86400.0
 
@@ -142,6 +144,7 @@ class Summary:
     crawls: list[CrawlInfo] = field(default_factory=list)
     sites: list[SiteRow] = field(default_factory=list)
     sweep: SweepProgress | None = None
+    watch: list[SiteWatch] = field(default_factory=list)  # the watchdog, per site
 
     @property
     def listed(self) -> int:
@@ -176,6 +179,7 @@ class Summary:
                 "checked_last_day": self.sweep.checked_last_day,
                 "rate_per_hour": self.sweep.rate_per_hour, "eta_hours": self.sweep.eta_hours,
             },
+            "watchdog": [w.as_json() for w in self.watch],
             "last_crawls": [
                 {"site": c.site, "root": c.root.decode("utf-8", "backslashreplace"),
                  "started": c.started, "finished": c.finished, "complete": c.complete,
@@ -189,11 +193,14 @@ class Summary:
 
 
 def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY, *,
-              sweep: bool = True) -> Summary:
+              sweep: bool = True, now: float | None = None,
+              site_settings: Callable[[str], Site] = Site) -> Summary:
     """Counts per status and site (from the ``status_counts`` ledger: no scan), files
-    being checked and in grace (the lease index), the last crawls and compares; and with
-    ``sweep``, where the checking cycle stands (one scan)."""
-    now = time.time()
+    being checked and in grace (the lease index), the last crawls and compares, the
+    watchdog's view of each site (``web.watchdog``, with ``site_settings``: no scan); and
+    with ``sweep``, where the checking cycle stands (one scan). ``now``: the application's
+    clock, by default."""
+    now = time.time() if now is None else now
     totals = counts.totals(conn)
     total_counts = dict.fromkeys(Status, 0)
     sites: dict[str, SiteRow] = {}
@@ -216,7 +223,8 @@ def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY, *,
     leased, in_grace = leases(conn)
     return Summary(now, total_counts, leased, sum(totals.first_check.values()), in_grace,
                    crawled, sorted(sites.values(), key=lambda r: r.site),
-                   sweep_progress(conn, recheck_after, now, totals) if sweep else None)
+                   sweep_progress(conn, recheck_after, now, totals) if sweep else None,
+                   watch(conn, now, site_settings))
 
 
 def problem_trend(conn: sa.Connection, days: int = 60, now: float | None = None
