@@ -96,8 +96,11 @@ def test_a_missing_optional_dependency_is_a_configuration_error(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists(OLD_PYTHON), reason="no python 3.9 here")
-def test_python_too_old_is_5():
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(pnfsmon_package.__file__).parents[1])}
+def test_python_too_old_is_5(tmp_path):
+    # The package as the old interpreter would find it installed (an editable install's
+    # root is the work tree, whose folder is not named pnfsmon).
+    (tmp_path / "pnfsmon").symlink_to(Path(pnfsmon_package.__file__).parent)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}
     r = subprocess.run([OLD_PYTHON, "-m", "pnfsmon", "status"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 5 and "needs python3 >= 3.10" in r.stderr
