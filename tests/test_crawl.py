@@ -16,7 +16,7 @@ from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.schema import counts
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import crawls, statuses
-from tests.helpers import as_nobody, random_bytes, row, verdicts, write_file
+from tests.helpers import as_nobody, open_path_to, random_bytes, row, verdicts, write_file
 
 ODD_NAMES = [
     b"plain.root",
@@ -137,9 +137,7 @@ def _walk(root: bytes) -> tuple[list, WalkStats]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
 def test_unreadable_directory_is_counted_and_its_files_not_vanished(engine, tmp_path):
-    tmp_path.chmod(0o755)
-    tmp_path.parent.chmod(0o755)
-    tmp_path.parent.parent.chmod(0o755)
+    open_path_to(tmp_path)  # adds the bits `nobody` needs, never takes /tmp's sticky bit
     tree = tmp_path / "world"
     a = write_file(tree / "open" / "a.dat", b"a")
     hidden = write_file(tree / "closed" / "h.dat", b"h")
