@@ -57,6 +57,7 @@ def _rights(role: str) -> list[Right]:
             Right(tables.statuses.name, ("SELECT", "UPDATE"), WORKER_STATUS_COLUMNS),
             Right(tables.events.name, ("SELECT", "INSERT")),
             Right(tables.status_counts.name, ("SELECT", "INSERT")),
+            Right(tables.check_ages.name, ("SELECT", "INSERT")),
         ]
     if role == "crawler":
         write = {
@@ -66,6 +67,7 @@ def _rights(role: str) -> list[Right]:
             # the ledger's fold replaces rows by their sums, under a lock on pnfsmon_meta
             # (PostgreSQL's SELECT ... FOR UPDATE asks for UPDATE rights on the table)
             tables.status_counts.name: ("INSERT", "DELETE"),
+            tables.check_ages.name: ("INSERT", "DELETE"),  # the same, for the age ledger
             tables.meta.name: ("UPDATE",),
             tables.inventory_loads.name: ("INSERT", "UPDATE", "DELETE"),
             tables.inventory.name: ("INSERT", "DELETE"),
