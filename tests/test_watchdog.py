@@ -6,6 +6,7 @@ saying why."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -187,16 +188,20 @@ def test_status_nagios_as_the_clock_moves_on(engine, tree, tmp_path):
 
 def test_report_and_prometheus_show_the_watchdog(engine, tree, tmp_path):
     old_files(tree, 3)
-    crawl(engine, os.fsencode(tree), "T2_<Site>")
+    write_file(tree / "young.dat", b"y")  # in the grace window
+    crawl(engine, os.fsencode(tree), "T2_<Site>", grace=Site("s").grace)
     t0 = time.time()
     check_some(engine, 2, t0 - 40 * DAY)
     out = tmp_path / "report"
     s = write_report(engine, out)
     [w] = s.watch
-    assert (w.overdue, w.never_verified, w.histogram[4]) == (2, 1, 2)  # 30-60 d
+    assert (w.overdue, w.never_verified, w.histogram[4], w.in_grace) == (2, 2, 2, 1)  # 30-60 d
     index = (out / "index.html").read_text()
-    assert "Watchdog" in index and "T2_&lt;Site&gt;: 2 of 3 files overdue" in index
+    assert "Watchdog" in index and "T2_&lt;Site&gt;: 2 of 4 files overdue" in index
+    assert "1 in the grace window, the first due " in index
     assert "Files by age of their last verification" in index  # the plot
+    [site] = json.loads((out / "summary.json").read_text())["watchdog"]
+    assert (site["overdue"], site["in_grace"], site["verification_ages"]["30-60 d"]) == (2, 1, 2)
     families = {f.name: f for f in text_string_to_metric_families(
         (out / "pnfsmon.prom").read_text())}
     value = {name: families[name].samples[0] for name in (
