@@ -15,7 +15,7 @@ from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.crawler.namespaces import NAMESPACES, Namespace, open_namespace
 from pnfsmon.crawler.posix import PosixNamespace
 from pnfsmon.schema import cli, logs
-from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
+from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, StorageUnavailable
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import Progress, human_bytes
 from pnfsmon.schema.sites import DEFAULT_GRACE, DEFAULT_PARALLEL
@@ -48,6 +48,8 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
         ingest.add_all(listing())
         if progress is not None:
             progress.done()
+        if stats.stopped is not None:  # what was listed is recorded; nothing is vanished
+            raise StorageUnavailable(stats.stopped)
         ingest.mark_vanished(stats.unreadable)
         ingest.finish(stats)
     except BaseException:

@@ -35,6 +35,8 @@ class WalkStats:
     # Files whose recorded metadata (pnfs layer 2, chimera checksums) could not be parsed:
     # (path, why). They are still listed, without a recorded checksum.
     malformed: list[tuple[bytes, str]] = field(default_factory=list)
+    # Why the walk stopped before its end (a mount taken for dead), None if it did not.
+    stopped: str | None = None
 
     @property
     def unreadable_directories(self) -> int:

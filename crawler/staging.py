@@ -26,6 +26,7 @@ import time
 
 import sqlalchemy as sa
 
+from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.grants import STAGE_SUFFIX
 from pnfsmon.schema.tables import HashBytes, crawls
 
@@ -119,7 +120,13 @@ class Stage:
                 seq, digest.hex().encode(), size, mtime, _tsv_checksum(recorded),
                 _tsv_text(pool), bool(nearline))
             for seq, digest, size, mtime, recorded, pool, nearline in rows)
-        with tempfile.NamedTemporaryFile(prefix="pnfsmon-stage-", suffix=".tsv") as fh:
+        try:
+            staged = tempfile.NamedTemporaryFile(prefix="pnfsmon-stage-", suffix=".tsv")  # noqa: SIM115
+        except OSError as err:  # a read-only /tmp (systemd ProtectSystem without PrivateTmp)
+            raise ConfigError(
+                f"no writable temporary directory to stage the listing in ({err}): set "
+                "TMPDIR to one, or PrivateTmp=yes in the systemd unit") from None
+        with staged as fh:
             fh.write(text)
             fh.flush()
             try:

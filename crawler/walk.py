@@ -16,7 +16,11 @@ A mount that stops answering (a hung NFS server) cannot hang the crawl: a direct
 listing or whose files' calls take longer than ``timeout`` seconds is counted *unlisted*
 (its subtree is spared from "vanished", the crawl exits 1 and says which), its thread is
 given up (it ends, and its results are dropped, if the call ever returns) and a fresh one
-takes its place."""
+takes its place. Given-up calls are capped (``max_hung``, by default as many as calls in
+flight, at least ``MIN_HUNG``): each holds a thread and a directory descriptor until the
+mount answers. At the cap the mount is taken for dead: the walk stops (what it found so far
+is yielded, and ``stats.stopped`` says why) and the crawl ends with exit 3 naming the mount,
+keeping what it listed and marking nothing vanished."""
 
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pnfsmon.crawler.listing import Listed, WalkStats
+from pnfsmon.schema.paths import display
 from pnfsmon.schema.sites import DEFAULT_PARALLEL
 
 #: Describes one regular file: (directory fd, directory, name, its lstat) → the record,
@@ -39,6 +44,7 @@ DEFAULT_TIMEOUT = 300.0  # seconds one call may take before its directory is giv
 SLICE = 64  # files described per task
 MAX_WAITING = 20_000  # described files not yet consumed: no new directory is listed
 _POLL = 0.5  # seconds between looks for calls that take too long
+MIN_HUNG = 4  # given-up calls that may hang before the mount is taken for dead
 
 
 @dataclass(eq=False)
@@ -47,7 +53,7 @@ class _Directory:
     fd: int = -1
     pending: int = 0  # tasks still to run on its descriptor
     failed: bool = False  # unlisted: its remaining work is dropped
-    hung: bool = False  # a thread given up on may still use its descriptor
+    hung: int = 0  # threads given up on that may still use its descriptor
 
 
 @dataclass(eq=False)
@@ -103,7 +109,8 @@ class ParallelWalk:
 
     def __init__(self, root: bytes, describe: Describe, *, parallel: int | None = None,
                  timeout: float = DEFAULT_TIMEOUT,
-                 hidden: Callable[[bytes], bool] | None = None) -> None:
+                 hidden: Callable[[bytes], bool] | None = None,
+                 max_hung: int | None = None) -> None:
         if (parallel is not None and parallel < 1) or timeout <= 0:
             raise ValueError("parallel must be at least 1 and timeout positive")
         self.root = root
@@ -112,6 +119,7 @@ class ParallelWalk:
         self.parallel = parallel or (DEFAULT_PARALLEL if self.remote else 1)
         self.timeout = timeout
         self.hidden = hidden
+        self.max_hung = max_hung or max(MIN_HUNG, self.parallel)
 
     def walk(self, stats: WalkStats) -> Iterator[Listed]:
         if self.parallel == 1 and not self.remote:
@@ -137,7 +145,7 @@ class ParallelWalk:
         slices: list[_Task] = []  # describe tasks: run before listing more directories
         running: set[_Task] = set()
         done: queue.SimpleQueue = queue.SimpleQueue()
-        state = {"waiting": 0, "stop": False, "threads": 0}
+        state = {"waiting": 0, "stop": False, "threads": 0, "hung": 0}
 
         def next_task() -> _Task | None:
             with lock:
@@ -161,8 +169,13 @@ class ParallelWalk:
             while (task := next_task()) is not None:
                 outcome = self._run(task)
                 with lock:
-                    if task.abandoned:
-                        return  # given up on: a fresh thread has taken this one's place
+                    if task.abandoned:  # a fresh thread has taken this one's place
+                        state["hung"] -= 1
+                        directory = task.directory
+                        directory.hung -= 1
+                        if not any(t.directory is directory for t in running):
+                            self._close(directory)  # its last user: the descriptor goes
+                        return
                     # Handed over before it leaves ``running``: the walk is over only when
                     # nothing runs and nothing waits to be consumed.
                     done.put(outcome)
@@ -186,8 +199,12 @@ class ParallelWalk:
                 if idle and done.empty():
                     return
                 if time.monotonic() - looked >= _POLL:  # even while others keep answering
-                    self._give_up_slow(lock, running, stats, start_thread)
+                    self._give_up_slow(lock, running, stats, start_thread, state)
                     looked = time.monotonic()
+                    if stats.stopped is not None:  # the mount is taken for dead
+                        while not done.empty():  # what was found is kept
+                            yield from self._account(done.get(), stats)
+                        return
                 try:
                     outcome = done.get(timeout=_POLL)
                 except queue.Empty:
@@ -232,24 +249,34 @@ class ParallelWalk:
             yield stats.count(item)
 
     def _give_up_slow(self, lock, running: set[_Task], stats: WalkStats,
-                      start_thread: Callable[[], None]) -> None:
+                      start_thread: Callable[[], None], state: dict) -> None:
         """Calls running longer than the timeout: their directory is unlisted, their
-        thread replaced."""
+        thread replaced; at ``max_hung`` calls given up and still hanging, the walk stops
+        (``stats.stopped``) instead of piling up threads and descriptors."""
         now = time.monotonic()
         with lock:
             slow = [t for t in running if now - t.started > self.timeout]
             for task in slow:
                 running.discard(task)
                 task.abandoned = True
+                state["hung"] += 1
                 directory = task.directory
-                directory.hung = True
+                directory.hung += 1
                 if not directory.failed:
                     directory.failed = True
                     stats.unlisted(directory.path,
                                    f"no answer within {self.timeout:g} s (hung mount?)")
                 if task.names is None:
                     stats.directories += 1
-                start_thread()
+                if state["hung"] < self.max_hung:
+                    start_thread()
+            if state["hung"] >= self.max_hung:
+                stats.stopped = (
+                    f"mount {display(self.root)} stopped answering: {state['hung']} calls "
+                    f"given up after {self.timeout:g} s each (at most {self.max_hung} are "
+                    "left hanging); the crawl stops here, keeping what it listed and "
+                    "marking nothing vanished")
+                state["stop"] = True
             if slow:
                 lock.notify_all()
 

@@ -28,6 +28,9 @@ T = TypeVar("T")
 # MySQL/MariaDB client and server codes after which retrying makes sense: server gone,
 # connection lost or refused, lock wait timeout, deadlock, too many connections.
 _TRANSIENT_MYSQL_CODES = {1040, 1205, 1213, 2002, 2003, 2006, 2013, 2055, 1927, 4031}
+# PostgreSQL SQLSTATEs after which the whole transaction may be run again: deadlock
+# detected, serialization failure (the server rolled the transaction back).
+_TRANSIENT_SQLSTATES = {"40P01", "40001"}
 #: Seconds to connect (and, for MySQL, to read the server's greeting); ?connect_timeout=S
 #: in the URL overrides it.
 CONNECT_TIMEOUT = 10
@@ -146,12 +149,15 @@ def _bound_mysql_handshake(engine: sa.Engine) -> None:
 
 
 def is_transient(err: BaseException) -> bool:
-    """True for errors that a later retry may not see: lost connections, lock timeouts."""
+    """True for errors that a later retry may not see: lost connections, lock timeouts,
+    deadlocks and serialization failures (MariaDB 1213, PostgreSQL 40P01 and 40001)."""
     if isinstance(err, exc.DBAPIError) and err.connection_invalidated:
         return True
     if not isinstance(err, exc.OperationalError | exc.InterfaceError):
         return False
     orig = getattr(err, "orig", None)
+    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int):
         return args[0] in _TRANSIENT_MYSQL_CODES

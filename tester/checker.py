@@ -1,7 +1,9 @@
 """Judge one file: open it through a reader, stream it through Adler32 under a timeout, and
 turn what happened into a verdict. The rules:
 
-- gone → ``missing``; cannot be opened or read → ``unreadable`` (with the error);
+- gone → ``missing``; cannot be opened, stat'ed or read → ``unreadable`` (with the error);
+  a stat that fails is a verdict too (``missing`` where the storage says the file is gone),
+  never the end of the worker;
 - mtime differs from the listing → ``changed`` (a rewrite is not corruption; the next crawl
   re-queues it), also when it changes while being read;
 - size differs but mtime does not → ``corrupted`` (truncation or extension behind our back);
@@ -11,6 +13,7 @@ turn what happened into a verdict. The rules:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -21,9 +24,32 @@ from pnfsmon.schema.status import Status
 from pnfsmon.tester.reading import Current, Reader, Unreachable
 from pnfsmon.tester.stream import Streamer, checksum
 
+log = logging.getLogger(__name__)
+
 
 def _rewritten(item: Claimed, now: Current) -> bool:
     return now.mtime_ns is not None and now.mtime_ns != item.mtime_ns
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err) or type(err).__name__
+
+
+def _failed_stat(verdict, err: OSError, node: str | None, what: str,
+                 bytes_read: int = 0) -> Verdict:
+    """A stat that failed is a verdict on the file: missing where the storage says it is
+    gone, unreadable (with the error) otherwise."""
+    status = Status.MISSING if isinstance(err, FileNotFoundError) else Status.UNREADABLE
+    return verdict(status, bytes_read, source_node=node, error=f"{what}: {_reason(err)}")
+
+
+def _close(source, item: Claimed) -> None:
+    """Close a source; a close that fails (EIO from a dying mount) is said, not fatal: it
+    tells nothing about the file's content."""
+    try:
+        source.close()
+    except OSError as err:
+        log.warning("closing %s failed: %s", display(item.path), _reason(err))
 
 
 def check_file(item: Claimed, reader: Reader, timeout: float,
@@ -42,14 +68,18 @@ def check_file(item: Claimed, reader: Reader, timeout: float,
     except FileNotFoundError:
         return verdict(Status.MISSING, error="no such file")
     except OSError as err:
-        return verdict(Status.UNREADABLE, error=f"open: {err.strerror or err}")
+        return verdict(Status.UNREADABLE, error=f"open: {_reason(err)}")
     node = source.source_node
-    before = source.current()
+    try:
+        before = source.current()
+    except OSError as err:  # a stale handle, a file deleted since the claim, a stat timeout
+        _close(source, item)
+        return _failed_stat(verdict, err, node, "stat")
     if _rewritten(item, before):
-        source.close()
+        _close(source, item)
         return verdict(Status.CHANGED, source_node=node, error="modified since listed")
     if before.size != item.size:
-        source.close()
+        _close(source, item)
         return verdict(Status.CORRUPTED, source_node=node,
                        error=f"size {before.size}, listed as {item.size}, mtime unchanged")
 
@@ -63,10 +93,10 @@ def check_file(item: Claimed, reader: Reader, timeout: float,
                        error=f"not read within {timeout:g} s")
     try:
         after = source.current()
-    except OSError:
-        after = before
+    except OSError as err:  # read to its end, but the storage no longer answers for it
+        after = err
     finally:
-        source.close()
+        _close(source, item)
     if isinstance(result.error, Unreachable):
         raise StorageUnavailable(f"storage unreachable while reading {display(item.path)}: "
                                  f"{result.error.strerror}")
@@ -76,7 +106,9 @@ def check_file(item: Claimed, reader: Reader, timeout: float,
     if result.error is not None:
         err = result.error
         return verdict(Status.UNREADABLE, result.bytes_read, source_node=node,
-                       error=f"read: {err.strerror or err}")
+                       error=f"read: {_reason(err)}")
+    if isinstance(after, OSError):
+        return _failed_stat(verdict, after, node, "stat after reading", result.bytes_read)
     if _rewritten(item, after):
         return verdict(Status.CHANGED, result.bytes_read, source_node=node,
                        error="modified while being read")

@@ -107,19 +107,24 @@ class Streamer:
         self._buffers: list[memoryview] = []
         self._rate_clock = 0.0  # when the bytes read so far are "paid for" at max_rate
 
-    def _throttle(self, n: int, deadline: float) -> None:
+    def _throttle(self, n: int, deadline: float, stop: threading.Event | None) -> None:
         """Sleep so this worker's reads stay at or below ``max_rate`` (never past the
-        deadline: a throttled read must still be able to time out honestly)."""
+        deadline: a throttled read must still be able to time out honestly), waking up
+        for a stop request."""
         now = time.monotonic()
         self._rate_clock = max(self._rate_clock, now) + n / self.max_rate
         pause = min(self._rate_clock, deadline) - now
         if pause > 0:
-            time.sleep(pause)
+            if stop is None:
+                time.sleep(pause)
+            else:
+                stop.wait(pause)
 
     def checksum(self, source: Source, deadline: float,
                  stop: threading.Event | None = None) -> StreamResult:
         """Read ``source`` to its end before ``deadline`` (``time.monotonic()``), or until
-        ``stop`` is set (checked at least every ``STOP_POLL`` seconds).
+        ``stop`` is set (checked after every chunk, and at least every ``STOP_POLL``
+        seconds while a read stalls).
 
         Ownership of ``source``: after a normal end or a read error the caller still owns it
         (to ask it questions, then close it). After a timeout the caller must not touch it
@@ -157,8 +162,11 @@ class Streamer:
                 value = adler32(buf[:n], value)
                 total += n
                 if self.max_rate:
-                    self._throttle(n, deadline)
+                    self._throttle(n, deadline, stop)
                 free.put(buf)
+                if stop is not None and stop.is_set():  # data flowing: look after each chunk
+                    self._abandon(job)
+                    return StreamResult(None, total, interrupted=True)
         finally:
             free.put(None)  # an I/O thread waiting for a buffer stops instead of reading on
 

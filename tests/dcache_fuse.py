@@ -12,8 +12,8 @@ otherwise for that file (a wrong checksum, NEARLINE, malformed text, or None: th
 dot-command does not exist). Every call waits ``delay`` seconds, as a round trip to
 dCache's PnfsManager would, and calls are served concurrently (libfuse's threads). The
 server counts calls and the most in flight at once, in shared memory, so tests assert
-concurrency without timing anything. Listing the directory ``hang`` and every call below
-it never return: a hung part of a mount.
+concurrency without timing anything. Listing the directory ``hang`` (or each of a tuple
+of them) and every call below it never return: a hung part of a mount.
 
 Mounted by a forked server process with ``attr_timeout=0, entry_timeout=0`` (every lookup
 and getattr reaches the server, as with NFS and ``actimeo=0``); always unmounted by
@@ -64,8 +64,8 @@ def layer2(data_adler32: str, size: int, pools: str = "pool_emulated_1") -> byte
 class _Operations:
     use_ns = True
 
-    def __init__(self, backing: bytes, delay: float, overrides: dict, hang: bytes | None,
-                 counters) -> None:
+    def __init__(self, backing: bytes, delay: float, overrides: dict,
+                 hang: bytes | tuple[bytes, ...] | None, counters) -> None:
         self.backing = backing
         self.delay = delay
         self.overrides = overrides
@@ -84,8 +84,8 @@ class _Operations:
         rel = os.fsencode(path).lstrip(b"/")
         # Listing the hung directory, or any call on what is in it, never answers (the
         # directory's own attributes do: its parent's listing asks for them).
-        if self.hang is not None and ((listing and rel == self.hang)
-                                      or rel.startswith(self.hang + b"/")):
+        hung = (self.hang,) if isinstance(self.hang, bytes) else self.hang or ()
+        if any((listing and rel == h) or rel.startswith(h + b"/") for h in hung):
             threading.Event().wait()
         if self.delay:
             time.sleep(self.delay)
@@ -207,7 +207,7 @@ class _Operations:
 
 
 def _serve(backing: bytes, mountpoint: str, delay: float, overrides: dict,
-           hang: bytes | None, counters) -> None:
+           hang, counters) -> None:
     import mfusepy
 
     mfusepy.FUSE(_Operations(backing, delay, overrides, hang, counters), mountpoint,
@@ -221,8 +221,8 @@ class DcacheMount:
     ``mount.root``; ``mount.calls`` and ``mount.max_in_flight`` say what it served."""
 
     def __init__(self, backing: Path, mountpoint: Path, *, delay: float = 0.0,
-                 overrides: dict[bytes, dict] | None = None, hang: bytes | None = None
-                 ) -> None:
+                 overrides: dict[bytes, dict] | None = None,
+                 hang: bytes | tuple[bytes, ...] | None = None) -> None:
         self.backing = os.fsencode(backing)
         self.root = Path(mountpoint)
         self.delay = delay

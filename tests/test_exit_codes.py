@@ -262,3 +262,45 @@ def test_systemd_units_read_the_same_table(tmp_path, name):
         r = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
                            text=True)
         assert r.returncode == 0, r.stderr
+
+
+def test_a_killed_worker_process_is_transient(tmp_path, db_url):
+    """A worker process that dies without a word (the OOM killer) is "worker lost": 3,
+    retried later, not a configuration error."""
+    tree = tmp_path / "storage"
+    for i in range(3):
+        write_file(tree / f"f{i}", random_bytes(100 + i, i))
+    conf = tmp_path / "pnfsmon.conf"
+    conf.write_text("[site s]\ngrace = 0\n")
+    assert pnfsmon(db_url, "crawl", str(tree), "--site", "s",
+                   PNFSMON_CONFIG=str(conf)).returncode == 0
+    oom = ("import os, signal\nimport pnfsmon.tester.cli as t\n"
+           "t.run = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = pnfsmon(db_url, "check", "--workers", "2", patch=oom)
+    assert r.returncode == 3, r.stderr
+    assert "worker(s) died" in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
+                    reason="needs root and unshare for a private read-only /tmp")
+def test_a_read_only_tmp_is_a_configuration_error(tmp_path, db_url):
+    """A crawl under ProtectSystem=strict without PrivateTmp: no temporary directory to
+    stage LOAD DATA in. Exit 2 naming the way out, not a traceback."""
+    if not db_url.startswith("mysql"):
+        pytest.skip("LOAD DATA staging is MariaDB's")
+    tree = tmp_path / "storage"
+    write_file(tree / "f0", b"zero")
+    assert pnfsmon(db_url, "crawl", str(tree), "--site", "s").returncode == 0
+    write_file(tree / "f1", b"one")
+    read_only = ("mount --bind /tmp /tmp && mount -o remount,bind,ro /tmp && "
+                 "mount --bind /var/tmp /var/tmp && mount -o remount,bind,ro /var/tmp && "
+                 'cd /proc && exec "$@"')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    env.pop("TMPDIR", None)
+    env["PNFSMON_DB"] = db_url
+    r = subprocess.run(["unshare", "-m", "sh", "-c", read_only, "sh", sys.executable, "-m",
+                        "pnfsmon", "crawl", str(tree), "--site", "s"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "no writable temporary directory" in r.stderr and "PrivateTmp=yes" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -6,6 +6,7 @@ into an unlisted directory instead of a crawl that hangs."""
 from __future__ import annotations
 
 import os
+import select
 import stat
 import subprocess
 import sys
@@ -108,3 +109,45 @@ def test_a_mount_that_stops_answering_is_unlisted_not_hung(db_url, engine, tmp_p
     assert got[os.path.join(stuck, b"f.dat")] == Status.UNCHECKED
     assert got[os.path.join(stuck, b"deeper", b"f.dat")] == Status.UNCHECKED
     assert row(engine, os.path.join(root, b"ok", b"f.dat")).status == Status.UNCHECKED
+
+
+def test_a_dead_mount_stops_the_crawl_at_the_cap_with_exit_3(db_url, engine, tmp_path, dcache):
+    """Every directory but one stops answering: each given-up call holds a thread and a
+    directory descriptor until the mount answers, so at the cap (here 4: --parallel 2, at
+    least 4) the crawl stops with exit 3 naming the mount, keeps what it listed and marks
+    nothing vanished."""
+    backing = tmp_path / "backing"
+    stuck = [f"stuck{i}" for i in range(8)]
+    for d in ("ok", *stuck):
+        write_file(backing / d / "f.dat", d.encode())
+    mount = dcache(backing, name="pnfs")
+    root = os.fsencode(mount.root)
+    crawl(engine, PnfsNamespace(root), "s")  # a first, complete crawl
+    mount.stop()
+    write_file(backing / "new.dat", b"new")  # described before any directory is listed
+    mount = dcache(backing, name="pnfs", hang=tuple(d.encode() for d in stuck))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    env["PNFSMON_DB"] = db_url
+    proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "crawl", str(mount.root),
+                             "--namespace", "pnfs", "--site", "s", "--request-timeout", "1",
+                             "--parallel", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    line = ""
+    while not line.startswith("pnfsmon: error:"):
+        # 60 s of silence: the crawl is stuck behind its hung calls, with no error line.
+        if not select.select([proc.stderr], [], [], 60)[0]:
+            break
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+    mount.stop()  # the kernel lets the hung threads go: the process can exit
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, "".join(lines) + err + out
+    assert f"mount {mount.root} stopped answering: 4 calls given up" in line
+    given_up = sum("no answer within 1 s" in x for x in lines)
+    assert given_up == 4  # no thread or descriptor past the cap
+    got = verdicts(engine)
+    assert got[os.path.join(root, b"new.dat")] == Status.UNCHECKED  # what it found: recorded
+    assert Status.VANISHED not in got.values()  # an incomplete crawl marks nothing
