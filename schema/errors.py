@@ -26,6 +26,12 @@ class ConfigError(PnfsmonError):
     """Bad configuration or command-line input."""
 
 
+class DropRefused(PnfsmonError):
+    """A crawl found too much of a site gone at once (more than ``max_crawl_drop``, or an
+    empty root) and marked nothing vanished: a person must look (is the storage mounted?)
+    and, if the files are really gone, allow it (``crawl --allow-drop``)."""
+
+
 class SchemaError(PnfsmonError):
     """The database has no schema, or one this version cannot use."""
 

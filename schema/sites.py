@@ -12,13 +12,15 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     recheck_after = 30                             # days
     max_missing_fraction = 0.05                    # above it, compare flags for a person
     max_orphan_fraction = 0.05
-    max_crawl_drop = 0.10                          # crawl shrank more: compare refuses
+    max_crawl_drop = 0.10                          # more vanishing at once: crawl and
+                                                   # compare refuse ([pnfsmon] for all)
     chimera_db = postgresql://monitor@chimera-db/chimera  # namespace_kind = chimera-db
     chimera_db_password_file = /etc/pnfsmon/chimera.password  # else ~/.pgpass
     parallel = 32                                  # calls in flight crawling a mount
                                                    # (default: 32 if NFS/FUSE/..., 1 if local)
 
-A site without a section has an identity mapping (LFN = path) and the defaults."""
+A site without a section has an identity mapping (LFN = path) and the defaults;
+``max_crawl_drop`` in the ``[pnfsmon]`` section is every site's default."""
 
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ from pnfsmon.schema.errors import ConfigError
 SECTION_PREFIX = "site "
 DEFAULT_GRACE = 2 * 3600.0  # seconds a file may still be being written
 DEFAULT_PARALLEL = 32  # calls in flight on a mount: enough to hide an NFS/dCache round trip
+# The share of a site that may vanish in one crawl, or the crawl be smaller than the one
+# before for compare: a tenth is far beyond a night's deletions at a WLCG site, far below
+# what a missing mount or a lost pool looks like.
+DEFAULT_MAX_CRAWL_DROP = 0.10
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class Site:
     recheck_after: float = 30 * 86400.0  # seconds
     max_missing_fraction: float = 0.05
     max_orphan_fraction: float = 0.05
-    max_crawl_drop: float = 0.10
+    max_crawl_drop: float = DEFAULT_MAX_CRAWL_DROP
     parallel: int | None = None  # calls in flight crawling a mount; None: by its filesystem
     chimera_db: str | None = None  # postgresql://ROLE@HOST/chimera (namespace chimera-db)
     chimera_db_password_file: str | None = None
@@ -76,10 +82,10 @@ def _number(section: configparser.SectionProxy, key: str, default: float, scale:
     try:
         value = float(section.get(key, default / scale)) * scale
     except ValueError:
-        raise ConfigError(f"[site {name}] {key} = {section.get(key)!r} is not a number") \
-            from None
+        raise ConfigError(f"[{section.name}] {key} = {section.get(key)!r} is not a "
+                          "number") from None
     if value < 0:
-        raise ConfigError(f"[site {name}] {key} must not be negative")
+        raise ConfigError(f"[{section.name}] {key} must not be negative")
     return value
 
 
@@ -92,17 +98,32 @@ def _parallel(section: configparser.SectionProxy, name: str) -> int | None:
     return int(text)
 
 
-def load_sites(config_file: Path | None) -> dict[str, Site]:
-    """Every ``[site NAME]`` section of ``config_file`` (none if there is no file)."""
-    if config_file is None:
-        return {}
+def _parse(config_file: Path | None) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None)
+    if config_file is None:
+        return parser
     try:
         with open(config_file, encoding="utf-8") as fh:
             parser.read_file(fh)
     except (OSError, configparser.Error, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read configuration {config_file}: "
                           f"{str(err).splitlines()[0]}") from None
+    return parser
+
+
+def _default(parser: configparser.ConfigParser, name: str) -> Site:
+    """The settings of a site without a section: the defaults, with what ``[pnfsmon]``
+    sets for every site."""
+    if not parser.has_section("pnfsmon"):
+        return Site(name)
+    drop = _number(parser["pnfsmon"], "max_crawl_drop", DEFAULT_MAX_CRAWL_DROP, 1.0,
+                   name)
+    return Site(name, max_crawl_drop=drop)
+
+
+def load_sites(config_file: Path | None) -> dict[str, Site]:
+    """Every ``[site NAME]`` section of ``config_file`` (none if there is no file)."""
+    parser = _parse(config_file)
     sites = {}
     for section_name in parser.sections():
         if not section_name.startswith(SECTION_PREFIX):
@@ -113,7 +134,7 @@ def load_sites(config_file: Path | None) -> dict[str, Site]:
         path_prefix = section.get("path_prefix", lfn_prefix)
         if bool(lfn_prefix) != bool(path_prefix):
             raise ConfigError(f"[site {name}] needs both lfn_prefix and path_prefix")
-        default = Site(name)
+        default = _default(parser, name)
         sites[name] = Site(
             name=name,
             namespace=section.get("namespace") or None,
@@ -140,4 +161,5 @@ def load_sites(config_file: Path | None) -> dict[str, Site]:
 
 def site(config_file: Path | None, name: str) -> Site:
     """The settings of site ``name`` (defaults if it has no section)."""
-    return load_sites(config_file).get(name, Site(name))
+    sites = load_sites(config_file)
+    return sites[name] if name in sites else _default(_parse(config_file), name)
