@@ -18,9 +18,10 @@ directories the walk could not list. Every change of status or size is written t
 The crawl never erases evidence:
 - a size that differs while the mtime did not is no rewrite (a rewrite moves the mtime):
   the file is judged ``corrupted`` there and then, with an ``events`` row, keeping the
-  size and reference it had (a file still in its grace window excepted: it may still be
-  being written). The checker judges the same listing the same way, so crawl and check
-  agree whichever runs first, and a later crawl leaves the verdict alone;
+  size and reference it had (a file still in its grace window, or listed empty before,
+  excepted: it may still be being written). The checker judges a truncation the same
+  way, so crawl and check agree whichever runs first, and a later crawl leaves the
+  verdict alone;
 - more than ``max_drop`` of the site vanishing at once, or a root that listed no file
   where files were, is refused (``Drop``): nothing is marked vanished and the crawl is
   not complete (an automount that did not come up is not a mass deletion);
@@ -211,7 +212,10 @@ class Ingest:
         # Listed, waiting out its grace window: it may still be being written, and a coarse
         # mtime need not move with every write.
         young = sa.and_(s.status == UNCHECKED, s.tag.is_(None), s.tag_expiry.is_not(None))
-        truncated = sa.and_(s.size != t.size, s.mtime_ns == t.mtime_ns, sa.not_(young))
+        # A file listed empty that now has content lost nothing: an upload that outlasted
+        # the grace window (dCache creates the entry first) is completing.
+        truncated = sa.and_(s.size != t.size, s.mtime_ns == t.mtime_ns, s.size > 0,
+                            sa.not_(young))
         changed = sa.or_(
             s.size != t.size, s.mtime_ns != t.mtime_ns,
             # staged to disk, or now only on tape

@@ -16,9 +16,10 @@ import sqlalchemy as sa
 
 from pnfsmon.crawler.ack import acknowledge, who
 from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.compare import _crawl_guard
 from pnfsmon.schema.lease import Lease
 from pnfsmon.schema.prune import prune
-from pnfsmon.schema.sites import DEFAULT_MAX_CRAWL_DROP, site
+from pnfsmon.schema.sites import DEFAULT_MAX_CRAWL_DROP, Site, site
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import acknowledgements, crawls, events
 from pnfsmon.tester.posix_read import PosixReader
@@ -122,19 +123,27 @@ def test_a_file_truncated_in_place_is_corrupted_whichever_runs_first(engine, tre
     assert verdicts(engine)[second] == Status.OK
 
 
-def test_a_young_file_that_grows_in_the_same_mtime_is_not_judged(engine, tree):
+def test_a_file_still_being_written_that_grows_in_the_same_mtime_is_not_judged(engine,
+                                                                              tree):
     """Within the grace window a file may still be being written (a coarse mtime need not
-    move with each write): its new size is taken, not judged."""
+    move with each write), and one listed empty may be an upload that outlasted it: their
+    new sizes are taken, not judged. A file listed with content that shrinks is."""
     young = write_file(tree / "young.dat", b"x" * 100)
-    write_file(tree / "old.dat", b"y")
+    upload = write_file(tree / "upload.dat", b"")
+    old = write_file(tree / "old.dat", b"y" * 100)
+    day_ago = os.stat(young).st_mtime_ns - 86400 * 10**9
+    for path in (upload, old):
+        os.utime(path, ns=(day_ago, day_ago))
     nightly_crawl(engine, tree, grace=3600.0)
-    st = os.stat(young)
-    with open(young, "ab") as fh:
-        fh.write(b"x" * 100)
-    os.utime(young, ns=(st.st_atime_ns, st.st_mtime_ns))
+    for path, size in ((young, 200), (upload, 200), (old, 50)):
+        st = os.stat(path)
+        os.truncate(path, size)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     ingest = nightly_crawl(engine, tree, grace=3600.0)
-    assert (ingest.counts.truncated, ingest.counts.changed) == (0, 1)
+    assert (ingest.counts.truncated, ingest.counts.changed) == (1, 2)
     assert (row(engine, young).status, row(engine, young).size) == (Status.UNCHECKED, 200)
+    assert (row(engine, upload).status, row(engine, upload).size) == (Status.UNCHECKED, 200)
+    assert (row(engine, old).status, row(engine, old).size) == (Status.CORRUPTED, 100)
 
 
 def test_an_empty_root_for_one_night_marks_nothing_vanished(engine, tree, tmp_path):
@@ -165,6 +174,8 @@ def test_an_empty_root_for_one_night_marks_nothing_vanished(engine, tree, tmp_pa
     assert (last.complete, last.withheld, last.files) == (False, 40, 0)
     code, line = nagios(engine)
     assert "s: last crawl refused to mark 40 files vanished" in line
+    with engine.connect() as conn:  # nor does the catalog comparison trust it
+        assert "refused to mark 40 files vanished" in _crawl_guard(conn, Site("s"))[1]
 
     # The mount is back: nothing changed, nothing to read again.
     tree.rmdir()
