@@ -10,6 +10,7 @@ import sys
 
 import pnfsmon
 import pnfsmon.condor.cli
+import pnfsmon.crawler.ack
 import pnfsmon.crawler.catalog_cli
 import pnfsmon.crawler.cli
 import pnfsmon.demo.cli
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     pnfsmon.schema.cli.register(sub, parents)
     pnfsmon.crawler.cli.register(sub, parents)
     pnfsmon.crawler.catalog_cli.register(sub, parents)
+    pnfsmon.crawler.ack.register(sub, parents)
     pnfsmon.tester.cli.register(sub, parents)
     pnfsmon.web.cli.register(sub, parents)
     pnfsmon.condor.cli.register(sub, parents)

@@ -15,7 +15,13 @@ from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.crawler.namespaces import NAMESPACES, Namespace, open_namespace
 from pnfsmon.crawler.posix import PosixNamespace
 from pnfsmon.schema import cli, logs
-from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, StorageUnavailable
+from pnfsmon.schema.errors import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    ConfigError,
+    DropRefused,
+    StorageUnavailable,
+)
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import Progress, human_bytes
 from pnfsmon.schema.sites import DEFAULT_GRACE, DEFAULT_PARALLEL
@@ -27,11 +33,14 @@ log = logging.getLogger(__name__)
 
 def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = True,
           grace: float = 0.0, include_nearline: bool = False,
-          progress: Progress | None = None, local_infile: bool = True
-          ) -> tuple[WalkStats, Ingest]:
+          progress: Progress | None = None, local_infile: bool = True,
+          max_drop: float | None = None) -> tuple[WalkStats, Ingest]:
     """Walk ``root`` (a local directory, or any namespace) and ingest it as one crawl of
     ``site``; the unit the CLI and the demo share. ``grace``: seconds after its last
-    modification before a file may be judged (the CLI's default is two hours)."""
+    modification before a file may be judged (the CLI's default is two hours).
+    ``max_drop``: the fraction of the site that may vanish at once (the CLI gives the
+    site's ``max_crawl_drop``); above it, or when the root lists nothing, nothing is
+    marked vanished and ``ingest.drop`` says why. None: no limit (``--allow-drop``)."""
     namespace = (PosixNamespace(root, read_xattrs=read_xattrs) if isinstance(root, bytes)
                  else root)
     stats = WalkStats()
@@ -50,7 +59,7 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
             progress.done()
         if stats.stopped is not None:  # what was listed is recorded; nothing is vanished
             raise StorageUnavailable(stats.stopped)
-        ingest.mark_vanished(stats.unreadable)
+        ingest.mark_vanished(stats.unreadable, listed=stats.files, max_drop=max_drop)
         ingest.finish(stats)
     except BaseException:
         ingest.abandon()
@@ -76,7 +85,12 @@ def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: f
         f"{stats.files:,} files, {stats.directories:,} directories "
         f"({stats.empty_directories:,} empty, {stats.unreadable_directories:,} unreadable), "
         f"{human_bytes(stats.bytes)}; new {c.new:,}, changed {c.changed:,}, "
-        f"vanished {c.vanished:,}, skipped {stats.skipped:,}; {rate:,.0f} files/s"
+        f"vanished {c.vanished:,}"
+        + (f" ({c.lost:,} lost: missing or corrupted when they went)" if c.lost else "")
+        + (f", not marked vanished {ingest.withheld:,}" if ingest.withheld else "")
+        + (f", truncated in place {c.truncated:,}" if c.truncated else "")
+        + (f", back unchanged {c.returned:,}" if c.returned else "")
+        + f", skipped {stats.skipped:,}; {rate:,.0f} files/s"
     )
 
 
@@ -84,9 +98,12 @@ def do_crawl(args: argparse.Namespace) -> int:
     """List every regular file below ROOT (never following symlinks, never opening
     anything) with its size, mtime and the Adler32 the storage records, and update the
     database: new files are queued for checking, changed ones re-queued, disappeared ones
-    marked vanished. Files modified within --grace are listed but judged only once that
-    time has passed. Exits 1 if some directories could not be listed or some files'
-    recorded metadata could not be parsed."""
+    marked vanished (lost, if they were missing or corrupted: see pnfsmon ack). A file
+    whose size changed while its mtime did not is judged corrupted. Files modified within
+    --grace are listed but judged only once that time has passed. Exits 1 if some
+    directories could not be listed or some files' recorded metadata could not be
+    parsed; exits 2, marking nothing vanished, if more than the site's max_crawl_drop of
+    its files (or every file below ROOT) would vanish at once."""
     site = cli.settings(args).site(args.site)
     root = args.root or site.namespace
     if root is None:
@@ -112,9 +129,12 @@ def do_crawl(args: argparse.Namespace) -> int:
                         interval=args.log_interval)
     stats, ingest = crawl(engine, namespace, args.site, grace=grace,
                           include_nearline=args.include_nearline, progress=progress,
-                          local_infile=cli.settings(args).mysql_local_infile)
+                          local_infile=cli.settings(args).mysql_local_infile,
+                          max_drop=None if args.allow_drop else site.max_crawl_drop)
     logs.result(summary(namespace.root, args.site, stats, ingest,
                         time.monotonic() - started))
+    if ingest.drop is not None:
+        raise DropRefused(ingest.drop.describe(display(namespace.root), args.site))
     if stats.malformed:
         log.warning("%s files' recorded metadata could not be read (named above); they are "
                     "listed without a recorded checksum", f"{len(stats.malformed):,}")
@@ -159,6 +179,10 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
                         "1 on a local one)")
     p.add_argument("--site", default=DEFAULT_SITE,
                    help=f"site name the files belong to (default: {DEFAULT_SITE})")
+    p.add_argument("--allow-drop", action="store_true",
+                   help="mark vanished whatever share of the site the crawl did not list "
+                        "(by default more than the site's max_crawl_drop, or an empty ROOT, "
+                        "is refused: nothing is marked vanished, exit 2)")
     p.add_argument("--no-xattr", action="store_true",
                    help="do not read recorded checksums from user.XrdCks.adler32")
     p.set_defaults(func=do_crawl)

@@ -30,7 +30,7 @@ from pnfsmon.schema.db import retrying, write_transaction
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.paths import encode_line
 from pnfsmon.schema.sites import Site
-from pnfsmon.schema.status import Status
+from pnfsmon.schema.status import GONE
 from pnfsmon.schema.tables import compares, crawls, discrepancies, inventory, statuses
 
 KINDS = ("missing", "orphan", "mismatch")
@@ -60,6 +60,9 @@ def _crawl_guard(conn: sa.Connection, site: Site):
     if not rows:
         return None, "no finished crawl of the site"
     last = rows[0]
+    if not last.complete and last.withheld:
+        return last, (f"the last crawl refused to mark {last.withheld:,} files vanished "
+                      "(too many at once: max_crawl_drop)")
     if not last.complete:
         return last, (f"the last crawl could not list {last.unreadable_directories} "
                       "directories")
@@ -75,7 +78,7 @@ def _catalog_side(conn, site: Site, load_id: int) -> Iterator[tuple]:
     """Every catalog file that is missing on storage or differs from it: one pass over the
     inventory joined to the crawl (the missing and the mismatched are told apart here)."""
     s, i = statuses.c, inventory.c
-    gone = sa.or_(s.id.is_(None), s.status == int(Status.VANISHED))
+    gone = sa.or_(s.id.is_(None), s.status.in_([int(g) for g in GONE]))
     differs = sa.or_(i.size != s.size,
                      sa.and_(i.adler32.is_not(None), s.recorded_adler32.is_not(None),
                              i.adler32 != s.recorded_adler32))
@@ -94,7 +97,7 @@ def _orphans(conn, site: Site, load_id: int) -> Iterator[tuple]:
         sa.select(s.path, s.path_hash, s.size, s.mtime_ns)
         .select_from(statuses.outerjoin(
             inventory, sa.and_(i.load_id == load_id, i.path_hash == s.path_hash)))
-        .where(s.site == site.name, s.status != int(Status.VANISHED), i.id.is_(None))
+        .where(s.site == site.name, s.status.not_in([int(g) for g in GONE]), i.id.is_(None))
     )
     if site.path_prefix:
         query = query.where(s.path >= site.path_prefix)

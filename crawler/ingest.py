@@ -5,14 +5,30 @@ The listing streams into the crawl's staging table (``crawler.staging``) in chun
 chunk is merged as soon as it is loaded, in one short transaction, by writer threads that
 overlap the walk:
 - one join of the chunk against ``statuses`` (its unique (site, path hash) index) returns
-  only the files that are **new**, **changed** (size, mtime, recorded checksum, tape-only
-  or not, or back after having vanished) or whose pools changed;
+  only the files that are **new**, **changed** (size and mtime, mtime alone, recorded
+  checksum, tape-only or not), **truncated**, **back** after having vanished, or whose
+  pools changed;
 - new files are copied from the staging table; changed ones go back to ``unchecked``,
   breaking any lease so that a verdict on the old content is dropped.
 When the walk is complete, the staging table is indexed and one anti-join, page by page
 over the site's rows, finds the **vanished** files below the root, except below
 directories the walk could not list. Every change of status or size is written to the
 ``status_counts`` ledger in the same transaction (``schema.counts``).
+
+The crawl never erases evidence:
+- a size that differs while the mtime did not is no rewrite (a rewrite moves the mtime):
+  the file is judged ``corrupted`` there and then, with an ``events`` row, keeping the
+  size and reference it had (a file still in its grace window, or listed empty before,
+  excepted: it may still be being written). The checker judges a truncation the same
+  way, so crawl and check agree whichever runs first, and a later crawl leaves the
+  verdict alone;
+- more than ``max_drop`` of the site vanishing at once, or a root that listed no file
+  where files were, is refused (``Drop``): nothing is marked vanished and the crawl is
+  not complete (an automount that did not come up is not a mass deletion);
+- a file that vanishes keeps its status in ``prior_status``; one that was missing or
+  corrupted becomes ``lost`` and stays in view until a person acknowledges it
+  (``crawler.ack``). A file that comes back with the same size and mtime gets its status
+  back, with its reference and history (a problem is checked again at once).
 
 Where a listed file goes in the queue:
 - written within the grace window (it may still be being written; a partial file is not a
@@ -27,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -39,13 +56,17 @@ from pnfsmon.crawler.staging import Stage, drop_stale, mysql_checksum, mysql_tex
 from pnfsmon.schema import ages, counts
 from pnfsmon.schema.db import bulk_loading, retrying, write_transaction
 from pnfsmon.schema.paths import path_hash
-from pnfsmon.schema.status import Status
-from pnfsmon.schema.tables import crawls, statuses
+from pnfsmon.schema.status import GONE, LOST_WHEN_GONE, PROBLEMS, Status
+from pnfsmon.schema.tables import crawls, events, statuses
 
 log = logging.getLogger(__name__)
 
 BATCH = 10000  # files per chunk: one staging load and one merge transaction
-NEARLINE, VANISHED = int(Status.NEARLINE), int(Status.VANISHED)
+NEARLINE, VANISHED, LOST = int(Status.NEARLINE), int(Status.VANISHED), int(Status.LOST)
+CORRUPTED, UNCHECKED = int(Status.CORRUPTED), int(Status.UNCHECKED)
+_GONE = [int(g) for g in GONE]
+# What the merge join says of a staged file (``Ingest._differences``).
+NOTHING, NEW, CHANGED, TRUNCATED, RETURNED = range(5)
 _NEW_COLUMNS = ("site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
                 "recorded_from", "pool", "status", "claim_key", "tag_expiry", "crawl_gen")
 
@@ -55,6 +76,29 @@ class IngestCounts:
     new: int = 0
     changed: int = 0
     vanished: int = 0
+    truncated: int = 0  # judged corrupted by the crawl: size differs, mtime does not
+    returned: int = 0  # back with the same size and mtime after having vanished
+    lost: int = 0  # of the vanished: missing or corrupted when they went
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A crawl's refusal to mark files vanished: ``files`` unlisted of the site's
+    ``present``, above ``max_drop``, or everything below a root that listed nothing."""
+
+    files: int
+    present: int
+    max_drop: float
+    empty_root: bool
+
+    def describe(self, root: str, site: str) -> str:
+        share = self.files / max(self.present, 1)
+        why = ("the root listed no files" if self.empty_root
+               else f"more than max_crawl_drop {self.max_drop:.0%}")
+        return (f"crawl of {root} (site {site}) refused to mark {self.files:,} of "
+                f"{self.present:,} files vanished ({share:.0%}: {why}); nothing was marked "
+                "vanished and the crawl is not complete. Is the storage mounted? If the "
+                "files are really gone, crawl again with --allow-drop")
 
 
 def _number(value: float | None) -> str:
@@ -80,6 +124,8 @@ class Ingest:
         self.grace = grace
         self.include_nearline = include_nearline
         self.counts = IngestCounts()
+        self.drop: Drop | None = None  # set when marking vanished was refused
+        self.withheld = 0  # files not marked vanished because of it
         self.started = time.time()
         self._lock = threading.Lock()  # the counts, from several writer threads
         drop_stale(engine, self.started)
@@ -158,28 +204,43 @@ class Ingest:
         return int(Status.UNCHECKED), 0.0, None
 
     def _differences(self, conn: sa.Connection, lo: int, hi: int) -> list:
-        """The chunk's staged files that are new, changed, or moved between pools:
-        (seq, statuses id or None, content changed)."""
+        """The chunk's staged files that have something to do: (seq, statuses id or None,
+        kind, pool moved), ``kind`` one of NEW, CHANGED, TRUNCATED, RETURNED, NOTHING."""
         s, t = statuses.c, self.stage.table.c
-        content_changed = sa.or_(
+        gone = s.status.in_(_GONE)
+        was = sa.case((gone, s.prior_status), else_=s.status)  # before it vanished
+        # Listed, waiting out its grace window: it may still be being written, and a coarse
+        # mtime need not move with every write.
+        young = sa.and_(s.status == UNCHECKED, s.tag.is_(None), s.tag_expiry.is_not(None))
+        # A file listed empty that now has content lost nothing: an upload that outlasted
+        # the grace window (dCache creates the entry first) is completing.
+        truncated = sa.and_(s.size != t.size, s.mtime_ns == t.mtime_ns, s.size > 0,
+                            sa.not_(young))
+        changed = sa.or_(
             s.size != t.size, s.mtime_ns != t.mtime_ns,
             # staged to disk, or now only on tape
-            sa.and_(s.status == NEARLINE, ~t.nearline),
-            sa.and_(s.status != NEARLINE, t.nearline),
-            s.status == VANISHED,  # it is back: judge it afresh
+            sa.and_(was == NEARLINE, ~t.nearline),
+            sa.and_(was != NEARLINE, t.nearline),
             # A checksum the storage records now, different from the reference we hold,
             # replaces it.
             sa.and_(t.recorded_adler32.is_not(None),
                     sa.or_(s.recorded_adler32.is_(None),
                            s.recorded_adler32 != t.recorded_adler32)),
         )
+        kind = sa.case(
+            (s.id.is_(None), NEW),
+            # Judged once: a later crawl leaves a corrupted file alone.
+            (truncated, sa.case((sa.or_(gone, s.status != CORRUPTED), TRUNCATED),
+                                else_=NOTHING)),
+            (changed, CHANGED),
+            (gone, RETURNED),
+            else_=NOTHING)
         pool_moved = sa.and_(t.pool.is_not(None), sa.or_(s.pool.is_(None), s.pool != t.pool))
         return conn.execute(
-            sa.select(t.seq, s.id, sa.case((content_changed, True), else_=False))
+            sa.select(t.seq, s.id, kind, sa.case((pool_moved, True), else_=False))
             .select_from(self.stage.table.outerjoin(
                 statuses, sa.and_(s.site == self.site, s.path_hash == t.path_hash)))
-            .where(t.seq >= lo, t.seq <= hi,
-                   sa.or_(s.id.is_(None), content_changed, pool_moved))
+            .where(t.seq >= lo, t.seq <= hi, sa.or_(kind != NOTHING, pool_moved))
         ).all()
 
     def _merge_chunk(self, first: int, chunk: list[tuple[bytes, Listed]]) -> None:
@@ -206,28 +267,33 @@ class Ingest:
                 self.stage.load(conn, [
                     (lo + i, digest, item.size, item.mtime_ns, item.recorded_adler32,
                      item.pool, self._parked(item)) for i, (digest, item) in enumerate(chunk)])
-            new, changed, moved = [], [], []
-            for seq, file_id, content in self._differences(conn, lo, hi):
+            found: dict[int, list] = {NEW: [], CHANGED: [], TRUNCATED: [], RETURNED: []}
+            moved = []
+            for seq, file_id, kind, pool_moved in self._differences(conn, lo, hi):
                 digest, item = chunk[seq - lo]
-                if file_id is None:
-                    new.append((digest, item))
-                elif content:
-                    changed.append((file_id, item))
-                else:
+                if kind == NEW:
+                    found[NEW].append((digest, item))
+                elif kind != NOTHING:
+                    found[kind].append((file_id, item))
+                elif pool_moved:
                     moved.append({"b_id": file_id, "b_pool": item.pool})
             deltas, waiting = counts.Deltas(), ages.Deltas()
-            if new:
-                self._insert_new(conn, new, deltas, waiting)
-            if changed:
-                self._reset_changed(conn, changed, deltas, waiting)
+            if found[NEW]:
+                self._insert_new(conn, found[NEW], deltas, waiting)
+            if found[CHANGED]:
+                self._reset_changed(conn, found[CHANGED], deltas, waiting)
+            truncated = self._judge_truncated(conn, found[TRUNCATED], deltas, waiting)
+            returned = self._restore_returned(conn, found[RETURNED], deltas, waiting)
             if moved:
                 conn.execute(statuses.update().where(s.id == sa.bindparam("b_id"))
                              .values(pool=sa.bindparam("b_pool")), moved)
             deltas.write(conn)
             waiting.write(conn)
         with self._lock:
-            self.counts.new += len(new)
-            self.counts.changed += len(changed)
+            self.counts.new += len(found[NEW])
+            self.counts.changed += len(found[CHANGED])
+            self.counts.truncated += truncated
+            self.counts.returned += returned
 
     def _insert_new(self, conn: sa.Connection, new: list[tuple[bytes, Listed]],
                     deltas: counts.Deltas, waiting: ages.Deltas) -> None:
@@ -280,20 +346,111 @@ class Ingest:
                 recorded_from=sa.bindparam("b_from"), pool=sa.bindparam("b_pool"),
                 status=sa.bindparam("b_status"), claim_key=sa.bindparam("b_key"),
                 tag_expiry=sa.bindparam("b_expiry"), computed_adler32=None,
-                tag=None, error=None, crawl_gen=self.crawl_id),
+                tag=None, error=None, prior_status=None, crawl_gen=self.crawl_id),
             values)
+
+    def _locked(self, conn: sa.Connection, ids: list[int], *columns) -> list:
+        """The rows' current values under lock: the ledger takes away what a row holds
+        now, even if a worker recorded a verdict since the merge join read it."""
+        s = statuses.c
+        return conn.execute(sa.select(s.id, s.status, s.size, s.recorded_from, *columns)
+                            .where(s.id.in_(ids)).with_for_update()).all()
+
+    def _judge_truncated(self, conn: sa.Connection, found: list[tuple[int, Listed]],
+                         deltas: counts.Deltas, waiting: ages.Deltas) -> int:
+        """Files listed with another size and the same mtime: corrupted, judged by this
+        crawl (one ``events`` row each), keeping the size and reference they had. The
+        lease of a worker reading one is broken: its verdict is this one."""
+        if not found:
+            return 0
+        s = statuses.c
+        listed = dict(found)
+        rows = [r for r in self._locked(conn, list(listed), s.pool, s.checked, s.crawl_gen)
+                if r.status != CORRUPTED]
+        if not rows:
+            return 0
+        starts = ages.listing_starts(conn, (r.crawl_gen for r in rows))
+        node = socket.gethostname()
+        values, checks = [], []
+        for r in rows:
+            item = listed[r.id]
+            first = counts.is_first(r.recorded_from)
+            deltas.remove(self.site, r.status, first, r.size)
+            deltas.add(self.site, CORRUPTED, first, r.size)
+            waiting.remove(self.site, r.status, r.checked, starts.get(r.crawl_gen))
+            waiting.add(self.site, CORRUPTED, self.started, None)
+            error = (f"listed with {item.size:,} bytes, {r.size:,} before, mtime unchanged: "
+                     "truncated or extended in place (found by the crawl)")
+            values.append({"b_id": r.id, "b_error": error,
+                           "b_key": None if self._parked(item) else self.started,
+                           "b_pool": item.pool})
+            checks.append({"file_id": r.id, "checked": self.started, "worker_node": node,
+                           "seconds": 0.0, "source_pool": item.pool or r.pool,
+                           "size": r.size, "bytes_read": 0, "status": CORRUPTED,
+                           "error": error})
+        conn.execute(statuses.update().where(s.id == sa.bindparam("b_id")).values(
+            status=CORRUPTED, error=sa.bindparam("b_error"), claim_key=sa.bindparam("b_key"),
+            pool=sa.func.coalesce(sa.bindparam("b_pool", type_=sa.String), s.pool),
+            checked=self.started, problem_seen=True, tag=None, tag_expiry=None,
+            prior_status=None, crawl_gen=self.crawl_id), values)
+        conn.execute(events.insert(), checks)
+        return len(rows)
+
+    def _restore_returned(self, conn: sa.Connection, found: list[tuple[int, Listed]],
+                          deltas: counts.Deltas, waiting: ages.Deltas) -> int:
+        """Files back with the same size and mtime (and no other recorded checksum) after
+        having vanished: the status they had, with their reference and history. A problem
+        is checked again at once (is it sound now?), an ``ok`` file when its cycle comes
+        round; a file whose status is not known (vanished before schema revision 0004, or
+        changed) is queued like a new one."""
+        if not found:
+            return 0
+        s = statuses.c
+        listed = dict(found)
+        rows = [r for r in self._locked(conn, list(listed), s.prior_status, s.checked)
+                if r.status in _GONE]
+        values = []
+        for r in rows:
+            item = listed[r.id]
+            prior = r.prior_status
+            if prior in PROBLEMS:
+                status, key, expiry = prior, 0.0, None
+            elif prior == Status.OK:
+                status, key, expiry = prior, r.checked if r.checked is not None else 0.0, None
+            else:
+                status, key, expiry = self._queue_state(item)
+            first = counts.is_first(r.recorded_from)
+            deltas.remove(self.site, r.status, first, r.size)
+            deltas.add(self.site, status, first, r.size)
+            # Gone files are outside the age ledger: back, they join it as verified in
+            # the hour of their last check, or as waiting since this crawl.
+            waiting.add(self.site, status, r.checked, self.started)
+            values.append({"b_id": r.id, "b_status": int(status), "b_key": key,
+                           "b_expiry": expiry, "b_pool": item.pool})
+        if values:
+            conn.execute(statuses.update().where(s.id == sa.bindparam("b_id")).values(
+                status=sa.bindparam("b_status"), claim_key=sa.bindparam("b_key"),
+                tag_expiry=sa.bindparam("b_expiry"), tag=None, prior_status=None,
+                pool=sa.func.coalesce(sa.bindparam("b_pool", type_=sa.String), s.pool),
+                crawl_gen=self.crawl_id), values)
+        return len(values)
 
     # -- after the walk ----------------------------------------------------------------
 
-    def mark_vanished(self, unlisted: list[bytes]) -> int:
-        """Mark rows of this site below the root that this crawl did not list as vanished;
-        rows below an unlisted directory are left alone (we do not know whether they are
-        still there).
+    def mark_vanished(self, unlisted: list[bytes], *, listed: int | None = None,
+                      max_drop: float | None = None) -> int:
+        """Mark rows of this site below the root that this crawl did not list as vanished
+        (``lost`` if they were missing or corrupted); rows below an unlisted directory are
+        left alone (we do not know whether they are still there).
+
+        With ``max_drop``, refuse (``self.drop``, nothing marked) when more than that
+        fraction of the site's files would vanish at once, or when the root listed no
+        file (``listed`` 0) where there were some.
 
         One streamed read finds the site's rows whose hash the staging table lacks: it
         reads only the unique (site, path hash) index, which holds the row id too, and
-        looks each hash up in the staging table's index. Rows already vanished are among
-        them; the few candidates are then checked and marked by id, in short
+        looks each hash up in the staging table's index. Rows already gone are among
+        them; the few candidates are then sorted out by id, counted, and marked in short
         transactions."""
         if self.first:
             return 0
@@ -304,49 +461,88 @@ class Ingest:
         with self.engine.connect() as conn:
             candidates = list(conn.execution_options(stream_results=True, yield_per=10000)
                               .execute(unseen).scalars())
-        for start in range(0, len(candidates), BATCH):
-            ids = candidates[start:start + BATCH]
-            self.counts.vanished += retrying(self.engine, lambda ids=ids: self._vanish(
-                ids, unlisted))
+            gone = []
+            for start in range(0, len(candidates), BATCH):
+                gone += [r.id for r in self._leaving(conn, candidates[start:start + BATCH],
+                                                     unlisted)]
+            if max_drop is not None and gone:
+                self.drop = self._refused(conn, len(gone), listed, max_drop)
+        if self.drop is not None:
+            self.withheld = len(gone)  # the caller says so: the CLI as its one error line
+            return 0
+        for start in range(0, len(gone), BATCH):
+            ids = gone[start:start + BATCH]
+            vanished, lost = retrying(self.engine, lambda ids=ids: self._vanish(ids, unlisted))
+            self.counts.vanished += vanished
+            self.counts.lost += lost
         return self.counts.vanished
 
-    def _vanish(self, ids: list[int], unlisted: list[bytes]) -> int:
+    def _leaving(self, conn: sa.Connection, ids: list[int], unlisted: list[bytes], *,
+                 lock: bool = False) -> list:
+        """Which of ``ids`` are present below the root and outside every unlisted
+        directory: the files this crawl finds gone."""
         s = statuses.c
         lo, hi = _subtree_range(self.root)
         fences = [_subtree_range(d) for d in unlisted]
-        with write_transaction(self.engine) as conn:
-            gone = [r for r in conn.execute(
-                sa.select(s.id, s.path, s.status, s.size, s.recorded_from, s.checked,
-                          s.crawl_gen)
-                .where(s.id.in_(ids), s.status != VANISHED, s.path >= lo, s.path < hi)
-                .with_for_update())
+        query = (sa.select(s.id, s.path, s.status, s.size, s.recorded_from, s.checked,
+                           s.crawl_gen)
+                 .where(s.id.in_(ids), s.status.not_in(_GONE), s.path >= lo, s.path < hi))
+        if lock:
+            query = query.with_for_update()
+        return [r for r in conn.execute(query)
                 if not any(a <= bytes(r.path) < b for a, b in fences)]
+
+    def _refused(self, conn: sa.Connection, leaving: int, listed: int | None,
+                 max_drop: float) -> Drop | None:
+        """The guard: the site's present files (the ledger, less what this crawl added)
+        against the ones about to vanish."""
+        totals = counts.totals(conn, self.site)
+        present = sum(n for (_, st), n in totals.files.items() if st not in GONE)
+        present = max(present - self.counts.new, leaving)
+        if listed == 0:
+            return Drop(leaving, present, max_drop, empty_root=True)
+        if leaving > max_drop * present:
+            return Drop(leaving, present, max_drop, empty_root=False)
+        return None
+
+    def _vanish(self, ids: list[int], unlisted: list[bytes]) -> tuple[int, int]:
+        """Mark what is still leaving of ``ids``: (vanished, of them lost)."""
+        s = statuses.c
+        with write_transaction(self.engine) as conn:
+            gone = self._leaving(conn, ids, unlisted, lock=True)
             if not gone:
-                return 0
+                return 0, 0
+            lost = [int(st) for st in LOST_WHEN_GONE]
             deltas, waiting = counts.Deltas(), ages.Deltas()
             listed = ages.listing_starts(conn, (r.crawl_gen for r in gone))
             for r in gone:
                 first = counts.is_first(r.recorded_from)
                 deltas.remove(self.site, r.status, first, r.size)
-                deltas.add(self.site, VANISHED, first, r.size)
+                deltas.add(self.site, LOST if r.status in lost else VANISHED, first, r.size)
                 waiting.remove(self.site, r.status, r.checked, listed.get(r.crawl_gen))
-            conn.execute(statuses.update().where(s.id.in_([r.id for r in gone])).values(
-                status=VANISHED, claim_key=None, tag=None, tag_expiry=None,
-                crawl_gen=self.crawl_id))
+            conn.execute(statuses.update().where(s.id.in_([r.id for r in gone])).ordered_values(
+                # MySQL assigns left to right, later ones seeing earlier ones: the prior
+                # status first, while status still holds it.
+                (s.prior_status, s.status),
+                (s.status, sa.case((s.status.in_(lost), LOST), else_=VANISHED)),
+                (s.claim_key, None), (s.tag, None), (s.tag_expiry, None),
+                (s.crawl_gen, self.crawl_id)))
             deltas.write(conn)
             waiting.write(conn)
-            return len(gone)
+            return len(gone), sum(1 for r in gone if r.status in lost)
 
     def finish(self, stats: WalkStats) -> None:
         with write_transaction(self.engine) as conn:
             conn.execute(
                 crawls.update().where(crawls.c.id == self.crawl_id).values(
-                    finished=time.time(), complete=not stats.unreadable,
+                    finished=time.time(),
+                    complete=not stats.unreadable and self.drop is None,
                     files=stats.files, directories=stats.directories,
                     empty_directories=stats.empty_directories,
                     unreadable_directories=stats.unreadable_directories, bytes=stats.bytes,
                     new=self.counts.new, changed=self.counts.changed,
                     vanished=self.counts.vanished, skipped=stats.skipped,
+                    withheld=self.withheld,
                 )
             )
             counts.fold(conn)

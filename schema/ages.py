@@ -10,7 +10,7 @@ A file's place in the ledger follows from its row alone (``stamp``):
 - changed while being checked: waiting, since that check (the next crawl re-lists it);
 - unchecked (new, or changed since its last check): waiting, since the start of the crawl
   that listed it (``crawl_gen``);
-- vanished or only on tape: not in the ledger (nothing is to be verified).
+- vanished, lost or only on tape: not in the ledger (nothing is to be verified).
 
 Writers append differences (never update a row, so they never wait on each other here);
 ``fold`` replaces the rows by one per key; ``recount`` rebuilds the ledger from a scan.
@@ -34,7 +34,7 @@ FOLD_AT = 2000  # fold when the ledger has more rows than this and than twice it
 #: Statuses whose ``checked`` is a verdict on the file's current content.
 VERIFIED = (Status.OK, *PROBLEMS)
 #: Statuses outside the ledger: nothing of theirs is due.
-UNWATCHED = (Status.VANISHED, Status.NEARLINE)
+UNWATCHED = (Status.VANISHED, Status.LOST, Status.NEARLINE)
 
 #: (site, verified, hour)
 Key = tuple[str, bool, "int | None"]

@@ -15,7 +15,7 @@ import configparser
 import difflib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -24,6 +24,7 @@ from pnfsmon.schema import secrets
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.sites import KEYS as SITE_KEYS
 from pnfsmon.schema.sites import SECTION_PREFIX, Site, sites_from
+from pnfsmon.schema.sites import defaults as site_defaults
 
 DEFAULT_DB = "sqlite:///pnfsmon.sqlite"
 SECTION = "pnfsmon"
@@ -58,7 +59,7 @@ class Thresholds:
 
 #: Every key the ``[pnfsmon]`` section may hold; anything else is a typo, and an error.
 KEYS = ("db", "db_password_file", "prune_events_after", "prune_vanished_after",
-        "mysql_local_infile", *(f.name for f in fields(Thresholds)))
+        "mysql_local_infile", "max_crawl_drop", *(f.name for f in fields(Thresholds)))
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Settings:
     # MariaDB/MySQL: may the crawl stage its listing with LOAD DATA LOCAL INFILE?
     mysql_local_infile: bool = True
     sites: Mapping[str, Site] = field(default_factory=dict, repr=False)
+    # A site without a section: the defaults, with what [pnfsmon] sets for every site.
+    site_defaults: Site = field(default_factory=lambda: Site(""), repr=False)
     # Where the database URL came from, for messages: "--db", "PNFSMON_DB", ...
     db_source: str = "the built-in default"
     watch: Thresholds = Thresholds()  # when status --nagios warns, and is critical
@@ -84,7 +87,7 @@ class Settings:
 
     def site(self, name: str) -> Site:
         """The settings of site ``name`` (defaults if the file has no section for it)."""
-        return self.sites.get(name) or Site(name)
+        return self.sites.get(name) or replace(self.site_defaults, name=name)
 
 
 def _find_file() -> Path | None:
@@ -188,7 +191,7 @@ def load(db_flag: str | None = None) -> Settings:
                     vanished_retention=_days(values, "prune_vanished_after",
                                              DEFAULT_VANISHED_RETENTION, path),
                     mysql_local_infile=_yes(values, "mysql_local_infile", path),
-                    sites=sites_from(parser),
+                    sites=sites_from(parser), site_defaults=site_defaults(parser),
                     db_source=source,
                     watch=_thresholds(values, path))
 

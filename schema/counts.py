@@ -77,13 +77,17 @@ class Totals:
                 "first_check": {k: v for k, v in self.first_check.items() if v}}
 
 
-def totals(conn: sa.Connection) -> Totals:
-    """The ledger's sums: what ``statuses`` holds, as of the last committed write."""
+def totals(conn: sa.Connection, site: str | None = None) -> Totals:
+    """The ledger's sums: what ``statuses`` holds (of ``site``, or of every site), as of
+    the last committed write."""
     c = status_counts.c
     out = Totals()
-    for row in conn.execute(sa.select(c.site, c.status, c.first_check, sa.func.sum(c.files),
-                                      sa.func.sum(c.bytes))
-                            .group_by(c.site, c.status, c.first_check)):
+    query = (sa.select(c.site, c.status, c.first_check, sa.func.sum(c.files),
+                       sa.func.sum(c.bytes))
+             .group_by(c.site, c.status, c.first_check))
+    if site is not None:
+        query = query.where(c.site == site)
+    for row in conn.execute(query):
         out.add(*row)
     return out
 

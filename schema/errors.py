@@ -81,6 +81,12 @@ class PrivilegeError(ConfigError):
     (``schema.grants``). The CLI names that role."""
 
 
+class DropRefused(PnfsmonError):
+    """A crawl found too much of a site gone at once (more than ``max_crawl_drop``, or an
+    empty root) and marked nothing vanished: a person must look (is the storage mounted?)
+    and, if the files are really gone, allow it (``crawl --allow-drop``)."""
+
+
 class SchemaError(PnfsmonError):
     """The database has no schema, or one this version cannot use."""
 

@@ -13,13 +13,15 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     overdue_slack = 7                              # days past recheck_after: overdue
     max_missing_fraction = 0.05                    # above it, compare flags for a person
     max_orphan_fraction = 0.05
-    max_crawl_drop = 0.10                          # crawl shrank more: compare refuses
+    max_crawl_drop = 0.10                          # more vanishing at once: crawl and
+                                                   # compare refuse ([pnfsmon] for all)
     chimera_db = postgresql://monitor@chimera-db/chimera  # namespace_kind = chimera-db
     chimera_db_password_file = /etc/pnfsmon/chimera.password  # else ~/.pgpass
     parallel = 32                                  # calls in flight crawling a mount
                                                    # (default: 32 if NFS/FUSE/..., 1 if local)
 
-A site without a section has an identity mapping (LFN = path) and the defaults."""
+A site without a section has an identity mapping (LFN = path) and the defaults;
+``max_crawl_drop`` in the ``[pnfsmon]`` section is every site's default."""
 
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ from pnfsmon.schema.errors import ConfigError
 SECTION_PREFIX = "site "
 DEFAULT_GRACE = 2 * 3600.0  # seconds a file may still be being written
 DEFAULT_PARALLEL = 32  # calls in flight on a mount: enough to hide an NFS/dCache round trip
+# The share of a site that may vanish in one crawl, or the crawl be smaller than the one
+# before for compare: a tenth is far beyond a night's deletions at a WLCG site, far below
+# what a missing mount or a lost pool looks like.
+DEFAULT_MAX_CRAWL_DROP = 0.10
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class Site:
     overdue_slack: float = 7 * 86400.0
     max_missing_fraction: float = 0.05
     max_orphan_fraction: float = 0.05
-    max_crawl_drop: float = 0.10
+    max_crawl_drop: float = DEFAULT_MAX_CRAWL_DROP
     parallel: int | None = None  # calls in flight crawling a mount; None: by its filesystem
     chimera_db: str | None = None  # postgresql://ROLE@HOST/chimera (namespace chimera-db)
     chimera_db_password_file: str | None = None
@@ -79,10 +85,10 @@ def _number(section: configparser.SectionProxy, key: str, default: float, scale:
     try:
         value = float(section.get(key, default / scale)) * scale
     except ValueError:
-        raise ConfigError(f"[site {name}] {key} = {section.get(key)!r} is not a number") \
-            from None
+        raise ConfigError(f"[{section.name}] {key} = {section.get(key)!r} is not a "
+                          "number") from None
     if value < 0:
-        raise ConfigError(f"[site {name}] {key} must not be negative")
+        raise ConfigError(f"[{section.name}] {key} must not be negative")
     return value
 
 
@@ -93,6 +99,20 @@ def _parallel(section: configparser.SectionProxy, name: str) -> int | None:
     if not text.strip().isdigit() or int(text) < 1:
         raise ConfigError(f"[site {name}] parallel = {text!r} must be a whole number >= 1")
     return int(text)
+
+
+def defaults(parser: configparser.ConfigParser) -> Site:
+    """The settings of a site without a section: the defaults, with what ``[pnfsmon]``
+    sets for every site (``max_crawl_drop``)."""
+    return _default(parser, "")
+
+
+def _default(parser: configparser.ConfigParser, name: str) -> Site:
+    if not parser.has_section("pnfsmon"):
+        return Site(name)
+    drop = _number(parser["pnfsmon"], "max_crawl_drop", DEFAULT_MAX_CRAWL_DROP, 1.0,
+                   name)
+    return Site(name, max_crawl_drop=drop)
 
 
 #: Every key a ``[site NAME]`` section may hold (one per setting of Site); anything else is a
@@ -112,7 +132,7 @@ def sites_from(parser: configparser.ConfigParser) -> dict[str, Site]:
         path_prefix = section.get("path_prefix", lfn_prefix)
         if bool(lfn_prefix) != bool(path_prefix):
             raise ConfigError(f"[site {name}] needs both lfn_prefix and path_prefix")
-        default = Site(name)
+        default = _default(parser, name)
         sites[name] = Site(
             name=name,
             namespace=section.get("namespace") or None,

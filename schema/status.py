@@ -17,6 +17,10 @@ class Status(enum.IntEnum):
     CHANGED = 6  # rewritten since it was listed: not judged, the next crawl re-queues it
     VANISHED = 7  # no longer in the namespace at the last crawl (deleted on purpose, usually)
     NEARLINE = 8  # dCache says it is only on tape: listed, not read (crawl --include-nearline)
+    # Vanished while missing or corrupted: the data is lost, not deleted on purpose as far
+    # as anyone told us. It stays (never pruned) until a person acknowledges it (``pnfsmon
+    # ack``, then ``vanished``) or it comes back.
+    LOST = 9
 
     @property
     def label(self) -> str:
@@ -37,4 +41,11 @@ PROBLEMS: tuple[Status, ...] = (
     Status.CORRUPTED,
     Status.TIMEOUT,
     Status.UNREADABLE,
+    Status.LOST,
 )
+
+#: Statuses of files no longer in the namespace (the crawl did not list them).
+GONE: tuple[Status, ...] = (Status.VANISHED, Status.LOST)
+
+#: What a file's status becomes when it vanishes: the lost ones are kept in view.
+LOST_WHEN_GONE: tuple[Status, ...] = (Status.MISSING, Status.CORRUPTED)

@@ -19,12 +19,13 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003", "0007")
+REVISIONS = ("0001", "0002", "0003", "0004", "0006")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
 #: 1: the spine; 2: the catalog inventory and compares; 3: the status_counts ledger and
-#: statuses.problem_seen; 4: the check_ages ledger.
+#: statuses.problem_seen; 4: the evidence a crawl keeps (statuses.prior_status,
+#: crawls.withheld, acknowledgements); 6: the check_ages ledger.
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -66,6 +67,10 @@ crawls = sa.Table(
     sa.Column("changed", sa.BigInteger, nullable=False, default=0),
     sa.Column("vanished", sa.BigInteger, nullable=False, default=0),
     sa.Column("skipped", sa.BigInteger, nullable=False, default=0),
+    # Files this crawl did not list but refused to mark vanished: too many of the site at
+    # once (``max_crawl_drop``), or a root that was full and is now empty. Such a crawl is
+    # not complete.
+    sa.Column("withheld", sa.BigInteger, nullable=False, default=0, server_default="0"),
 )
 
 statuses = sa.Table(
@@ -98,6 +103,9 @@ statuses = sa.Table(
     # check of a file that is or was a problem.
     sa.Column("problem_seen", sa.Boolean, nullable=False, default=False,
               server_default=sa.false()),
+    # The status a vanished (or lost) file had when the crawl found it gone: what it gets
+    # back if it returns with the same size and mtime (its reference and history are kept).
+    sa.Column("prior_status", sa.SmallInteger),
     sa.UniqueConstraint("site", "path_hash"),
     sa.Index(None, "claim_key"),
     sa.Index("ix_statuses_lease", "tag_expiry"),
@@ -123,6 +131,22 @@ events = sa.Table(
     sa.Column("error", sa.String(1024)),
     sa.Index(None, "file_id", "checked"),
     sa.Index(None, "checked"),
+)
+
+# Who acknowledged a lost file (``pnfsmon ack``), and when: the record outlives the file's
+# row, which is pruned like any vanished one once acknowledged.
+acknowledgements = sa.Table(
+    "acknowledgements",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("path", PathBytes, nullable=False),
+    sa.Column("path_hash", HashBytes, nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False),  # what it was: missing|corrupted
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("acked_by", sa.String(64), nullable=False),  # the OS user
+    sa.Column("acked_at", sa.Double, nullable=False),
+    sa.Index(None, "site", "path_hash"),
 )
 
 # How many files and bytes each (site, status) holds, as a ledger: every change of a file's

@@ -202,7 +202,9 @@ def test_load_data_local_infile_and_its_fallback_give_the_same_rows(engine, capl
     from pnfsmon.crawler.listing import Listed, WalkStats
 
     def listing(version: int) -> list[Listed]:
-        return [Listed(b"/r/f%d" % i, 10 + i + version, 10**18,
+        # A re-listing with another size and mtime: a rewrite (the same mtime would be
+        # truncation in place, judged corrupted).
+        return [Listed(b"/r/f%d" % i, 10 + i + version, 10**18 + version,
                        None if i % 3 else f"{i:08x}", "pnfs" if i % 3 == 0 else None,
                        pool=["p1", "a\tb\\c\nd", None][i % 3], nearline=i % 5 == 0)
                 for i in range(30)]
@@ -230,7 +232,7 @@ def test_load_data_local_infile_and_its_fallback_give_the_same_rows(engine, capl
         results[mode] = {r[:5] for r in _staged_rows(engine, site)}
     admin.dispose()
     assert results["local_infile"] == results["refused"]
-    assert (b"/r/f1", 12, 10**18, None, "a\tb\\c\nd") in results["refused"]
+    assert (b"/r/f1", 12, 10**18 + 1, None, "a\tb\\c\nd") in results["refused"]
 
 
 @pytest.mark.parametrize("first", [True, False], ids=["first crawl", "re-crawl"])

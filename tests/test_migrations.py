@@ -158,7 +158,7 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
                             ).scalar() == 4
         if version >= 2:
             assert conn.execute(sa.select(tables.inventory.c.path)).scalar() == b"/d/ok"
-        # The check_ages ledger is filled from the rows there (0007).
+        # The check_ages ledger is filled from the rows there (0006).
         filled = ages.as_dict(ages.totals(conn))
         assert filled and filled == ages.as_dict(ages.scan(conn))
     r = pnfsmon(url, "status")

@@ -35,8 +35,15 @@ def format_summary(s: Summary) -> str:
     if s.first_check_references:
         lines.append(f"{s.first_check_references:,} files have their first computed checksum "
                      "as reference (the storage recorded none)")
+    for site in s.sites:
+        if site.counts[Status.LOST]:
+            lines.append(f"{site.counts[Status.LOST]:,} files of {site.site} are lost (gone "
+                         "while missing or corrupted; the report lists them): acknowledge "
+                         f"with pnfsmon ack PATH... or pnfsmon ack --all --site {site.site}")
     for c in s.crawls:
-        state = "complete" if c.complete else f"{c.unreadable_directories} dirs unlisted"
+        state = ("complete" if c.complete else
+                 f"refused to mark {c.withheld:,} files vanished" if c.withheld else
+                 f"{c.unreadable_directories} dirs unlisted")
         lines.append(f"last crawl of {c.site} {display(c.root)}: {c.files:,} files, {state}")
     return "\n".join(lines)
 
@@ -95,6 +102,9 @@ def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
         c = site.crawl
         if c is None or not c.finished:
             notes.append(f"{site.site}: no finished crawl")
+        elif c.withheld:
+            notes.append(f"{site.site}: last crawl refused to mark {c.withheld:,} files "
+                         "vanished")
         elif not c.complete:
             notes.append(f"{site.site}: last crawl incomplete")
         elif now - c.finished > max_crawl_age:
@@ -182,6 +192,8 @@ def _format_history(h: FileHistory) -> str:
     lines = [f"{display(h.path)} (site {h.site}, {h.size:,} bytes): {h.status.label}; "
              f"recorded adler32 {h.recorded_adler32 or 'none'}"
              + (f" ({h.recorded_from})" if h.recorded_from else "")]
+    lines += [f"  lost ({st.label}), acknowledged by {by} at {when(at)}"
+              for st, by, at in h.acknowledged]
     if not h.checks:
         lines.append("  never checked")
         return "\n".join(lines)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from pnfsmon.schema.paths import display, encode_line, path_hash
 from pnfsmon.schema.status import PROBLEMS, Status
-from pnfsmon.schema.tables import events, statuses
+from pnfsmon.schema.tables import acknowledgements, events, statuses
 
 #: Problem files per history page: the page of file ``id`` is ``id // HISTORY_BUCKET``.
 HISTORY_BUCKET = 1000
@@ -74,13 +74,17 @@ class FileHistory:
     recorded_adler32: str | None
     recorded_from: str | None
     checks: list[Check]  # newest first
+    # (what was lost, by whom, when) for each ``pnfsmon ack`` of it, newest first
+    acknowledged: list[tuple[Status, str, float]] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"site": self.site, "path": encode_line(self.path),
                 "path_display": display(self.path), "status": self.status.label,
                 "size": self.size, "recorded_adler32": self.recorded_adler32,
                 "recorded_from": self.recorded_from,
-                "checks": [c.as_json() for c in self.checks]}
+                "checks": [c.as_json() for c in self.checks],
+                "acknowledged": [{"lost": st.label, "by": by, "at": at,
+                                  "at_utc": utc_iso(at)} for st, by, at in self.acknowledged]}
 
 
 def file_history(conn: sa.Connection, path: bytes, site: str | None = None
@@ -96,8 +100,14 @@ def file_history(conn: sa.Connection, path: bytes, site: str | None = None
         checks = [_check(c) for c in conn.execute(
             sa.select(*_CHECK_COLUMNS).where(events.c.file_id == row.id)
             .order_by(events.c.checked.desc(), events.c.id.desc()))]
+        a = acknowledgements.c
+        acked = [(Status(st), by, at) for st, by, at in conn.execute(
+            sa.select(a.status, a.acked_by, a.acked_at)
+            .where(a.site == row.site, a.path_hash == path_hash(path), a.path == path)
+            .order_by(a.acked_at.desc()))]
         out.append(FileHistory(row.id, row.site, bytes(row.path), Status(row.status),
-                               row.size, row.recorded_adler32, row.recorded_from, checks))
+                               row.size, row.recorded_adler32, row.recorded_from, checks,
+                               acked))
     return out
 
 

@@ -65,6 +65,9 @@ DESCRIPTIONS = {
     Status.CORRUPTED: "The content's Adler32 or size differs from the reference checksum.",
     Status.TIMEOUT: "Could not be read within the timeout; 'bytes read' shows how far it got.",
     Status.UNREADABLE: "An I/O or permission error stopped the read; see the detail column.",
+    Status.LOST: "Gone from the namespace while missing or corrupted: the data is lost unless "
+                 "it is restored. Listed until a person acknowledges it (pnfsmon ack PATH, or "
+                 "--all --site S) or it comes back.",
 }
 
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from pnfsmon.schema import counts
 from pnfsmon.schema.sites import Site
-from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.schema.status import GONE, PROBLEMS, Status
 from pnfsmon.schema.tables import compares, crawls, events, statuses
 from pnfsmon.web.watchdog import SiteWatch, watch
 
@@ -34,6 +34,7 @@ class CrawlInfo:
     new: int
     changed: int
     vanished: int
+    withheld: int  # not marked vanished: the crawl refused a drop (``max_crawl_drop``)
 
 
 @dataclass
@@ -60,8 +61,11 @@ class SweepProgress:
         return (self.due + self.leased) / self.rate_per_hour
 
 
+#: Problems a check (or a crawl) finds; ``lost`` is what becomes of some when they vanish.
+FOUND = tuple(s for s in PROBLEMS if s not in GONE)
+
 #: Statuses of files a sweep is to check (not gone, not tape-only).
-CHECKABLE = tuple(s for s in Status if s not in (Status.VANISHED, Status.NEARLINE))
+CHECKABLE = tuple(s for s in Status if s not in (*GONE, Status.NEARLINE))
 
 
 def leases(conn: sa.Connection) -> tuple[int, int]:
@@ -148,8 +152,8 @@ class Summary:
 
     @property
     def listed(self) -> int:
-        """Files currently in the namespace (everything but vanished)."""
-        return sum(n for s, n in self.counts.items() if s != Status.VANISHED)
+        """Files currently in the namespace (everything but vanished and lost)."""
+        return sum(n for s, n in self.counts.items() if s not in GONE)
 
     @property
     def checked(self) -> int:
@@ -186,7 +190,8 @@ class Summary:
                  "files": c.files, "directories": c.directories,
                  "empty_directories": c.empty_directories,
                  "unreadable_directories": c.unreadable_directories, "bytes": c.bytes,
-                 "new": c.new, "changed": c.changed, "vanished": c.vanished}
+                 "new": c.new, "changed": c.changed, "vanished": c.vanished,
+                 "withheld": c.withheld}
                 for c in self.crawls
             ],
         }
@@ -233,12 +238,12 @@ def problem_trend(conn: sa.Connection, days: int = 60, now: float | None = None
     by status: how many files each day's checks found missing, corrupted, ..."""
     now = time.time() if now is None else now
     first_day = int(now // DAY) - days + 1
-    series = {s: [0] * days for s in PROBLEMS}
+    series = {s: [0] * days for s in FOUND}
     # Bucketed here rather than in SQL: a portable day function does not exist.
     for checked, status in conn.execution_options(stream_results=True, yield_per=10000).execute(
         sa.select(events.c.checked, events.c.status)
         .where(events.c.checked >= first_day * DAY,
-               events.c.status.in_([int(s) for s in PROBLEMS]))
+               events.c.status.in_([int(s) for s in FOUND]))
     ):
         index = int(checked // DAY) - first_day
         if 0 <= index < days:

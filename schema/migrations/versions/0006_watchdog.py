@@ -1,11 +1,11 @@
-"""The watchdog (schema version 4): the ``check_ages`` ledger, how many files of each site
+"""The watchdog (schema version 5): the ``check_ages`` ledger, how many files of each site
 were last verified in each hour (or wait for a first verdict since then), which ``pnfsmon
 status`` sums for overdue files and verification ages instead of scanning ``statuses``.
 
 Filled from the rows already there, in one pass (the rule is ``schema.ages.stamp``).
 
-Revision ID: 0007
-Revises: 0003
+Revision ID: 0006
+Revises: 0004
 Created: 2026-11-29"""
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0003"
+revision = "0006"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 meta = sa.table("pnfsmon_meta", sa.column("key"), sa.column("value"))
-# Status codes at this revision: ok and the problems; changed; vanished and nearline.
-VERIFIED, CHANGED, UNWATCHED = "(1, 2, 3, 4, 5)", "(1, 2, 3, 4, 5, 6)", "(7, 8)"
+# Status codes at this revision: ok and the problems; changed; vanished, nearline and lost
+# (revision 0004's).
+VERIFIED, CHANGED, UNWATCHED = "(1, 2, 3, 4, 5)", "(1, 2, 3, 4, 5, 6)", "(7, 8, 9)"
 
 
 def upgrade() -> None:
@@ -59,9 +60,9 @@ def upgrade() -> None:
         sa.select(rows.c.site, rows.c.verified, rows.c.hour, sa.func.count(),
                   sa.func.max(rows.c.last))
         .group_by(rows.c.site, rows.c.verified, rows.c.hour)))
-    op.execute(meta.update().where(meta.c.key == "schema_version").values(value="4"))
+    op.execute(meta.update().where(meta.c.key == "schema_version").values(value="5"))
 
 
 def downgrade() -> None:
     op.drop_table("check_ages")
-    op.execute(meta.update().where(meta.c.key == "schema_version").values(value="3"))
+    op.execute(meta.update().where(meta.c.key == "schema_version").values(value="4"))
