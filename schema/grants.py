@@ -2,7 +2,7 @@
 and the GRANT statements that give exactly that (``pnfsmon db grants``).
 
 - admin: ``db init``, ``db upgrade``, ``db prune`` (owns the schema; DDL and DELETE);
-- crawler: ``crawl``, ``inventory load``, ``compare`` (and its staging tables);
+- crawler: ``crawl``, ``inventory load``, ``compare`` (and its staging tables), ``ack``;
 - worker: ``check``: claim, renew, record, release; no DDL, no DELETE, and UPDATE only of
   the ``statuses`` columns a verdict or a lease writes;
 - reader: ``report``, ``status``, ``history``, Nagios: SELECT only.
@@ -73,6 +73,7 @@ def _rights(role: str) -> list[Right]:
             tables.inventory.name: ("INSERT", "DELETE"),
             tables.compares.name: ("INSERT", "UPDATE"),
             tables.discrepancies.name: ("INSERT", "UPDATE", "DELETE"),
+            tables.acknowledgements.name: ("INSERT",),  # `pnfsmon ack`: kept for ever
         }
         return [Right(t, ("SELECT",) + write.get(t, ())) for t in _ALL_TABLES]
     raise ConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
@@ -81,7 +82,7 @@ def _rights(role: str) -> list[Right]:
 #: The role each command needs (the CLI names it when the database refuses one).
 COMMAND_ROLES = {
     "db init": "admin", "db upgrade": "admin", "db prune": "admin",
-    "crawl": "crawler", "inventory load": "crawler", "compare": "crawler",
+    "crawl": "crawler", "inventory load": "crawler", "compare": "crawler", "ack": "crawler",
     "check": "worker",
     "report": "reader", "status": "reader", "history": "reader",
 }

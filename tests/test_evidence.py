@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from pnfsmon.crawler.ack import acknowledge, who
 from pnfsmon.crawler.cli import crawl
 from pnfsmon.crawler.compare import _crawl_guard
+from pnfsmon.schema import config as configuration
 from pnfsmon.schema.lease import Lease
 from pnfsmon.schema.prune import prune
-from pnfsmon.schema.sites import DEFAULT_MAX_CRAWL_DROP, Site, site
+from pnfsmon.schema.sites import DEFAULT_MAX_CRAWL_DROP, Site
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import acknowledgements, crawls, events
 from pnfsmon.tester.posix_read import PosixReader
@@ -230,14 +231,18 @@ def test_files_that_come_back_keep_their_reference_verdict_and_history(engine, t
     assert len(history(engine, rotten)) == len(before[rotten][3]) + 1
 
 
-def test_the_drop_limit_is_set_globally_and_per_site(tmp_path):
+def test_the_drop_limit_is_set_globally_and_per_site(tmp_path, monkeypatch):
     config = tmp_path / "pnfsmon.conf"
     config.write_text("[pnfsmon]\nmax_crawl_drop = 0.5\n\n[site A]\nmax_crawl_drop = 0.01\n"
                       "\n[site B]\ngrace = 1\n")
-    assert site(config, "A").max_crawl_drop == 0.01
-    assert site(config, "B").max_crawl_drop == 0.5
-    assert site(config, "unnamed").max_crawl_drop == 0.5
-    assert site(None, "unnamed").max_crawl_drop == DROP == 0.10
+    monkeypatch.setenv("PNFSMON_CONFIG", str(config))
+    settings = configuration.load()
+    assert settings.site("A").max_crawl_drop == 0.01
+    assert settings.site("B").max_crawl_drop == 0.5
+    assert settings.site("unnamed").max_crawl_drop == 0.5
+    monkeypatch.delenv("PNFSMON_CONFIG")
+    monkeypatch.chdir(tmp_path / "..")  # no pnfsmon.conf here, nor in the test's HOME
+    assert configuration.load().site("unnamed").max_crawl_drop == DROP == 0.10
 
 
 def test_the_cli_refuses_an_empty_night_in_one_line(db_url, engine, tree, tmp_path):

@@ -156,6 +156,15 @@ def test_every_command_runs_under_its_role(accounts, site):
         assert r.returncode == code, (role, args, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr
     assert (base / "report" / "index.html").is_file()
+    # A file lost (missing when it vanished), then acknowledged by a person.
+    (tree / "d1" / "f5.dat").unlink()
+    for role, args, code in [
+        ("worker", ["check", "--workers", "1", "--recheck-after", "0"], 1),
+        ("crawler", ["crawl", "--site", "S", "--grace", "0", "--allow-drop"], 0),
+        ("crawler", ["ack", "--all", "--site", "S"], 0),
+    ]:
+        r = run(role, *args)
+        assert r.returncode == code, (role, args, r.stdout, r.stderr)
 
 
 REFUSED = [
