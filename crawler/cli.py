@@ -75,7 +75,11 @@ def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: f
         f"{stats.files:,} files, {stats.directories:,} directories "
         f"({stats.empty_directories:,} empty, {stats.unreadable_directories:,} unreadable), "
         f"{human_bytes(stats.bytes)}; new {c.new:,}, changed {c.changed:,}, "
-        f"vanished {c.vanished:,}, skipped {stats.skipped:,}; {rate:,.0f} files/s"
+        f"vanished {c.vanished:,}, skipped {stats.skipped:,}; "
+        f"recorded checksums unread {stats.checksums_unread:,}"
+        + (f", xattrs unsupported {stats.xattrs_unsupported:,}"
+           if stats.xattrs_unsupported else "")
+        + f"; {rate:,.0f} files/s"
     )
 
 
@@ -84,8 +88,9 @@ def do_crawl(args: argparse.Namespace) -> int:
     anything) with its size, mtime and the Adler32 the storage records, and update the
     database: new files are queued for checking, changed ones re-queued, disappeared ones
     marked vanished. Files modified within --grace are listed but judged only once that
-    time has passed. Exits 1 if some directories could not be listed or some files'
-    recorded metadata could not be parsed."""
+    time has passed. A recorded checksum the storage fails to give is asked again with
+    backoff; what still fails is counted and named. Exits 1 if some directories could not
+    be listed, or some files' recorded metadata or checksums could not be read."""
     site = site_settings(cli.settings(args).config_file, args.site)
     root = args.root or site.namespace
     if root is None:
@@ -117,10 +122,17 @@ def do_crawl(args: argparse.Namespace) -> int:
     if stats.malformed:
         log.warning("%s files' recorded metadata could not be read (named above); they are "
                     "listed without a recorded checksum", f"{len(stats.malformed):,}")
+    if stats.checksums_unread:
+        log.warning("%s files' recorded checksums could not be read (%s%s); they are "
+                    "marked so, and their first check asks the storage again",
+                    f"{stats.checksums_unread:,}",
+                    ", ".join(display(p) for p in stats.unread_examples),
+                    ", ..." if stats.checksums_unread > len(stats.unread_examples) else "")
     if stats.unreadable:
         log.warning("%s directories could not be listed (named above); their files were "
                     "not marked vanished", f"{stats.unreadable_directories:,}")
-    return EXIT_PROBLEMS if stats.unreadable or stats.malformed else EXIT_OK
+    return (EXIT_PROBLEMS if stats.unreadable or stats.malformed or stats.checksums_unread
+            else EXIT_OK)
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:

@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 BATCH = 10000  # files per chunk: one staging load and one merge transaction
 NEARLINE, VANISHED = int(Status.NEARLINE), int(Status.VANISHED)
 _NEW_COLUMNS = ("site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
-                "recorded_from", "pool", "status", "claim_key", "tag_expiry", "crawl_gen")
+                "recorded_from", "reference", "pool", "status", "claim_key", "tag_expiry",
+                "crawl_gen")
 
 
 @dataclass
@@ -230,10 +231,10 @@ class Ingest:
     def _insert_new(self, conn: sa.Connection, new: list[tuple[bytes, Listed]],
                     deltas: counts.Deltas) -> None:
         rows = [(self.site, item.path, digest, item.size, item.mtime_ns,
-                 item.recorded_adler32, item.recorded_from, item.pool,
+                 item.recorded_adler32, item.recorded_from, int(item.reference), item.pool,
                  *self._queue_state(item), self.crawl_id) for digest, item in new]
         for row in rows:
-            deltas.add(self.site, row[8], False, row[3])
+            deltas.add(self.site, row[9], row[7], row[3])
         if conn.dialect.name not in ("mysql", "mariadb"):
             conn.execute(statuses.insert(), [dict(zip(_NEW_COLUMNS, r, strict=True))
                                              for r in rows])
@@ -244,9 +245,10 @@ class Ingest:
             f"INSERT INTO statuses ({', '.join(_NEW_COLUMNS)}) VALUES "
             + ",".join(f"({mysql_text(site)},X'{path.hex()}',X'{digest.hex()}',{int(size)},"
                        f"{int(mtime)},{mysql_checksum(recorded)},{mysql_text(source)},"
-                       f"{mysql_text(pool)},{status},{_number(key)},{_number(expiry)},{gen})"
-                       for site, path, digest, size, mtime, recorded, source, pool, status,
-                       key, expiry, gen in rows))
+                       f"{reference},{mysql_text(pool)},{status},{_number(key)},"
+                       f"{_number(expiry)},{gen})"
+                       for site, path, digest, size, mtime, recorded, source, reference, pool,
+                       status, key, expiry, gen in rows))
 
     def _reset_changed(self, conn: sa.Connection, changed: list[tuple[int, Listed]],
                        deltas: counts.Deltas) -> None:
@@ -254,23 +256,25 @@ class Ingest:
         ids = [file_id for file_id, _ in changed]
         # Old values under lock: the ledger must take away what the row holds now, even
         # if a worker recorded a verdict since the join above read it.
-        for _id, status, size, source in conn.execute(
-                sa.select(s.id, s.status, s.size, s.recorded_from)
+        for _id, status, size, reference in conn.execute(
+                sa.select(s.id, s.status, s.size, s.reference)
                 .where(s.id.in_(ids)).with_for_update()):
-            deltas.remove(self.site, status, counts.is_first(source), size)
+            deltas.remove(self.site, status, reference, size)
         values = []
         for file_id, item in changed:
             status, key, expiry = self._queue_state(item)
-            deltas.add(self.site, status, False, item.size)
+            deltas.add(self.site, status, item.reference, item.size)
             values.append({"b_id": file_id, "b_size": item.size, "b_mtime": item.mtime_ns,
                            "b_recorded": item.recorded_adler32,
-                           "b_from": item.recorded_from, "b_pool": item.pool,
+                           "b_from": item.recorded_from, "b_reference": int(item.reference),
+                           "b_pool": item.pool,
                            "b_status": status, "b_key": key, "b_expiry": expiry})
         conn.execute(
             statuses.update().where(s.id == sa.bindparam("b_id")).values(
                 size=sa.bindparam("b_size"), mtime_ns=sa.bindparam("b_mtime"),
                 recorded_adler32=sa.bindparam("b_recorded"),
-                recorded_from=sa.bindparam("b_from"), pool=sa.bindparam("b_pool"),
+                recorded_from=sa.bindparam("b_from"),
+                reference=sa.bindparam("b_reference"), pool=sa.bindparam("b_pool"),
                 status=sa.bindparam("b_status"), claim_key=sa.bindparam("b_key"),
                 tag_expiry=sa.bindparam("b_expiry"), computed_adler32=None,
                 tag=None, error=None, crawl_gen=self.crawl_id),
@@ -309,7 +313,7 @@ class Ingest:
         fences = [_subtree_range(d) for d in unlisted]
         with write_transaction(self.engine) as conn:
             gone = [r for r in conn.execute(
-                sa.select(s.id, s.path, s.status, s.size, s.recorded_from)
+                sa.select(s.id, s.path, s.status, s.size, s.reference)
                 .where(s.id.in_(ids), s.status != VANISHED, s.path >= lo, s.path < hi)
                 .with_for_update())
                 if not any(a <= bytes(r.path) < b for a, b in fences)]
@@ -317,9 +321,8 @@ class Ingest:
                 return 0
             deltas = counts.Deltas()
             for r in gone:
-                first = counts.is_first(r.recorded_from)
-                deltas.remove(self.site, r.status, first, r.size)
-                deltas.add(self.site, VANISHED, first, r.size)
+                deltas.remove(self.site, r.status, r.reference, r.size)
+                deltas.add(self.site, VANISHED, r.reference, r.size)
             conn.execute(statuses.update().where(s.id.in_([r.id for r in gone])).values(
                 status=VANISHED, claim_key=None, tag=None, tag_expiry=None,
                 crawl_gen=self.crawl_id))
@@ -336,6 +339,7 @@ class Ingest:
                     unreadable_directories=stats.unreadable_directories, bytes=stats.bytes,
                     new=self.counts.new, changed=self.counts.changed,
                     vanished=self.counts.vanished, skipped=stats.skipped,
+                    checksums_unread=stats.checksums_unread,
                 )
             )
             counts.fold(conn)
