@@ -33,6 +33,9 @@ def format_summary(s: Summary) -> str:
     if s.first_check_references:
         lines.append(f"{s.first_check_references:,} files have their first computed checksum "
                      "as reference (the storage recorded none)")
+    if s.unreadable_references:
+        lines.append(f"{s.unreadable_references:,} files have no reference: the storage "
+                     "keeps their checksum but could not give it (asked again at each check)")
     for c in s.crawls:
         state = "complete" if c.complete else f"{c.unreadable_directories} dirs unlisted"
         lines.append(f"last crawl of {c.site} {display(c.root)}: {c.files:,} files, {state}")
