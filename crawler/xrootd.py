@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterator
 
 from pnfsmon.crawler.listing import Listed, WalkStats
-from pnfsmon.crawler.xrootd_queries import ChecksumQueries, Query
+from pnfsmon.crawler.xrootd_queries import QUERY_TIMEOUT, ChecksumQueries, Query
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.xrootd import XRootDUrl, client, parse_checksum_response, raise_for
 
@@ -159,8 +159,10 @@ class XRootDNamespace:
             """The callback that turns the client's answer into an event of the loop."""
             return lambda status, response, *_: events.put((kind, subject, status, response))
 
+        query_timeout = min(self.timeout, QUERY_TIMEOUT)
+
         def ask(query: Query) -> None:
-            fs.query(QueryCode.CHECKSUM, query.path, self.timeout, post("sum", query))
+            fs.query(QueryCode.CHECKSUM, query.path, query_timeout, post("sum", query))
 
         listing = _Listing(self.url, fs, self.timeout, post, stats)
         queries = ChecksumQueries(ask, enabled=self.checksums == "query")
