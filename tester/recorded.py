@@ -2,17 +2,21 @@
 adopts its own first reading as the reference, it makes sure the storage truly keeps none
 (the crawl may have listed the file before the storage computed one, or failed to read
 it). Asked through the interface the crawl used (``statuses.recorded_from``): an XRootD
-``query checksum``, XRootD's ``user.XrdCks.adler32`` xattr, dCache's dot-commands (PNFS
-layer 2, Chimera checksums). Not asked where the operator told the crawl not to
-(``--checksums none``, ``--no-xattr``)."""
+``query checksum`` (through the bindings, or ``xrdfs`` on a node without them, as the
+xrdcp reader), XRootD's ``user.XrdCks.adler32`` xattr, dCache's dot-commands (PNFS layer 2,
+Chimera checksums). Not asked where the operator told the crawl not to (``--checksums
+none``, ``--no-xattr``)."""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import time
 from dataclasses import dataclass
 
 from pnfsmon.schema import dcache, xrdcks
+from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.lease import Claimed
 from pnfsmon.schema.reference import ASK_AGAIN, Reference
 from pnfsmon.schema.xrootd import (
@@ -20,12 +24,15 @@ from pnfsmon.schema.xrootd import (
     XRootDUrl,
     checksum_failure,
     client,
+    client_environment,
     is_xrootd_url,
     parse_checksum_response,
 )
 
 ATTEMPTS = 4  # XRootD queries before the error stands...
 FIRST_DELAY = 0.25  # ...seconds apart, doubled each time
+XRDFS = os.environ.get("PNFSMON_XRDFS", "xrdfs")
+_SERVER_ERROR = re.compile(r"\[(\d{4})\]")  # "[3011] Unable to checksum ..." in xrdfs's stderr
 
 
 @dataclass(frozen=True)
@@ -48,27 +55,62 @@ def ask(item: Claimed, timeout: float) -> Answer | None:
     return _xattr(item.path, item.mtime_ns)
 
 
-def _query(url: bytes, timeout: float) -> Answer:
-    from XRootD.client.flags import QueryCode
+def _bindings() -> bool:
+    try:
+        import XRootD.client  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
+
+def _query(url: bytes, timeout: float) -> Answer:
     where = XRootDUrl.parse(url)
-    fs = client().FileSystem(where.server)
+    once = _bindings_query if _bindings() else _xrdfs_query
     delay, why = FIRST_DELAY, ""
     for _attempt in range(ATTEMPTS):
-        status, response = fs.query(QueryCode.CHECKSUM, where.path,
-                                    timeout=max(1, int(timeout)))
-        if status.ok:
+        errno_, message, response = once(where, max(1, int(timeout)))
+        if errno_ is None:
             value = parse_checksum_response(response)
             return Answer(Reference.STORAGE if value else Reference.NONE_KEPT, "xrootd",
                           value)
-        if status.errno == UNSUPPORTED:
+        if errno_ == UNSUPPORTED:
             return Answer(Reference.NONE_KEPT, "xrootd")
-        again, why = checksum_failure(status.errno, status.message)
+        again, why = checksum_failure(errno_, message)
         if not again:
             break
         time.sleep(delay)
         delay *= 2
     return Answer(Reference.UNREADABLE, "xrootd", why=why)
+
+
+def _bindings_query(where: XRootDUrl, timeout: int) -> tuple[int | None, str, bytes | None]:
+    """One query: (None, "", response) or (error number, message, None)."""
+    from XRootD.client.flags import QueryCode
+
+    status, response = client().FileSystem(where.server).query(
+        QueryCode.CHECKSUM, where.path, timeout=timeout)
+    if status.ok:
+        return None, "", response
+    return status.errno, str(status.message), None
+
+
+def _xrdfs_query(where: XRootDUrl, timeout: int) -> tuple[int | None, str, bytes | None]:
+    """The same through ``xrdfs HOST query checksum PATH``."""
+    try:
+        done = subprocess.run([XRDFS, where.server, "query", "checksum", where.path],
+                              capture_output=True, timeout=timeout + 5,
+                              env=client_environment(), stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise ConfigError(f"asking an XRootD server for a recorded checksum here needs the "
+                          f"bindings or {XRDFS}: apt-get install xrootd-client, or dnf "
+                          "install xrootd-client") from None
+    except subprocess.TimeoutExpired:
+        return 0, f"{XRDFS} did not answer within {timeout + 5} s", None
+    if done.returncode == 0:
+        return None, "", done.stdout
+    message = done.stderr.decode("utf-8", "replace").strip()
+    found = _SERVER_ERROR.search(message)
+    return int(found.group(1)) if found else 0, message, None
 
 
 def _xattr(path: bytes, mtime_ns: int) -> Answer:

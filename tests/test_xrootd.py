@@ -352,3 +352,24 @@ def test_a_checksum_that_cannot_be_read_is_counted_named_and_marked(xrootd, serv
     r = row(engine, locked)
     assert (r.status, r.recorded_adler32, Reference(r.reference)) == (
         Status.CORRUPTED, adler(b"locked"), Reference.STORAGE)
+
+
+@pytest.mark.parametrize("bindings", [True, False])
+def test_a_check_asks_the_server_with_or_without_the_bindings(xrootd, served, monkeypatch,
+                                                              bindings):
+    """What a check asks before adopting its own reading: through the bindings, or
+    ``xrdfs`` on a worker node without them (the HTCondor bundle)."""
+    from pnfsmon.tester import recorded
+
+    monkeypatch.setattr(recorded, "_bindings", lambda: bindings)
+    write_file(served / "f", b"payload")
+    xrootd.give(served)
+
+    def claimed(name: str) -> Claimed:
+        return Claimed(1, "s", os.fsencode(f"{xrootd.url}//{served.name}/{name}"), 7, 0,
+                       None, "xrootd", None, Reference.UNREADABLE)
+
+    answer = recorded.ask(claimed("f"), timeout=10)
+    assert (answer.reference, answer.adler32) == (Reference.STORAGE, adler(b"payload"))
+    answer = recorded.ask(claimed("gone"), timeout=10)  # an answer, not asked again
+    assert answer.reference == Reference.UNREADABLE and "no such file" in answer.why
