@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 
-from pnfsmon.crawler.xrdcks import XATTR_NAME
+from pnfsmon.schema.xrdcks import XATTR_NAME
 from pnfsmon.tester.posix_read import PosixFile
 from pnfsmon.tester.stream import CHUNK, checksum
 

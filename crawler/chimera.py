@@ -10,33 +10,14 @@ through dot-command files in each file's directory:
 from __future__ import annotations
 
 import os
-import re
 
 from pnfsmon.crawler.listing import Listed
-from pnfsmon.crawler.pnfs import DcacheMount, MalformedMetadata, magic_name, read_magic, why
+from pnfsmon.crawler.pnfs import DcacheMount, why
+from pnfsmon.schema.dcache import MalformedMetadata, magic_name, parse_checksums, read_magic
 
-_HEX = re.compile(r"[0-9a-fA-F]{1,8}")
+__all__ = ["ChimeraNamespace", "parse_checksums", "parse_locality"]
+
 LOCALITIES = ("ONLINE", "NEARLINE", "ONLINE_AND_NEARLINE", "UNAVAILABLE", "LOST", "NONE")
-
-
-def parse_checksums(text: bytes) -> str | None:
-    """The Adler32 among the checksums dCache lists, or None if it lists none."""
-    try:
-        decoded = text.decode("ascii")
-    except UnicodeDecodeError:
-        raise MalformedMetadata("checksums are not ASCII text") from None
-    adler32 = None
-    for pair in re.split(r"[,\s]+", decoded.strip()):
-        if not pair:
-            continue
-        kind, sep, value = pair.partition(":")
-        if not sep:
-            raise MalformedMetadata(f"checksum {pair!r} is not TYPE:value")
-        if kind.upper() in ("ADLER32", "1"):
-            if not _HEX.fullmatch(value):
-                raise MalformedMetadata(f"Adler32 {value!r} is not 1-8 hex digits")
-            adler32 = value.lower().rjust(8, "0")
-    return adler32
 
 
 def parse_locality(text: bytes) -> str:
@@ -57,10 +38,11 @@ class ChimeraNamespace(DcacheMount):
             try:
                 text = read_magic(fd, magic_name(b"get", name, what))
                 if what == b"checksums":
-                    item.recorded_adler32 = parse_checksums(text)
-                    item.recorded_from = "chimera" if item.recorded_adler32 else None
+                    item.recorded("chimera", parse_checksums(text))
                 else:
                     item.nearline = parse_locality(text) == "NEARLINE"
             except (OSError, MalformedMetadata) as err:
                 problems.append(why(what.decode(), err))
+                if what == b"checksums":
+                    item.not_read("chimera", problems[-1])
         return item, "; ".join(problems) or None

@@ -174,10 +174,10 @@ class ChimeraDbNamespace:
                 item = Listed(path, int(size), int(Decimal(mtime) * 10**9),
                               nearline=bool(on_tape) and pools is None)
                 try:
-                    item.recorded_adler32 = adler32_of(isum)
+                    item.recorded("chimera", adler32_of(isum))
                 except ValueError as err:
                     stats.bad_metadata(path, f"checksum: {err}")
-                item.recorded_from = "chimera" if item.recorded_adler32 else None
+                    item.not_read("chimera", f"checksum: {err}")
                 item.pool = pools_text(tuple(_bytes(pools).decode("ascii", "replace")
                                              .split())) if pools else None
                 yield stats.count(item)

@@ -90,7 +90,11 @@ def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: f
         + (f", not marked vanished {ingest.withheld:,}" if ingest.withheld else "")
         + (f", truncated in place {c.truncated:,}" if c.truncated else "")
         + (f", back unchanged {c.returned:,}" if c.returned else "")
-        + f", skipped {stats.skipped:,}; {rate:,.0f} files/s"
+        + f", skipped {stats.skipped:,}; "
+        f"recorded checksums unread {stats.checksums_unread:,}"
+        + (f", xattrs unsupported {stats.xattrs_unsupported:,}"
+           if stats.xattrs_unsupported else "")
+        + f"; {rate:,.0f} files/s"
     )
 
 
@@ -100,10 +104,12 @@ def do_crawl(args: argparse.Namespace) -> int:
     database: new files are queued for checking, changed ones re-queued, disappeared ones
     marked vanished (lost, if they were missing or corrupted: see pnfsmon ack). A file
     whose size changed while its mtime did not is judged corrupted. Files modified within
-    --grace are listed but judged only once that time has passed. Exits 1 if some
-    directories could not be listed or some files' recorded metadata could not be
-    parsed; exits 2, marking nothing vanished, if more than the site's max_crawl_drop of
-    its files (or every file below ROOT) would vanish at once."""
+    --grace are listed but judged only once that time has passed. A recorded checksum the
+    storage fails to give is asked again with backoff; what still fails is counted and
+    named. Exits 1 if some directories could not be listed, or some files' recorded
+    metadata or checksums could not be read; exits 2, marking nothing vanished, if more
+    than the site's max_crawl_drop of its files (or every file below ROOT) would vanish at
+    once."""
     site = cli.settings(args).site(args.site)
     root = args.root or site.namespace
     if root is None:
@@ -138,10 +144,17 @@ def do_crawl(args: argparse.Namespace) -> int:
     if stats.malformed:
         log.warning("%s files' recorded metadata could not be read (named above); they are "
                     "listed without a recorded checksum", f"{len(stats.malformed):,}")
+    if stats.checksums_unread:
+        log.warning("%s files' recorded checksums could not be read (%s%s); they are "
+                    "marked so, and their first check asks the storage again",
+                    f"{stats.checksums_unread:,}",
+                    ", ".join(display(p) for p in stats.unread_examples),
+                    ", ..." if stats.checksums_unread > len(stats.unread_examples) else "")
     if stats.unreadable:
         log.warning("%s directories could not be listed (named above); their files were "
                     "not marked vanished", f"{stats.unreadable_directories:,}")
-    return EXIT_PROBLEMS if stats.unreadable or stats.malformed else EXIT_OK
+    return (EXIT_PROBLEMS if stats.unreadable or stats.malformed or stats.checksums_unread
+            else EXIT_OK)
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:

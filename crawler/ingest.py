@@ -68,7 +68,8 @@ _GONE = [int(g) for g in GONE]
 # What the merge join says of a staged file (``Ingest._differences``).
 NOTHING, NEW, CHANGED, TRUNCATED, RETURNED = range(5)
 _NEW_COLUMNS = ("site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
-                "recorded_from", "pool", "status", "claim_key", "tag_expiry", "crawl_gen")
+                "recorded_from", "reference", "pool", "status", "claim_key", "tag_expiry",
+                "crawl_gen")
 
 
 @dataclass
@@ -298,11 +299,11 @@ class Ingest:
     def _insert_new(self, conn: sa.Connection, new: list[tuple[bytes, Listed]],
                     deltas: counts.Deltas, waiting: ages.Deltas) -> None:
         rows = [(self.site, item.path, digest, item.size, item.mtime_ns,
-                 item.recorded_adler32, item.recorded_from, item.pool,
+                 item.recorded_adler32, item.recorded_from, int(item.reference), item.pool,
                  *self._queue_state(item), self.crawl_id) for digest, item in new]
         for row in rows:
-            deltas.add(self.site, row[8], False, row[3])
-            waiting.add(self.site, row[8], None, self.started)
+            deltas.add(self.site, row[9], row[7], row[3])
+            waiting.add(self.site, row[9], None, self.started)
         if conn.dialect.name not in ("mysql", "mariadb"):
             conn.execute(statuses.insert(), [dict(zip(_NEW_COLUMNS, r, strict=True))
                                              for r in rows])
@@ -313,9 +314,10 @@ class Ingest:
             f"INSERT INTO statuses ({', '.join(_NEW_COLUMNS)}) VALUES "
             + ",".join(f"({mysql_text(site)},X'{path.hex()}',X'{digest.hex()}',{int(size)},"
                        f"{int(mtime)},{mysql_checksum(recorded)},{mysql_text(source)},"
-                       f"{mysql_text(pool)},{status},{_number(key)},{_number(expiry)},{gen})"
-                       for site, path, digest, size, mtime, recorded, source, pool, status,
-                       key, expiry, gen in rows))
+                       f"{reference},{mysql_text(pool)},{status},{_number(key)},"
+                       f"{_number(expiry)},{gen})"
+                       for site, path, digest, size, mtime, recorded, source, reference, pool,
+                       status, key, expiry, gen in rows))
 
     def _reset_changed(self, conn: sa.Connection, changed: list[tuple[int, Listed]],
                        deltas: counts.Deltas, waiting: ages.Deltas) -> None:
@@ -323,27 +325,29 @@ class Ingest:
         ids = [file_id for file_id, _ in changed]
         # Old values under lock: the ledger must take away what the row holds now, even
         # if a worker recorded a verdict since the join above read it.
-        old = conn.execute(sa.select(s.id, s.status, s.size, s.recorded_from, s.checked,
+        old = conn.execute(sa.select(s.id, s.status, s.size, s.reference, s.checked,
                                      s.crawl_gen).where(s.id.in_(ids)).with_for_update()
                            ).all()
         listed = ages.listing_starts(conn, (r.crawl_gen for r in old))
-        for _id, status, size, source, checked, gen in old:
-            deltas.remove(self.site, status, counts.is_first(source), size)
+        for _id, status, size, reference, checked, gen in old:
+            deltas.remove(self.site, status, reference, size)
             waiting.remove(self.site, status, checked, listed.get(gen))
         values = []
         for file_id, item in changed:
             status, key, expiry = self._queue_state(item)
-            deltas.add(self.site, status, False, item.size)
+            deltas.add(self.site, status, item.reference, item.size)
             waiting.add(self.site, status, None, self.started)
             values.append({"b_id": file_id, "b_size": item.size, "b_mtime": item.mtime_ns,
                            "b_recorded": item.recorded_adler32,
-                           "b_from": item.recorded_from, "b_pool": item.pool,
+                           "b_from": item.recorded_from, "b_reference": int(item.reference),
+                           "b_pool": item.pool,
                            "b_status": status, "b_key": key, "b_expiry": expiry})
         conn.execute(
             statuses.update().where(s.id == sa.bindparam("b_id")).values(
                 size=sa.bindparam("b_size"), mtime_ns=sa.bindparam("b_mtime"),
                 recorded_adler32=sa.bindparam("b_recorded"),
-                recorded_from=sa.bindparam("b_from"), pool=sa.bindparam("b_pool"),
+                recorded_from=sa.bindparam("b_from"),
+                reference=sa.bindparam("b_reference"), pool=sa.bindparam("b_pool"),
                 status=sa.bindparam("b_status"), claim_key=sa.bindparam("b_key"),
                 tag_expiry=sa.bindparam("b_expiry"), computed_adler32=None,
                 tag=None, error=None, prior_status=None, crawl_gen=self.crawl_id),
@@ -353,7 +357,7 @@ class Ingest:
         """The rows' current values under lock: the ledger takes away what a row holds
         now, even if a worker recorded a verdict since the merge join read it."""
         s = statuses.c
-        return conn.execute(sa.select(s.id, s.status, s.size, s.recorded_from, *columns)
+        return conn.execute(sa.select(s.id, s.status, s.size, s.reference, *columns)
                             .where(s.id.in_(ids)).with_for_update()).all()
 
     def _judge_truncated(self, conn: sa.Connection, found: list[tuple[int, Listed]],
@@ -374,9 +378,8 @@ class Ingest:
         values, checks = [], []
         for r in rows:
             item = listed[r.id]
-            first = counts.is_first(r.recorded_from)
-            deltas.remove(self.site, r.status, first, r.size)
-            deltas.add(self.site, CORRUPTED, first, r.size)
+            deltas.remove(self.site, r.status, r.reference, r.size)
+            deltas.add(self.site, CORRUPTED, r.reference, r.size)
             waiting.remove(self.site, r.status, r.checked, starts.get(r.crawl_gen))
             waiting.add(self.site, CORRUPTED, self.started, None)
             error = (f"listed with {item.size:,} bytes, {r.size:,} before, mtime unchanged: "
@@ -419,9 +422,8 @@ class Ingest:
                 status, key, expiry = prior, r.checked if r.checked is not None else 0.0, None
             else:
                 status, key, expiry = self._queue_state(item)
-            first = counts.is_first(r.recorded_from)
-            deltas.remove(self.site, r.status, first, r.size)
-            deltas.add(self.site, status, first, r.size)
+            deltas.remove(self.site, r.status, r.reference, r.size)
+            deltas.add(self.site, status, r.reference, r.size)
             # Gone files are outside the age ledger: back, they join it as verified in
             # the hour of their last check, or as waiting since this crawl.
             waiting.add(self.site, status, r.checked, self.started)
@@ -484,7 +486,7 @@ class Ingest:
         s = statuses.c
         lo, hi = _subtree_range(self.root)
         fences = [_subtree_range(d) for d in unlisted]
-        query = (sa.select(s.id, s.path, s.status, s.size, s.recorded_from, s.checked,
+        query = (sa.select(s.id, s.path, s.status, s.size, s.reference, s.checked,
                            s.crawl_gen)
                  .where(s.id.in_(ids), s.status.not_in(_GONE), s.path >= lo, s.path < hi))
         if lock:
@@ -516,9 +518,9 @@ class Ingest:
             deltas, waiting = counts.Deltas(), ages.Deltas()
             listed = ages.listing_starts(conn, (r.crawl_gen for r in gone))
             for r in gone:
-                first = counts.is_first(r.recorded_from)
-                deltas.remove(self.site, r.status, first, r.size)
-                deltas.add(self.site, LOST if r.status in lost else VANISHED, first, r.size)
+                deltas.remove(self.site, r.status, r.reference, r.size)
+                deltas.add(self.site, LOST if r.status in lost else VANISHED, r.reference,
+                           r.size)
                 waiting.remove(self.site, r.status, r.checked, listed.get(r.crawl_gen))
             conn.execute(statuses.update().where(s.id.in_([r.id for r in gone])).ordered_values(
                 # MySQL assigns left to right, later ones seeing earlier ones: the prior
@@ -543,6 +545,7 @@ class Ingest:
                     new=self.counts.new, changed=self.counts.changed,
                     vanished=self.counts.vanished, skipped=stats.skipped,
                     withheld=self.withheld,
+                    checksums_unread=stats.checksums_unread,
                 )
             )
             counts.fold(conn)

@@ -9,8 +9,11 @@ import logging
 from dataclasses import dataclass, field
 
 from pnfsmon.schema.paths import display
+from pnfsmon.schema.reference import Reference
 
 log = logging.getLogger(__name__)
+
+NAMED = 10  # files named in the log, per kind of trouble, before the rest go to DEBUG
 
 
 @dataclass(slots=True)
@@ -19,9 +22,24 @@ class Listed:
     size: int
     mtime_ns: int
     recorded_adler32: str | None = None
-    recorded_from: str | None = None
+    recorded_from: str | None = None  # the storage's interface that answered or was asked
     pool: str | None = None
     nearline: bool = False  # only on tape (dCache locality NEARLINE, XRootD offline flag)
+    reference: Reference = Reference.NOT_ASKED
+    unread: str | None = None  # why the recorded checksum could not be read (UNREADABLE)
+
+    def recorded(self, source: str, adler32: str | None) -> None:
+        """What the storage's ``source`` answered: its checksum, or that it keeps none."""
+        self.recorded_from = source
+        self.recorded_adler32 = adler32
+        self.reference = Reference.STORAGE if adler32 else Reference.NONE_KEPT
+
+    def not_read(self, source: str, why: str) -> None:
+        """The storage's ``source`` keeps checksums, but this one could not be read."""
+        self.recorded_from = source
+        self.recorded_adler32 = None
+        self.reference = Reference.UNREADABLE
+        self.unread = why
 
 
 @dataclass
@@ -37,6 +55,11 @@ class WalkStats:
     malformed: list[tuple[bytes, str]] = field(default_factory=list)
     # Why the walk stopped before its end (a mount taken for dead), None if it did not.
     stopped: str | None = None
+    # Files whose recorded checksum could not be read (errors left after retries): how
+    # many, and the first few, named.
+    checksums_unread: int = 0
+    unread_examples: list[bytes] = field(default_factory=list)
+    xattrs_unsupported: int = 0  # posix: files on a filesystem without user xattrs
 
     @property
     def unreadable_directories(self) -> int:
@@ -57,4 +80,12 @@ class WalkStats:
     def count(self, item: Listed) -> Listed:
         self.files += 1
         self.bytes += item.size
+        if item.reference == Reference.UNREADABLE:
+            self.checksums_unread += 1
+            if len(self.unread_examples) < NAMED:
+                self.unread_examples.append(item.path)
+            log.log(logging.WARNING if self.checksums_unread <= NAMED else logging.DEBUG,
+                    "%s: the recorded checksum could not be read: %s (marked unreadable; "
+                    "its first check asks the storage again)", display(item.path),
+                    item.unread or "no reason given")
         return item

@@ -1,71 +1,21 @@
 """The PNFS namespace (dCache's old ``/pnfs`` mount): walk the mount like POSIX, and take each
 file's recorded Adler32 and pools from its layer 2, read as the magic file
-``.(use)(2)(NAME)`` in the file's directory.
-
-Layer 2 as dCache writes it: a statistics line (``2,0,0,0.0,0.0``), flags as ``;``-separated
-``key=value`` pairs after a ``:`` (``c=1:f9b03ea3`` is Adler32, ``l=`` the size, ``h=`` the
-HSM state), wrapped at about 70 characters, then the names of the pools holding a copy.
-Where the line breaks fall varies, so the parser classifies tokens rather than lines."""
+``.(use)(2)(NAME)`` in the file's directory (parsed by ``schema.dcache``, which a check
+uses too)."""
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
+from pnfsmon.schema.dcache import Layer2, MalformedMetadata, magic_name, parse_layer2, read_magic
 
-_STATISTICS = re.compile(rb"\d+(,[\d.]+)+")
-_HEX = re.compile(r"[0-9a-fA-F]{1,8}")
+__all__ = ["Layer2", "MalformedMetadata", "PnfsNamespace", "magic_name", "parse_layer2",
+           "read_magic"]
+
 MAX_POOLS_TEXT = 255  # the width of statuses.pool
-
-
-class MalformedMetadata(ValueError):
-    """A magic file that does not say what it should; the message says what is wrong."""
-
-
-@dataclass(frozen=True)
-class Layer2:
-    adler32: str | None
-    pools: tuple[str, ...]
-    flags: dict[str, str]
-
-
-def parse_layer2(text: bytes) -> Layer2:
-    """Parse the content of ``.(use)(2)(NAME)``; an empty layer (a file not yet written to
-    any pool) has neither checksum nor pools."""
-    flag_text = b""
-    pools: list[str] = []
-    for token in text.split():
-        if _STATISTICS.fullmatch(token):
-            continue
-        continues = flag_text and not flag_text.endswith(b";")  # each flag ends with ';'
-        if continues or token.startswith(b":") or b"=" in token or b";" in token:
-            flag_text += token  # a wrapped flags line continues without a separator
-            continue
-        try:
-            pools.append(token.decode("ascii"))
-        except UnicodeDecodeError:
-            raise MalformedMetadata(f"pool name {token!r} is not ASCII") from None
-    flags: dict[str, str] = {}
-    for pair in flag_text.lstrip(b":").split(b";"):
-        pair = pair.strip(b":")
-        if not pair:
-            continue
-        key, sep, value = pair.partition(b"=")
-        if not sep or not key:
-            raise MalformedMetadata(f"flag {pair.decode('latin-1')!r} is not key=value")
-        flags[key.decode("latin-1")] = value.decode("latin-1")
-    adler32 = None
-    if "c" in flags:
-        kind, _, value = flags["c"].partition(":")
-        if kind == "1":  # checksum type 1 is Adler32
-            if not _HEX.fullmatch(value):
-                raise MalformedMetadata(f"Adler32 {value!r} is not 1-8 hex digits")
-            adler32 = value.lower().rjust(8, "0")  # stored without leading zeros at times
-    return Layer2(adler32, tuple(pools), flags)
 
 
 def pools_text(pools: tuple[str, ...]) -> str | None:
@@ -80,24 +30,9 @@ def pools_text(pools: tuple[str, ...]) -> str | None:
     return text or None
 
 
-def magic_name(*parts: bytes) -> bytes:
-    """``.(use)(2)(NAME)``, ``.(get)(NAME)(checksums)``: a dot-command as a file name."""
-    return b".(" + b")(".join(parts) + b")"
-
-
 def is_magic(name: bytes) -> bool:
     """A dot-command name. A real mount never lists them; a tree copied from one may."""
     return name.startswith(b".(")
-
-
-def read_magic(dir_fd: int, name: bytes) -> bytes:
-    """The content of a dot-command file in the directory open as ``dir_fd`` (read-only;
-    an ordinary open and read, one name looked up)."""
-    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        return os.read(fd, 64 * 1024)
-    finally:
-        os.close(fd)
 
 
 def why(what: str, err: Exception) -> str:
@@ -137,8 +72,8 @@ class PnfsNamespace(DcacheMount):
         try:
             layer = parse_layer2(read_magic(fd, magic_name(b"use", b"2", name)))
         except (OSError, MalformedMetadata) as err:
+            item.not_read("pnfs", why("layer 2", err))
             return item, why("layer 2", err)
-        if layer.adler32 is not None:
-            item.recorded_adler32, item.recorded_from = layer.adler32, "pnfs"
+        item.recorded("pnfs", layer.adler32)
         item.pool = pools_text(layer.pools)
         return item, None

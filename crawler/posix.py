@@ -4,16 +4,27 @@ in flight), each file's recorded checksum from XRootD's xattr where there is one
 Never follows symlinks (a link to a directory is not descended, a link to a file is not a
 file), never opens a listed file (FIFOs and devices are skipped on their type alone), and
 counts what it cannot list instead of failing. The dCache namespaces (``crawler.pnfs``,
-``crawler.chimera``) walk their mounts the same way, describing each file their own way."""
+``crawler.chimera``) walk their mounts the same way, describing each file their own way.
+
+The xattr is read for every file, whatever an earlier one answered: a filesystem that keeps
+no user xattrs (ENOTSUP) holds no recorded checksum for that file, and the files so
+answered are counted and said in the log; a read that fails otherwise is retried, then the
+file is marked as one whose recorded checksum could not be read."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Iterator
 
-from pnfsmon.crawler import xrdcks
 from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
+from pnfsmon.schema import xrdcks
+from pnfsmon.schema.paths import display
+
+log = logging.getLogger(__name__)
+SOURCE = "xrdcks"  # recorded_from: XRootD's checksum xattr
 
 
 class PosixNamespace:
@@ -27,19 +38,34 @@ class PosixNamespace:
         self.read_xattrs = read_xattrs
         self.parallel = parallel
         self.timeout = timeout
+        self._lock = threading.Lock()  # the count below, from the walk's threads
+        self._unsupported = 0
 
     def walk(self, stats: WalkStats) -> Iterator[Listed]:
-        return ParallelWalk(self.root, self._describe, parallel=self.parallel,
-                            timeout=self.timeout).walk(stats)
+        yield from ParallelWalk(self.root, self._describe, parallel=self.parallel,
+                                timeout=self.timeout).walk(stats)
+        stats.xattrs_unsupported = self._unsupported
+        if self._unsupported:
+            log.warning("%s files are on a filesystem without user extended attributes: "
+                        "they have no recorded checksum (%s not readable there)",
+                        f"{self._unsupported:,}", xrdcks.XATTR_NAME)
 
     def _describe(self, _fd: int, directory: bytes, name: bytes,
                   st: os.stat_result) -> tuple[Listed, None]:
         path = os.path.join(directory, name)
-        recorded = None
-        if self.read_xattrs:
-            try:
-                recorded = xrdcks.read(path, int(st.st_mtime))
-            except xrdcks.XattrUnsupported:
-                self.read_xattrs = False
-        return Listed(path, st.st_size, st.st_mtime_ns, recorded,
-                      "xrdcks" if recorded else None), None
+        item = Listed(path, st.st_size, st.st_mtime_ns)
+        if not self.read_xattrs:
+            return item, None
+        try:
+            item.recorded(SOURCE, xrdcks.read(path, int(st.st_mtime)))
+        except xrdcks.XattrUnsupported as err:
+            item.recorded(SOURCE, None)  # none can be kept there
+            with self._lock:
+                self._unsupported += 1
+                first = self._unsupported == 1
+            if first:
+                log.warning("%s: %s not readable: %s (counted; asked again for every "
+                            "file)", display(path), xrdcks.XATTR_NAME, err)
+        except OSError as err:
+            item.not_read(SOURCE, f"{xrdcks.XATTR_NAME}: {err.strerror or err}")
+        return item, None

@@ -14,36 +14,93 @@ roughly double the cost per entry, which made a listing half as fast as ``xrdfs 
 The recorded checksum comes from ``query checksum`` (``--checksums query``, the default),
 which the server answers from its cached ``user.XrdCks.adler32``; on some servers a query
 for a file without one computes it (a full read on the server), so ``--checksums none``
-skips it."""
+skips it. The queries have their own scheduler (``crawler.xrootd_queries``: retries with
+backoff, a window that adapts to the server); the listing's is ``_Listing`` below, and
+``_walk`` only hands each event to the one it belongs to."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import sys
 from collections.abc import Iterator
 
 from pnfsmon.crawler.listing import Listed, WalkStats
+from pnfsmon.crawler.xrootd_queries import QUERY_TIMEOUT, ChecksumQueries, Query
 from pnfsmon.schema.errors import ConfigError
-from pnfsmon.schema.xrootd import XRootDUrl, client, raise_for
+from pnfsmon.schema.xrootd import XRootDUrl, client, parse_checksum_response, raise_for
+
+__all__ = ["XRootDNamespace", "parse_checksum_response"]
 
 DIRECTORIES_IN_FLIGHT = 8  # measured best on loopback: more only adds GIL contention
-QUERIES_IN_FLIGHT = 256  # a WAN round trip each: 64 reached 5k files/s at 5 ms, 256 12k
 SWITCH_INTERVAL = 0.0002  # seconds; see walk()
-MAX_WAITING = 20_000  # files listed but not yet asked for their checksum: bounds memory
-_UNSUPPORTED = 3013  # kXR_Unsupported: the server keeps no checksums
+MAX_WAITING = 20_000  # files listed but not yet answered for: bounds memory
+_PARTIAL = 3  # suPartial: some entries of a directory could not be listed
+log = logging.getLogger(__name__)
 
 
-def parse_checksum_response(response: bytes | None) -> str | None:
-    """``b'adler32 bb920cf5\\x00'`` → ``'bb920cf5'``; None for another algorithm."""
-    if not response:
-        return None
-    fields = response.rstrip(b"\0").decode("ascii", "replace").split()
-    if len(fields) != 2 or fields[0].lower() != "adler32":
-        return None
-    value = fields[1].lower()
-    if len(value) > 8 or any(ch not in "0123456789abcdef" for ch in value):
-        return None
-    return value.rjust(8, "0")
+class _Listing:
+    """The listing path: directories waiting and in flight; ``send`` lists while there is
+    room, ``listed`` takes one directory's answer and returns its files."""
+
+    def __init__(self, url: XRootDUrl, fs, timeout: int, post, stats: WalkStats) -> None:
+        from XRootD.client.flags import DirListFlags, StatInfoFlags
+
+        self.url, self.fs, self.timeout, self.post, self.stats = url, fs, timeout, post, stats
+        self.stat_flag = DirListFlags.STAT
+        self.is_dir, self.other, self.offline = (StatInfoFlags.IS_DIR, StatInfoFlags.OTHER,
+                                                 StatInfoFlags.OFFLINE)
+        self.directories = [url.path.rstrip("/") or "/"]
+        self.in_flight = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.directories or self.in_flight)
+
+    def send(self) -> None:
+        while self.directories and self.in_flight < DIRECTORIES_IN_FLIGHT:
+            path = self.directories.pop()
+            self.fs.dirlist(path, self.stat_flag, self.timeout, self.post("dir", path))
+            self.in_flight += 1
+
+    def listed(self, directory: str, status: dict, response: dict | None
+               ) -> list[tuple[str, Listed]]:
+        """One directory's answer: (server path, file) for each file in it; its
+        subdirectories wait to be listed; a failed or partial listing is counted unlisted."""
+        self.in_flight -= 1
+        stats = self.stats
+        stats.directories += 1
+        here = self.url.child(directory)
+        entries = response["dirlist"] if response else None
+        # A partial listing is treated as unlisted too: its missing files are not vanished.
+        if not status["ok"] or status["code"] == _PARTIAL or entries is None:
+            why = " ".join(str(status.get("message") or "").replace("[ERROR]", "").split())
+            if status["code"] == _PARTIAL:
+                why = "some entries could not be listed"
+            stats.unlisted(here, why or "no listing returned")
+            if entries is None:
+                return []
+        if not entries:
+            stats.empty_directories += 1
+        base = directory.rstrip("/")
+        prefix = self.url.child(base) + b"/"
+        files = []
+        for entry in entries:
+            info, name = entry["statinfo"], entry["name"]
+            if info is None:  # listed without its stat: cannot judge, protect it
+                if stats.unreadable[-1:] != [here]:
+                    stats.unlisted(here, f"no stat for {name}")
+                continue
+            flags = info["flags"]
+            if flags & self.is_dir:
+                self.directories.append(f"{base}/{name}")
+            elif flags & self.other:
+                stats.skipped += 1  # neither file nor directory
+            else:
+                files.append((f"{base}/{name}", Listed(
+                    prefix + name.encode("utf-8", "surrogateescape"), info["size"],
+                    info["mtime"] * 10**9, nearline=bool(flags & self.offline))))
+        return files
 
 
 class XRootDNamespace:
@@ -69,10 +126,12 @@ class XRootDNamespace:
         finally:
             sys.setswitchinterval(interval)
 
-    def _walk(self, stats: WalkStats) -> Iterator[Listed]:
+    def _open(self):
+        """The raw client's file system object, once the crawl root is known to be a
+        directory on the server (ConfigError if not)."""
         client()  # the timeouts, and a clear error if the bindings are missing
         from pyxrootd import client as raw
-        from XRootD.client.flags import DirListFlags, QueryCode, StatInfoFlags
+        from XRootD.client.flags import StatInfoFlags
         from XRootD.client.responses import XRootDStatus
 
         fs = raw.FileSystem(self.url.server)
@@ -88,75 +147,41 @@ class XRootDNamespace:
             raise ConfigError(f"crawl root {self.url}: {err.strerror}") from None
         if not root["flags"] & StatInfoFlags.IS_DIR:
             raise ConfigError(f"crawl root {self.url} is not a directory")
+        return fs
 
-        is_dir, other, offline = (StatInfoFlags.IS_DIR, StatInfoFlags.OTHER,
-                                  StatInfoFlags.OFFLINE)
-        directories = [self.url.path.rstrip("/") or "/"]
-        listing = querying = 0
-        query = self.checksums == "query"
-        waiting: list[tuple[str, Listed]] = []  # (server path, file) not yet queried
+    def _walk(self, stats: WalkStats) -> Iterator[Listed]:
+        from XRootD.client.flags import QueryCode
 
-        def listed(path):
-            return lambda status, response, *_: done.put(("dir", path, status, response))
+        fs = self._open()
+        events: queue.SimpleQueue = queue.SimpleQueue()
 
-        def answered(item):
-            return lambda status, response, *_: done.put(("sum", item, status, response))
+        def post(kind: str, subject):
+            """The callback that turns the client's answer into an event of the loop."""
+            return lambda status, response, *_: events.put((kind, subject, status, response))
 
-        while directories or waiting or listing or querying:
-            while (directories and listing < DIRECTORIES_IN_FLIGHT
-                   and len(waiting) < MAX_WAITING):
-                path = directories.pop()
-                fs.dirlist(path, DirListFlags.STAT, self.timeout, listed(path))
-                listing += 1
-            while waiting and querying < QUERIES_IN_FLIGHT:
-                path, item = waiting.pop()
-                fs.query(QueryCode.CHECKSUM, path, self.timeout, answered(item))
-                querying += 1
-            kind, subject, status, response = done.get()
-            if kind == "sum":
-                querying -= 1
-                if status["ok"]:
-                    subject.recorded_adler32 = parse_checksum_response(response)
-                    subject.recorded_from = "xrootd" if subject.recorded_adler32 else None
-                elif status["errno"] == _UNSUPPORTED:
-                    query = False  # ask no more: send the rest without
-                    for _path, item in waiting:
-                        yield stats.count(item)
-                    waiting.clear()
-                yield stats.count(subject)
-                continue
-            listing -= 1
-            stats.directories += 1
-            entries = response["dirlist"] if response else None
-            # code 3 (suPartial): some entries could not be listed; treat as unlisted too.
-            if not status["ok"] or status["code"] == 3 or entries is None:
-                why = " ".join(str(status.get("message") or "").replace("[ERROR]", "").split())
-                if status["code"] == 3:
-                    why = "some entries could not be listed"
-                stats.unlisted(self.url.child(subject), why or "no listing returned")
-                if entries is None:
-                    continue
-            if not entries:
-                stats.empty_directories += 1
-            base = subject.rstrip("/")
-            prefix = self.url.child(base) + b"/"
-            for entry in entries:
-                info = entry["statinfo"]
-                name = entry["name"]
-                if info is None:  # listed without its stat: cannot judge, protect it
-                    if stats.unreadable[-1:] != [self.url.child(subject)]:
-                        stats.unlisted(self.url.child(subject), f"no stat for {name}")
-                    continue
-                flags = info["flags"]
-                if flags & is_dir:
-                    directories.append(f"{base}/{name}")
-                elif flags & other:
-                    stats.skipped += 1  # neither file nor directory
-                else:
-                    item = Listed(prefix + name.encode("utf-8", "surrogateescape"),
-                                  info["size"], info["mtime"] * 10**9,
-                                  nearline=bool(flags & offline))
-                    if query:
-                        waiting.append((f"{base}/{name}", item))
-                    else:
-                        yield stats.count(item)
+        query_timeout = min(self.timeout, QUERY_TIMEOUT)
+
+        def ask(query: Query) -> None:
+            fs.query(QueryCode.CHECKSUM, query.path, query_timeout, post("sum", query))
+
+        listing = _Listing(self.url, fs, self.timeout, post, stats)
+        queries = ChecksumQueries(ask, enabled=self.checksums == "query")
+        while listing.busy or queries.busy:
+            if queries.waiting < MAX_WAITING:
+                listing.send()
+            queries.send()
+            try:
+                kind, subject, status, response = events.get(
+                    timeout=queries.seconds_to_next())
+            except queue.Empty:
+                continue  # a retry fell due
+            if kind == "dir":
+                for path, item in listing.listed(subject, status, response):
+                    for done in queries.add(path, item):
+                        yield stats.count(done)
+            else:
+                for done in queries.answered(subject, status, response):
+                    yield stats.count(done)
+        if queries.retries:
+            log.info("%s checksum queries asked again after an error (%d in flight at the "
+                     "lowest)", f"{queries.retries:,}", queries.smallest_window)

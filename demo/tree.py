@@ -9,7 +9,7 @@ import os
 import random
 from pathlib import Path
 
-from pnfsmon.crawler import xrdcks
+from pnfsmon.schema import xrdcks
 from pnfsmon.tester.stream import adler32, adler32_hex
 
 FILES = 40

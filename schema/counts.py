@@ -2,7 +2,7 @@
 exact by every writer so that ``pnfsmon status`` (and Nagios, every few minutes) sums a
 few thousand ledger rows instead of scanning ten million ``statuses`` rows.
 
-Every statement that changes a file's status, size or first-check reference (the crawl's
+Every statement that changes a file's status, size or reference provenance (the crawl's
 ingest, a recorded verdict, a vanished file pruned) appends the difference here in the
 same transaction, from the old values it read under lock: the ledger is exact as of the
 last committed batch. Appending, never updating a counter row, means writers never wait
@@ -17,18 +17,15 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from pnfsmon.schema import ages
-from pnfsmon.schema.status import Status
+from pnfsmon.schema.reference import Reference
+from pnfsmon.schema.status import GONE, Status
 from pnfsmon.schema.tables import meta, status_counts, statuses
 
 FIRST_CHECK = "first_check"  # recorded_from when the first computed value is the reference
 FOLD_AT = 2000  # ledger rows: fold when there are more
 
-#: (site, status, first_check)
-Key = tuple[str, int, bool]
-
-
-def is_first(recorded_from: str | None) -> bool:
-    return recorded_from == FIRST_CHECK
+#: (site, status, reference)
+Key = tuple[str, int, int]
 
 
 @dataclass
@@ -38,16 +35,16 @@ class Deltas:
     files: Counter = field(default_factory=Counter)
     bytes: Counter = field(default_factory=Counter)
 
-    def add(self, site: str, status: int, first: bool, size: int, n: int = 1) -> None:
-        key = (site, int(status), bool(first))
+    def add(self, site: str, status: int, reference: int, size: int, n: int = 1) -> None:
+        key = (site, int(status), int(reference))
         self.files[key] += n
         self.bytes[key] += size
 
-    def remove(self, site: str, status: int, first: bool, size: int, n: int = 1) -> None:
-        self.add(site, status, first, -size, -n)
+    def remove(self, site: str, status: int, reference: int, size: int, n: int = 1) -> None:
+        self.add(site, status, reference, -size, -n)
 
     def write(self, conn: sa.Connection) -> None:
-        rows = [{"site": k[0], "status": k[1], "first_check": k[2], "files": self.files[k],
+        rows = [{"site": k[0], "status": k[1], "reference": k[2], "files": self.files[k],
                  "bytes": self.bytes[k]}
                 for k in self.files.keys() | self.bytes.keys()
                 if self.files[k] or self.bytes[k]]
@@ -57,24 +54,35 @@ class Deltas:
 
 @dataclass
 class Totals:
-    """Files and bytes per (site, status), and how many have a first-check reference."""
+    """Files and bytes per (site, status), and listed (not vanished) files per (site,
+    reference provenance)."""
 
     files: Counter = field(default_factory=Counter)  # (site, Status) -> n
     bytes: Counter = field(default_factory=Counter)
-    first_check: Counter = field(default_factory=Counter)  # site -> n
+    references: Counter = field(default_factory=Counter)  # (site, Reference) -> n
 
-    def add(self, site: str, status: int, first: bool, files: int, size: int) -> None:
+    def add(self, site: str, status: int, reference: int, files: int, size: int) -> None:
         key = (site, Status(status))
         self.files[key] += int(files)
         self.bytes[key] += int(size)
-        if first:
-            self.first_check[site] += int(files)
+        if status not in GONE:
+            self.references[(site, Reference(reference))] += int(files)
+
+    def with_reference(self, reference: Reference) -> int:
+        """Listed files of every site whose reference has this provenance."""
+        return sum(n for (_site, ref), n in self.references.items() if ref == reference)
+
+    @property
+    def first_check(self) -> Counter:
+        """site -> files whose reference is their first computed checksum."""
+        return Counter({site: n for (site, ref), n in self.references.items()
+                        if ref == Reference.FIRST_READ and n})
 
     def as_dict(self) -> dict:
         """Comparable form, without the zero entries a ledger may hold."""
         return {"files": {k: v for k, v in self.files.items() if v},
                 "bytes": {k: v for k, v in self.bytes.items() if v},
-                "first_check": {k: v for k, v in self.first_check.items() if v}}
+                "references": {k: v for k, v in self.references.items() if v}}
 
 
 def totals(conn: sa.Connection, site: str | None = None) -> Totals:
@@ -82,9 +90,9 @@ def totals(conn: sa.Connection, site: str | None = None) -> Totals:
     the last committed write."""
     c = status_counts.c
     out = Totals()
-    query = (sa.select(c.site, c.status, c.first_check, sa.func.sum(c.files),
+    query = (sa.select(c.site, c.status, c.reference, sa.func.sum(c.files),
                        sa.func.sum(c.bytes))
-             .group_by(c.site, c.status, c.first_check))
+             .group_by(c.site, c.status, c.reference))
     if site is not None:
         query = query.where(c.site == site)
     for row in conn.execute(query):
@@ -93,15 +101,11 @@ def totals(conn: sa.Connection, site: str | None = None) -> Totals:
 
 
 def _grouped_scan() -> sa.Select:
-    """(site, status, first_check, files, bytes) from a full scan of ``statuses``."""
+    """(site, status, reference, files, bytes) from a full scan of ``statuses``."""
     s = statuses.c
-    # A literal, not a bound parameter: PostgreSQL must see the GROUP BY expression as the
-    # same one as in the SELECT list.
-    first = sa.case((s.recorded_from == sa.literal_column(f"'{FIRST_CHECK}'"), True),
-                    else_=False)
-    return (sa.select(s.site, s.status, first, sa.func.count(),
+    return (sa.select(s.site, s.status, s.reference, sa.func.count(),
                       sa.func.coalesce(sa.func.sum(s.size), 0))
-            .group_by(s.site, s.status, first))
+            .group_by(s.site, s.status, s.reference))
 
 
 def scan(conn: sa.Connection) -> Totals:
@@ -129,11 +133,11 @@ def fold(conn: sa.Connection, at: int = FOLD_AT) -> int:
     _lock(conn)
     # Locked and read row by row: exactly the rows summed are the rows deleted, whatever
     # a writer appends meanwhile.
-    rows = conn.execute(sa.select(c.id, c.site, c.status, c.first_check, c.files, c.bytes)
+    rows = conn.execute(sa.select(c.id, c.site, c.status, c.reference, c.files, c.bytes)
                         .with_for_update()).all()
     deltas = Deltas()
-    for _id, site, status, first, files, size in rows:
-        deltas.add(site, status, first, size, files)
+    for _id, site, status, reference, files, size in rows:
+        deltas.add(site, status, reference, size, files)
     ids = [r.id for r in rows]
     for start in range(0, len(ids), 5000):
         conn.execute(status_counts.delete().where(c.id.in_(ids[start:start + 5000])))
@@ -148,4 +152,4 @@ def recount(conn: sa.Connection) -> None:
     ages.recount(conn)
     conn.execute(status_counts.delete())
     conn.execute(status_counts.insert().from_select(
-        ["site", "status", "first_check", "files", "bytes"], _grouped_scan()))
+        ["site", "status", "reference", "files", "bytes"], _grouped_scan()))

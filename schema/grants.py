@@ -28,7 +28,7 @@ STAGE_SUFFIX = "_stage"  # MariaDB/MySQL: the crawls' staging tables' database, 
 #: its verdict. Never the file's identity (site, path, size, mtime, pool, crawl_gen).
 WORKER_STATUS_COLUMNS = (
     "tag", "tag_expiry", "claim_key", "status", "computed_adler32", "recorded_adler32",
-    "recorded_from", "checked", "worker_node", "source_node", "bytes_read", "error",
+    "recorded_from", "reference", "checked", "worker_node", "source_node", "bytes_read", "error",
     "problem_seen",
 )
 

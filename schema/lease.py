@@ -28,6 +28,7 @@ from pnfsmon.schema import ages, counts
 from pnfsmon.schema.counts import FIRST_CHECK
 from pnfsmon.schema.db import retrying, write_transaction
 from pnfsmon.schema.paths import path_hash
+from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.schema.tables import crawls, events, statuses
 
@@ -49,11 +50,14 @@ class Claimed:
     recorded_adler32: str | None
     recorded_from: str | None
     pool: str | None
+    reference: Reference = Reference.UNKNOWN
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of one check, recorded in ``statuses`` and as one ``events`` row."""
+    """The outcome of one check, recorded in ``statuses`` and as one ``events`` row.
+    ``reference`` (with ``recorded_adler32`` and ``recorded_from``): what the storage said
+    when the check asked it again for the file's recorded checksum; None if not asked."""
 
     file_id: int
     status: Status
@@ -64,6 +68,9 @@ class Verdict:
     source_node: str | None = None
     source_pool: str | None = None
     error: str | None = None
+    reference: Reference | None = None
+    recorded_adler32: str | None = None
+    recorded_from: str | None = None
 
 
 def default_owner() -> str:
@@ -73,6 +80,7 @@ def default_owner() -> str:
 _CLAIM_COLUMNS = (
     statuses.c.id, statuses.c.site, statuses.c.path, statuses.c.size, statuses.c.mtime_ns,
     statuses.c.recorded_adler32, statuses.c.recorded_from, statuses.c.pool,
+    statuses.c.reference,
 )
 
 
@@ -214,14 +222,23 @@ class Lease:
                 held = conn.execute(
                     sa.select(statuses.c.id, statuses.c.site, statuses.c.status,
                               statuses.c.size, statuses.c.recorded_adler32,
-                              statuses.c.recorded_from, statuses.c.checked,
-                              statuses.c.crawl_gen)
+                              statuses.c.recorded_from, statuses.c.reference,
+                              statuses.c.checked, statuses.c.crawl_gen)
                     .where(statuses.c.id.in_(list(by_id)), statuses.c.tag == self.owner)
                     .with_for_update()
                 ).all()
                 if not held:
                     return []
                 ids = [row.id for row in held]
+                asked = [{"b_id": i, "b_recorded": by_id[i].recorded_adler32,
+                          "b_from": by_id[i].recorded_from,
+                          "b_reference": int(by_id[i].reference)}
+                         for i in ids if by_id[i].reference is not None]
+                if asked:  # what the storage said when asked again: before the verdicts
+                    conn.execute(statuses.update().where(statuses.c.id == sa.bindparam("b_id"))
+                                 .values(recorded_adler32=sa.bindparam("b_recorded"),
+                                         recorded_from=sa.bindparam("b_from"),
+                                         reference=sa.bindparam("b_reference")), asked)
                 conn.execute(events.insert(), [self._event_row(by_id[i], now) for i in ids])
                 conn.execute(self._update_from_events(ids, now))
                 counts_of(held, by_id).write(conn)
@@ -234,17 +251,21 @@ class Lease:
     def _update_from_events(self, ids: list[int], now: float) -> sa.Update:
         s, e = statuses.c, events.c
         # No reference recorded and the content was read completely: the first computed
-        # value becomes the reference (fixity) — said so in the reports.
-        first_reference = sa.and_(s.recorded_adler32.is_(None), e.status == int(Status.OK))
+        # value becomes the reference (fixity) — said so in the reports. Never where the
+        # storage keeps one that could not be read (the checker judges no such file).
+        first_reference = sa.and_(s.recorded_adler32.is_(None), e.status == int(Status.OK),
+                                  s.reference != int(Reference.UNREADABLE))
         return (
             statuses.update()
             .where(s.id == e.file_id, e.file_id.in_(ids), e.checked == now,
                    e.worker_node == self.node, s.tag == self.owner)
-            # MySQL assigns left to right and later assignments see earlier ones: the two
+            # MySQL assigns left to right and later assignments see earlier ones: the three
             # reference columns come first, while recorded_adler32 still holds its old value.
             .ordered_values(
                 (s.recorded_from, sa.case((first_reference, FIRST_CHECK),
                                           else_=s.recorded_from)),
+                (s.reference, sa.case((first_reference, int(Reference.FIRST_READ)),
+                                      else_=s.reference)),
                 (s.recorded_adler32, sa.case((first_reference, e.computed_adler32),
                                              else_=s.recorded_adler32)),
                 (s.status, e.status),
@@ -279,11 +300,15 @@ def counts_of(held, by_id: dict[int, Verdict]) -> counts.Deltas:
     before, read under lock), as ``Lease._update_from_events`` changes them."""
     deltas = counts.Deltas()
     for row in held:
-        status = by_id[row.id].status
-        first = counts.is_first(row.recorded_from)
-        deltas.remove(row.site, row.status, first, row.size)
-        deltas.add(row.site, status, first or (row.recorded_adler32 is None
-                                                 and status == Status.OK), row.size)
+        verdict = by_id[row.id]
+        reference, recorded = row.reference, row.recorded_adler32
+        if verdict.reference is not None:
+            reference, recorded = verdict.reference, verdict.recorded_adler32
+        if (recorded is None and verdict.status == Status.OK
+                and reference != Reference.UNREADABLE):
+            reference = Reference.FIRST_READ
+        deltas.remove(row.site, row.status, row.reference, row.size)
+        deltas.add(row.site, verdict.status, reference, row.size)
     return deltas
 
 

@@ -78,7 +78,7 @@ def prune_vanished(engine: sa.Engine, before: float, *, batch: int = BATCH,
     events. Returns (files, events) deleted."""
     s = statuses.c
     old_crawls = sa.select(crawls.c.id).where(crawls.c.started < before)
-    gone = (sa.select(s.id, s.site, s.size, s.recorded_from)
+    gone = (sa.select(s.id, s.site, s.size, s.reference)
             .where(s.status == int(Status.VANISHED), s.crawl_gen.in_(old_crawls))
             .limit(batch).with_for_update())
     files = n_events = 0
@@ -94,8 +94,7 @@ def prune_vanished(engine: sa.Engine, before: float, *, batch: int = BATCH,
                 conn.execute(statuses.delete().where(s.id.in_(ids)))
                 deltas = counts.Deltas()
                 for r in rows:
-                    deltas.remove(r.site, int(Status.VANISHED),
-                                  counts.is_first(r.recorded_from), r.size)
+                    deltas.remove(r.site, int(Status.VANISHED), r.reference, r.size)
                 deltas.write(conn)
                 return len(rows), removed
 

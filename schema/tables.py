@@ -19,13 +19,14 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003", "0004", "0006")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
 #: 1: the spine; 2: the catalog inventory and compares; 3: the status_counts ledger and
 #: statuses.problem_seen; 4: the evidence a crawl keeps (statuses.prior_status,
-#: crawls.withheld, acknowledgements); 6: the check_ages ledger.
+#: crawls.withheld, acknowledgements); 5: each reference's provenance (statuses.reference,
+#: the ledger by it, crawls.checksums_unread); 6: the check_ages ledger.
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -71,6 +72,9 @@ crawls = sa.Table(
     # once (``max_crawl_drop``), or a root that was full and is now empty. Such a crawl is
     # not complete.
     sa.Column("withheld", sa.BigInteger, nullable=False, default=0, server_default="0"),
+    # Files whose recorded checksum the storage could not give (errors left after retries).
+    sa.Column("checksums_unread", sa.BigInteger, nullable=False, default=0,
+              server_default="0"),
 )
 
 statuses = sa.Table(
@@ -82,11 +86,13 @@ statuses = sa.Table(
     sa.Column("path_hash", HashBytes, nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("mtime_ns", sa.BigInteger, nullable=False),
-    # The checksum the storage records (8 lower-case hex digits), and where it came from:
-    # 'xrdcks' (XRootD xattr), 'pnfs', 'chimera', 'xrootd', or 'first_check' when the
-    # storage had none and the first computed value became the reference.
+    # The reference checksum (8 lower-case hex digits); which interface of the storage
+    # gave it or was asked for it: 'xrdcks' (XRootD xattr), 'pnfs', 'chimera', 'xrootd',
+    # or 'first_check' when the storage had none and the first computed value became the
+    # reference; and its provenance (``schema.reference.Reference``).
     sa.Column("recorded_adler32", sa.String(8)),
     sa.Column("recorded_from", sa.String(16)),
+    sa.Column("reference", sa.SmallInteger, nullable=False, default=0, server_default="0"),
     sa.Column("computed_adler32", sa.String(8)),
     sa.Column("status", sa.SmallInteger, nullable=False, default=0),
     sa.Column("checked", sa.Double),  # when the last verdict was recorded (epoch seconds)
@@ -152,15 +158,15 @@ acknowledgements = sa.Table(
 # How many files and bytes each (site, status) holds, as a ledger: every change of a file's
 # status or size appends its difference here in the same transaction (``schema.counts``),
 # so ``pnfsmon status`` sums a few thousand rows instead of scanning ``statuses``. Rows are
-# folded into one per key from time to time. ``first_check``: the file's reference
-# checksum is its first computed one.
+# folded into one per key from time to time. ``reference``: where the files' reference
+# checksum came from, or why they have none (``schema.reference.Reference``).
 status_counts = sa.Table(
     "status_counts",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("site", sa.String(64), nullable=False),
     sa.Column("status", sa.SmallInteger, nullable=False),
-    sa.Column("first_check", sa.Boolean, nullable=False),
+    sa.Column("reference", sa.SmallInteger, nullable=False),
     sa.Column("files", sa.BigInteger, nullable=False),
     sa.Column("bytes", sa.BigInteger, nullable=False),
 )

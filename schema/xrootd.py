@@ -1,7 +1,8 @@
 """What the crawler's XRootD namespace and the tester's XRootD reader share: how a file is
 named (``root://host:port//path``, stored whole in ``statuses.path`` so a worker knows where
-to read it), the client's timeout settings, and the one mapping from a client status to an
-exception (gone, refused, or the server unreachable).
+to read it), the client's timeout settings, the one mapping from a client status to an
+exception (gone, refused, or the server unreachable), and how a checksum query's answer is
+read: a value, none kept, or an error worth asking again.
 
 The client is imported lazily: a site that never touches XRootD needs no ``xrootd`` wheel."""
 
@@ -18,6 +19,7 @@ SCHEMES = ("root://", "roots://", "xroot://", "xroots://")
 # Server error numbers (XProtocol.hh): the file or directory is not there / not allowed.
 _NOT_FOUND = 3011
 _NOT_AUTHORIZED = 3010
+UNSUPPORTED = 3013  # kXR_Unsupported: to a checksum query, the server keeps no checksums
 
 
 def is_xrootd_url(path: bytes | str) -> bool:
@@ -97,3 +99,25 @@ def raise_for(status, what: str, *, transient: bool = True) -> None:
             raise OSError(errno.EIO, message, what)
         raise StorageUnavailable(f"XRootD server for {what} unreachable: {message}")
     raise OSError(errno.EIO, message, what)
+
+
+def parse_checksum_response(response: bytes | None) -> str | None:
+    """``b'adler32 bb920cf5\\x00'`` → ``'bb920cf5'``; None for another algorithm."""
+    if not response:
+        return None
+    fields = response.rstrip(b"\0").decode("ascii", "replace").split()
+    if len(fields) != 2 or fields[0].lower() != "adler32":
+        return None
+    value = fields[1].lower()
+    if len(value) > 8 or any(ch not in "0123456789abcdef" for ch in value):
+        return None
+    return value.rjust(8, "0")
+
+
+def checksum_failure(errno_: int, message: str) -> tuple[bool, str]:
+    """A failed checksum query, as (worth asking again, why). Gone and not allowed are
+    answers; anything else is the server or the way to it failing for now: no answer in
+    time (``Operation expired``, also what a ``kXR_wait`` longer than the timeout ends
+    in), a dropped connection, the server busy or failing to compute it."""
+    why = " ".join(str(message).replace("[ERROR]", "").split()) or f"error {errno_}"
+    return errno_ not in (_NOT_FOUND, _NOT_AUTHORIZED), why

@@ -8,7 +8,10 @@ turn what happened into a verdict. The rules:
   re-queues it), also when it changes while being read;
 - size differs but mtime does not → ``corrupted`` (truncation or extension behind our back);
 - read not finished before the timeout → ``timeout`` (bytes read so far recorded);
-- no reference checksum → ``ok``, and the computed value becomes the reference;
+- no reference checksum → the storage is asked again (``tester.recorded``): its recorded
+  checksum, if it has one now, is the reference; if it keeps none, ``ok``, and the computed
+  value becomes the reference; if it keeps one that cannot be read, the file is not judged
+  (``unchecked``, with the reason) and its own reading does not become the reference;
 - otherwise ``ok`` if the checksums match, ``corrupted`` if not."""
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import time
 from pnfsmon.schema.errors import StorageUnavailable
 from pnfsmon.schema.lease import Claimed, Verdict
 from pnfsmon.schema.paths import display
+from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
+from pnfsmon.tester import recorded
 from pnfsmon.tester.reading import Current, Reader, Unreachable
 from pnfsmon.tester.stream import Streamer, checksum
 
@@ -117,9 +122,19 @@ def check_file(item: Claimed, reader: Reader, timeout: float,
     if result.bytes_read != item.size:
         return verdict(Status.CORRUPTED, **ok,
                        error=f"read {result.bytes_read} bytes, listed as {item.size}")
-    if item.recorded_adler32 is None:
+    reference = item.recorded_adler32
+    answer = recorded.ask(item, timeout)
+    if answer is not None:
+        ok.update(reference=answer.reference, recorded_adler32=answer.adler32,
+                  recorded_from=answer.source)
+        if answer.reference == Reference.UNREADABLE:
+            return verdict(Status.UNCHECKED, **ok,
+                           error=f"not judged: the recorded checksum could not be read "
+                                 f"({answer.why}); asked again at the next check")
+        reference = answer.adler32
+    if reference is None:
         return verdict(Status.OK, **ok)  # recording makes this the reference (first check)
-    if result.adler32 != item.recorded_adler32:
+    if result.adler32 != reference:
         return verdict(Status.CORRUPTED, **ok,
-                       error=f"adler32 {result.adler32}, recorded {item.recorded_adler32}")
+                       error=f"adler32 {result.adler32}, recorded {reference}")
     return verdict(Status.OK, **ok)

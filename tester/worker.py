@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pnfsmon.schema.lease import URGENT, Claimed, Lease, Verdict
 from pnfsmon.schema.paths import display
-from pnfsmon.schema.status import PROBLEMS
+from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.tester.checker import check_file
 from pnfsmon.tester.reading import Reader
 from pnfsmon.tester.stream import Streamer
@@ -137,12 +137,13 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
 
 
 def _say_problems(claimed: list[Claimed], verdicts: list[Verdict], recorded: list[int]) -> None:
-    """One WARNING line per problem found, once it is recorded (cron mail, a condor job's
-    log and journald show them as they come)."""
+    """One WARNING line per problem found, and per file read but not judged (its recorded
+    checksum could not be read), once it is recorded (cron mail, a condor job's log and
+    journald show them as they come)."""
     paths = {c.id: c.path for c in claimed}
     kept = set(recorded)
     for v in verdicts:
-        if v.status in PROBLEMS and v.file_id in kept:
+        if (v.status in PROBLEMS or v.status == Status.UNCHECKED) and v.file_id in kept:
             log.warning("%s %s: %s", v.status.label, display(paths[v.file_id]), v.error or "")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from zlib_ng import zlib_ng
 
-from pnfsmon.crawler import xrdcks
+from pnfsmon.schema import xrdcks
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import statuses
 from pnfsmon.tester.stream import adler32_hex

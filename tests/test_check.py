@@ -6,19 +6,22 @@ from __future__ import annotations
 import os
 import threading
 import time
+import zlib
 
 import pytest
 import sqlalchemy as sa
 
 from pnfsmon.crawler.cli import crawl
+from pnfsmon.schema import counts, xrdcks
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.lease import Claimed, Lease
+from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import events, statuses
 from pnfsmon.tester.checker import check_file
 from pnfsmon.tester.cli import run_workers
 from pnfsmon.tester.posix_read import PosixReader
-from pnfsmon.tester.stream import Streamer
+from pnfsmon.tester.stream import Streamer, adler32_hex
 from pnfsmon.tester.worker import CheckOptions, run
 from tests.helpers import as_nobody, flip_bit, random_bytes, row, verdicts, write_file
 
@@ -89,6 +92,35 @@ def test_first_check_reference_catches_later_rot(engine, tree):
     sweep(engine)
     r = row(engine, p)
     assert r.status == Status.CORRUPTED and r.recorded_adler32 == reference
+
+
+def test_the_storage_is_asked_again_before_a_first_reading_becomes_the_reference(engine,
+                                                                                tree):
+    """Listed before the storage recorded its checksum, a file is asked again at its first
+    check: the checksum recorded since is the reference, and damage done after it was
+    recorded is found. Only a file the storage truly keeps none for takes its first
+    reading as reference; and the ledger counts each provenance."""
+    late = write_file(tree / "late.dat", random_bytes(20_000, 1))
+    never = write_file(tree / "never.dat", random_bytes(20_000, 2))
+    crawl(engine, os.fsencode(tree), "s")
+    assert {Reference(row(engine, p).reference) for p in (late, never)} == {
+        Reference.NONE_KEPT}
+    st = os.stat(late)  # the storage computes and records it now (xrdadler32 would)
+    os.setxattr(late, xrdcks.XATTR_NAME, xrdcks.encode(adler32_hex(zlib.adler32(
+        random_bytes(20_000, 1))), int(st.st_mtime)))
+    flip_bit(late, 500)
+    sweep(engine)
+    r = row(engine, late)
+    assert (r.status, r.recorded_from, Reference(r.reference)) == (
+        Status.CORRUPTED, "xrdcks", Reference.STORAGE)
+    r = row(engine, never)
+    assert (r.status, r.recorded_from, Reference(r.reference)) == (
+        Status.OK, "first_check", Reference.FIRST_READ)
+    assert r.recorded_adler32 == r.computed_adler32
+    with engine.connect() as conn:
+        references = counts.totals(conn).references
+    assert {k: v for k, v in references.items() if v} == {
+        ("s", Reference.STORAGE): 1, ("s", Reference.FIRST_READ): 1}
 
 
 def test_recheck_after_is_respected(engine, tree):

@@ -17,11 +17,10 @@ import sqlalchemy as sa
 from helpers import random_bytes, write_file
 from zlib_ng import zlib_ng
 
-from pnfsmon.crawler import xrdcks
 from pnfsmon.crawler.cli import crawl
 from pnfsmon.crawler.compare import compare, write_lists
 from pnfsmon.crawler.inventory import BadDump, current_load, load
-from pnfsmon.schema import config
+from pnfsmon.schema import config, xrdcks
 from pnfsmon.schema.paths import decode_line
 from pnfsmon.schema.sites import Site
 from pnfsmon.tester.stream import adler32_hex

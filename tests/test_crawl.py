@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 
 import pytest
 import sqlalchemy as sa
@@ -14,9 +15,21 @@ from pnfsmon.crawler.cli import crawl
 from pnfsmon.crawler.ingest import Ingest
 from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.schema import counts
+from pnfsmon.schema.lease import Lease
+from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import crawls, statuses
-from tests.helpers import as_nobody, open_path_to, random_bytes, row, verdicts, write_file
+from pnfsmon.tester.posix_read import PosixReader
+from pnfsmon.tester.worker import CheckOptions, run
+from tests.helpers import (
+    as_nobody,
+    flip_bit,
+    open_path_to,
+    random_bytes,
+    row,
+    verdicts,
+    write_file,
+)
 
 ODD_NAMES = [
     b"plain.root",
@@ -82,6 +95,61 @@ def test_recorded_checksum_is_read_and_a_stale_one_ignored(engine, tree):
     assert row(engine, good).recorded_adler32 == "062c0215"
     assert row(engine, good).recorded_from == "xrdcks"
     assert row(engine, stale).recorded_adler32 is None
+    assert [Reference(row(engine, p).reference) for p in (good, stale)] == [
+        Reference.STORAGE, Reference.NONE_KEPT]
+
+
+def check_all(engine) -> None:
+    run(Lease(engine, lease_seconds=120), PosixReader(),
+        CheckOptions(timeout=30, recheck_after=0.0))
+
+
+@pytest.fixture
+def mixed_mounts(tmp_path):
+    """A crawl root on ramfs (no user xattrs: ENOTSUP) holding a tmpfs (which keeps
+    them): the root's own files are described before the subdirectory's."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting ramfs and tmpfs needs root")
+    top = tmp_path / "ram"
+    top.mkdir()
+    mounted = []
+    try:
+        for kind, where in (("ramfs", top), ("tmpfs", top / "sub")):
+            where.mkdir(exist_ok=True)
+            r = subprocess.run(["mount", "-t", kind, "-o", "size=8m", kind, str(where)],
+                               capture_output=True, text=True)
+            if r.returncode:
+                pytest.skip(f"cannot mount {kind} here: {r.stderr.strip()}")
+            mounted.append(where)
+        yield top
+    finally:
+        for where in reversed(mounted):
+            subprocess.run(["umount", str(where)], check=True)
+
+
+def test_one_filesystem_without_xattrs_does_not_stop_reading_them(engine, mixed_mounts,
+                                                                  caplog, tmp_path):
+    """ENOTSUP on some files' xattrs is counted and said; every other file's recorded
+    checksum is still read, and damage done after the crawl is found by the first check
+    against it."""
+    plain = [write_file(mixed_mounts / f"plain{i}", random_bytes(100, i)) for i in range(3)]
+    kept = {write_file(mixed_mounts / "sub" / f"kept{i}", random_bytes(200, i), record=True):
+            random_bytes(200, i) for i in range(4)}
+    stats, _ = crawl(engine, os.fsencode(mixed_mounts), "s")
+    assert (stats.files, stats.xattrs_unsupported, stats.checksums_unread) == (7, 3, 0)
+    assert "without user extended attributes" in caplog.text
+    for p in plain:
+        r = row(engine, p)
+        assert (r.recorded_adler32, Reference(r.reference)) == (None, Reference.NONE_KEPT)
+    for p in kept:
+        r = row(engine, p)
+        assert (r.recorded_from, Reference(r.reference)) == ("xrdcks", Reference.STORAGE)
+        assert r.recorded_adler32 is not None
+    damaged = sorted(kept)[1]
+    flip_bit(damaged, 7)
+    check_all(engine)
+    assert {p: s for p, s in verdicts(engine).items() if p in kept} == {
+        p: Status.CORRUPTED if p == damaged else Status.OK for p in kept}
 
 
 def test_recrawl_new_changed_vanished_and_no_duplicates(engine, tree):

@@ -19,6 +19,7 @@ from alembic.migration import MigrationContext
 from pnfsmon.schema import ages, db, migrate, tables
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import SchemaError
+from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
 from tests.conftest import _drop_all
 
@@ -154,6 +155,11 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
         assert [(i, bytes(p)) for i, p, _ in rows][2] == (3, b"/d/new\xff")
         # Is or was a problem: the corrupted file, and the one read as unreadable once.
         assert {i for i, _, seen in rows if seen} == {2, 6}
+        # Each reference's provenance: recorded by the storage, first read, or not known.
+        assert dict(conn.execute(sa.select(tables.statuses.c.id,
+                                           tables.statuses.c.reference)).all()) == {
+            1: Reference.STORAGE, 2: Reference.STORAGE, 3: Reference.UNKNOWN,
+            4: Reference.FIRST_READ, 5: Reference.UNKNOWN, 6: Reference.STORAGE}
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.events)
                             ).scalar() == 4
         if version >= 2:

@@ -18,11 +18,14 @@ from pnfsmon.crawler.chimera import ChimeraNamespace, parse_checksums, parse_loc
 from pnfsmon.crawler.cli import crawl
 from pnfsmon.crawler.pnfs import MalformedMetadata, PnfsNamespace, parse_layer2
 from pnfsmon.schema.lease import Lease, request_now
+from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import events
 from pnfsmon.tester.readers import make_reader
 from pnfsmon.tester.stream import adler32_hex
 from pnfsmon.tester.worker import CheckOptions, run
+from pnfsmon.web.cli import format_summary
+from pnfsmon.web.report import write_report
 from pnfsmon.web.summary import summarize
 
 
@@ -76,8 +79,10 @@ def test_pnfs_layer2_gives_checksum_and_pools_and_bit_rot_is_found(engine, tmp_p
     os.unlink(backing / "data" / "lost.dat")  # lost by the pool
     check(engine)
     got = verdicts(engine)
-    assert got[a] == got[c] == got[bad] == Status.OK
+    assert got[a] == got[c] == Status.OK
     assert got[b] == Status.CORRUPTED and got[lost] == Status.MISSING
+    # A recorded checksum that cannot be read is not replaced by the check's own reading.
+    assert got[bad] == Status.UNCHECKED and "not-hex" in row(engine, bad).error
 
 
 def test_pnfs_without_layer2_is_reported_and_still_listed(engine, tmp_path, dcache):
@@ -112,7 +117,8 @@ def test_chimera_checksums_locality_and_nearline(engine, tmp_path, dcache):
     assert row(engine, b).recorded_from == "chimera"
     check(engine)
     got = verdicts(engine)
-    assert got[a] == got[b] == got[junk] == got[odd] == Status.OK
+    assert got[a] == got[b] == got[odd] == Status.OK
+    assert got[junk] == Status.UNCHECKED  # its recorded checksum cannot be read
     assert got[wrong] == Status.CORRUPTED
     assert got[t] == Status.NEARLINE  # listed, never read: it would be staged from tape
     with engine.connect() as conn:
@@ -199,3 +205,45 @@ def test_layer2_parser_on_its_own():
     for bad in (b":c=1:zz;", b":novalue;", b"2,0,0 :c=1:ok; pool\xff"):
         with pytest.raises(MalformedMetadata):
             parse_layer2(bad)
+
+
+def test_a_checksum_dcache_could_not_give_is_asked_again_by_the_check(engine, tmp_path,
+                                                                      dcache):
+    """Chimera fails to answer one file's checksums at the crawl: the file is marked, not
+    given a reference. Its check asks again: still failing, the file is not judged (its
+    own reading does not become the reference); answered, the recorded checksum is the
+    reference, and the damage done meanwhile is found."""
+    backing = tmp_path / "backing"
+    good, kept = random_bytes(3000, 1), random_bytes(4000, 2)
+    write_file(backing / "good", good)
+    write_file(backing / "kept", kept)
+    mount = dcache(backing, name="m", overrides={b"kept": {"checksums": None}})
+    root = os.fsencode(mount.root)
+    a, b = os.path.join(root, b"good"), os.path.join(root, b"kept")
+    stats, _ = crawl(engine, ChimeraNamespace(root), "T1")
+    assert (stats.checksums_unread, stats.unread_examples) == (1, [b])
+    assert Reference(row(engine, b).reference) == Reference.UNREADABLE
+
+    check(engine)
+    r = row(engine, b)
+    assert (r.status, r.recorded_adler32, Reference(r.reference)) == (
+        Status.UNCHECKED, None, Reference.UNREADABLE)
+    assert "not judged: the recorded checksum could not be read" in r.error
+    assert row(engine, a).status == Status.OK
+    # The report's note and `status` tell it apart from "the storage keeps none".
+    summary = write_report(engine, tmp_path / "report")
+    page = " ".join((tmp_path / "report" / "index.html").read_text().split())
+    assert "1 files have no reference checksum because the storage could not give" in page
+    assert "had no checksum recorded by the storage" not in page
+    assert summary.as_json()["references"]["unreadable"] == 1
+    assert "1 files have no reference: the storage keeps their checksum but could not " \
+        "give it" in format_summary(summary)
+
+    flip_bit(backing / "kept", 99)  # after the crawl, behind dCache's recorded checksum
+    mount.stop()
+    dcache(backing, name="m", overrides={b"kept": {"checksums": f"ADLER32:{adler(kept)}\n"
+                                                   .encode()}})
+    check(engine)
+    r = row(engine, b)
+    assert (r.status, r.recorded_adler32, r.recorded_from, Reference(r.reference)) == (
+        Status.CORRUPTED, adler(kept), "chimera", Reference.STORAGE)

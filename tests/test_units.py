@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pnfsmon.crawler import xrdcks
+from pnfsmon.schema import xrdcks
 from pnfsmon.schema.paths import decode_line, display, encode_line, path_hash
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.tester.stream import adler32_hex, checksum
@@ -181,3 +181,70 @@ def test_scrub_hides_url_passwords_and_registered_secrets():
     url = secrets.without_password(sa.make_url("mysql+pymysql://mon:pw@db:3307/pn?charset=utf8"))
     assert url.render_as_string(hide_password=False) == \
         "mysql+pymysql://mon@db:3307/pn?charset=utf8"
+
+
+def test_the_query_window_halves_once_per_burst_and_grows_back():
+    from pnfsmon.crawler.xrootd_queries import Window
+
+    w = Window(256)
+    sent_in = w.round
+    w.failed(sent_in)
+    w.failed(sent_in)  # the same burst's other errors: no further cut
+    assert w.size == 128
+    w.failed(w.round)
+    assert w.size == 64
+    for _ in range(64):
+        w.succeeded()
+    assert w.size == 80  # a window's worth of answers: a quarter more
+    for _ in range(20):
+        w.failed(w.round)
+    assert w.size == 1  # never below one
+    for _ in range(10_000):
+        w.succeeded()
+    assert w.size == 256  # never above the ceiling
+
+
+def test_checksum_queries_retry_with_backoff_then_mark_unreadable():
+    """The scheduler's events with a clock of our own: an expired query is asked again
+    after 0.25, 0.5, 1 ... s; kept failing, the file is marked unreadable, never "none
+    kept"; kXR_Unsupported ends all asking with "none kept"."""
+    from pnfsmon.crawler import xrootd_queries as q
+    from pnfsmon.crawler.listing import Listed
+    from pnfsmon.schema.reference import Reference
+
+    now = [0.0]
+    sent: list = []
+    queries = q.ChecksumQueries(sent.append, ceiling=4, clock=lambda: now[0])
+    expired = {"ok": False, "errno": 0, "code": 206, "message": "[ERROR] Operation expired"}
+    ok = {"ok": True, "errno": 0, "code": 0, "message": ""}
+    item = Listed(b"root://h//f", 1, 0)
+    assert queries.add("/f", item) == []
+    waits = []
+    for attempt in range(1, q.ATTEMPTS + 1):
+        queries.send()
+        assert len(sent) == attempt
+        done = queries.answered(sent[-1], expired, None)
+        if attempt < q.ATTEMPTS:
+            assert done == [] and queries.busy
+            waits.append(queries.seconds_to_next())
+            queries.send()
+            assert len(sent) == attempt  # not before its time
+            now[0] += waits[-1]
+    assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+    assert done == [item] and not queries.busy
+    assert (item.reference, item.recorded_from) == (Reference.UNREADABLE, "xrootd")
+    assert "Operation expired (asked 8 times)" in item.unread
+    assert queries.window.size == 1
+
+    good, other, late = (Listed(b"root://h//" + n, 1, 0) for n in (b"g", b"o", b"l"))
+    queries.add("/g", good)
+    queries.add("/o", other)
+    queries.send()  # one in flight: the window is down to one
+    assert [s.item for s in sent[-1:]] == [other]
+    assert queries.answered(sent[-1], ok, b"adler32 30001\0") == [other]
+    assert (other.recorded_adler32, other.reference) == ("00030001", Reference.STORAGE)
+    unsupported = {"ok": False, "errno": 3013, "code": 400, "message": "no checksums"}
+    queries.send()
+    assert queries.answered(sent[-1], unsupported, None) == [good]
+    assert queries.add("/l", late) == [late]  # not asked any more
+    assert (good.reference, late.reference) == (Reference.NONE_KEPT, Reference.NONE_KEPT)

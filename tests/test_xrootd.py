@@ -16,13 +16,14 @@ from helpers import flip_bit, random_bytes, row, verdicts, write_file
 from xrootd_server import XRootDServer
 from zlib_ng import zlib_ng
 
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.cli import crawl, summary
 from pnfsmon.crawler.namespaces import open_namespace
 from pnfsmon.crawler.xrootd import XRootDNamespace, parse_checksum_response
 from pnfsmon.schema.errors import ConfigError, StorageUnavailable
 from pnfsmon.schema.lease import Claimed, Lease
+from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
-from pnfsmon.schema.tables import statuses
+from pnfsmon.schema.tables import crawls, statuses
 from pnfsmon.tester.checker import check_file
 from pnfsmon.tester.readers import make_reader
 from pnfsmon.tester.stream import adler32_hex
@@ -263,3 +264,112 @@ def test_the_xrdcp_reader_stops_when_the_server_is_gone(tmp_path, xrootd, sqlite
     with sqlite_engine.connect() as conn:
         assert conn.execute(sa.select(statuses.c.status, statuses.c.tag)).all() == [
             (Status.UNCHECKED, None)]
+
+
+def written_just_now(served, n: int = 300) -> dict[str, bytes]:
+    """``n`` files of 10 B to 300 kB, as a transfer leaves them: no checksum cached yet,
+    so the server computes each on its first query."""
+    sizes = (10, 1_000, 30_000, 100_000, 300_000)
+    payload = {f"d{i % 7}/f{i}": random_bytes(sizes[i % len(sizes)], i) for i in range(n)}
+    for name, data in payload.items():
+        write_file(served / name, data)
+    return payload
+
+
+def test_a_crawl_right_after_writing_records_every_checksum(xrootd, served, engine, caplog):
+    """Hundreds of queries at once make a fresh server answer many with a kXR_wait that
+    ends ``Operation expired``: each is asked again, with fewer in flight, until every
+    file has its recorded checksum. Damage done after the crawl is then found by the
+    first check, file by file."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    payload = written_just_now(served)
+    xrootd.give(served)
+    url = f"{xrootd.url}//{served.name}"
+    stats, ingest = crawl(engine, open_namespace(url), "T2_XRD")  # the default timeout
+    assert "checksum queries asked again after an error" in caplog.text  # it did fail
+    assert (stats.files, stats.checksums_unread) == (len(payload), 0)
+    with engine.connect() as conn:
+        got = {bytes(p): (rec, Reference(ref)) for p, rec, ref in conn.execute(
+            sa.select(statuses.c.path, statuses.c.recorded_adler32, statuses.c.reference))}
+        unread = conn.execute(sa.select(crawls.c.checksums_unread)
+                              .where(crawls.c.id == ingest.crawl_id)).scalar()
+    assert unread == 0
+    assert got == {os.fsencode(f"{url}/{name}"): (adler(data), Reference.STORAGE)
+                   for name, data in payload.items()}
+
+    damaged = ["d0/f0", "d1/f1", "d3/f3"]  # 10 B, 1 kB, 100 kB
+    for name in damaged:
+        flip_bit(served / name, 5)
+    check(engine)
+    assert verdicts(engine) == {
+        os.fsencode(f"{url}/{name}"): Status.CORRUPTED if name in damaged else Status.OK
+        for name in payload}
+
+
+def test_a_checksum_that_cannot_be_read_is_counted_named_and_marked(xrootd, served, engine,
+                                                                    caplog):
+    """A file the server cannot checksum (here: not allowed to read it) is listed, marked
+    unreadable-reference (not "none kept"), counted in the crawl's row and named in the
+    log; its check does not adopt its own reading."""
+    write_file(served / "fine", b"fine")
+    write_file(served / "locked", b"locked")
+    xrootd.give(served)
+    os.chown(served / "locked", 0, 0)
+    os.chmod(served / "locked", 0)
+    url = f"{xrootd.url}//{served.name}"
+    stats, ingest = crawl(engine, open_namespace(url, timeout=5), "T2_XRD")
+    locked = os.fsencode(f"{url}/locked")
+    assert (stats.files, stats.checksums_unread, stats.unread_examples) == (2, 1, [locked])
+    assert "recorded checksums unread 1;" in summary(ingest.root, "T2_XRD", stats, ingest, 1)
+    assert f"{url}/locked: the recorded checksum could not be read" in caplog.text
+    assert "permission denied" in caplog.text
+    r = row(engine, locked)
+    assert (r.recorded_adler32, r.recorded_from, Reference(r.reference)) == (
+        None, "xrootd", Reference.UNREADABLE)
+    assert Reference(row(engine, os.fsencode(f"{url}/fine")).reference) == Reference.STORAGE
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(crawls.c.checksums_unread)
+                            .where(crawls.c.id == ingest.crawl_id)).scalar() == 1
+
+    # The server can read it again and records its checksum (a transfer's verification
+    # asked for it); then the file rots behind that record. Its first check asks the
+    # server again instead of taking its own reading as the reference, and finds it.
+    import pwd
+
+    from XRootD import client as xrd
+    from XRootD.client.flags import QueryCode
+
+    user = pwd.getpwnam("xrootd")
+    os.chown(served / "locked", user.pw_uid, user.pw_gid)
+    os.chmod(served / "locked", 0o644)
+    status, _ = xrd.FileSystem(xrootd.url).query(QueryCode.CHECKSUM,
+                                                 f"/{served.name}/locked", timeout=5)
+    assert status.ok
+    flip_bit(served / "locked", 2)
+    check(engine)
+    r = row(engine, locked)
+    assert (r.status, r.recorded_adler32, Reference(r.reference)) == (
+        Status.CORRUPTED, adler(b"locked"), Reference.STORAGE)
+
+
+@pytest.mark.parametrize("bindings", [True, False])
+def test_a_check_asks_the_server_with_or_without_the_bindings(xrootd, served, monkeypatch,
+                                                              bindings):
+    """What a check asks before adopting its own reading: through the bindings, or
+    ``xrdfs`` on a worker node without them (the HTCondor bundle)."""
+    from pnfsmon.tester import recorded
+
+    monkeypatch.setattr(recorded, "_bindings", lambda: bindings)
+    write_file(served / "f", b"payload")
+    xrootd.give(served)
+
+    def claimed(name: str) -> Claimed:
+        return Claimed(1, "s", os.fsencode(f"{xrootd.url}//{served.name}/{name}"), 7, 0,
+                       None, "xrootd", None, Reference.UNREADABLE)
+
+    answer = recorded.ask(claimed("f"), timeout=10)
+    assert (answer.reference, answer.adler32) == (Reference.STORAGE, adler(b"payload"))
+    answer = recorded.ask(claimed("gone"), timeout=10)  # an answer, not asked again
+    assert answer.reference == Reference.UNREADABLE and "no such file" in answer.why

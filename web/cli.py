@@ -35,6 +35,9 @@ def format_summary(s: Summary) -> str:
     if s.first_check_references:
         lines.append(f"{s.first_check_references:,} files have their first computed checksum "
                      "as reference (the storage recorded none)")
+    if s.unreadable_references:
+        lines.append(f"{s.unreadable_references:,} files have no reference: the storage "
+                     "keeps their checksum but could not give it (asked again at each check)")
     for site in s.sites:
         if site.counts[Status.LOST]:
             lines.append(f"{site.counts[Status.LOST]:,} files of {site.site} are lost (gone "

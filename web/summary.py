@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from pnfsmon.schema import counts
+from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import GONE, PROBLEMS, Status
 from pnfsmon.schema.tables import compares, crawls, events, statuses
@@ -149,6 +150,13 @@ class Summary:
     sites: list[SiteRow] = field(default_factory=list)
     sweep: SweepProgress | None = None
     watch: list[SiteWatch] = field(default_factory=list)  # the watchdog, per site
+    # Listed files by where their reference came from, or why they have none.
+    references: dict[Reference, int] = field(default_factory=dict)
+
+    @property
+    def unreadable_references(self) -> int:
+        """Files whose recorded checksum the storage keeps but could not give."""
+        return self.references.get(Reference.UNREADABLE, 0)
 
     @property
     def listed(self) -> int:
@@ -168,6 +176,7 @@ class Summary:
             "leased": self.leased,
             "in_grace": self.in_grace,
             "first_check_references": self.first_check_references,
+            "references": {r.name.lower(): self.references.get(r, 0) for r in Reference},
             "sites": [
                 {"site": r.site, "counts": {s.label: r.counts[s] for s in Status},
                  "bytes": {s.label: r.sizes[s] for s in Status},
@@ -229,7 +238,8 @@ def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY, *,
     return Summary(now, total_counts, leased, sum(totals.first_check.values()), in_grace,
                    crawled, sorted(sites.values(), key=lambda r: r.site),
                    sweep_progress(conn, recheck_after, now, totals) if sweep else None,
-                   watch(conn, now, site_settings))
+                   watch(conn, now, site_settings),
+                   references={r: totals.with_reference(r) for r in Reference})
 
 
 def problem_trend(conn: sa.Connection, days: int = 60, now: float | None = None

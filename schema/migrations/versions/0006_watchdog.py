@@ -1,11 +1,11 @@
-"""The watchdog (schema version 5): the ``check_ages`` ledger, how many files of each site
+"""The watchdog (schema version 6): the ``check_ages`` ledger, how many files of each site
 were last verified in each hour (or wait for a first verdict since then), which ``pnfsmon
 status`` sums for overdue files and verification ages instead of scanning ``statuses``.
 
 Filled from the rows already there, in one pass (the rule is ``schema.ages.stamp``).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Created: 2026-11-29"""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -60,9 +60,9 @@ def upgrade() -> None:
         sa.select(rows.c.site, rows.c.verified, rows.c.hour, sa.func.count(),
                   sa.func.max(rows.c.last))
         .group_by(rows.c.site, rows.c.verified, rows.c.hour)))
-    op.execute(meta.update().where(meta.c.key == "schema_version").values(value="5"))
+    op.execute(meta.update().where(meta.c.key == "schema_version").values(value="6"))
 
 
 def downgrade() -> None:
     op.drop_table("check_ages")
-    op.execute(meta.update().where(meta.c.key == "schema_version").values(value="4"))
+    op.execute(meta.update().where(meta.c.key == "schema_version").values(value="5"))

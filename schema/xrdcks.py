@@ -1,5 +1,6 @@
 """Read the checksum XRootD records in the ``user.XrdCks.adler32`` extended attribute
-(written by the XRootD server and by ``xrdadler32``).
+(written by the XRootD server and by ``xrdadler32``): the crawl reads it for each file, and
+a check reads it again before its own reading may become a file's reference.
 
 Layout (XrdCksData, 96 bytes, big-endian): name[16], file mtime int64 at computation,
 csTime int32, 3 reserved bytes, length byte, value[64]. XRootD trusts the value only while the
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import time
 
 XATTR_NAME = "user.XrdCks.adler32"
 _LAYOUT = struct.Struct(">16sqi3sB64s")
@@ -30,15 +32,30 @@ def parse(data: bytes, file_mtime: int) -> str | None:
     return value[:4].hex()
 
 
+ATTEMPTS = 3  # reads of one file's xattr before its error stands
+RETRY_DELAY = 0.05  # seconds before the second read, doubled for each further one
+_NONE = (errno.ENODATA, errno.ENOENT)  # none recorded; or the file vanished (a check says)
+
+
 def read(path: bytes, file_mtime: int) -> str | None:
-    """The trusted recorded Adler32 of ``path``, or None where there is none."""
-    try:
-        data = os.getxattr(path, XATTR_NAME, follow_symlinks=False)
-    except OSError as err:
-        if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise XattrUnsupported(str(err)) from None
-        return None  # ENODATA (none recorded), or the file just vanished: not ours to judge
-    return parse(data, file_mtime)
+    """The trusted recorded Adler32 of ``path``, or None where there is none (or only a
+    stale one). Raises XattrUnsupported where the filesystem keeps no user xattrs, and
+    OSError when the read failed another way (after ``ATTEMPTS`` tries): then the file may
+    well have a recorded checksum that could not be read."""
+    delay = RETRY_DELAY
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return parse(os.getxattr(path, XATTR_NAME, follow_symlinks=False), file_mtime)
+        except OSError as err:
+            if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise XattrUnsupported(err.strerror or str(err)) from None
+            if err.errno in _NONE:
+                return None
+            if attempt == ATTEMPTS:
+                raise
+        time.sleep(delay)
+        delay *= 2
+    return None  # not reached: the last attempt returns or raises
 
 
 def encode(adler32_hex: str, file_mtime: int, cs_time: int = 0) -> bytes:
