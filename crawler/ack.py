@@ -55,7 +55,7 @@ def _ack(conn: sa.Connection, condition, by: str, now: float, limit: int | None 
     """Acknowledge the lost rows matching ``condition`` (at most ``limit``) in ``conn``'s
     transaction; returns them."""
     s = statuses.c
-    query = (sa.select(s.id, s.site, s.path, s.path_hash, s.size, s.recorded_from,
+    query = (sa.select(s.id, s.site, s.path, s.path_hash, s.size, s.reference,
                        s.prior_status)
              .where(condition, s.status == LOST).with_for_update())
     if limit is not None:
@@ -71,9 +71,8 @@ def _ack(conn: sa.Connection, condition, by: str, now: float, limit: int | None 
          "acked_by": by, "acked_at": now} for r in rows])
     deltas = counts.Deltas()
     for r in rows:
-        first = counts.is_first(r.recorded_from)
-        deltas.remove(r.site, LOST, first, r.size)
-        deltas.add(r.site, VANISHED, first, r.size)
+        deltas.remove(r.site, LOST, r.reference, r.size)
+        deltas.add(r.site, VANISHED, r.reference, r.size)
     deltas.write(conn)
     return rows
 
