@@ -53,6 +53,8 @@ class DagInputs:
     workdir: Path
     db_url: str  # without password
     password_file: Path | None
+    worker_db_url: str  # the worker jobs' account (``--worker-db``), without password
+    worker_password_file: Path | None
     config_file: Path | None  # the configuration the local nodes read
     local_pnfsmon: list[str]  # how to run pnfsmon on the submit host
     bundle: Path
@@ -117,7 +119,8 @@ def build(plans: list[SitePlan], inputs: DagInputs, jobs: int):
         workers = crawl.child_layer(
             name=node_name(name, "check"), retries=NODE_RETRIES, post=success,
             submit_description=htcondor2.Submit(submit.worker_description(
-                inputs.bundle, inputs.db_url, inputs.workdir, inputs.password_file, opts,
+                inputs.bundle, inputs.worker_db_url, inputs.workdir,
+                inputs.worker_password_file, opts,
                 bundled=inputs.bundled)),
             vars=[{"worker": str(i)} for i in range(jobs)])
         if plan.inventory:

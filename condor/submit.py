@@ -138,7 +138,9 @@ def _common(executable: Path, arguments: list[str], workdir: Path,
     if inputs:
         desc["transfer_input_files"] = ",".join(inputs)
     if password_file is not None:
-        desc["environment"] = f'"PNFSMON_DB_PASSWORD_FILE={PASSWORD_FILE}"'
+        # The file keeps its name in the job's scratch directory; its transfer is encrypted.
+        desc["environment"] = f'"PNFSMON_DB_PASSWORD_FILE={Path(password_file).name}"'
+        desc["encrypt_input_files"] = str(password_file)
     if opts.accounting_group:
         desc["accounting_group"] = opts.accounting_group
     if opts.requirements:

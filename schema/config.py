@@ -46,6 +46,14 @@ class Settings:
     vanished_retention: float = DEFAULT_VANISHED_RETENTION  # days
     # MariaDB/MySQL: may the crawl stage its listing with LOAD DATA LOCAL INFILE?
     mysql_local_infile: bool = True
+    # Where the password came from, said when a login fails (never the password itself);
+    # and the file, when it came from one (HTCondor jobs transfer that file, no copy).
+    password_source: str | None = None
+    password_file: Path | None = None
+    # HTCondor worker jobs' own account (``condor submit``/``dag``): its URL and password
+    # file, so that the submit host's password never travels.
+    worker_db: str | None = None
+    worker_db_password_file: str | None = None
 
 
 def _read_file() -> tuple[dict[str, str], Path | None]:
@@ -72,13 +80,29 @@ def _read_file() -> tuple[dict[str, str], Path | None]:
     return dict(parser.items(SECTION)), path
 
 
-def read_password_file(path: str, what: str = "DB") -> str:
+def read_password_file(path: str | Path, what: str = "DB") -> str:
+    """The password in ``path``; refused, as ssh refuses a key, if group or others may
+    read or change the file."""
     try:
         with open(path, encoding="utf-8") as fh:
+            mode = os.fstat(fh.fileno()).st_mode & 0o777
+            if mode & 0o077:
+                raise ConfigError(
+                    f"the {what} password file {path} is accessible by group or others "
+                    f"(mode {mode:03o}): chmod 600 {path}")
             return fh.read().strip()
     except OSError as err:
         raise ConfigError(f"cannot read the {what} password file {path}: "
                           f"{err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the {what} password file {path} is not UTF-8 text") from None
+
+
+def _url_user(db_url: str) -> str | None:
+    try:
+        return sa.make_url(db_url).username
+    except sa.exc.ArgumentError:
+        return None
 
 
 def _url_password(db_url: str) -> str | None:
@@ -93,14 +117,32 @@ def load(db_flag: str | None = None) -> Settings:
     file_values, file_path = _read_file()
     db_url = db_flag or os.environ.get("PNFSMON_DB") or file_values.get("db") or DEFAULT_DB
     password = os.environ.get("PNFSMON_DB_PASSWORD")
-    password_file = os.environ.get("PNFSMON_DB_PASSWORD_FILE") or file_values.get(
-        "db_password_file"
-    )
-    if password is None and password_file:
-        password = read_password_file(password_file)
+    source = "PNFSMON_DB_PASSWORD" if password is not None else None
+    from_file = None
+    if password is None:
+        if os.environ.get("PNFSMON_DB_PASSWORD_FILE"):
+            from_file = Path(os.environ["PNFSMON_DB_PASSWORD_FILE"])
+            source = f"the file {from_file} (PNFSMON_DB_PASSWORD_FILE)"
+        elif file_values.get("db_password_file"):
+            from_file = Path(file_values["db_password_file"])
+            source = f"the file {from_file} (db_password_file in {file_path})"
+        if from_file is not None:
+            password = read_password_file(from_file)
+    url_password = _url_password(db_url)
+    if source is None and url_password is not None:
+        source = "the database URL"
+    elif source is not None and _url_user(db_url) != _url_user(
+            file_values.get("db") or "") and file_values.get("db"):
+        # A password set up for the configuration's account, used for another one.
+        source += (f", which the configuration {file_path} gives for user "
+                   f"{_url_user(file_values['db'])!r}")
     secrets.register(password)
-    secrets.register(_url_password(db_url))
+    secrets.register(url_password)
+    worker_db = file_values.get("worker_db")
+    secrets.register(_url_password(worker_db) if worker_db else None)
     return Settings(db_url=db_url, db_password=password, config_file=file_path,
+                    password_source=source, password_file=from_file, worker_db=worker_db,
+                    worker_db_password_file=file_values.get("worker_db_password_file"),
                     events_retention=_days(file_values, "prune_events_after",
                                            DEFAULT_EVENTS_RETENTION, file_path),
                     vanished_retention=_days(file_values, "prune_vanished_after",

@@ -207,5 +207,18 @@ def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
         if is_refused(err):
             raise PrivilegeError(describe(err)) from None
         where = engine.url.render_as_string(hide_password=True)
-        raise ConfigError(f"cannot use database {where}: {describe(err)}") from None
+        why = describe(err)
+        if is_login_refused(err) and settings.password_source:
+            why += f" (the password came from {settings.password_source})"
+        raise ConfigError(f"cannot use database {where}: {why}") from None
     return engine
+
+
+def is_login_refused(err: BaseException) -> bool:
+    """True when the server refused the login (wrong user or password)."""
+    orig = getattr(err, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] == 1045  # MariaDB/MySQL: access denied for user
+    return getattr(orig, "sqlstate", None) in ("28P01", "28000") or (
+        "password authentication failed" in str(orig))
