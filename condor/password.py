@@ -107,7 +107,7 @@ def worker_account(settings: Settings, worker_db: str | None,
         return None
     try:
         password = sa.make_url(url).password
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         password = None  # parse_url below says what is wrong
     secrets.register(password)
     from_file = None

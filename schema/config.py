@@ -12,6 +12,7 @@ The database password never needs to be on a command line: put it in a file name
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,14 +102,14 @@ def read_password_file(path: str | Path, what: str = "DB") -> str:
 def _url_user(db_url: str) -> str | None:
     try:
         return sa.make_url(db_url).username
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return None
 
 
 def _url_password(db_url: str) -> str | None:
     try:
         return sa.make_url(db_url).password
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return None  # not a URL: create_engine says so, redacted
 
 
@@ -165,6 +166,6 @@ def _days(values: dict[str, str], key: str, default: float, path: Path | None) -
         days = float(text)
     except ValueError:
         days = -1.0
-    if days < 0:
+    if not math.isfinite(days) or days < 0:
         raise ConfigError(f"{path}: {key} = {text!r} is not a number of days")
     return days

@@ -34,7 +34,7 @@ def parse_url(text: str) -> sa.URL:
     """A database URL, or ConfigError saying what one looks like."""
     try:
         return sa.make_url(text)
-    except exc.ArgumentError:
+    except (exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"not a database URL: {scrub(text)!r} "
             "(expected e.g. sqlite:///pnfsmon.sqlite or mysql+pymysql://user@host/db)"
