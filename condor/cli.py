@@ -20,7 +20,8 @@ from pnfsmon.tester.cli import add_check_options, check_options_as_args
 DEFAULT_WORKDIR = "pnfsmon-condor"
 
 
-def _job_options(args: argparse.Namespace, check_args: list[str]) -> submit.JobOptions:
+def _job_options(args: argparse.Namespace, check_args: list[str],
+                 account: password.JobAccount | None = None) -> submit.JobOptions:
     if args.request_cpus < 1 or args.request_memory < 1 or args.request_disk < 1:
         raise ConfigError("--request-cpus, --request-memory and --request-disk must be "
                           "positive")
@@ -33,6 +34,7 @@ def _job_options(args: argparse.Namespace, check_args: list[str]) -> submit.JobO
         requirements=args.requirements, python=args.python,
         container_image=args.container_image,
         check_args=[*check_args, "--log-interval", f"{args.log_interval:g}"],
+        tls_files=list(account.tls_files) if account is not None else [],
     )
 
 
@@ -113,7 +115,7 @@ def do_submit(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     prepared = _prepare(args)
-    opts = _job_options(args, check_options_as_args(args))
+    opts = _job_options(args, check_options_as_args(args), prepared.worker)
     worker = prepared.worker
     description = submit.worker_description(prepared.executable, worker.url, _workdir(args),
                                             worker.password_file, opts,
@@ -125,7 +127,7 @@ def do_submit_crawl(args: argparse.Namespace) -> int:
     """Submit the crawler as a scheduled (crondor) job, for sites that run everything
     inside HTCondor. Others use scripts/ (crontab line, systemd timer)."""
     prepared = _prepare(args)
-    opts = _job_options(args, [])
+    opts = _job_options(args, [], prepared.host)
     host = prepared.host  # the crawl writes what a worker may not
     description = submit.crawl_description(prepared.executable, host.url, _workdir(args),
                                            host.password_file, opts, args.root, args.site,
@@ -147,7 +149,7 @@ def do_dag(args: argparse.Namespace) -> int:
     names = ([args.site] if args.site else
              [s.name for s in load_sites(settings.config_file).values() if s.namespace])
     prepared = _prepare(args)
-    opts = _job_options(args, [])
+    opts = _job_options(args, [], prepared.worker)  # the pool jobs' options
     engine = cli.engine(args)
     plans = []
     for name in names:
@@ -159,7 +161,7 @@ def do_dag(args: argparse.Namespace) -> int:
     engine.dispose()
     workdir = _workdir(args)
     inputs = dag.DagInputs(
-        workdir=workdir, db_url=prepared.host.url,
+        workdir=workdir, db_url=prepared.host.local_url,  # local nodes: the submit host
         password_file=prepared.host.password_file,
         worker_db_url=prepared.worker.url, worker_password_file=prepared.worker.password_file,
         config_file=settings.config_file.resolve() if settings.config_file else None,

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from pnfsmon.schema import secrets
 from pnfsmon.schema.config import Settings, read_password_file
-from pnfsmon.schema.db import parse_url
+from pnfsmon.schema.db import TLS_FILE_PARAMETERS, parse_url, with_tls
 from pnfsmon.schema.errors import ConfigError
 
 
@@ -42,6 +42,8 @@ class JobAccount:
     password_file: Path | None
     password: str | None  # only to write, when ``copy_needed``
     copy_needed: bool  # the password came without a file: write it to ``password_file``
+    tls_files: tuple[str, ...] = ()  # the URL's TLS files, transferred (it names them bare)
+    local_url: str = ""  # the URL on the submit host (TLS files by their full path)
 
     def write(self) -> Path | None:
         """Write the password file if one is needed; returns it if it was written."""
@@ -65,19 +67,36 @@ class JobAccount:
 
 
 def _account(url_text: str, password: str | None, from_file: Path | None, workdir: Path,
-             kind: str) -> JobAccount:
-    url = parse_url(url_text)
+             kind: str, tls: dict[str, str]) -> JobAccount:
+    url = with_tls(parse_url(url_text), tls)
     if url.get_backend_name() == "sqlite":
         raise ConfigError("condor jobs run on other machines: they need a database "
                           "server (mysql+pymysql://… or postgresql+psycopg://…), not sqlite")
     if password is None:
         password = url.password
+    local = secrets.without_password(url).render_as_string(hide_password=False)
+    url, tls_files = _carried(url)
     bare = secrets.without_password(url).render_as_string(hide_password=False)
     if password is None:
-        return JobAccount(bare, None, None, False)
+        return JobAccount(bare, None, None, False, tls_files, local)
     if from_file is not None:
-        return JobAccount(bare, from_file.resolve(), None, False)
-    return JobAccount(bare, private_file(workdir, kind), password, True)
+        return JobAccount(bare, from_file.resolve(), None, False, tls_files, local)
+    return JobAccount(bare, private_file(workdir, kind), password, True, tls_files, local)
+
+
+def _carried(url: sa.URL) -> tuple[sa.URL, tuple[str, ...]]:
+    """The URL as the node sees it (TLS files by their basename in the job's scratch
+    directory) and the files to transfer for it."""
+    files = []
+    query = dict(url.query)
+    for name in TLS_FILE_PARAMETERS:
+        if isinstance(query.get(name), str):
+            path = Path(query[name]).resolve()
+            if not path.is_file():
+                raise ConfigError(f"the database URL's {name} {path} is not a file")
+            files.append(str(path))
+            query[name] = path.name
+    return url.set(query=query), tuple(files)
 
 
 def private_file(workdir: Path, kind: str) -> Path:
@@ -91,7 +110,7 @@ def submit_host_account(settings: Settings, workdir: Path) -> JobAccount:
     """The account of ``--db``: the DAG's local nodes (crawl, compare, report) and, without
     a worker account, the worker jobs too."""
     return _account(settings.db_url, settings.db_password, settings.password_file, workdir,
-                    "db")
+                    "db", settings.tls)
 
 
 def worker_account(settings: Settings, worker_db: str | None,
@@ -115,4 +134,4 @@ def worker_account(settings: Settings, worker_db: str | None,
         from_file = Path(path)
         password = read_password_file(from_file, "worker DB")
         secrets.register(password)
-    return _account(url, password, from_file, workdir, "worker-db")
+    return _account(url, password, from_file, workdir, "worker-db", settings.tls)

@@ -12,6 +12,7 @@ The database password never needs to be on a command line: put it in a file name
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class Settings:
     # file, so that the submit host's password never travels.
     worker_db: str | None = None
     worker_db_password_file: str | None = None
+    # TLS to the database server (``db_ssl_ca``, ``db_ssl_cert``, ``db_ssl_key``): the
+    # server's certificate is verified against the CA; a client certificate is optional.
+    tls: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _read_file() -> tuple[dict[str, str], Path | None]:
@@ -144,6 +148,8 @@ def load(db_flag: str | None = None) -> Settings:
     return Settings(db_url=db_url, db_password=password, config_file=file_path,
                     password_source=source, password_file=from_file, worker_db=worker_db,
                     worker_db_password_file=file_values.get("worker_db_password_file"),
+                    tls={key: file_values[f"db_ssl_{key}"] for key in ("ca", "cert", "key")
+                         if file_values.get(f"db_ssl_{key}")},
                     events_retention=_days(file_values, "prune_events_after",
                                            DEFAULT_EVENTS_RETENTION, file_path),
                     vanished_retention=_days(file_values, "prune_vanished_after",

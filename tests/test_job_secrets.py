@@ -106,7 +106,7 @@ def test_the_dag_gives_workers_their_account_and_local_nodes_the_hosts(tmp_path,
                               worker_db=WORKER_URL, worker_db_password_file=str(worker))
     prepared = _prepare(args)
     inputs = dag.DagInputs(
-        workdir=out, db_url=prepared.host.url, password_file=prepared.host.password_file,
+        workdir=out, db_url=prepared.host.local_url, password_file=prepared.host.password_file,
         worker_db_url=prepared.worker.url,
         worker_password_file=prepared.worker.password_file, config_file=conf,
         local_pnfsmon=["pnfsmon"], bundle=prepared.executable, bundled=True,
