@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from pnfsmon.condor import bundle, dag, status, submit
+from pnfsmon.condor import bundle, dag, password, status, submit
 from pnfsmon.crawler.inventory import current_load
 from pnfsmon.crawler.namespaces import NAMESPACES
 from pnfsmon.schema import cli
@@ -17,7 +18,8 @@ from pnfsmon.tester.cli import add_check_options, check_options_as_args
 DEFAULT_WORKDIR = "pnfsmon-condor"
 
 
-def _job_options(args: argparse.Namespace, check_args: list[str]) -> submit.JobOptions:
+def _job_options(args: argparse.Namespace, check_args: list[str],
+                 account: password.JobAccount | None = None) -> submit.JobOptions:
     if args.request_cpus < 1 or args.request_memory < 1 or args.request_disk < 1:
         raise ConfigError("--request-cpus, --request-memory and --request-disk must be "
                           "positive")
@@ -30,6 +32,7 @@ def _job_options(args: argparse.Namespace, check_args: list[str]) -> submit.JobO
         requirements=args.requirements, python=args.python,
         container_image=args.container_image,
         check_args=[*check_args, "--log-interval", f"{args.log_interval:g}"],
+        tls_files=list(account.tls_files) if account is not None else [],
     )
 
 
@@ -37,36 +40,45 @@ def _workdir(args: argparse.Namespace) -> Path:
     return Path(args.write or args.workdir).resolve()
 
 
-def _prepare(args: argparse.Namespace) -> tuple[Path, str, Path | None, str | None]:
-    """(executable, URL without password, password file to transfer, the password)."""
+@dataclass
+class Prepared:
+    executable: Path
+    host: password.JobAccount  # the submit host's account (--db)
+    worker: password.JobAccount  # the worker jobs' (--worker-db, else the host's)
+
+
+def _prepare(args: argparse.Namespace) -> Prepared:
+    """The executable and the accounts the jobs use; nothing written yet."""
     workdir = _workdir(args)
-    db_url, password = submit.split_secret(cli.settings(args))
+    settings = cli.settings(args)
+    host = password.submit_host_account(settings, workdir)
+    worker = password.worker_account(settings, getattr(args, "worker_db", None),
+                                     getattr(args, "worker_db_password_file", None), workdir)
     executable = (Path(args.executable).resolve() if args.executable
                   else workdir / submit.BUNDLE)
-    password_file = workdir / submit.PASSWORD_FILE if password is not None else None
-    return executable, db_url, password_file, password
+    return Prepared(executable, host, worker or host)
 
 
-def write_job_files(args, workdir: Path, password: str | None) -> None:
-    """The bundle (unless a shared install is used), the password file and the logs
-    directory, where the descriptions say they are."""
+def write_job_files(args, workdir: Path, accounts: list[password.JobAccount]) -> list[Path]:
+    """The bundle (unless a shared install is used), the logs directory and any password
+    file that has to be written (outside ``workdir``); returns the password files
+    written."""
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     if not args.executable:
         bundle.build(workdir / submit.BUNDLE)
-    if password is not None:
-        submit.write_password_file(workdir, password)
+    return [p for p in (a.write() for a in accounts) if p is not None]
 
 
-def _finish(args, description: dict[str, str], count: int, password: str | None,
+def _finish(args, description: dict[str, str], count: int, account: password.JobAccount,
             name: str = submit.WORKERS_SUB) -> int:
     sub = submit.render(description)
     workdir = _workdir(args)
     if args.write:
-        write_job_files(args, workdir, password)
+        write_job_files(args, workdir, [account])
         path = workdir / name
         path.write_text(submit.submit_file_text(sub, count))
-        print(f"wrote {path}, the bundle and the password file; submit with: "
-              f"condor_submit {path}")
+        print(f"wrote {path} and the bundle; the jobs transfer {account.describe()}; "
+              f"submit with: condor_submit {path}")
         return 0
     if args.dry_run:
         print(str(sub).rstrip())
@@ -75,14 +87,22 @@ def _finish(args, description: dict[str, str], count: int, password: str | None,
             "transfer_executable") != "false" else []
         transferred += description.get("transfer_input_files", "").split(",")
         for path in filter(None, transferred):
-            note = ("  (the DB password, mode 600)" if path.endswith(submit.PASSWORD_FILE)
+            note = ("  (the DB password, mode 600)"
+                    if account.password_file and path == str(account.password_file)
                     else "  (built by submit)" if path.endswith(submit.BUNDLE) else "")
             print(f"#   {path}{note}")
+        print(f"# the jobs would transfer {account.describe()}")
         return 0
-    write_job_files(args, workdir, password)
-    cluster = submit.submit_to_schedd(sub, count)
+    written = write_job_files(args, workdir, [account])
+    try:
+        cluster = submit.submit_to_schedd(sub, count)
+    except BaseException:
+        for path in written:  # a failed submission leaves no copy of the password
+            path.unlink(missing_ok=True)
+        raise
     print(f"submitted {count} job(s) as cluster {cluster}; user log "
-          f"{workdir / submit.USER_LOG}; follow with: pnfsmon condor status")
+          f"{workdir / submit.USER_LOG}; they transfer {account.describe()}; follow with: "
+          "pnfsmon condor status")
     return 0
 
 
@@ -92,23 +112,26 @@ def do_submit(args: argparse.Namespace) -> int:
     The DB password travels as a mode-600 file, never in the description."""
     if args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
-    executable, db_url, password_file, password = _prepare(args)
-    opts = _job_options(args, check_options_as_args(args))
-    description = submit.worker_description(executable, db_url, _workdir(args),
-                                            password_file, opts, bundled=not args.executable)
-    return _finish(args, description, args.jobs, password)
+    prepared = _prepare(args)
+    opts = _job_options(args, check_options_as_args(args), prepared.worker)
+    worker = prepared.worker
+    description = submit.worker_description(prepared.executable, worker.url, _workdir(args),
+                                            worker.password_file, opts,
+                                            bundled=not args.executable)
+    return _finish(args, description, args.jobs, worker)
 
 
 def do_submit_crawl(args: argparse.Namespace) -> int:
     """Submit the crawler as a scheduled (crondor) job, for sites that run everything
     inside HTCondor. Others use scripts/ (crontab line, systemd timer)."""
-    executable, db_url, password_file, password = _prepare(args)
-    opts = _job_options(args, [])
-    description = submit.crawl_description(executable, db_url, _workdir(args),
-                                           password_file, opts, args.root, args.site,
+    prepared = _prepare(args)
+    opts = _job_options(args, [], prepared.host)
+    host = prepared.host  # the crawl writes what a worker may not
+    description = submit.crawl_description(prepared.executable, host.url, _workdir(args),
+                                           host.password_file, opts, args.root, args.site,
                                            args.cron, namespace=args.namespace,
                                            bundled=not args.executable)
-    return _finish(args, description, 1, password, name="pnfsmon-crawl.sub")
+    return _finish(args, description, 1, host, name="pnfsmon-crawl.sub")
 
 
 def do_dag(args: argparse.Namespace) -> int:
@@ -123,8 +146,8 @@ def do_dag(args: argparse.Namespace) -> int:
     settings = cli.settings(args)
     names = ([args.site] if args.site else
              [s.name for s in settings.sites.values() if s.namespace])
-    executable, db_url, password_file, password = _prepare(args)
-    opts = _job_options(args, [])
+    prepared = _prepare(args)
+    opts = _job_options(args, [], prepared.worker)  # the pool jobs' options
     engine = cli.engine(args)
     plans = []
     for name in names:
@@ -136,16 +159,19 @@ def do_dag(args: argparse.Namespace) -> int:
     engine.dispose()
     workdir = _workdir(args)
     inputs = dag.DagInputs(
-        workdir=workdir, db_url=db_url, password_file=password_file,
+        workdir=workdir, db_url=prepared.host.local_url,  # local nodes: the submit host
+        password_file=prepared.host.password_file,
+        worker_db_url=prepared.worker.url, worker_password_file=prepared.worker.password_file,
         config_file=settings.config_file.resolve() if settings.config_file else None,
-        local_pnfsmon=dag.local_pnfsmon(args.executable), bundle=executable,
+        local_pnfsmon=dag.local_pnfsmon(args.executable), bundle=prepared.executable,
         bundled=not args.executable, opts=opts,
         report_dir=Path(args.report_dir or workdir / "report").resolve(),
         log_interval=args.log_interval)
     workflow, report = dag.build(plans, inputs, args.jobs)
-    write_job_files(args, workdir, password)
+    write_job_files(args, workdir, [prepared.host, prepared.worker])
     written = dag.write(workflow, report, inputs, args.cron)
     print(f"wrote {written[0]} ({len(plans)} sites: {', '.join(p.site.name for p in plans)})"
+          f"; the worker jobs transfer {prepared.worker.describe()}"
           f"; submit with: condor_submit_dag {written[0]}"
           + (f", or every night ({args.cron}): condor_submit {written[-1]}"
              if args.cron else ""))
@@ -195,6 +221,13 @@ def _site_options(p: argparse.ArgumentParser, *, dag: bool = False) -> None:
                         "on EL9 nodes, whose python3 is 3.9: /usr/bin/python3.11)")
     p.add_argument("--container-image", metavar="IMAGE",
                    help="run the jobs in this Apptainer image (HTCondor's container_image)")
+    p.add_argument("--worker-db", metavar="URL",
+                   help="the worker jobs' own database account (the worker role of `pnfsmon "
+                        "db grants`), so the submit host's password never travels "
+                        "(default: worker_db = in the configuration, else --db)")
+    p.add_argument("--worker-db-password-file", metavar="FILE",
+                   help="its password file, mode 600, transferred with each job "
+                        "(default: worker_db_password_file = in the configuration)")
     if dag:
         return
     what = p.add_mutually_exclusive_group()
@@ -202,8 +235,8 @@ def _site_options(p: argparse.ArgumentParser, *, dag: bool = False) -> None:
                       help="print the description and the files it would transfer; submit "
                            "nothing")
     what.add_argument("--write", metavar="DIR",
-                      help="write a submit file, the bundle and the password file into DIR "
-                           "(for condor_submit DIR/FILE, from anywhere); submit nothing")
+                      help="write a submit file and the bundle into DIR (for condor_submit "
+                           "DIR/FILE, from anywhere; no password in it); submit nothing")
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:

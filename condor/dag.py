@@ -75,6 +75,8 @@ class DagInputs:
     workdir: Path
     db_url: str  # without password
     password_file: Path | None
+    worker_db_url: str  # the worker jobs' account (``--worker-db``), without password
+    worker_password_file: Path | None
     config_file: Path | None  # the configuration the local nodes read
     local_pnfsmon: list[str]  # how to run pnfsmon on the submit host
     bundle: Path
@@ -141,8 +143,9 @@ def build(plans: list[SitePlan], inputs: DagInputs, jobs: int):
                 _local(inputs, ["crawl", "--site", name], node_name(name, "crawl"))))
         opts = submit.JobOptions(**{**inputs.opts.__dict__, "check_args": [
             *plan.check_args, "--log-interval", f"{inputs.log_interval:g}"]})
-        worker = submit.worker_description(inputs.bundle, inputs.db_url, inputs.workdir,
-                                           inputs.password_file, opts, bundled=inputs.bundled)
+        worker = submit.worker_description(inputs.bundle, inputs.worker_db_url,
+                                           inputs.workdir, inputs.worker_password_file, opts,
+                                           bundled=inputs.bundled)
         for key in submit.exit_policy(opts.max_retries):  # the DAG's POST script decides
             del worker[key]
         workers = crawl.child_layer(

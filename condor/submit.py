@@ -69,6 +69,9 @@ class JobOptions:
     container_image: str | None = None  # run the job inside this (Apptainer) image
     # tester options passed through to ``pnfsmon check``
     check_args: list[str] = field(default_factory=list)
+    # files the database URL names (TLS CA, client certificate and key), by their
+    # basename on the node; their transfer is encrypted like the password's
+    tls_files: list[str] = field(default_factory=list)
 
 
 def split_secret(settings: Settings) -> tuple[str, str | None]:
@@ -156,7 +159,9 @@ def _common(executable: Path, arguments: list[str], workdir: Path,
             password_file: Path | None, opts: JobOptions, *, bundled: bool) -> dict[str, str]:
     """A job running pnfs-monitor on a pool node. ``bundled``: ``executable`` is the
     bundle (else a shared install's entry point)."""
-    inputs = [str(password_file)] if password_file is not None else []
+    secret_inputs = [str(password_file)] if password_file is not None else []
+    secret_inputs += opts.tls_files
+    inputs = list(secret_inputs)
     if bundled and opts.python:
         # The interpreter is on the node; the bundle travels as an input.
         inputs.insert(0, str(executable))
@@ -185,7 +190,10 @@ def _common(executable: Path, arguments: list[str], workdir: Path,
     if inputs:
         desc["transfer_input_files"] = ",".join(inputs)
     if password_file is not None:
-        desc["environment"] = f'"PNFSMON_DB_PASSWORD_FILE={PASSWORD_FILE}"'
+        # The file keeps its name in the job's scratch directory; its transfer is encrypted.
+        desc["environment"] = f'"PNFSMON_DB_PASSWORD_FILE={Path(password_file).name}"'
+    if secret_inputs:
+        desc["encrypt_input_files"] = ",".join(secret_inputs)
     if opts.accounting_group:
         desc["accounting_group"] = opts.accounting_group
     if opts.requirements:

@@ -84,6 +84,46 @@ def adler32_of(isum: str | bytes | None) -> str | None:
     return text.rjust(8, "0")
 
 
+MAX_SIZE = 2**63 - 1  # statuses.size is a BIGINT
+
+
+def listed_from_row(prefix: bytes, row: tuple, stats: WalkStats) -> Listed | None:
+    """One row of the listing query as a listed file; None for what is not a file (counted
+    as skipped). A row that cannot be a file's (no size, no mtime, a negative size) stops
+    the crawl with BadChimeraRow naming the path: leaving the file out would mark it
+    vanished. A checksum that cannot be read is reported, and the file listed without."""
+    rel, itype, size, mtime, isum, pools, on_tape = row
+    if itype != FILE:
+        stats.skipped += 1  # symlink, FIFO, device: not a file
+        return None
+    path = prefix + _bytes(rel)
+    try:
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
+            raise ValueError(f"size {size!r} is not a file size")
+        when = Decimal(mtime) * 10**9
+        if not when.is_finite():
+            raise ValueError(f"mtime {mtime!r} is not a time")
+        mtime_ns = int(when)
+        if abs(mtime_ns) > MAX_SIZE:
+            raise ValueError(f"mtime {mtime!r} is out of range")
+    except (TypeError, ValueError, ArithmeticError) as err:
+        raise BadChimeraRow(f"Chimera row for {display(path)}: {err}") from None
+    item = Listed(path, size, mtime_ns, nearline=bool(on_tape) and pools is None)
+    try:
+        item.recorded("chimera", adler32_of(isum))
+    except ValueError as err:
+        stats.bad_metadata(path, f"checksum: {err}")
+        item.not_read("chimera", f"checksum: {err}")
+    item.pool = pools_text(tuple(_bytes(pools).decode("ascii", "replace")
+                                 .split())) if pools else None
+    return item
+
+
+class BadChimeraRow(ConfigError):
+    """A row of the Chimera database that cannot describe a file: the crawl stops and
+    nothing is marked vanished."""
+
+
 class ChimeraDbNamespace:
     """``root``: the path inside the namespace (``/pnfs/example.org/data/cms``), which is
     also where the site mounts it, so checks read the same paths through the mount."""
@@ -166,21 +206,10 @@ class ChimeraDbNamespace:
         with conn.cursor(name="pnfsmon_chimera_listing") as rows:
             rows.itersize = FETCH
             rows.execute(_ENTRIES, {"root": root, "zone": zone})
-            for rel, itype, size, mtime, isum, pools, on_tape in rows:
-                if itype != FILE:
-                    stats.skipped += 1  # symlink, FIFO, device: not a file
-                    continue
-                path = prefix + _bytes(rel)
-                item = Listed(path, int(size), int(Decimal(mtime) * 10**9),
-                              nearline=bool(on_tape) and pools is None)
-                try:
-                    item.recorded("chimera", adler32_of(isum))
-                except ValueError as err:
-                    stats.bad_metadata(path, f"checksum: {err}")
-                    item.not_read("chimera", f"checksum: {err}")
-                item.pool = pools_text(tuple(_bytes(pools).decode("ascii", "replace")
-                                             .split())) if pools else None
-                yield stats.count(item)
+            for row in rows:
+                item = listed_from_row(prefix, row, stats)
+                if item is not None:
+                    yield stats.count(item)
         conn.rollback()  # read only: nothing to commit
 
     def _resolve(self, cur) -> int:
@@ -213,7 +242,7 @@ class ChimeraDbNamespace:
 def _make_url(text: str, password: str | None) -> sa.URL:
     try:
         url = sa.make_url(text)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(f"not a Chimera database URL: {secrets.scrub(text)!r} (expected "
                           "postgresql://ROLE@HOST/chimera)") from None
     if url.get_backend_name() != "postgresql":

@@ -19,8 +19,10 @@ import csv
 import gzip
 import io
 import json
+import math
 import re
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from pnfsmon.schema.tables import inventory, inventory_loads
 BATCH = 5000
 FORMATS = ("auto", "lines", "csv", "jsonl")
 _HEX = re.compile(r"[0-9a-f]{1,8}")
+_DIGITS = re.compile(r"[0-9]{1,19}")
 _KEYS = {"lfn": ("lfn", "name", "path", "logical_file_name"),
          "size": ("size", "bytes", "filesize", "file_size"),
          "adler32": ("adler32", "checksum"),
@@ -74,10 +77,15 @@ def detect_format(path: Path) -> str:
     return "lines"
 
 
+MAX_SIZE = 2**63 - 1  # inventory.size is a BIGINT
+
+
 def _adler32(value, line: int) -> str | None:
     if value in (None, ""):
         return None
-    text = str(value).strip().lower()
+    if not isinstance(value, str):  # a JSON number: decimal or hex digits? Not ours to guess
+        raise BadDump(f"line {line}: Adler32 {value!r} is not a string of 1-8 hex digits")
+    text = value.strip().lower()
     for prefix in ("adler32:", "ad:"):
         text = text.removeprefix(prefix)
     if not _HEX.fullmatch(text):
@@ -88,12 +96,16 @@ def _adler32(value, line: int) -> str | None:
 def _int(value, what: str, line: int) -> int | None:
     if value in (None, ""):
         return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise BadDump(f"line {line}: {what} {value!r} is not a whole number") from None
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        number = int(value.strip())
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:  # 1.5, true, "1_000", "١٢", Infinity: not a size as the catalog wrote it
+        raise BadDump(f"line {line}: {what} {value!r} is not a whole number")
     if number < 0:
         raise BadDump(f"line {line}: {what} {value!r} is negative")
+    if number > MAX_SIZE:
+        raise BadDump(f"line {line}: {what} {value!r} is too large")
     return number
 
 
@@ -101,9 +113,14 @@ def _float(value, line: int) -> float | None:
     if value in (None, ""):
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise BadDump(f"line {line}: created {value!r} is not epoch seconds") from None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise BadDump(f"line {line}: created {value!r} is not epoch seconds")
+    return number
 
 
 def _field(record: dict, key: str):
@@ -117,32 +134,52 @@ def _entry(record: dict, line: int) -> Entry:
     lfn = _field(record, "lfn")
     if not lfn:
         raise BadDump(f"line {line}: no LFN (one of {', '.join(_KEYS['lfn'])})")
-    return Entry(lfn.encode("utf-8", "surrogateescape") if isinstance(lfn, str) else lfn,
+    if not isinstance(lfn, str):
+        raise BadDump(f"line {line}: the LFN {lfn!r} is not a string")
+    return Entry(lfn.encode("utf-8", "surrogateescape"),
                  _int(_field(record, "size"), "size", line),
                  _adler32(_field(record, "adler32"), line),
                  _float(_field(record, "created"), line))
 
 
 def read_entries(path: Path, fmt: str = "auto") -> Iterator[Entry]:
-    """Stream the entries of a dump; BadDump names the first line that cannot be read."""
+    """Stream the entries of a dump; BadDump names the first line that cannot be read, or
+    the file when it cannot be read to its end (cut short, not really compressed)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown inventory format {fmt!r}; known: {', '.join(FORMATS)}")
     fmt = detect_format(path) if fmt == "auto" else fmt
+    try:
+        yield from _read(path, fmt)
+    except (OSError, EOFError, zlib.error) as err:
+        raise BadDump(f"{path}: the dump cannot be read to its end ({err}); a copy cut "
+                      "short, or not the compression its name says?") from None
+
+
+def _read(path: Path, fmt: str) -> Iterator[Entry]:
     with _open(path) as raw:
         if fmt == "lines":
-            for line in raw:
+            for number, line in enumerate(raw, start=1):
                 lfn = line.rstrip(b"\r\n")
+                if b"\0" in lfn:
+                    raise BadDump(f"line {number}: a NUL byte, which no file name holds")
                 if lfn.strip():
                     yield Entry(lfn)
             return
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         if fmt == "csv":
             reader = csv.DictReader(text)
-            if not reader.fieldnames or not any(k in reader.fieldnames for k in _KEYS["lfn"]):
-                raise BadDump(f"{path}: the CSV header names no LFN column "
-                              f"({', '.join(_KEYS['lfn'])})")
-            for record in reader:
-                yield _entry(record, reader.line_num)
+            try:
+                if not reader.fieldnames or not any(k in reader.fieldnames
+                                                    for k in _KEYS["lfn"]):
+                    raise BadDump(f"{path}: the CSV header names no LFN column "
+                                  f"({', '.join(_KEYS['lfn'])})")
+                for record in reader:
+                    if any(record.get(None) or ()):  # more fields than the header names
+                        raise BadDump(f"line {reader.line_num}: more fields than the "
+                                      "header names")
+                    yield _entry(record, reader.line_num)
+            except csv.Error as err:  # a field over csv.field_size_limit(), say
+                raise BadDump(f"line {reader.line_num}: not CSV ({err})") from None
             return
         for number, line in enumerate(text, start=1):
             if not line.strip():
@@ -151,6 +188,8 @@ def read_entries(path: Path, fmt: str = "auto") -> Iterator[Entry]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise BadDump(f"line {number}: not JSON ({err.msg})") from None
+            except RecursionError:
+                raise BadDump(f"line {number}: JSON nested too deep") from None
             if not isinstance(record, dict):
                 raise BadDump(f"line {number}: not a JSON object")
             yield _entry(record, number)

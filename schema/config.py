@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import configparser
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -59,7 +60,8 @@ class Thresholds:
 
 #: Every key the ``[pnfsmon]`` section may hold; anything else is a typo, and an error.
 KEYS = ("db", "db_password_file", "prune_events_after", "prune_vanished_after",
-        "mysql_local_infile", "max_crawl_drop", *(f.name for f in fields(Thresholds)))
+        "mysql_local_infile", "max_crawl_drop", "worker_db", "worker_db_password_file",
+        "db_ssl_ca", "db_ssl_cert", "db_ssl_key", *(f.name for f in fields(Thresholds)))
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,18 @@ class Settings:
     # Where the database URL came from, for messages: "--db", "PNFSMON_DB", ...
     db_source: str = "the built-in default"
     watch: Thresholds = Thresholds()  # when status --nagios warns, and is critical
+
+    # Where the password came from, said when a login fails (never the password itself);
+    # and the file, when it came from one (HTCondor jobs transfer that file, no copy).
+    password_source: str | None = None
+    password_file: Path | None = None
+    # HTCondor worker jobs' own account (``condor submit``/``dag``): its URL and password
+    # file, so that the submit host's password never travels.
+    worker_db: str | None = None
+    worker_db_password_file: str | None = None
+    # TLS to the database server (``db_ssl_ca``, ``db_ssl_cert``, ``db_ssl_key``): the
+    # server's certificate is verified against the CA; a client certificate is optional.
+    tls: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return (f"Settings(db_url={secrets.redacted_url(self.db_url)!r}, "
@@ -143,19 +157,35 @@ def check_keys(section: Mapping[str, str], known: tuple[str, ...], where: str) -
             raise ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 
-def read_password_file(path: str, what: str = "DB") -> str:
+def read_password_file(path: str | Path, what: str = "DB") -> str:
+    """The password in ``path``; refused, as ssh refuses a key, if group or others may
+    read or change the file."""
     try:
         with open(path, encoding="utf-8") as fh:
+            mode = os.fstat(fh.fileno()).st_mode & 0o777
+            if mode & 0o077:
+                raise ConfigError(
+                    f"the {what} password file {path} is accessible by group or others "
+                    f"(mode {mode:03o}): chmod 600 {path}")
             return fh.read().strip()
     except OSError as err:
         raise ConfigError(f"cannot read the {what} password file {path}: "
                           f"{err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the {what} password file {path} is not UTF-8 text") from None
+
+
+def _url_user(db_url: str) -> str | None:
+    try:
+        return sa.make_url(db_url).username
+    except (sa.exc.ArgumentError, ValueError):
+        return None
 
 
 def _url_password(db_url: str) -> str | None:
     try:
         return sa.make_url(db_url).password
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return None  # not a URL: create_engine says so, redacted
 
 
@@ -171,28 +201,48 @@ def load(db_flag: str | None = None) -> Settings:
     if path is not None:
         _check_sections(parser, path)
     values = dict(parser.items(SECTION)) if parser.has_section(SECTION) else {}
-    db_url, source = next(
+    db_url, db_source = next(
         (value, where) for value, where in (
             (db_flag, "--db"), (os.environ.get("PNFSMON_DB"), "PNFSMON_DB"),
             (values.get("db"), f"db = in {path}"), (DEFAULT_DB, _default_source(path)))
         if value)
-    password = None
+    password, source, from_file = None, None, None
     if not _is_sqlite(db_url):  # SQLite has no password: one in the environment is not ours
         password = os.environ.get("PNFSMON_DB_PASSWORD")
-        password_file = os.environ.get("PNFSMON_DB_PASSWORD_FILE") or values.get(
-            "db_password_file")
-        if password is None and password_file:
-            password = read_password_file(password_file)
+        source = "PNFSMON_DB_PASSWORD" if password is not None else None
+        if password is None:
+            if os.environ.get("PNFSMON_DB_PASSWORD_FILE"):
+                from_file = Path(os.environ["PNFSMON_DB_PASSWORD_FILE"])
+                source = f"the file {from_file} (PNFSMON_DB_PASSWORD_FILE)"
+            elif values.get("db_password_file"):
+                from_file = Path(values["db_password_file"])
+                source = f"the file {from_file} (db_password_file in {path})"
+            if from_file is not None:
+                password = read_password_file(from_file)
+    url_password = _url_password(db_url)
+    if source is None and url_password is not None:
+        source = "the database URL"
+    elif source is not None and values.get("db") and (
+            _url_user(db_url) != _url_user(values["db"])):
+        # A password set up for the configuration's account, used for another one.
+        source += (f", which the configuration {path} gives for user "
+                   f"{_url_user(values['db'])!r}")
     secrets.register(password)
-    secrets.register(_url_password(db_url))
+    secrets.register(url_password)
+    worker_db = values.get("worker_db")
+    secrets.register(_url_password(worker_db) if worker_db else None)
     return Settings(db_url=db_url, db_password=password, config_file=path,
+                    password_source=source, password_file=from_file, worker_db=worker_db,
+                    worker_db_password_file=values.get("worker_db_password_file"),
+                    tls={key: values[f"db_ssl_{key}"] for key in ("ca", "cert", "key")
+                         if values.get(f"db_ssl_{key}")},
                     events_retention=_days(values, "prune_events_after",
                                            DEFAULT_EVENTS_RETENTION, path),
                     vanished_retention=_days(values, "prune_vanished_after",
                                              DEFAULT_VANISHED_RETENTION, path),
                     mysql_local_infile=_yes(values, "mysql_local_infile", path),
                     sites=sites_from(parser), site_defaults=site_defaults(parser),
-                    db_source=source,
+                    db_source=db_source,
                     watch=_thresholds(values, path))
 
 
@@ -229,6 +279,6 @@ def _days(values: dict[str, str], key: str, default: float, path: Path | None) -
         days = float(text)
     except ValueError:
         days = -1.0
-    if not days >= 0:
+    if not math.isfinite(days) or days < 0:
         raise ConfigError(f"{path}: {key} = {text!r} is not a non-negative number")
     return days

@@ -42,15 +42,40 @@ def parse_url(text: str) -> sa.URL:
     """A database URL, or ConfigError saying what one looks like."""
     try:
         return sa.make_url(text)
-    except exc.ArgumentError:
+    except (exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"not a database URL: {scrub(text)!r} "
             "(expected e.g. sqlite:///pnfsmon.sqlite or mysql+pymysql://user@host/db)"
         ) from None
 
 
+#: The URL parameters each driver takes for TLS (SQLAlchemy passes them on): the CA, the
+#: client certificate and key. PyMySQL verifies the server and its name once a CA is given.
+_TLS_PARAMETERS = {
+    "mysql": {"ca": "ssl_ca", "cert": "ssl_cert", "key": "ssl_key"},
+    "postgresql": {"ca": "sslrootcert", "cert": "sslcert", "key": "sslkey"},
+}
+TLS_FILE_PARAMETERS = tuple(p for names in _TLS_PARAMETERS.values() for p in names.values())
+
+
+def with_tls(url: sa.URL, tls: dict[str, str]) -> sa.URL:
+    """``url`` with the configuration's TLS files (``db_ssl_ca`` ...) as its parameters,
+    where the URL does not set them itself; PostgreSQL then verifies the server in full."""
+    backend = "mysql" if url.get_backend_name() in ("mysql", "mariadb") else \
+        url.get_backend_name()
+    names = _TLS_PARAMETERS.get(backend)
+    if not tls or names is None:
+        return url
+    query = dict(url.query)
+    for key, path in tls.items():
+        query.setdefault(names[key], path)
+    if backend == "postgresql":
+        query.setdefault("sslmode", "verify-full")
+    return url.set(query=query)
+
+
 def _make_url(settings: Settings) -> sa.URL:
-    url = parse_url(settings.db_url)
+    url = with_tls(parse_url(settings.db_url), settings.tls)
     if (settings.db_password is not None and url.password is None
             and url.get_backend_name() != "sqlite"):
         url = url.set(password=settings.db_password)
@@ -151,6 +176,8 @@ def _bound_mysql_handshake(engine: sa.Engine) -> None:
 def is_transient(err: BaseException) -> bool:
     """True for errors that a later retry may not see: lost connections, lock timeouts,
     deadlocks and serialization failures (MariaDB 1213, PostgreSQL 40P01 and 40001)."""
+    if "certificate verify failed" in str(err).lower():
+        return False  # the server is not who the CA says: a retry will not change that
     if isinstance(err, exc.DBAPIError) and err.connection_invalidated:
         return True
     if not isinstance(err, exc.OperationalError | exc.InterfaceError):
@@ -251,5 +278,23 @@ def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
         if is_refused(err):
             raise PrivilegeError(describe(err)) from None
         where = engine.url.render_as_string(hide_password=True)
-        raise ConfigError(f"cannot use database {where}: {describe(err)}") from None
+        why = describe(err)
+        if is_login_refused(err) and settings.password_source:
+            why += f" (the password came from {settings.password_source})"
+        if (is_login_refused(err) and engine.dialect.name in ("mysql", "mariadb")
+                and "ssl_ca" not in engine.url.query):
+            # MariaDB refuses a plain login to a TLS-only server as "access denied".
+            why += ("; if the server accepts only encrypted connections, name its CA "
+                    "(ssl_ca= in the URL, or db_ssl_ca = in the configuration)")
+        raise ConfigError(f"cannot use database {where}: {why}") from None
     return engine
+
+
+def is_login_refused(err: BaseException) -> bool:
+    """True when the server refused the login (wrong user or password)."""
+    orig = getattr(err, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] == 1045  # MariaDB/MySQL: access denied for user
+    return getattr(orig, "sqlstate", None) in ("28P01", "28000") or (
+        "password authentication failed" in str(orig))

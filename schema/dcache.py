@@ -35,11 +35,13 @@ def parse_layer2(text: bytes) -> Layer2:
     any pool) has neither checksum nor pools."""
     flag_text = b""
     pools: list[str] = []
-    for token in text.split():
-        if _STATISTICS.fullmatch(token):
-            continue
-        continues = flag_text and not flag_text.endswith(b";")  # each flag ends with ';'
-        if continues or token.startswith(b":") or b"=" in token or b";" in token:
+    tokens = [t for t in text.split() if not _STATISTICS.fullmatch(t)]
+    # The flags come before the pools, wrapped at any character (even between a key and
+    # its '='): every token up to the last one that carries flag syntax is flags text.
+    last_flag = max((i for i, t in enumerate(tokens)
+                     if t.startswith(b":") or b"=" in t or b";" in t), default=-1)
+    for index, token in enumerate(tokens):
+        if index <= last_flag:
             flag_text += token  # a wrapped flags line continues without a separator
             continue
         try:

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import configparser
 import fnmatch
+import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 
 from pnfsmon.schema.errors import ConfigError
@@ -85,8 +87,10 @@ def _number(section: configparser.SectionProxy, key: str, default: float, scale:
     try:
         value = float(section.get(key, default / scale)) * scale
     except ValueError:
+        value = math.nan
+    if not math.isfinite(value):  # nan would make every comparison with it false
         raise ConfigError(f"[{section.name}] {key} = {section.get(key)!r} is not a "
-                          "number") from None
+                          "number")
     if value < 0:
         raise ConfigError(f"[{section.name}] {key} must not be negative")
     return value
@@ -96,7 +100,7 @@ def _parallel(section: configparser.SectionProxy, name: str) -> int | None:
     text = section.get("parallel")
     if text is None:
         return None
-    if not text.strip().isdigit() or int(text) < 1:
+    if not re.fullmatch(r"[0-9]{1,6}", text.strip()) or int(text) < 1:
         raise ConfigError(f"[site {name}] parallel = {text!r} must be a whole number >= 1")
     return int(text)
 

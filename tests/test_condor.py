@@ -18,7 +18,7 @@ from pathlib import Path
 import htcondor2
 import pytest
 
-from pnfsmon.condor import bundle, status, submit
+from pnfsmon.condor import bundle, password, status, submit
 from pnfsmon.condor import dag as dag_module
 from pnfsmon.crawler.cli import crawl
 from pnfsmon.crawler.namespaces import open_namespace
@@ -67,6 +67,7 @@ def test_worker_description_rendered_by_the_bindings(tmp_path):
     assert "--container-image IMAGE" in sub["on_exit_hold_reason"]
     assert sub["transfer_input_files"] == str(tmp_path / "db.password")
     assert job_environment(sub["environment"]) == {"PNFSMON_DB_PASSWORD_FILE": "db.password"}
+    assert sub["encrypt_input_files"] == str(tmp_path / "db.password")
     assert sub["log"].endswith(submit.USER_LOG)
 
 
@@ -93,6 +94,7 @@ def condor_env(tmp_path, way: str) -> tuple[list[str], dict[str, str]]:
     if config is not None:
         pwfile = tmp_path / "pw"
         pwfile.write_text(SECRET + "\n")
+        pwfile.chmod(0o600)
         conf = tmp_path / "pnfsmon.conf"
         conf.write_text(config.format(pwfile=pwfile))
         env["PNFSMON_CONFIG"] = str(conf)
@@ -110,8 +112,17 @@ def test_the_password_never_appears_in_the_submission(tmp_path, way):
     assert "queue" in r.stdout and "would queue 3 job(s)" in r.stdout
     assert "'--db' 'mysql+pymysql://mon@db.example.org/pn'" in r.stdout
     assert "--sweep-start" not in r.stdout  # each run sweeps from its own start
-    assert "db.password  (the DB password, mode 600)" in r.stdout
+    sent = expected_password_file(tmp_path, way, tmp_path / "w")
+    assert f"{sent}  (the DB password, mode 600)" in r.stdout
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
+    assert not password.private_dir().exists()
+
+
+def expected_password_file(tmp_path: Path, way: str, workdir: Path) -> Path:
+    """The operator's own file, referenced; else a file of the private directory."""
+    if way == "password file":
+        return tmp_path / "pw"
+    return password.private_file(workdir, "db")
 
 
 def test_split_secret_moves_the_password_out_of_the_url(tmp_path):
@@ -292,19 +303,22 @@ def test_submit_writes_files_condor_submit_takes_from_anywhere(tmp_path, way):
     assert r.returncode == 0, r.stderr
     text = (out / submit.WORKERS_SUB).read_text()
     assert_no_secret(text + r.stdout + r.stderr, SECRET)
-    for path in out.rglob("*"):  # the bundle too: nothing but the password file has it
-        if path.is_file() and path.name != submit.PASSWORD_FILE:
+    for path in out.rglob("*"):  # the bundle too: no file of DIR holds the password
+        if path.is_file():
             assert_no_secret(path.read_bytes().decode("latin-1"), SECRET, str(path))
-    assert (out / submit.PASSWORD_FILE).read_text().strip() == SECRET
+    sent = expected_password_file(tmp_path, way, out)
+    assert sent.read_text().strip() == SECRET and sent.stat().st_mode & 0o777 == 0o600
+    assert str(sent) in r.stdout  # the output says where the password is
+    assert ("referenced, not copied" if way == "password file" else "outside DIR") in r.stdout
     queues = [line for line in text.splitlines() if line.split()[:1] == ["queue"]]
     assert queues == ["queue 7"]  # --jobs 7, and nothing else queued
     sub = htcondor2.Submit(text)  # the bindings parse it as condor_submit would
-    for key in ("executable", "log", "output", "error", "transfer_input_files"):
-        for path in sub[key].split(","):
-            assert Path(path).is_absolute() and str(out) in path, (key, path)
-    assert sorted(p.name for p in out.iterdir()) == [
-        "db.password", "logs", "pnfsmon-workers.sub", "pnfsmon.pyz"]
-    assert (out / "db.password").stat().st_mode & 0o777 == 0o600
+    for key in ("executable", "log", "output", "error"):
+        assert Path(sub[key]).is_absolute() and str(out) in sub[key], key
+    assert sub["transfer_input_files"] == sub["encrypt_input_files"] == str(sent)
+    assert job_environment(sub["environment"]) == {"PNFSMON_DB_PASSWORD_FILE": sent.name}
+    assert sorted(p.name for p in out.iterdir()) == ["logs", "pnfsmon-workers.sub",
+                                                      "pnfsmon.pyz"]
     assert job_argv(sub["arguments"])[-2:] == ["--db", "mysql+pymysql://mon@db.example.org/pn"]
 
 
