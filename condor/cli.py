@@ -4,6 +4,7 @@ follow a sweep."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pnfsmon.schema.sites import site as site_settings
 from pnfsmon.tester.cli import add_check_options, check_options_as_args
 
 DEFAULT_WORKDIR = "pnfsmon-condor"
+log = logging.getLogger(__name__)
 
 
 def _job_options(args: argparse.Namespace, check_args: list[str]) -> submit.JobOptions:
@@ -43,8 +45,12 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, str, Path | None, str | No
     """(executable, URL without password, password file to transfer, the password)."""
     workdir = _workdir(args)
     db_url, password = submit.split_secret(cli.settings(args))
+    if (warning := submit.local_host_warning(db_url)) is not None:
+        log.warning("%s", warning)
     executable = (Path(args.executable).resolve() if args.executable
                   else workdir / submit.BUNDLE)
+    if args.executable:
+        bundle.warn_if_stale(executable)
     password_file = workdir / submit.PASSWORD_FILE if password is not None else None
     return executable, db_url, password_file, password
 
@@ -168,13 +174,14 @@ def do_status(args: argparse.Namespace) -> int:
     """Jobs idle/running/held/done from the user log, files checked per hour and the ETA
     of the sweep from the database."""
     engine = cli.engine(args)
-    log = Path(args.log) if args.log else Path(args.workdir) / submit.USER_LOG
-    jobs = status.read_user_log(log) if log.exists() or args.log else None
+    bundle.warn_if_stale(Path(args.workdir) / submit.BUNDLE)
+    user_log = Path(args.log) if args.log else Path(args.workdir) / submit.USER_LOG
+    jobs = status.read_user_log(user_log) if user_log.exists() or args.log else None
     with engine.connect() as conn:
         progress = status.sweep_progress(conn, args.recheck_after * 86400)
     print(status.format_status(jobs, progress))
     if jobs is None:
-        print(f"(no user log at {log}: job states unknown)", file=sys.stderr)
+        print(f"(no user log at {user_log}: job states unknown)", file=sys.stderr)
     return 0
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.extras import require
 from pnfsmon.web.summary import SweepProgress, sweep_progress
 
 __all__ = ["JobStates", "SweepProgress", "format_status", "read_user_log", "sweep_progress"]
@@ -23,7 +24,7 @@ class JobStates:
 
 def read_user_log(path: Path) -> JobStates:
     """The last known state of every job in a user log."""
-    import htcondor2
+    htcondor2 = require("htcondor2", "pnfsmon condor status")
 
     if not path.is_file():
         raise ConfigError(f"no HTCondor user log at {path} (submit writes it there)")

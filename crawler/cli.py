@@ -17,7 +17,7 @@ from pnfsmon.crawler.posix import PosixNamespace
 from pnfsmon.schema import cli, logs
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from pnfsmon.schema.paths import display
-from pnfsmon.schema.progress import Progress, human_bytes
+from pnfsmon.schema.progress import Progress, count, human_bytes
 from pnfsmon.schema.sites import DEFAULT_GRACE, DEFAULT_PARALLEL
 from pnfsmon.schema.sites import site as site_settings
 from pnfsmon.schema.tables import crawls
@@ -72,7 +72,8 @@ def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: f
     rate = stats.files / max(seconds, 1e-9)
     return (
         f"crawled {display(root)} (site {site}) in {seconds:.1f} s: "
-        f"{stats.files:,} files, {stats.directories:,} directories "
+        f"{count(stats.files, 'file')}, "
+        f"{count(stats.directories, 'directory', 'directories')} "
         f"({stats.empty_directories:,} empty, {stats.unreadable_directories:,} unreadable), "
         f"{human_bytes(stats.bytes)}; new {c.new:,}, changed {c.changed:,}, "
         f"vanished {c.vanished:,}, skipped {stats.skipped:,}; {rate:,.0f} files/s"

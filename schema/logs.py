@@ -19,7 +19,7 @@ from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.secrets import scrub
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S %Z"  # with its zone: a log is read elsewhere, later
 OUTCOME = "pnfsmon.outcome"  # results and final errors: already printed, so file only
 DEFAULT_INTERVAL = 300.0  # seconds between progress lines in a log
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from pnfsmon.schema import cli
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
 from pnfsmon.schema.paths import display, spellings
-from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.schema.progress import count
+from pnfsmon.schema.status import NEXT_STEPS, PROBLEMS, Status
 from pnfsmon.schema.xrootd import is_xrootd_url
 from pnfsmon.web.history import FileHistory, file_history
 from pnfsmon.web.rows import when
@@ -22,20 +23,24 @@ NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
 
 
 def format_summary(s: Summary) -> str:
-    lines = [f"{s.listed:,} files listed, {s.checked:,} checked "
+    lines = [f"{count(s.listed, 'file')} listed, {s.checked:,} checked "
              f"({100.0 * s.checked / max(s.listed, 1):.1f} %), {s.leased:,} being checked now"]
     width = max(len(st.label) for st in Status)
     for st in Status:
         mark = "  <- problem" if st in PROBLEMS and s.counts[st] else ""
         lines.append(f"  {st.label:<{width}}  {s.counts[st]:>12,}{mark}")
     if s.in_grace:
-        lines.append(f"{s.in_grace:,} files were modified too recently to judge (grace window)")
+        lines.append(f"{count(s.in_grace, 'file')} {'was' if s.in_grace == 1 else 'were'} "
+                     "modified too recently to judge (grace window)")
     if s.first_check_references:
-        lines.append(f"{s.first_check_references:,} files have their first computed checksum "
-                     "as reference (the storage recorded none)")
+        one = s.first_check_references == 1
+        lines.append(f"{count(s.first_check_references, 'file')} "
+                     f"{'has its' if one else 'have their'} first computed checksum as "
+                     "reference (the storage recorded none)")
     for c in s.crawls:
         state = "complete" if c.complete else f"{c.unreadable_directories} dirs unlisted"
-        lines.append(f"last crawl of {c.site} {display(c.root)}: {c.files:,} files, {state}")
+        lines.append(f"last crawl of {c.site} {display(c.root)}: {count(c.files, 'file')}, "
+                     f"{state}")
     return "\n".join(lines)
 
 
@@ -65,8 +70,8 @@ def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
     word = ("OK", "WARNING", "CRITICAL")[code]
     detail = ", ".join(f"{st.label} {s.counts[st]:,}" for st in PROBLEMS)
     checked = 100.0 * s.checked / max(s.listed, 1)
-    text = (f"PNFSMON {word} - {problems:,} problem files ({detail}); {checked:.1f} % of "
-            f"{s.listed:,} files checked" + (f"; {'; '.join(notes)}" if notes else ""))
+    text = (f"PNFSMON {word} - {count(problems, 'problem file')} ({detail}); {checked:.1f} % "
+            f"of {count(s.listed, 'file')} checked" + (f"; {'; '.join(notes)}" if notes else ""))
     perf = " ".join(f"{st.label}={s.counts[st]};{warning};{critical};0"
                     for st in PROBLEMS)
     perf += f" unchecked={s.counts[Status.UNCHECKED]} checked={checked:.1f}%;;;0;100"
@@ -129,6 +134,8 @@ def _format_history(h: FileHistory) -> str:
     lines = [f"{display(h.path)} (site {h.site}, {h.size:,} bytes): {h.status.label}; "
              f"recorded adler32 {h.recorded_adler32 or 'none'}"
              + (f" ({h.recorded_from})" if h.recorded_from else "")]
+    if h.status in NEXT_STEPS:
+        lines.append(f"  what to do: {NEXT_STEPS[h.status]}")
     if not h.checks:
         lines.append("  never checked")
         return "\n".join(lines)

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import jinja2
 import sqlalchemy as sa
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from pnfsmon.crawler.compare import write_lists
 from pnfsmon.schema.atomic import atomic_text
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import human_bytes
-from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.schema.status import MISSING_AT_SITE, NEXT_STEPS, PROBLEMS, Status
 from pnfsmon.web import plots
 from pnfsmon.web.calibration import throughput
 from pnfsmon.web.exports import ListExports, write_prometheus
@@ -56,6 +56,12 @@ from pnfsmon.web.summary import (
 
 #: Rows on one HTML page (about 1 KB each); the exports always hold everything.
 PAGE_ROWS = 2000
+
+def commands(text: str) -> Markup:
+    """Plain text with `backquoted` commands and file names, as HTML with <code>."""
+    parts = str(escape(text)).split("`")
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
+
 
 DESCRIPTIONS = {
     Status.MISSING: "Listed in the namespace, but the data could not be found.",
@@ -90,6 +96,7 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = when
     env.filters["size"] = human_bytes
     env.filters["path"] = display
+    env.filters["commands"] = commands
     return env
 
 
@@ -119,11 +126,11 @@ def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 *
     _render(env, outdir / "calibration.html", "calibration.html", pools=pools, nodes=nodes,
             pool_plot=plots.throughput_bars("Read rate per pool (MB/s)", pools),
             node_plot=plots.throughput_bars("Read rate per worker node (MB/s)", nodes),
-            problem_plot=plots.problem_bars("Timeouts and corruption per pool", pools),
+            problem_plot=plots.problem_bars("Timed-out and corrupted reads per pool", pools),
             **common)
     lists = _write_consistency(engine, env, outdir, summary, common)
     _render(env, outdir / "index.html", "index.html", s=summary, lists=lists,
-            trend=plots.trend_lines("Problems found per day (last 60 days)", *trend),
+            trend=plots.trend_lines("Problem files found per day (last 60 days)", *trend),
             counts=[(s, summary.counts[s]) for s in Status], problem_statuses=PROBLEMS,
             unchecked=Status.UNCHECKED, **common)
     with atomic_text(outdir / "summary.json") as fh:
@@ -143,7 +150,7 @@ def _write_consistency(engine: sa.Engine, env: jinja2.Environment, outdir: Path,
             written = write_lists(engine, site.compare.id, site.site, folder)
             lists[site.site] = [f"consistency/{p.name}" for p in written]
     _render(env, outdir / "consistency.html", "consistency.html", sites=summary.sites,
-            lists=lists, **common)
+            lists=lists, lost_next_step=NEXT_STEPS[MISSING_AT_SITE], **common)
     return lists
 
 
@@ -198,7 +205,8 @@ def _write_problem_pages(conn: sa.Connection, env: jinja2.Environment, outdir: P
 def _write_problem_page(env, outdir: Path, status: Status, order: Order, number: int,
                         pages: int, rows: list[Markup], total: int, common: dict) -> None:
     _render(env, outdir / page_name(status, order, number), "problems.html",
-            label=status.label, description=DESCRIPTIONS[status], rows=rows, total=total,
+            label=status.label, description=DESCRIPTIONS[status],
+            next_step=NEXT_STEPS[status], rows=rows, total=total,
             first=(number - 1) * PAGE_ROWS + 1, number=number, pages=pages, order=order,
             orders=ORDERS, page_name=lambda o, p: page_name(status, o, p), **common)
 
