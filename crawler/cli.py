@@ -15,9 +15,9 @@ from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.crawler.namespaces import NAMESPACES, Namespace, open_namespace
 from pnfsmon.crawler.posix import PosixNamespace
 from pnfsmon.schema import cli, logs
-from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
+from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, Interrupted
 from pnfsmon.schema.paths import display
-from pnfsmon.schema.progress import Progress, count, human_bytes
+from pnfsmon.schema.progress import Progress, count, human_bytes, stopped_by
 from pnfsmon.schema.sites import DEFAULT_GRACE, DEFAULT_PARALLEL
 from pnfsmon.schema.sites import site as site_settings
 from pnfsmon.schema.tables import crawls
@@ -51,6 +51,14 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
             progress.done()
         ingest.mark_vanished(stats.unreadable)
         ingest.finish(stats)
+    except (KeyboardInterrupt, Interrupted) as err:
+        ingest.abandon()
+        c = ingest.counts
+        raise Interrupted(
+            f"crawl stopped by {stopped_by(err)} after listing {count(stats.files, 'file')} "
+            f"({c.new:,} new and {c.changed:,} changed recorded); it stays incomplete: "
+            "nothing was marked vanished, and the next crawl lists everything again"
+        ) from None
     except BaseException:
         ingest.abandon()
         raise

@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import TextIO
 
-from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.errors import ConfigError, Interrupted
 from pnfsmon.schema.secrets import scrub
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -29,7 +29,23 @@ class _Formatter(logging.Formatter):
         return scrub(super().format(record))
 
 
-class _Console(logging.StreamHandler):
+class _KeepStops:
+    """A stop request (SIGTERM raises ``Interrupted`` wherever the main thread is) that
+    lands while a line is being written must stop the command: logging's own
+    ``handleError`` would print it as a "Logging error" and carry on."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, Interrupted):
+            raise err
+        super().handleError(record)
+
+
+class _File(_KeepStops, logging.FileHandler):
+    pass
+
+
+class _Console(_KeepStops, logging.StreamHandler):
     """stderr (or stdout); on a terminal, first erases a progress line drawn there."""
 
     def __init__(self, stream: TextIO) -> None:
@@ -59,7 +75,7 @@ def setup(*, verbose: bool = False, quiet: bool = False, log_file: str | None = 
     failure = None
     if log_file and log_file != "-":
         try:
-            file_handler = logging.FileHandler(log_file, encoding="utf-8")  # appends
+            file_handler = _File(log_file, encoding="utf-8")  # appends
         except OSError as err:
             # Raised once the console handler is in place: without any handler, logging's
             # last resort would print the error a second time.

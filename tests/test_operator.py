@@ -328,3 +328,67 @@ def test_log_lines_carry_their_time_zone(tmp_path):
     assert r.returncode == 2
     line = log_file.read_text().strip()
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST ERROR pnfsmon: error: ", line), line
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_crawl_says_how_many_files_it_recorded(tmp_path, signum):
+    for d in range(30):
+        os.makedirs(tmp_path / "t" / f"d{d}")
+        for i in range(1000):
+            (tmp_path / "t" / f"d{d}" / f"f{i}").touch()
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert pnfsmon_cli("db", "init", "--db", url).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "crawl", str(tmp_path / "t"),
+                             "--grace", "0", "--log-interval", "0.1", "--db", url],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # stop it part-way, once it has listed a good part
+        listed = re.search(r"INFO crawl of .*: ([\d,]+) ", line)
+        if listed and int(listed[1].replace(",", "")) > 12_000:
+            proc.send_signal(signum)
+            break
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, err
+    engine = db.create_engine(Settings(url))
+    with engine.connect() as conn:
+        recorded = conn.execute(sa.select(sa.func.count()).select_from(statuses)).scalar()
+        vanished = conn.execute(sa.select(sa.func.count()).where(statuses.c.status == 7)
+                                ).scalar()
+    engine.dispose()
+    how = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    stopped = re.search(rf"pnfsmon: error: crawl stopped by {how} after listing ([\d,]+) "
+                        r"files \(([\d,]+) new and 0 changed recorded\); it stays incomplete",
+                        err)
+    assert stopped, err
+    assert int(stopped[2].replace(",", "")) == recorded < 30_000 and vanished == 0
+    assert 12_000 < int(stopped[1].replace(",", "")) < 30_000
+    assert "Traceback" not in err
+
+
+def test_a_stop_that_lands_while_a_line_is_logged_still_stops():
+    """SIGTERM raises Interrupted wherever the main thread is, often inside a log write;
+    logging's handleError would print it and carry on."""
+    import logging
+
+    from pnfsmon.schema import logs
+    from pnfsmon.schema.errors import Interrupted
+
+    class Stopping:
+        def write(self, _text):
+            raise Interrupted("stopped by SIGTERM")
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    logs.setup()
+    console = next(h for h in logging.getLogger().handlers if getattr(h, "pnfsmon", False))
+    console.setStream(Stopping())
+    try:
+        with pytest.raises(Interrupted):
+            logging.getLogger("pnfsmon.test").warning("a line")
+    finally:
+        console.setStream(sys.stderr)
+        logs.setup()
