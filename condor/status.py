@@ -57,7 +57,7 @@ def format_status(jobs: JobStates | None, progress: SweepProgress) -> str:
         for reason, n in jobs.hold_reasons.most_common(3):
             lines.append(f"  held ({n}): {reason}")
     eta = progress.eta_hours
-    lines.append(f"files checked in the last hour: {progress.checked_last_hour:,}; "
-                 f"due {progress.due:,}, being checked {progress.leased:,}; "
+    lines.append(f"reads (file checks) in the last hour: {progress.checked_last_hour:,}; "
+                 f"files due {progress.due:,}, being checked {progress.leased:,}; "
                  + (f"ETA {eta:.1f} h" if eta is not None else "ETA unknown (no recent checks)"))
     return "\n".join(lines)

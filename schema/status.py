@@ -46,8 +46,9 @@ PROBLEMS: tuple[Status, ...] = (
 MISSING_AT_SITE = "missing at site"
 NEXT_STEPS: dict[Status | str, str] = {
     Status.CORRUPTED: (
-        "The bytes no longer match the checksum recorded when the file was written. Re-read "
-        "it once (`pnfsmon check --paths corrupted.txt`) to rule out a bad read; if it is "
+        "The bytes no longer match the reference checksum (the storage's, or the one "
+        "computed at the first check). Re-read it once (`pnfsmon check --paths "
+        "corrupted.txt`) to rule out a bad read; if it is "
         "still corrupted, restore it from another replica, or declare the replica bad so "
         "the experiment's data management replaces it: `rucio-admin replicas declare-bad "
         "--reason \"pnfs-monitor: adler32 mismatch\" --scope SCOPE --rse RSE --lfns FILE` "

@@ -1,7 +1,8 @@
 """Write the static report into one directory: copy it to any web server (no PHP, no
 server-side code, no script, nothing fetched from elsewhere).
 
-- ``index.html``: per-site summary, the sweep's progress and ETA, problems found per day;
+- ``index.html``: per-site summary, the sweep's progress and ETA, problem files found per
+  day (a file once a day);
 - ``STATUS.html`` for missing, corrupted, timeout and unreadable: paginated (``PAGE_ROWS``
   per page, so each file stays a few MB at a million problems) and sortable across the whole
   list: by path (``STATUS.html``, ``STATUS-2.html``, ...), largest first

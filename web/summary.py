@@ -1,5 +1,5 @@
 """Queries behind every report: counts per status and per site, crawl and sweep progress,
-the trend of problems found per day, problem rows. Producing the numbers is kept apart from
+the trend of problem files found per day, problem rows. Producing the numbers is kept apart from
 rendering them (HTML, exports, terminal); rows are streamed, never loaded whole."""
 
 from __future__ import annotations
