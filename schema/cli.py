@@ -19,7 +19,7 @@ def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool,
     """Options every command takes, before or after the subcommand's name. Below the top
     level their default is SUPPRESS, so an option given before the subcommand survives.
     ``database=False`` leaves ``--db`` out, for a command that uses no configured
-    database (``demo``, ``db ddl``)."""
+    database (``demo``; see ``refuse_db``)."""
     default = None if top_level else argparse.SUPPRESS
     if database:
         parser.add_argument(

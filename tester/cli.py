@@ -107,10 +107,10 @@ def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: fl
         # releases the rest of its batch and exits; then we say what was kept.
         _stop(procs)
         _drain(results, total)
-        raise Interrupted(f"stopped by {stopped_by(err)}: {count(total.checked, 'file')} "
-                          "checked and "
-                          f"recorded before stopping ({total.problems:,} problems), the "
-                          "rest released for the next run") from None
+        raise Interrupted(
+            f"stopped by {stopped_by(err)}: {count(total.checked, 'file')} checked and "
+            f"recorded before stopping ({total.problems:,} problems), the rest released "
+            "for the next run") from None
     except BaseException:
         _stop(procs)
         raise
