@@ -9,12 +9,20 @@ shared install (CVMFS/NFS), can point the submit at that instead (``--executable
 from __future__ import annotations
 
 import importlib.util
+import logging
 import shutil
 import tempfile
 import zipapp
+import zipfile
 from pathlib import Path
 
+import pnfsmon
 from pnfsmon.schema.errors import EXIT_INTERNAL, EXIT_OLD_PYTHON, ConfigError
+
+log = logging.getLogger(__name__)
+#: Inside the bundle: the version of pnfs-monitor that built it (``pnfsmon.__version__``
+#: reads it there, where no distribution metadata exists).
+VERSION_FILE = "pnfsmon/BUNDLE_VERSION"
 
 #: Our one import root, then the pure-Python parts of our dependencies.
 OWN = ("pnfsmon",)
@@ -81,8 +89,43 @@ def build(output: Path) -> Path:
                 shutil.copytree(src, root / src.name, ignore=_ignore)
             else:
                 shutil.copy2(src, root / src.name)
+        (root / VERSION_FILE).write_text(pnfsmon.__version__ + "\n")
         (root / "__main__.py").write_text(_MAIN)
         output.parent.mkdir(parents=True, exist_ok=True)
         zipapp.create_archive(root, output, interpreter="/usr/bin/env python3",
                               compressed=True)
     return output
+
+
+def version_of(path: Path) -> str | None:
+    """The pnfs-monitor version a bundle was built with; None for a bundle made before
+    bundles recorded it."""
+    with zipfile.ZipFile(path) as zf:
+        try:
+            return zf.read(VERSION_FILE).decode().strip()
+        except KeyError:
+            return None
+
+
+def _key(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else -1 for p in version.split("."))
+
+
+def stale(path: Path) -> str | None:
+    """Why the bundle at ``path`` should be rebuilt (built by an older pnfs-monitor than
+    the one installed), or None. Not a bundle, or none there: None."""
+    if not zipfile.is_zipfile(path):
+        return None
+    built = version_of(path)
+    if built is not None and _key(built) >= _key(pnfsmon.__version__):
+        return None
+    by = f"pnfs-monitor {built}" if built else "a pnfs-monitor older than 0.1.0"
+    return (f"the bundle {path} was built by {by}, and {pnfsmon.__version__} is installed: "
+            "its jobs run the old code; rebuild it (run the `pnfsmon condor` command that "
+            "wrote it again, e.g. condor dag --write DIR, or pnfsmon condor bundle)")
+
+
+def warn_if_stale(path: Path) -> None:
+    reason = stale(path)
+    if reason is not None:
+        log.warning("%s", reason)

@@ -4,6 +4,7 @@ follow a sweep."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pnfsmon.schema.errors import ConfigError
 from pnfsmon.tester.cli import add_check_options, check_options_as_args
 
 DEFAULT_WORKDIR = "pnfsmon-condor"
+log = logging.getLogger(__name__)
 
 
 def _job_options(args: argparse.Namespace, check_args: list[str],
@@ -56,7 +58,12 @@ def _prepare(args: argparse.Namespace) -> Prepared:
                                      getattr(args, "worker_db_password_file", None), workdir)
     executable = (Path(args.executable).resolve() if args.executable
                   else workdir / submit.BUNDLE)
-    return Prepared(executable, host, worker or host)
+    if args.executable:
+        bundle.warn_if_stale(executable)
+    jobs = worker or host
+    if (warning := submit.local_host_warning(jobs.url)) is not None:
+        log.warning("%s", warning)
+    return Prepared(executable, host, jobs)
 
 
 def write_job_files(args, workdir: Path, accounts: list[password.JobAccount]) -> list[Path]:
@@ -192,13 +199,14 @@ def do_status(args: argparse.Namespace) -> int:
     """Jobs idle/running/held/done from the user log, files checked per hour and the ETA
     of the sweep from the database."""
     engine = cli.engine(args)
-    log = Path(args.log) if args.log else Path(args.workdir) / submit.USER_LOG
-    jobs = status.read_user_log(log) if log.exists() or args.log else None
+    bundle.warn_if_stale(Path(args.workdir) / submit.BUNDLE)
+    user_log = Path(args.log) if args.log else Path(args.workdir) / submit.USER_LOG
+    jobs = status.read_user_log(user_log) if user_log.exists() or args.log else None
     with engine.connect() as conn:
         progress = status.sweep_progress(conn, args.recheck_after * 86400)
     print(status.format_status(jobs, progress))
     if jobs is None:
-        print(f"(no user log at {log}: job states unknown)", file=sys.stderr)
+        print(f"(no user log at {user_log}: job states unknown)", file=sys.stderr)
     return 0
 
 

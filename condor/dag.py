@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pnfsmon.condor import submit
 from pnfsmon.schema.errors import DONE, HELD, ConfigError
+from pnfsmon.schema.extras import require
 from pnfsmon.schema.sites import Site
 
 DAG_FILE = "pnfsmon-nightly.dag"
@@ -121,8 +122,8 @@ def _local(inputs: DagInputs, arguments: list[str], name: str) -> dict[str, str]
 def build(plans: list[SitePlan], inputs: DagInputs, jobs: int):
     """The DAG (``htcondor2.dags.DAG``) of the nightly pipeline for ``plans``, and the
     final (report) node's description."""
-    import htcondor2
-    from htcondor2 import dags
+    htcondor2 = require("htcondor2", "pnfsmon condor dag")
+    dags = require("htcondor2.dags", "pnfsmon condor dag")
 
     if not plans:
         raise ConfigError("no site to run: name sites with --site, or give them a "
@@ -166,8 +167,8 @@ def build(plans: list[SitePlan], inputs: DagInputs, jobs: int):
 def write(dag, report, inputs: DagInputs, cron: str | None) -> list[Path]:
     """The DAG file, its nodes' submit files, the POST script and, with ``cron``, the
     crondor job that submits the DAG on that schedule. Returns what was written."""
-    import htcondor2
-    from htcondor2 import dags
+    htcondor2 = require("htcondor2", "pnfsmon condor dag")
+    dags = require("htcondor2.dags", "pnfsmon condor dag")
 
     workdir = inputs.workdir
     (workdir / "logs").mkdir(parents=True, exist_ok=True)

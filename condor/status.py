@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.extras import require
 from pnfsmon.web.summary import SweepProgress, sweep_progress
 
 __all__ = ["JobStates", "SweepProgress", "format_status", "read_user_log", "sweep_progress"]
@@ -23,7 +24,7 @@ class JobStates:
 
 def read_user_log(path: Path) -> JobStates:
     """The last known state of every job in a user log."""
-    import htcondor2
+    htcondor2 = require("htcondor2", "pnfsmon condor status")
 
     if not path.is_file():
         raise ConfigError(f"no HTCondor user log at {path} (submit writes it there)")
@@ -56,7 +57,7 @@ def format_status(jobs: JobStates | None, progress: SweepProgress) -> str:
         for reason, n in jobs.hold_reasons.most_common(3):
             lines.append(f"  held ({n}): {reason}")
     eta = progress.eta_hours
-    lines.append(f"files checked in the last hour: {progress.checked_last_hour:,}; "
-                 f"due {progress.due:,}, being checked {progress.leased:,}; "
+    lines.append(f"reads (file checks) in the last hour: {progress.checked_last_hour:,}; "
+                 f"files due {progress.due:,}, being checked {progress.leased:,}; "
                  + (f"ETA {eta:.1f} h" if eta is not None else "ETA unknown (no recent checks)"))
     return "\n".join(lines)

@@ -42,6 +42,7 @@ from pnfsmon.schema.errors import (
     ConfigError,
     DatabaseUnavailable,
 )
+from pnfsmon.schema.extras import require
 from pnfsmon.schema.secrets import without_password
 
 PASSWORD_FILE = "db.password"  # its name in the job's scratch directory
@@ -83,6 +84,21 @@ def split_secret(settings: Settings) -> tuple[str, str | None]:
     password = settings.db_password if settings.db_password is not None else url.password
     bare = without_password(url).render_as_string(hide_password=False)
     return bare, password
+
+
+#: Database hosts that, on a worker node, name the node itself.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "localhost.localdomain")
+
+
+def local_host_warning(db_url: str) -> str | None:
+    """Why a database URL will not reach the server from a worker node, or None."""
+    host = sa.make_url(db_url).host
+    if host is not None and host.lower() not in LOCAL_HOSTS and not host.startswith("127."):
+        return None
+    where = f"host {host}" if host else "a local socket (no host)"
+    return (f"the jobs' database URL names {where}: on a worker node that is the node "
+            "itself, not this machine; give the database server's name as the nodes "
+            "reach it (e.g. mysql+pymysql://pnfsmon@dbhost.example.org/pnfsmon)")
 
 
 def write_password_file(workdir: Path, password: str) -> Path:
@@ -239,7 +255,7 @@ def cron_fields(cron: str) -> dict[str, str]:
 
 def render(description: dict[str, str]):
     """The bindings' Submit object (raises ConfigError on a syntax error)."""
-    import htcondor2
+    htcondor2 = require("htcondor2", "pnfsmon condor")
 
     try:
         return htcondor2.Submit(description)
@@ -256,7 +272,7 @@ def submit_file_text(submit, count: int) -> str:
 def submit_to_schedd(submit, count: int) -> int:
     """Queue ``count`` jobs in one cluster; returns the cluster id. The only call here that
     needs a running HTCondor (none can be installed on the machines the tests run on)."""
-    import htcondor2
+    htcondor2 = require("htcondor2", "pnfsmon condor submit")
 
     try:
         result = htcondor2.Schedd().submit(submit, count=count)

@@ -20,10 +20,11 @@ from pnfsmon.schema.errors import (
     EXIT_PROBLEMS,
     ConfigError,
     DropRefused,
+    Interrupted,
     StorageUnavailable,
 )
 from pnfsmon.schema.paths import display
-from pnfsmon.schema.progress import Progress, human_bytes
+from pnfsmon.schema.progress import Progress, count, human_bytes, stopped_by
 from pnfsmon.schema.sites import DEFAULT_GRACE, DEFAULT_PARALLEL
 from pnfsmon.schema.tables import crawls
 
@@ -61,6 +62,14 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
             raise StorageUnavailable(stats.stopped)
         ingest.mark_vanished(stats.unreadable, listed=stats.files, max_drop=max_drop)
         ingest.finish(stats)
+    except (KeyboardInterrupt, Interrupted) as err:
+        ingest.abandon()
+        c = ingest.counts
+        raise Interrupted(
+            f"crawl stopped by {stopped_by(err)} after listing {count(stats.files, 'file')} "
+            f"({c.new:,} new and {c.changed:,} changed recorded); it stays incomplete: "
+            "nothing was marked vanished, and the next crawl lists everything again"
+        ) from None
     except BaseException:
         ingest.abandon()
         raise
@@ -82,7 +91,8 @@ def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: f
     rate = stats.files / max(seconds, 1e-9)
     return (
         f"crawled {display(root)} (site {site}) in {seconds:.1f} s: "
-        f"{stats.files:,} files, {stats.directories:,} directories "
+        f"{count(stats.files, 'file')}, "
+        f"{count(stats.directories, 'directory', 'directories')} "
         f"({stats.empty_directories:,} empty, {stats.unreadable_directories:,} unreadable), "
         f"{human_bytes(stats.bytes)}; new {c.new:,}, changed {c.changed:,}, "
         f"vanished {c.vanished:,}"

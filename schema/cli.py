@@ -19,7 +19,7 @@ def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool,
     """Options every command takes, before or after the subcommand's name. Below the top
     level their default is SUPPRESS, so an option given before the subcommand survives.
     ``database=False`` leaves ``--db`` out, for a command that uses no configured
-    database (``demo``, ``db ddl``)."""
+    database (``demo``; see ``refuse_db``)."""
     default = None if top_level else argparse.SUPPRESS
     if database:
         parser.add_argument(
@@ -81,8 +81,10 @@ def _say_upgraded(eng: sa.Engine, old: str | None, new: str) -> None:
 
 
 def do_db_init(args: argparse.Namespace) -> int:
-    """Create the tables in a new database (an existing one is upgraded, as by `db
-    upgrade`); safe to run again."""
+    """Create the tables in an empty database (on a server a DBA makes the database
+    itself: see the README's Database setup; a SQLite file is created). On a database
+    that has them it does what `db upgrade` does (nothing if the schema is current): safe
+    to run again."""
     eng = engine(args, check=False)
     _say_upgraded(eng, *migrate.upgrade(eng))
     return 0

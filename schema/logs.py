@@ -15,11 +15,11 @@ import logging
 import sys
 from typing import TextIO
 
-from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.errors import ConfigError, Interrupted
 from pnfsmon.schema.secrets import scrub
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S %Z"  # with its zone: a log is read elsewhere, later
 OUTCOME = "pnfsmon.outcome"  # results and final errors: already printed, so file only
 TRACEBACK = "pnfsmon.traceback"  # an internal error's: to the log file if there is one
 DEFAULT_INTERVAL = 300.0  # seconds between progress lines in a log
@@ -30,7 +30,23 @@ class _Formatter(logging.Formatter):
         return scrub(super().format(record))
 
 
-class _Console(logging.StreamHandler):
+class _KeepStops:
+    """A stop request (SIGTERM raises ``Interrupted`` wherever the main thread is) that
+    lands while a line is being written must stop the command: logging's own
+    ``handleError`` would print it as a "Logging error" and carry on."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, Interrupted):
+            raise err
+        super().handleError(record)
+
+
+class _File(_KeepStops, logging.FileHandler):
+    pass
+
+
+class _Console(_KeepStops, logging.StreamHandler):
     """stderr (or stdout); on a terminal, first erases a progress line drawn there."""
 
     def __init__(self, stream: TextIO) -> None:
@@ -62,7 +78,7 @@ def setup(*, verbose: bool = False, quiet: bool = False, log_file: str | None = 
         # The log is that file: stderr keeps the one line that says what ended the command.
         console.addFilter(lambda record: record.name != TRACEBACK)
         try:
-            file_handler = logging.FileHandler(log_file, encoding="utf-8")  # appends
+            file_handler = _File(log_file, encoding="utf-8")  # appends
         except OSError as err:
             # Raised once the console handler is in place: without any handler, logging's
             # last resort would print the error a second time.

@@ -28,6 +28,14 @@ def count(n: int, word: str, plural: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else plural or word + 's'}"
 
 
+def stopped_by(err: BaseException) -> str:
+    """``Ctrl-C`` or ``SIGTERM``: what stopped a command (KeyboardInterrupt, or the
+    ``Interrupted`` the command's SIGTERM handler raises)."""
+    if isinstance(err, KeyboardInterrupt):
+        return "Ctrl-C"
+    return str(err).removeprefix("stopped by ") or type(err).__name__
+
+
 def human_duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 60:

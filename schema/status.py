@@ -49,3 +49,53 @@ GONE: tuple[Status, ...] = (Status.VANISHED, Status.LOST)
 
 #: What a file's status becomes when it vanishes: the lost ones are kept in view.
 LOST_WHEN_GONE: tuple[Status, ...] = (Status.MISSING, Status.CORRUPTED)
+
+#: What a site does next about a file of each problem status, and about files the catalog
+#: says the site lost (``MISSING_AT_SITE``): one short paragraph each, shown on the report's
+#: pages and by ``pnfsmon history``. `Backquoted` text is a command or a file name.
+MISSING_AT_SITE = "missing at site"
+NEXT_STEPS: dict[Status | str, str] = {
+    Status.CORRUPTED: (
+        "The bytes no longer match the reference checksum (the storage's, or the one "
+        "computed at the first check). Re-read it once (`pnfsmon check --paths "
+        "corrupted.txt`) to rule out a bad read; if it is "
+        "still corrupted, restore it from another replica, or declare the replica bad so "
+        "the experiment's data management replaces it: `rucio-admin replicas declare-bad "
+        "--reason \"pnfs-monitor: adler32 mismatch\" --scope SCOPE --rse RSE --lfns FILE` "
+        "(FILE: the files' LFNs, one a line). Several on one pool point at its disks: see "
+        "the calibration page."),
+    Status.MISSING: (
+        "The namespace lists the file but its data was not found. Most often its pool is "
+        "down or disabled: check the pool in the row, and once it is back re-check "
+        "(`pnfsmon check --paths missing.txt`). If the data is gone, declare the replica "
+        "lost so it is transferred again: `rucio-admin replicas declare-bad --reason "
+        "\"pnfs-monitor: missing\" --scope SCOPE --rse RSE --lfns FILE`, then remove the "
+        "namespace entry."),
+    Status.TIMEOUT: (
+        "An unstable read, not a verdict on the data: the file was not read within the "
+        "timeout (a busy or failing pool, or a file staged from tape). Check the pool's "
+        "load and health (the calibration page counts timed-out reads per pool), then "
+        "re-check with a longer timeout: `pnfsmon check --paths timeout.txt --timeout "
+        "1800`. A file that times out again and again on one pool points at a disk."),
+    Status.UNREADABLE: (
+        "An unstable read, not a verdict on the data: an I/O or permission error stopped "
+        "it (the detail column has the error). A permission error means the checking "
+        "account cannot read the file: fix the account, not the file. An I/O error points "
+        "at the pool's disk or server: check its logs, then re-check (`pnfsmon check "
+        "--paths unreadable.txt`); a file its pool cannot return is a lost file, as for "
+        "missing."),
+    Status.LOST: (
+        "Gone from the namespace while it was missing or corrupted: as far as pnfs-monitor "
+        "knows, its data is lost, not deleted on purpose. Find out whether it was deleted "
+        "on purpose (the experiment's data management, a cleaning campaign); if not, "
+        "declare the replica lost so it is transferred again: `rucio-admin replicas "
+        "declare-bad --reason \"pnfs-monitor: lost\" --scope SCOPE --rse RSE --lfns FILE`. "
+        "Then acknowledge it (`pnfsmon ack PATH`, or `pnfsmon ack --all --site SITE`), "
+        "which records who and when and takes it off the lost list."),
+    MISSING_AT_SITE: (
+        "Lost files: the catalog says the site holds them, and two crawls in a row did "
+        "not find them. Look for them first (a pool offline, a path outside the crawl's "
+        "root); then declare them lost so they are transferred again: `rucio-admin "
+        "replicas declare-bad --reason \"pnfs-monitor: missing at site\" --scope SCOPE "
+        "--rse RSE --lfns SITE_missing.txt` (the list holds LFNs, one a line)."),
+}

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from pnfsmon.schema.errors import ConfigError, StorageUnavailable
+from pnfsmon.schema.extras import require
 
 SCHEMES = ("root://", "roots://", "xroot://", "xroots://")
 
@@ -68,11 +69,7 @@ def client_environment() -> dict[str, str]:
 def client():
     """The ``XRootD.client`` module, configured with ``CLIENT_SETTINGS``."""
     global _configured
-    try:
-        from XRootD import client as xrd_client
-    except ImportError:
-        raise ConfigError("XRootD support needs the client bindings: "
-                          "pip install xrootd") from None
+    xrd_client = require("XRootD.client", "reading root:// URLs")
     if not _configured:
         for name, value in CLIENT_SETTINGS.items():
             if f"XRD_{name.upper()}" not in os.environ:

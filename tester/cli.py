@@ -29,7 +29,7 @@ from pnfsmon.schema.errors import (
 )
 from pnfsmon.schema.lease import Lease, request_now
 from pnfsmon.schema.paths import display
-from pnfsmon.schema.progress import Progress, count, human_bytes, warn_list
+from pnfsmon.schema.progress import Progress, count, human_bytes, stopped_by, warn_list
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.schema.tables import statuses
 from pnfsmon.schema.xrootd import is_xrootd_url
@@ -110,11 +110,10 @@ def run_workers(settings, options: CheckOptions, workers: int, lease_seconds: fl
         # releases the rest of its batch and exits; then we say what was kept.
         _stop(procs)
         _drain(results, total)
-        how = "Ctrl-C" if isinstance(err, KeyboardInterrupt) else str(err).removeprefix(
-            "stopped by ")
-        raise Interrupted(f"stopped by {how}: {count(total.checked, 'file')} checked and "
-                          f"recorded before stopping ({total.problems:,} problems), the "
-                          "rest released for the next run") from None
+        raise Interrupted(
+            f"stopped by {stopped_by(err)}: {count(total.checked, 'file')} checked and "
+            f"recorded before stopping ({total.problems:,} problems), the rest released "
+            "for the next run") from None
     except BaseException:
         _stop(procs)
         raise

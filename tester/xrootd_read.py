@@ -77,6 +77,7 @@ class XRootDReader:
     def __init__(self, timeout: float) -> None:
         # A request may take the whole per-file time; the stream's deadline ends it sooner.
         self.timeout = max(1, int(timeout + 0.999))
+        client()  # a missing extra is a configuration error before any file is claimed
 
     def open(self, item: Claimed) -> XRootDFile:
         if not is_xrootd_url(item.path):

@@ -101,3 +101,43 @@ def test_every_page_loads_cleanly_in_chromium(browser, served_report, tmp_path):
     assert not broken, broken
     assert {"corrupted.txt", "corrupted.csv", "corrupted.jsonl", "summary.json",
             "pnfsmon.prom"} <= linked
+
+
+def test_the_sites_table_fits_a_1300_px_window(browser, sqlite_engine, tree, tmp_path):
+    """The widest a site's row gets: a long name, ten-million-file counts, sizes in TB, a
+    published catalog compare, an incomplete crawl."""
+    import time
+
+    import sqlalchemy as sa
+    from selenium.webdriver.common.by import By
+
+    from pnfsmon.schema.status import Status
+    from pnfsmon.schema.tables import compares, crawls, status_counts
+
+    engine = sqlite_engine
+    corrupted_tree(engine, tree)
+    big = 12_345_678
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(sa.update(crawls).values(
+            files=big, directories=1_234_567, empty_directories=123_456,
+            unreadable_directories=12_345, complete=False, started=now - 86_000,
+            finished=now))
+        site = conn.execute(sa.select(crawls.c.site)).scalar()
+        conn.execute(sa.insert(status_counts), [
+            {"site": site, "status": int(s), "first_check": False, "files": big,
+             "bytes": 987 * 10**12} for s in Status])
+        conn.execute(sa.insert(compares).values(
+            site=site, started=now, finished=now, state="published", missing=big,
+            missing_bytes=987 * 10**12, orphan=big, orphan_bytes=987 * 10**12))
+    out = tmp_path / "report"
+    write_report(engine, out)
+    browser.set_window_size(1300, 1000)
+    browser.get((out / "index.html").as_uri())
+    table = browser.find_element(By.CSS_SELECTOR, "table.sites")
+    assert "12,345,678" in table.text and "(incomplete)" in table.text
+    right = browser.execute_script("return arguments[0].getBoundingClientRect().right", table)
+    width = browser.execute_script("return document.documentElement.clientWidth")
+    assert right <= width, f"the sites table is {right:.0f} px wide in a {width} px window"
+    assert browser.execute_script(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth")

@@ -245,7 +245,7 @@ def test_check_site_uses_the_sites_recheck_period(engine, tree, tmp_path):
         assert r.returncode == 0, r.stderr
         return r.stdout
 
-    assert "checked 1 file " in check("--site", "A")  # B's file is left alone
-    assert "checked 1 file " in check("--site", "A")  # due again: recheck_after = 0
-    assert "checked 1 file " in check("--site", "B")
+    assert "checked 1 file in" in check("--site", "A")  # B's file is left alone
+    assert "checked 1 file in" in check("--site", "A")  # due again: recheck_after = 0
+    assert "checked 1 file in" in check("--site", "B")
     assert "checked 0 files" in check("--site", "B")  # B keeps the 30-day default

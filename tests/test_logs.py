@@ -13,7 +13,7 @@ import sys
 
 from tests.helpers import assert_no_secret, flip_bit, random_bytes, write_file
 
-STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+"  # local time and its zone
 
 
 def environment(url: str) -> dict[str, str]:

@@ -170,7 +170,7 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
     r = pnfsmon(url, "status")
     assert r.returncode == 1, r.stderr  # the corrupted file: a problem
     assert "5 files listed" in r.stdout
-    assert "1 files have their first computed checksum as reference" in r.stdout
+    assert "1 file has its first computed checksum as reference" in r.stdout
     r = pnfsmon(url, "db", "upgrade")
     assert r.returncode == 0 and "is current" in r.stdout
 

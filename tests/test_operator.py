@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pnfsmon
+from pnfsmon.condor import bundle
 from pnfsmon.schema import db
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.paths import decode_line, display, encode_line, undisplay
@@ -176,7 +177,7 @@ def test_one_file_is_one_file(tmp_path):
         assert pnfsmon_cli(*args, env={"PNFSMON_DB": url}).returncode == 0
     r = pnfsmon_cli("check", "--workers", "1", env={"PNFSMON_DB": url})
     assert r.returncode == 0 and "checked 1 file in" in r.stdout, r.stdout
-    assert "1 files" not in r.stdout
+    assert "checked 1 files" not in r.stdout
     r = pnfsmon_cli("check", "--prefix", str(tmp_path / "t"), env={"PNFSMON_DB": url})
     assert "1 file queued" in r.stdout and "checked 1 file in" in r.stdout, r.stdout
 
@@ -232,3 +233,162 @@ def test_commands_without_a_database_refuse_db(tmp_path):
         r = pnfsmon_cli("--db", url, *args, cwd=tmp_path)
         assert r.returncode == 2 and "takes no --db" in r.stderr, args
     assert not list(tmp_path.iterdir())
+
+
+def _fake_bundle(path, version: str | None) -> None:
+    """A zip laid out as a bundle, as an older pnfs-monitor would have built it."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("__main__.py", "")
+        if version is not None:
+            zf.writestr(bundle.VERSION_FILE, version + "\n")
+
+
+def test_a_bundle_records_its_version(tmp_path):
+    path = bundle.build(tmp_path / "pnfsmon.pyz")
+    assert bundle.version_of(path) == pnfsmon.__version__ and bundle.stale(path) is None
+    r = subprocess.run([sys.executable, str(path), "--version"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.stdout.strip() == f"pnfs-monitor {pnfsmon.__version__}"
+
+
+@pytest.mark.parametrize("built", [None, "0.0.1"])
+def test_condor_commands_warn_of_a_bundle_older_than_the_installed_version(tmp_path,
+                                                                          built):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert pnfsmon_cli("db", "init", "--db", url).returncode == 0
+    workdir = tmp_path / "nightly"
+    workdir.mkdir()
+    _fake_bundle(workdir / "pnfsmon.pyz", built)
+    r = pnfsmon_cli("condor", "status", "--workdir", str(workdir), "--db", url)
+    assert r.returncode == 0, r.stderr
+    assert f"WARNING the bundle {workdir / 'pnfsmon.pyz'} was built by" in r.stderr
+    assert "rebuild it" in r.stderr and pnfsmon.__version__ in r.stderr
+    # --executable pointing at an old bundle: the same warning.
+    r = pnfsmon_cli("condor", "submit", "--dry-run", "--executable",
+                    str(workdir / "pnfsmon.pyz"), "--db", "mysql+pymysql://u@dbhost/x")
+    assert r.returncode == 0 and "rebuild it" in r.stderr, r.stderr
+    _fake_bundle(workdir / "pnfsmon.pyz", pnfsmon.__version__)
+    r = pnfsmon_cli("condor", "status", "--workdir", str(workdir), "--db", url)
+    assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", True), ("localhost:3307", True),
+                                          ("dbhost.example.org", False)])
+def test_a_submit_file_for_a_local_database_gets_a_warning(tmp_path, host, warned):
+    for command in (["submit", "--dry-run"], ["submit-crawl", "/data", "--dry-run"]):
+        r = pnfsmon_cli("condor", *command, "--executable", "/cvmfs/x/pnfsmon",
+                        "--db", f"mysql+pymysql://pnfsmon@{host}/pnfsmon", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert ("on a worker node that is the node itself" in r.stderr) is warned, r.stderr
+
+
+def _without(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    """``pnfsmon ARGS`` in a Python where ``module`` cannot be imported (its extra not
+    installed)."""
+    code = (f"import sys; sys.modules[{module!r}] = None; from pnfsmon.cli import main; "
+            f"sys.exit(main({list(args)!r}))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("module, extra, args", [
+    ("htcondor2", "htcondor", ["condor", "submit", "--dry-run", "--executable", "/x/pnfsmon",
+                               "--db", "mysql+pymysql://u@dbhost/x"]),
+    ("XRootD", "xrootd", ["crawl", "root://127.0.0.1:1//data", "--db", "sqlite:///db.sqlite"]),
+])
+def test_a_missing_optional_binding_is_one_line_naming_its_extra(tmp_path, module, extra,
+                                                                  args):
+    if args[0] == "crawl":
+        assert pnfsmon_cli("db", "init", "--db", "sqlite:///db.sqlite", cwd=tmp_path
+                           ).returncode == 0
+    r = _without(module, *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"pip install 'pnfs-monitor[{extra}]'" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_the_demo_needs_neither_binding(tmp_path):
+    """What `pip install . && pnfsmon demo` promises a POSIX-only site."""
+    code = ("import sys; sys.modules['htcondor2'] = None; sys.modules['XRootD'] = None; "
+            "sys.modules['pyxrootd'] = None; from pnfsmon.cli import main; "
+            f"sys.exit(main(['demo', {str(tmp_path / 'demo')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "demo" / "report" / "index.html").is_file()
+
+
+def test_log_lines_carry_their_time_zone(tmp_path):
+    log_file = tmp_path / "pnfsmon.log"
+    r = pnfsmon_cli("status", "--log-file", str(log_file), cwd=tmp_path,
+                    env={"TZ": "Asia/Kolkata"})
+    assert r.returncode == 2
+    line = log_file.read_text().strip()
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST ERROR pnfsmon: error: ", line), line
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_crawl_says_how_many_files_it_recorded(tmp_path, signum):
+    for d in range(30):
+        os.makedirs(tmp_path / "t" / f"d{d}")
+        for i in range(1000):
+            (tmp_path / "t" / f"d{d}" / f"f{i}").touch()
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert pnfsmon_cli("db", "init", "--db", url).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "crawl", str(tmp_path / "t"),
+                             "--grace", "0", "--log-interval", "0.1", "--db", url],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # stop it part-way, once it has listed a good part
+        listed = re.search(r"INFO crawl of .*: ([\d,]+) ", line)
+        if listed and int(listed[1].replace(",", "")) > 12_000:
+            proc.send_signal(signum)
+            break
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, err
+    engine = db.create_engine(Settings(url))
+    with engine.connect() as conn:
+        recorded = conn.execute(sa.select(sa.func.count()).select_from(statuses)).scalar()
+        vanished = conn.execute(sa.select(sa.func.count()).where(statuses.c.status == 7)
+                                ).scalar()
+    engine.dispose()
+    how = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    stopped = re.search(rf"pnfsmon: error: crawl stopped by {how} after listing ([\d,]+) "
+                        r"files \(([\d,]+) new and 0 changed recorded\); it stays incomplete",
+                        err)
+    assert stopped, err
+    assert int(stopped[2].replace(",", "")) == recorded < 30_000 and vanished == 0
+    assert 12_000 < int(stopped[1].replace(",", "")) < 30_000
+    assert "Traceback" not in err
+
+
+def test_a_stop_that_lands_while_a_line_is_logged_still_stops():
+    """SIGTERM raises Interrupted wherever the main thread is, often inside a log write;
+    logging's handleError would print it and carry on."""
+    import logging
+
+    from pnfsmon.schema import logs
+    from pnfsmon.schema.errors import Interrupted
+
+    class Stopping:
+        def write(self, _text):
+            raise Interrupted("stopped by SIGTERM")
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    logs.setup()
+    console = next(h for h in logging.getLogger().handlers if getattr(h, "pnfsmon", False))
+    console.setStream(Stopping())
+    try:
+        with pytest.raises(Interrupted):
+            logging.getLogger("pnfsmon.test").warning("a line")
+    finally:
+        console.setStream(sys.stderr)
+        logs.setup()

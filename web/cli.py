@@ -13,7 +13,8 @@ from pnfsmon.schema import cli
 from pnfsmon.schema.config import Thresholds
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
 from pnfsmon.schema.paths import display, spellings
-from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.schema.progress import count
+from pnfsmon.schema.status import NEXT_STEPS, PROBLEMS, Status
 from pnfsmon.schema.xrootd import is_xrootd_url
 from pnfsmon.web.history import FileHistory, file_history
 from pnfsmon.web.rows import when
@@ -24,7 +25,7 @@ NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
 
 
 def format_summary(s: Summary) -> str:
-    lines = [f"{s.listed:,} files listed, {s.checked:,} checked "
+    lines = [f"{count(s.listed, 'file')} listed, {s.checked:,} checked "
              f"({100.0 * s.checked / max(s.listed, 1):.1f} %), {s.leased:,} being checked now"]
     width = max(len(st.label) for st in Status)
     for st in Status:
@@ -33,21 +34,25 @@ def format_summary(s: Summary) -> str:
     for w in s.watch:
         lines.extend(watch_lines(w))
     if s.first_check_references:
-        lines.append(f"{s.first_check_references:,} files have their first computed checksum "
-                     "as reference (the storage recorded none)")
+        one = s.first_check_references == 1
+        lines.append(f"{count(s.first_check_references, 'file')} "
+                     f"{'has its' if one else 'have their'} first computed checksum as "
+                     "reference (the storage recorded none)")
     if s.unreadable_references:
-        lines.append(f"{s.unreadable_references:,} files have no reference: the storage "
-                     "keeps their checksum but could not give it (asked again at each check)")
+        lines.append(f"{count(s.unreadable_references, 'file')} without a reference: the "
+                     "storage keeps their checksum but could not give it (asked again at each "
+                     "check)")
     for site in s.sites:
         if site.counts[Status.LOST]:
-            lines.append(f"{site.counts[Status.LOST]:,} files of {site.site} are lost (gone "
+            lines.append(f"{count(site.counts[Status.LOST], 'file')} of {site.site} lost (gone "
                          "while missing or corrupted; the report lists them): acknowledge "
                          f"with pnfsmon ack PATH... or pnfsmon ack --all --site {site.site}")
     for c in s.crawls:
         state = ("complete" if c.complete else
-                 f"refused to mark {c.withheld:,} files vanished" if c.withheld else
+                 f"refused to mark {count(c.withheld, 'file')} vanished" if c.withheld else
                  f"{c.unreadable_directories} dirs unlisted")
-        lines.append(f"last crawl of {c.site} {display(c.root)}: {c.files:,} files, {state}")
+        lines.append(f"last crawl of {c.site} {display(c.root)}: {count(c.files, 'file')}, "
+                     f"{state}")
     return "\n".join(lines)
 
 
@@ -121,8 +126,8 @@ def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
     word = ("OK", "WARNING", "CRITICAL")[code]
     detail = ", ".join(f"{st.label} {s.counts[st]:,}" for st in PROBLEMS)
     checked = 100.0 * s.checked / max(s.listed, 1)
-    text = (f"PNFSMON {word} - {problems:,} problem files ({detail}); {checked:.1f} % of "
-            f"{s.listed:,} files checked" + (f"; {'; '.join(notes)}" if notes else ""))
+    text = (f"PNFSMON {word} - {count(problems, 'problem file')} ({detail}); {checked:.1f} % "
+            f"of {count(s.listed, 'file')} checked" + (f"; {'; '.join(notes)}" if notes else ""))
     perf = " ".join(f"{st.label}={s.counts[st]};{warning};{critical};0"
                     for st in PROBLEMS)
     perf += f" unchecked={s.counts[Status.UNCHECKED]} checked={checked:.1f}%;;;0;100"
@@ -197,6 +202,8 @@ def _format_history(h: FileHistory) -> str:
              + (f" ({h.recorded_from})" if h.recorded_from else "")]
     lines += [f"  lost ({st.label}), acknowledged by {by} at {when(at)}"
               for st, by, at in h.acknowledged]
+    if h.status in NEXT_STEPS:
+        lines.append(f"  what to do: {NEXT_STEPS[h.status]}")
     if not h.checks:
         lines.append("  never checked")
         return "\n".join(lines)

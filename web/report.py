@@ -1,7 +1,8 @@
 """Write the static report into one directory: copy it to any web server (no PHP, no
 server-side code, no script, nothing fetched from elsewhere).
 
-- ``index.html``: per-site summary, the sweep's progress and ETA, problems found per day;
+- ``index.html``: per-site summary, the sweep's progress and ETA, problem files found per
+  day (a file once a day);
 - ``STATUS.html`` for missing, corrupted, timeout and unreadable: paginated (``PAGE_ROWS``
   per page, so each file stays a few MB at a million problems) and sortable across the whole
   list: by path (``STATUS.html``, ``STATUS-2.html``, ...), largest first
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import jinja2
 import sqlalchemy as sa
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from pnfsmon.crawler.compare import write_lists
 from pnfsmon.schema.atomic import atomic_text
@@ -38,7 +39,7 @@ from pnfsmon.schema.config import Thresholds
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import human_bytes
 from pnfsmon.schema.sites import Site
-from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.schema.status import MISSING_AT_SITE, NEXT_STEPS, PROBLEMS, Status
 from pnfsmon.web import plots
 from pnfsmon.web.calibration import throughput
 from pnfsmon.web.exports import ListExports, write_prometheus
@@ -59,6 +60,12 @@ from pnfsmon.web.watchdog import judge
 
 #: Rows on one HTML page (about 1 KB each); the exports always hold everything.
 PAGE_ROWS = 2000
+
+def commands(text: str) -> Markup:
+    """Plain text with `backquoted` commands and file names, as HTML with <code>."""
+    parts = str(escape(text)).split("`")
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
+
 
 DESCRIPTIONS = {
     Status.MISSING: "Listed in the namespace, but the data could not be found.",
@@ -97,6 +104,7 @@ def _environment() -> jinja2.Environment:
     env.filters["size"] = human_bytes
     env.filters["path"] = display
     env.filters["age"] = _age
+    env.filters["commands"] = commands
     return env
 
 
@@ -136,11 +144,11 @@ def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 *
     _render(env, outdir / "calibration.html", "calibration.html", pools=pools, nodes=nodes,
             pool_plot=plots.throughput_bars("Read rate per pool (MB/s)", pools),
             node_plot=plots.throughput_bars("Read rate per worker node (MB/s)", nodes),
-            problem_plot=plots.problem_bars("Timeouts and corruption per pool", pools),
+            problem_plot=plots.problem_bars("Timed-out and corrupted reads per pool", pools),
             **common)
     lists = _write_consistency(engine, env, outdir, summary, common)
     _render(env, outdir / "index.html", "index.html", s=summary, lists=lists,
-            trend=plots.trend_lines("Problems found per day (last 60 days)", *trend),
+            trend=plots.trend_lines("Problem files found per day (last 60 days)", *trend),
             counts=[(s, summary.counts[s]) for s in Status], problem_statuses=PROBLEMS,
             unchecked=Status.UNCHECKED,
             watch=[(w, judge(w, limits)) for w in summary.watch],
@@ -164,7 +172,7 @@ def _write_consistency(engine: sa.Engine, env: jinja2.Environment, outdir: Path,
             written = write_lists(engine, site.compare.id, site.site, folder)
             lists[site.site] = [f"consistency/{p.name}" for p in written]
     _render(env, outdir / "consistency.html", "consistency.html", sites=summary.sites,
-            lists=lists, **common)
+            lists=lists, lost_next_step=NEXT_STEPS[MISSING_AT_SITE], **common)
     return lists
 
 
@@ -221,7 +229,8 @@ def _write_problem_pages(conn: sa.Connection, env: jinja2.Environment, outdir: P
 def _write_problem_page(env, outdir: Path, status: Status, order: Order, number: int,
                         pages: int, rows: list[Markup], total: int, common: dict) -> None:
     _render(env, outdir / page_name(status, order, number), "problems.html",
-            label=status.label, description=DESCRIPTIONS[status], rows=rows, total=total,
+            label=status.label, description=DESCRIPTIONS[status],
+            next_step=NEXT_STEPS[status], rows=rows, total=total,
             first=(number - 1) * PAGE_ROWS + 1, number=number, pages=pages, order=order,
             orders=ORDERS, page_name=lambda o, p: page_name(status, o, p), **common)
 

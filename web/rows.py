@@ -16,7 +16,12 @@ from pnfsmon.web.summary import ProblemRow
 
 
 def when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+    """Local time with its zone (``2026-11-29 13:05:09 CET``): a report is read elsewhere."""
+    if not ts:
+        return ""
+    local = time.localtime(ts)
+    return time.strftime("%Y-%m-%d %H:%M:%S ", local) + (local.tm_zone
+                                                         or time.strftime("%z", local))
 
 
 def problem_row(r: ProblemRow) -> Markup:

@@ -1,5 +1,5 @@
 """Queries behind every report: counts per status and per site, crawl and sweep progress,
-the trend of problems found per day, problem rows. Producing the numbers is kept apart from
+the trend of problem files found per day, problem rows. Producing the numbers is kept apart from
 rendering them (HTML, exports, terminal); rows are streamed, never loaded whole."""
 
 from __future__ import annotations
@@ -244,19 +244,24 @@ def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY, *,
 
 def problem_trend(conn: sa.Connection, days: int = 60, now: float | None = None
                   ) -> tuple[list[str], dict[Status, list[int]]]:
-    """Problem verdicts recorded per day over the last ``days`` (UTC days, oldest first),
-    by status: how many files each day's checks found missing, corrupted, ..."""
+    """Problem files found per day over the last ``days`` (UTC days, oldest first), by
+    status: how many files each day's checks found missing, corrupted, ... A file counts
+    once a day per status, however often it was checked that day."""
     now = time.time() if now is None else now
     first_day = int(now // DAY) - days + 1
     series = {s: [0] * days for s in FOUND}
+    seen: set[tuple[int, int, int]] = set()  # (day, status, file): problem files only
     # Bucketed here rather than in SQL: a portable day function does not exist.
-    for checked, status in conn.execution_options(stream_results=True, yield_per=10000).execute(
-        sa.select(events.c.checked, events.c.status)
+    for file_id, checked, status in conn.execution_options(
+        stream_results=True, yield_per=10000
+    ).execute(
+        sa.select(events.c.file_id, events.c.checked, events.c.status)
         .where(events.c.checked >= first_day * DAY,
                events.c.status.in_([int(s) for s in FOUND]))
     ):
         index = int(checked // DAY) - first_day
-        if 0 <= index < days:
+        if 0 <= index < days and (index, status, file_id) not in seen:
+            seen.add((index, status, file_id))
             series[Status(status)][index] += 1
     labels = [time.strftime("%m-%d", time.gmtime((first_day + i) * DAY)) for i in range(days)]
     return labels, series
