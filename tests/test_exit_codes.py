@@ -237,6 +237,35 @@ def test_the_cron_wrapper_retries_3_and_4_only(tmp_path, code, runs):
     assert calls.read_text().splitlines() == ["crawl /pnfs/x --site T2_X --namespace pnfs"] * runs
 
 
+@pytest.mark.parametrize(("codes", "calls", "code"), [
+    ({}, ["crawl", "check", "report"], 0),
+    ({"crawl": 1}, ["crawl", "check", "report"], 1),  # problems found: the cycle goes on
+    ({"check": 1}, ["crawl", "check", "report"], 1),
+    ({"crawl": 2}, ["crawl"], 2),  # a refused crawl: no check of what may be an empty mount
+    ({"check": 3}, ["crawl", "check", "check", "check"], 3),  # retried, then given up
+    ({"check": 5}, ["crawl", "check"], 5),
+    ({"report": 4}, ["crawl", "check", "report", "report", "report"], 4),
+])
+def test_the_nightly_cycle_goes_on_after_answers_only(tmp_path, codes, calls, code):
+    """scripts/pnfsmon-nightly: crawl, check, report; each step by the contract."""
+    fake = tmp_path / "bin" / "pnfsmon"
+    fake.parent.mkdir()
+    log = tmp_path / "calls"
+    cases = "".join(f"    {step}) exit {c} ;;\n" for step, c in codes.items())
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\ncase \"$1\" in\n{cases}esac\nexit 0\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "PNFSMON_RETRY_DELAY": "0",
+           "PNFSMON_RETRIES": "2"}
+    r = subprocess.run([str(ROOT / "scripts" / "pnfsmon-nightly"), "T2_X", "/srv/www",
+                        "--workers", "4"], env=env, capture_output=True, text=True)
+    assert r.returncode == code, r.stderr
+    made = log.read_text().splitlines()
+    assert [c.split()[0] for c in made] == calls
+    assert made[0] == "crawl --site T2_X"
+    assert all(c == "check --site T2_X --workers 4" for c in made if c.startswith("check"))
+    assert all(c == "report /srv/www" for c in made if c.startswith("report"))
+
+
 def unit(name: str) -> dict[str, str]:
     values = {}
     for line in (ROOT / "scripts" / name).read_text().splitlines():
@@ -246,7 +275,8 @@ def unit(name: str) -> dict[str, str]:
     return values
 
 
-@pytest.mark.parametrize("name", ["pnfsmon-crawl.service", "pnfsmon-prune.service"])
+@pytest.mark.parametrize("name", ["pnfsmon-crawl.service", "pnfsmon-check.service",
+                                  "pnfsmon-report.service", "pnfsmon-prune.service"])
 def test_systemd_units_read_the_same_table(tmp_path, name):
     values = unit(name)
     success = set(values.get("SuccessExitStatus", "").split())
