@@ -43,6 +43,11 @@ def format_summary(s: Summary) -> str:
                      "storage keeps their checksum but could not give it (asked again at each "
                      "check)")
     for site in s.sites:
+        if site.references:
+            listed = sum(site.references.values())
+            lines.append(f"references of {site.site}: " + ", ".join(
+                f"{ref.label} {n:,} ({100 * n / listed:.1f}%)"
+                for ref, n in sorted(site.references.items())))
         if site.counts[Status.LOST]:
             lines.append(f"{count(site.counts[Status.LOST], 'file')} of {site.site} lost (gone "
                          "while missing or corrupted; the report lists them): acknowledge "

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from pnfsmon.schema.atomic import atomic_text
 from pnfsmon.schema.paths import display, encode_line
+from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
 from pnfsmon.web.history import utc_iso
 from pnfsmon.web.summary import ProblemRow, Summary
@@ -109,6 +110,14 @@ def write_prometheus(path: Path, summary: Summary) -> None:
              sweep.checked_last_hour),
         ):
             Gauge(name, text, registry=registry).set(value)
+    by_reference = Gauge("pnfsmon_files_by_reference", "Listed files by where their "
+                         "reference checksum came from (storage, first read) or why they "
+                         "have none (none kept, unreadable, not asked, unknown)",
+                         ["site", "reference"], registry=registry)
+    for site in summary.sites:
+        for reference in Reference:
+            by_reference.labels(site.site, reference.label).set(
+                site.references.get(reference, 0))
     _watchdog_gauges(registry, summary)
     Gauge("pnfsmon_report_timestamp_seconds", "When this report was generated",
           registry=registry).set(summary.generated)

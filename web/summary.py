@@ -137,6 +137,8 @@ class SiteRow:
     counts: dict[Status, int]
     sizes: dict[Status, int]
     compare: CompareInfo | None = None
+    # Listed files by where their reference came from, or why they have none.
+    references: dict[Reference, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -227,6 +229,9 @@ def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY, *,
         total_counts[status] += n
         site_row(site).counts[status] = n
         site_row(site).sizes[status] = totals.bytes[(site, status)]
+    for (site, reference), n in totals.references.items():
+        if n:
+            site_row(site).references[reference] = n
     crawled = last_crawls(conn)
     for c in crawled:  # the most recent crawl of each site stands for it
         row = site_row(c.site)
