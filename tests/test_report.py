@@ -24,7 +24,13 @@ from pnfsmon.schema.status import Status
 from pnfsmon.tester.posix_read import PosixReader
 from pnfsmon.tester.worker import CheckOptions, run
 from pnfsmon.web import report
-from pnfsmon.web.cli import NAGIOS_CRITICAL, NAGIOS_OK, NAGIOS_WARNING, nagios_line
+from pnfsmon.web.cli import (
+    NAGIOS_CRITICAL,
+    NAGIOS_OK,
+    NAGIOS_WARNING,
+    format_summary,
+    nagios_line,
+)
 from pnfsmon.web.report import write_report
 from pnfsmon.web.summary import summarize
 from tests.helpers import flip_bit, random_bytes, write_file
@@ -206,3 +212,29 @@ def test_the_password_appears_in_no_output_of_any_command(mariadb_with_password,
     assert len(written) > 10
     for path in written:
         assert DB_SECRET.encode() not in path.read_bytes(), path
+
+
+def test_references_by_provenance_per_site(engine, tree, tmp_path):
+    """How many files of each site have their reference from the storage, from a first
+    read, or none: in ``status`` and in the Prometheus file, from the ledger."""
+    for i in range(3):
+        write_file(tree / "a" / f"kept{i}", random_bytes(100 + i, i), record=True)
+    write_file(tree / "a" / "bare", random_bytes(50, 9))
+    write_file(tree / "b" / "bare", random_bytes(60, 8))
+    crawl(engine, os.fsencode(tree / "a"), "A")
+    crawl(engine, os.fsencode(tree / "b"), "B")
+    run(Lease(engine, lease_seconds=60), PosixReader(),
+        CheckOptions(timeout=30, recheck_after=0.0))
+    with engine.connect() as conn:
+        s = summarize(conn, sweep=False)
+    text = format_summary(s)
+    assert "references of A: storage 3 (75.0%), first read 1 (25.0%)" in text
+    assert "references of B: first read 1 (100.0%)" in text
+    out = tmp_path / "report"
+    write_report(engine, out)
+    families = {f.name: f for f in text_string_to_metric_families(
+        (out / "pnfsmon.prom").read_text())}
+    by = {(x.labels["site"], x.labels["reference"]): x.value
+          for x in families["pnfsmon_files_by_reference"].samples}
+    assert by[("A", "storage")] == 3 and by[("A", "first read")] == 1
+    assert by[("B", "first read")] == 1 and by[("B", "storage")] == 0
