@@ -12,6 +12,7 @@ import pnfsmon
 import pnfsmon.condor.cli
 import pnfsmon.crawler.catalog_cli
 import pnfsmon.crawler.cli
+import pnfsmon.declare.cli
 import pnfsmon.demo.cli
 import pnfsmon.schema.cli
 import pnfsmon.tester.cli
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     pnfsmon.web.cli.register(sub, parents)
     pnfsmon.condor.cli.register(sub, parents)
     pnfsmon.demo.cli.register(sub, parents)
+    pnfsmon.declare.cli.register(sub, parents)
     return parser
 
 

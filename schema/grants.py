@@ -73,6 +73,7 @@ def _rights(role: str) -> list[Right]:
             tables.inventory.name: ("INSERT", "DELETE"),
             tables.compares.name: ("INSERT", "UPDATE"),
             tables.discrepancies.name: ("INSERT", "UPDATE", "DELETE"),
+            tables.declarations.name: ("INSERT",),  # pnfsmon declare
         }
         return [Right(t, ("SELECT",) + write.get(t, ())) for t in _ALL_TABLES]
     raise ConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
@@ -82,6 +83,7 @@ def _rights(role: str) -> list[Right]:
 COMMAND_ROLES = {
     "db init": "admin", "db upgrade": "admin", "db prune": "admin",
     "crawl": "crawler", "inventory load": "crawler", "compare": "crawler",
+    "declare": "crawler",
     "check": "worker",
     "report": "reader", "status": "reader", "history": "reader",
 }
