@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -153,3 +154,58 @@ class RucioServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class AnswerDropper:
+    """A loopback proxy to the server that passes everything except the answers to
+    declarations: once a connection has sent ``POST /replicas/bad``, it is closed when the
+    server starts to answer, so the declaration is made and its answer lost."""
+
+    def __init__(self, port: int) -> None:
+        self.target = ("127.0.0.1", port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.dropped = 0
+
+    def __enter__(self) -> AnswerDropper:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            declared = threading.Event()
+            threading.Thread(target=self._up, args=(client, server, declared),
+                             daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, declared),
+                             daemon=True).start()
+
+    @staticmethod
+    def _up(client: socket.socket, server: socket.socket, declared: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(1 << 16):
+                if b"POST /replicas/bad" in data:
+                    declared.set()
+                server.sendall(data)
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_WR)
+
+    def _down(self, server: socket.socket, client: socket.socket,
+              declared: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(1 << 16):
+                if declared.is_set():
+                    self.dropped += 1
+                    break
+                client.sendall(data)
+        for s in (client, server):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()

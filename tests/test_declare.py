@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from helpers import flip_bit, random_bytes, verdicts, write_file
 
 from pnfsmon.crawler.cli import crawl
+from pnfsmon.declare.apply import ALREADY, DECLARED, UNCLEAR, UNKNOWN, outcomes
 from pnfsmon.schema import config
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.lease import Lease
@@ -173,13 +174,20 @@ def test_declare_apply_makes_exactly_the_bad_replicas_bad(rucio, site_setup, eng
     sweep(engine)
     r = pnfsmon(env, tmp_path, "declare", "--site", SITE)
     assert "checked ok since declared: /store/mc/rot1.root" in r.stdout
+    assert r.returncode == 0 and "0 files would declare" in r.stdout
+    # Broken again after that ok check: a new problem, to be declared again.
+    flip_bit(files["rot1.root"], 200)
+    sweep(engine)
+    r = pnfsmon(env, tmp_path, "declare", "--site", SITE)
+    assert r.returncode == 1 and "1 files would declare" in r.stdout
+    assert "  corrupted  /store/mc/rot1.root" in r.stdout
 
 
 def test_a_declaration_whose_answer_was_lost_is_recorded_once(rucio, site_setup, engine,
                                                               tmp_path):
-    """The first call reached Rucio but its answer never came back (here: declared by
-    another client, as that call did): the retry gets "Already declared", and that is
-    the one record, with the replica BAD."""
+    """The declarations reach Rucio but their answer never comes back (a proxy drops it):
+    exit 3, nothing recorded; the next run gets "Already declared", and that is the one
+    record of each file."""
     store, files, env = site_setup
     client = rucio_client(rucio, tmp_path)
     rse = new_rse(client, f"{store}/")
@@ -187,17 +195,30 @@ def test_a_declaration_whose_answer_was_lost_is_recorded_once(rucio, site_setup,
                                          "stray.root")]
     client.add_replicas(rse, [{"scope": SCOPE, "name": n, "bytes": 4000,
                                "pfn": f"file://localhost:0{store}{n[6:]}"} for n in names])
-    client.declare_bad_file_replicas([{"scope": SCOPE, "name": "/store/mc/rot1.root",
-                                       "rse": rse}], reason="the call whose answer was lost")
-    env.update(PNFSMON_CONFIG=str(write_conf(tmp_path, store, rse)),
-               RUCIO_CONFIG=os.environ["RUCIO_CONFIG"])
+    env["PNFSMON_CONFIG"] = str(write_conf(tmp_path, store, rse))
+    (tmp_path / "lossy").mkdir()
+    with rucio_server.AnswerDropper(rucio.port) as dropper:
+        env["RUCIO_CONFIG"] = str(rucio_server.client_config(
+            tmp_path / "lossy" / "rucio.cfg", dropper.port))
+        r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert dropper.dropped and "Rucio became unreachable after 0 of 4" in r.stderr
+    assert recorded(engine) == []
+    # The first batch (files go in path order: the missing file's) reached Rucio and was
+    # declared; with its answer lost, the run stopped there.
+    assert bad_names(rucio, rse) == {"/store/mc/lost.root"}
+
+    env["RUCIO_CONFIG"] = os.environ["RUCIO_CONFIG"]
     r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
     assert r.returncode == 0, r.stderr
     assert "1 already declared, 3 declared" in r.stdout
     assert recorded(engine) == [
-        ("/store/mc/lost.root", "declared"), ("/store/mc/rot1.root", "already declared"),
+        ("/store/mc/lost.root", "already declared"), ("/store/mc/rot1.root", "declared"),
         ("/store/mc/rot2.root", "declared"), ("/store/mc/stray.root", "declared")]
     assert bad_names(rucio, rse) == set(names) - {"/store/mc/ok1.root"}
+    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    assert r.returncode == 0 and "0 files to declare" in r.stdout
+    assert len(recorded(engine)) == 4
 
 
 def test_rucio_unreachable_exits_3_and_records_nothing(site_setup, engine, tmp_path):
@@ -257,3 +278,19 @@ def test_the_declare_setting_is_dry_run_or_apply(tmp_path, monkeypatch):
     conf.write_text(f"[site {SITE}]\ndeclare = yes\n")
     with pytest.raises(ConfigError, match="use dry-run or apply"):
         config.load()
+
+
+def test_an_answer_that_names_no_file_of_the_batch_declares_none_for_sure():
+    """Rucio's two forms of a replica name its file; anything else (a form this version
+    does not know) leaves every file of the batch "unclear", with Rucio's words."""
+    names = ["/store/a", "/store/b", "/store/c"]
+    answer = {"T2_XX": ["cms:/store/a Already declared",
+                        "('cms', '/store/b') Unknown replica"]}
+    assert outcomes(answer, names, "cms") == {
+        "/store/a": (ALREADY, "cms:/store/a Already declared"),
+        "/store/b": (UNKNOWN, "('cms', '/store/b') Unknown replica"),
+        "/store/c": (DECLARED, "")}
+    answer["T2_XX"].append("/store/c: some new complaint")
+    result = outcomes(answer, names, "cms")
+    assert result["/store/c"] == (UNCLEAR, "/store/c: some new complaint")
+    assert result["/store/a"][0] == ALREADY
