@@ -22,7 +22,7 @@ from pnfsmon.declare.plan import Candidate
 from pnfsmon.schema import db
 from pnfsmon.schema.errors import EXIT_TRANSIENT, ConfigError, PnfsmonError
 from pnfsmon.schema.sites import Site
-from pnfsmon.schema.tables import declarations
+from pnfsmon.schema.tables import declarations, meta
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,11 @@ def outcomes(answer: dict, names: Iterable[str], scope: str) -> dict[str, tuple[
 
 
 def _record(engine: sa.Engine, site: Site, batch: list[Candidate], reason: str,
-            answers: dict[str, tuple[str, str]], when: float) -> None:
+            answers: dict[str, tuple[str, str]], when: float, after_id: int) -> None:
+    """Record the batch, except files that another run declared since this one planned
+    (declarations of the site after ``after_id``): Rucio told that run "declared" and this
+    one "already declared"; one record is the truth. Records are serialised by a lock, so
+    the two runs cannot both miss each other's."""
     rows = [dict(site=site.name, file_id=c.file_id, path_hash=c.path_hash, path=c.path,
                  rse=site.rucio_rse, scope=site.rucio_scope, name=c.lfn,
                  status=int(c.status), computed_adler32=c.computed_adler32,
@@ -131,7 +135,19 @@ def _record(engine: sa.Engine, site: Site, batch: list[Candidate], reason: str,
 
     def run() -> None:
         with db.write_transaction(engine) as conn:
-            conn.execute(declarations.insert(), rows)
+            conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")
+                         .with_for_update())
+            hashes = [r["path_hash"] for r in rows]
+            taken = {bytes(h) for (h,) in conn.execute(
+                sa.select(declarations.c.path_hash).where(
+                    declarations.c.site == site.name, declarations.c.id > after_id,
+                    declarations.c.path_hash.in_(hashes)))}
+            if taken:
+                log.info("%d files were declared and recorded by another run meanwhile: "
+                         "not recorded again", len(taken))
+            fresh = [r for r in rows if r["path_hash"] not in taken]
+            if fresh:
+                conn.execute(declarations.insert(), fresh)
 
     db.retrying(engine, run)
 
@@ -143,8 +159,10 @@ def require_rucio_settings(site: Site) -> None:
                           "its files to Rucio")
 
 
-def apply(engine: sa.Engine, site: Site, candidates: list[Candidate], client) -> Counter:
-    """Declare ``candidates`` bad on the site's RSE; returns how many got each outcome."""
+def apply(engine: sa.Engine, site: Site, candidates: list[Candidate], client,
+          after_id: int = 0) -> Counter:
+    """Declare ``candidates`` bad on the site's RSE; returns how many got each outcome.
+    ``after_id``: the plan's ``last_id``."""
     from rucio.common.exception import RucioException
 
     require_rucio_settings(site)
@@ -172,6 +190,6 @@ def apply(engine: sa.Engine, site: Site, candidates: list[Candidate], client) ->
                                       f"{_first_line(err)}") from None
                 raise
             answers = outcomes(answer, names, site.rucio_scope)
-            _record(engine, site, batch, reason, answers, time.time())
+            _record(engine, site, batch, reason, answers, time.time(), after_id)
             tally.update(outcome for outcome, _ in answers.values())
     return tally

@@ -49,7 +49,7 @@ def do_declare(args: argparse.Namespace) -> int:
     if apply_now and installed and found.to_declare:
         declaring.require_rucio_settings(site)
         client = declaring.connect()
-        tally = declaring.apply(engine, site, found.to_declare, client)
+        tally = declaring.apply(engine, site, found.to_declare, client, found.last_id)
         print(f"site {site.name}, {where}: sent {len(found.to_declare):,} files to Rucio: "
               + ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(tally.items())))
         for c in found.to_declare:

@@ -51,6 +51,7 @@ class Plan:
     held: list[Candidate] = field(default_factory=list)  # in an open incident
     declared_before: int = 0  # problem files already declared (and not ok since)
     recovered: list[sa.Row] = field(default_factory=list)  # declared, checked ok since
+    last_id: int = 0  # the site's newest declaration when planned (see apply._record)
 
 
 def held_by_incident(conn: sa.Connection, site: Site, file_ids: set[int]) -> set[int]:
@@ -78,6 +79,8 @@ def plan(engine: sa.Engine, site: Site) -> Plan:
     """Read what would be declared for ``site`` now (changes nothing)."""
     result = Plan(site.name)
     with engine.connect() as conn:
+        result.last_id = conn.execute(sa.select(sa.func.max(declarations.c.id)).where(
+            declarations.c.site == site.name)).scalar() or 0
         last = _last_declared(conn, site.name)
         rows = conn.execute(
             sa.select(statuses.c.id, statuses.c.path, statuses.c.path_hash, statuses.c.status,

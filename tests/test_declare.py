@@ -8,6 +8,7 @@ Rucio unreachable, and the lists written without the Rucio client."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,10 +21,12 @@ import sqlalchemy as sa
 from helpers import flip_bit, random_bytes, verdicts, write_file
 
 from pnfsmon.crawler.cli import crawl
-from pnfsmon.declare.apply import ALREADY, DECLARED, UNCLEAR, UNKNOWN, outcomes
+from pnfsmon.declare.apply import ALREADY, DECLARED, UNCLEAR, UNKNOWN, apply, outcomes
+from pnfsmon.declare.plan import plan
 from pnfsmon.schema import config
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.lease import Lease
+from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import declarations
 from pnfsmon.tester.posix_read import PosixReader
@@ -219,6 +222,29 @@ def test_a_declaration_whose_answer_was_lost_is_recorded_once(rucio, site_setup,
     r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
     assert r.returncode == 0 and "0 files to declare" in r.stdout
     assert len(recorded(engine)) == 4
+
+
+def test_two_runs_at_once_record_each_file_once(rucio, site_setup, engine, tmp_path):
+    """Run A plans; run B declares and records everything; then A sends its plan: Rucio
+    tells A "Already declared", and A records nothing over B's records."""
+    store, files, env = site_setup
+    client = rucio_client(rucio, tmp_path)
+    rse = new_rse(client, f"{store}/")
+    client.add_replicas(rse, [{"scope": SCOPE, "name": f"/store/mc/{n}", "bytes": 4000,
+                               "pfn": f"file://localhost:0{store}/mc/{n}"}
+                              for n in ("rot1.root", "rot2.root", "lost.root")])
+    conf = write_conf(tmp_path, store, rse)
+    env.update(PNFSMON_CONFIG=str(conf), RUCIO_CONFIG=os.environ["RUCIO_CONFIG"])
+    site = dataclasses.replace(Site(SITE, lfn_prefix=b"/store", path_prefix=os.fsencode(store)),
+                               rucio_rse=rse, rucio_scope=SCOPE)
+    planned = plan(engine, site)
+    assert len(planned.to_declare) == 4
+    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")  # run B
+    assert "3 declared, 1 unknown replica" in r.stdout
+    before = recorded(engine)
+    tally = apply(engine, site, planned.to_declare, client, planned.last_id)  # run A
+    assert tally == {"already declared": 3, "unknown replica": 1}
+    assert recorded(engine) == before and len(before) == 4
 
 
 def test_rucio_unreachable_exits_3_and_records_nothing(site_setup, engine, tmp_path):
