@@ -264,6 +264,33 @@ def test_rucio_unreachable_exits_3_and_records_nothing(site_setup, engine, tmp_p
     assert recorded(engine) == []
 
 
+def test_an_account_rucio_does_not_allow_to_declare_is_a_persons_job(rucio, site_setup,
+                                                                     engine, tmp_path):
+    """Rucio refuses (AccessDenied: with the generic policy only root declares bad
+    replicas): exit 2, one line naming Rucio's refusal, nothing recorded or declared."""
+    store, files, env = site_setup
+    client = rucio_client(rucio, tmp_path)
+    rse = new_rse(client, f"{store}/")
+    client.add_replicas(rse, [{"scope": SCOPE, "name": "/store/mc/rot1.root", "bytes": 4000,
+                               "pfn": f"file://localhost:0{store}/mc/rot1.root"}])
+    account = f"mon{uuid.uuid4().hex[:8]}"
+    client.add_account(account, "USER", "monitor@example.org")
+    client.add_identity(account, identity=account, authtype="USERPASS",
+                        email="monitor@example.org", password="Another-s3cret")
+    (tmp_path / "user").mkdir()
+    cfg = rucio_server.client_config(tmp_path / "user" / "rucio.cfg", rucio.port)
+    cfg.write_text(cfg.read_text().replace(f"username = {rucio_server.ACCOUNT}",
+                                           f"username = {account}")
+                   .replace(f"account = {rucio_server.ACCOUNT}", f"account = {account}")
+                   .replace(f"password = {rucio_server.PASSWORD}", "password = Another-s3cret"))
+    env.update(PNFSMON_CONFIG=str(write_conf(tmp_path, store, rse)), RUCIO_CONFIG=str(cfg))
+    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.splitlines()[-1].startswith("pnfsmon: error: Rucio refused to declare")
+    assert "AccessDenied" in r.stderr
+    assert recorded(engine) == [] and bad_names(rucio, rse) == set()
+
+
 WITHOUT_CLIENT = ("import sys; sys.modules['rucio'] = None; sys.argv[0] = 'pnfsmon'; "
                   "from pnfsmon.cli import main; sys.exit(main())")
 
