@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from pnfsmon.declare import apply as declaring
 from pnfsmon.declare import files
 from pnfsmon.declare.plan import Candidate, plan
-from pnfsmon.schema import cli
+from pnfsmon.schema import cli, paths
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS
 from pnfsmon.schema.status import Status
 
@@ -28,7 +27,7 @@ def _when(t: float | None) -> str:
 def _line(c: Candidate) -> str:
     detail = (f"adler32 computed {c.computed_adler32 or 'none'} recorded "
               f"{c.recorded_adler32 or 'none'}, " if c.status == Status.CORRUPTED else "")
-    return f"  {c.status.label:<9}  {os.fsdecode(c.lfn)}  ({detail}checked {_when(c.checked)})"
+    return f"  {c.status.label:<9}  {paths.display(c.lfn)}  ({detail}checked {_when(c.checked)})"
 
 
 def do_declare(args: argparse.Namespace) -> int:
@@ -68,9 +67,9 @@ def do_declare(args: argparse.Namespace) -> int:
         print(f"{len(found.held):,} files held in open incidents (declared once released)")
     if found.unmapped:
         print(f"{len(found.unmapped):,} files outside the site's LFN mapping "
-              "(lfn_prefix/path_prefix): not declared")
+              "(lfn_prefix/path_prefix) or with a name that is not UTF-8: not declared")
     for r in found.recovered:
-        print(f"checked ok since declared: {os.fsdecode(bytes(r.name))} (declared "
+        print(f"checked ok since declared: {paths.display(bytes(r.name))} (declared "
               f"{_when(r.declared)}, ok {_when(r.checked)})")
     if args.output or (not installed and found.to_declare):
         if not installed:

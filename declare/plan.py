@@ -47,7 +47,8 @@ class Candidate:
 class Plan:
     site: str
     to_declare: list[Candidate] = field(default_factory=list)
-    unmapped: list[bytes] = field(default_factory=list)  # paths outside the LFN mapping
+    # paths outside the LFN mapping, or whose LFN is not UTF-8 (no Rucio name is)
+    unmapped: list[bytes] = field(default_factory=list)
     held: list[Candidate] = field(default_factory=list)  # in an open incident
     declared_before: int = 0  # problem files already declared (and not ok since)
     recovered: list[sa.Row] = field(default_factory=list)  # declared, checked ok since
@@ -75,6 +76,14 @@ def _last_declared(conn: sa.Connection, site: str) -> dict[bytes, float]:
     return {bytes(h): when for h, when in rows}
 
 
+def _utf8(name: bytes) -> bool:
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def plan(engine: sa.Engine, site: Site) -> Plan:
     """Read what would be declared for ``site`` now (changes nothing)."""
     result = Plan(site.name)
@@ -99,7 +108,7 @@ def plan(engine: sa.Engine, site: Site) -> Plan:
                 result.declared_before += 1
                 continue
             lfn = site.to_lfn(path)
-            if lfn is None:
+            if lfn is None or not _utf8(lfn):  # a Rucio name is text: no such replica
                 result.unmapped.append(path)
                 continue
             found.append(Candidate(r.id, path, path_hash, lfn, Status(r.status),

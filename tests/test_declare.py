@@ -347,3 +347,25 @@ def test_an_answer_that_names_no_file_of_the_batch_declares_none_for_sure():
     result = outcomes(answer, names, "cms")
     assert result["/store/c"] == (UNCLEAR, "/store/c: some new complaint")
     assert result["/store/a"][0] == ALREADY
+
+
+def test_files_outside_the_mapping_or_not_utf8_are_counted_never_declared(engine, tree,
+                                                                          tmp_path):
+    store = tree / "store"
+    rotten = [write_file(os.fsencode(store) + b"/mc/rot.root", random_bytes(900, 1),
+                         record=True),
+              write_file(os.fsencode(store) + b"/mc/bad\xff.root", random_bytes(900, 2),
+                         record=True),
+              write_file(tree / "other" / "x.root", random_bytes(900, 3), record=True)]
+    crawl(engine, os.fsencode(tree), SITE)
+    for path in rotten:
+        flip_bit(path, 10)
+    sweep(engine)
+    assert sorted(verdicts(engine).values()) == [Status.CORRUPTED] * 3
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PNFSMON_", "RUCIO_"))}
+    env.update(PNFSMON_DB=engine.url.render_as_string(hide_password=False),
+               PNFSMON_CONFIG=str(write_conf(tmp_path, store, "T2_XX_Site")))
+    r = pnfsmon(env, tmp_path, "declare", "--site", SITE)
+    assert r.returncode == 1, r.stderr
+    assert "1 files would declare" in r.stdout and "  corrupted  /store/mc/rot.root" in r.stdout
+    assert "2 files outside the site's LFN mapping" in r.stdout
