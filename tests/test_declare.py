@@ -369,3 +369,33 @@ def test_files_outside_the_mapping_or_not_utf8_are_counted_never_declared(engine
     assert r.returncode == 1, r.stderr
     assert "1 files would declare" in r.stdout and "  corrupted  /store/mc/rot.root" in r.stdout
     assert "2 files outside the site's LFN mapping" in r.stdout
+
+
+def test_the_nightly_dag_declares_for_sites_with_an_rse(engine, tmp_path):
+    """A site with a rucio_rse gets a declare node after its checks (and its compare),
+    dry run unless the site says `declare = apply` (the command reads that itself); a
+    site without one gets none."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("condor workers need a database server, not SQLite")
+    htcondor2 = pytest.importorskip("htcondor2")
+    from test_condor import job_argv, read_dag
+
+    from pnfsmon.condor import dag as dag_module
+
+    conf = tmp_path / "pnfsmon.conf"
+    conf.write_text(f"[site T2_A]\nnamespace = {tmp_path}\nrucio_rse = T2_A_DISK\n"
+                    f"rucio_scope = cms\n[site T2_B]\nnamespace = {tmp_path}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PNFSMON_", "RUCIO_"))}
+    env.update(PNFSMON_CONFIG=str(conf),
+               PNFSMON_DB=engine.url.render_as_string(hide_password=False))
+    out = tmp_path / "nightly"
+    r = pnfsmon(env, tmp_path, "condor", "dag", "--write", str(out), "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    dag = read_dag(out / dag_module.DAG_FILE)
+    assert dag["children"]["T2_A-check:0"] == ["T2_A-declare:0"]
+    assert "T2_B-declare:0" not in dag["jobs"]
+    assert dag["retries"]["T2_A-declare:0"] == 2
+    sub = htcondor2.Submit(dag["jobs"]["T2_A-declare:0"].read_text())
+    assert sub["universe"] == "local"
+    argv = job_argv(sub["arguments"])
+    assert argv[:5] == ["declare", "--site", "T2_A", "--output", str(out / "rucio")]
