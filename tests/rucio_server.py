@@ -81,6 +81,7 @@ class RucioServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.config = work / "server.cfg"
+        self.client_config = work / "client" / "rucio.cfg"  # root's, for the tests
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
@@ -117,6 +118,8 @@ class RucioServer:
                  "run", "--host", "127.0.0.1", "--port", str(self.port), "--with-threads"],
                 env=self._environment(), stdin=subprocess.DEVNULL, cwd=self.work,
                 stdout=log, stderr=subprocess.STDOUT)
+        self.client_config.parent.mkdir(exist_ok=True)
+        client_config(self.client_config, self.port)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -41,11 +41,10 @@ def sweep(engine) -> None:
         CheckOptions(timeout=30, recheck_after=0.0))
 
 
-def rucio_client(rucio, tmp_path):
-    """A Rucio client of the test server (in this process: its configuration is read once
-    per process, so the commands under test run as subprocesses with their own)."""
-    os.environ["RUCIO_CONFIG"] = str(rucio_server.client_config(
-        tmp_path / "rucio.cfg", rucio.port))
+def rucio_client(rucio, monkeypatch):
+    """A Rucio client of the test server, as root. Rucio reads its configuration once per
+    process, so the commands under test run as subprocesses with their own."""
+    monkeypatch.setenv("RUCIO_CONFIG", str(rucio.client_config))
     from rucio.client import Client
 
     return Client()
@@ -117,16 +116,16 @@ def recorded(engine) -> list[tuple[str, str]]:
 
 
 def test_declare_apply_makes_exactly_the_bad_replicas_bad(rucio, site_setup, engine,
-                                                          tmp_path):
+                                                          tmp_path, monkeypatch):
     store, files, env = site_setup
-    client = rucio_client(rucio, tmp_path)
+    client = rucio_client(rucio, monkeypatch)
     rse = new_rse(client, f"{store}/")
     client.add_replicas(rse, [
         {"scope": SCOPE, "name": f"/store/mc/{n}", "bytes": 4000, "adler32": "00000001",
          "pfn": f"file://localhost:0{store}/mc/{n}"}
         for n in ("ok1.root", "ok2.root", "ok3.root", "rot1.root", "rot2.root", "lost.root")])
     env.update(PNFSMON_CONFIG=str(write_conf(tmp_path, store, rse)),
-               RUCIO_CONFIG=os.environ["RUCIO_CONFIG"])
+               RUCIO_CONFIG=str(rucio.client_config))
 
     r = pnfsmon(env, tmp_path, "declare", "--site", SITE)  # the dry run
     assert r.returncode == 1, r.stderr
@@ -187,12 +186,12 @@ def test_declare_apply_makes_exactly_the_bad_replicas_bad(rucio, site_setup, eng
 
 
 def test_a_declaration_whose_answer_was_lost_is_recorded_once(rucio, site_setup, engine,
-                                                              tmp_path):
+                                                              tmp_path, monkeypatch):
     """The declarations reach Rucio but their answer never comes back (a proxy drops it):
     exit 3, nothing recorded; the next run gets "Already declared", and that is the one
     record of each file."""
     store, files, env = site_setup
-    client = rucio_client(rucio, tmp_path)
+    client = rucio_client(rucio, monkeypatch)
     rse = new_rse(client, f"{store}/")
     names = [f"/store/mc/{n}" for n in ("ok1.root", "rot1.root", "rot2.root", "lost.root",
                                          "stray.root")]
@@ -211,7 +210,7 @@ def test_a_declaration_whose_answer_was_lost_is_recorded_once(rucio, site_setup,
     # declared; with its answer lost, the run stopped there.
     assert bad_names(rucio, rse) == {"/store/mc/lost.root"}
 
-    env["RUCIO_CONFIG"] = os.environ["RUCIO_CONFIG"]
+    env["RUCIO_CONFIG"] = str(rucio.client_config)
     r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
     assert r.returncode == 0, r.stderr
     assert "1 already declared, 3 declared" in r.stdout
@@ -224,17 +223,18 @@ def test_a_declaration_whose_answer_was_lost_is_recorded_once(rucio, site_setup,
     assert len(recorded(engine)) == 4
 
 
-def test_two_runs_at_once_record_each_file_once(rucio, site_setup, engine, tmp_path):
+def test_two_runs_at_once_record_each_file_once(rucio, site_setup, engine, tmp_path,
+                                               monkeypatch):
     """Run A plans; run B declares and records everything; then A sends its plan: Rucio
     tells A "Already declared", and A records nothing over B's records."""
     store, files, env = site_setup
-    client = rucio_client(rucio, tmp_path)
+    client = rucio_client(rucio, monkeypatch)
     rse = new_rse(client, f"{store}/")
     client.add_replicas(rse, [{"scope": SCOPE, "name": f"/store/mc/{n}", "bytes": 4000,
                                "pfn": f"file://localhost:0{store}/mc/{n}"}
                               for n in ("rot1.root", "rot2.root", "lost.root")])
     conf = write_conf(tmp_path, store, rse)
-    env.update(PNFSMON_CONFIG=str(conf), RUCIO_CONFIG=os.environ["RUCIO_CONFIG"])
+    env.update(PNFSMON_CONFIG=str(conf), RUCIO_CONFIG=str(rucio.client_config))
     site = dataclasses.replace(Site(SITE, lfn_prefix=b"/store", path_prefix=os.fsencode(store)),
                                rucio_rse=rse, rucio_scope=SCOPE)
     planned = plan(engine, site)
@@ -264,12 +264,12 @@ def test_rucio_unreachable_exits_3_and_records_nothing(site_setup, engine, tmp_p
     assert recorded(engine) == []
 
 
-def test_an_account_rucio_does_not_allow_to_declare_is_a_persons_job(rucio, site_setup,
-                                                                     engine, tmp_path):
+def test_an_account_rucio_does_not_allow_to_declare_is_a_persons_job(
+        rucio, site_setup, engine, tmp_path, monkeypatch):
     """Rucio refuses (AccessDenied: with the generic policy only root declares bad
     replicas): exit 2, one line naming Rucio's refusal, nothing recorded or declared."""
     store, files, env = site_setup
-    client = rucio_client(rucio, tmp_path)
+    client = rucio_client(rucio, monkeypatch)
     rse = new_rse(client, f"{store}/")
     client.add_replicas(rse, [{"scope": SCOPE, "name": "/store/mc/rot1.root", "bytes": 4000,
                                "pfn": f"file://localhost:0{store}/mc/rot1.root"}])
