@@ -13,6 +13,7 @@ import pnfsmon.condor.cli
 import pnfsmon.crawler.ack
 import pnfsmon.crawler.catalog_cli
 import pnfsmon.crawler.cli
+import pnfsmon.declare.cli
 import pnfsmon.demo.cli
 import pnfsmon.schema.cli
 import pnfsmon.tester.cli
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     pnfsmon.web.cli.register(sub, parents)
     pnfsmon.condor.cli.register(sub, parents)
     pnfsmon.demo.cli.register(sub, parents)
+    pnfsmon.declare.cli.register(sub, parents)
     return parser
 
 

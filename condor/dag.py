@@ -2,6 +2,7 @@
 bindings' own ``htcondor2.dags``:
 
     per site:  crawl ──► N worker jobs ──► compare (where the site has an inventory)
+                                          ──► declare (where the site has a rucio_rse)
     then:      report (FINAL: it runs whatever happened to the sites)
 
 The crawl, the compare and the report run in the local universe, on the submit host,
@@ -153,12 +154,21 @@ def build(plans: list[SitePlan], inputs: DagInputs, jobs: int):
             name=node_name(name, "check"), **retried,
             submit_description=htcondor2.Submit(worker),
             vars=[{"worker": str(i)} for i in range(jobs)])
+        last = workers
         if plan.inventory:
-            workers.child_layer(
+            last = workers.child_layer(
                 name=node_name(name, "compare"), **retried,
                 submit_description=htcondor2.Submit(_local(
                     inputs, ["compare", "--site", name, "--output",
                              str(inputs.workdir / "lists")], node_name(name, "compare"))))
+        if plan.site.rucio_rse:
+            # Dry run unless the site says `declare = apply`; the lists for rucio-admin and
+            # the CMS tools are kept beside the compare's.
+            last.child_layer(
+                name=node_name(name, "declare"), **retried,
+                submit_description=htcondor2.Submit(_local(
+                    inputs, ["declare", "--site", name, "--output",
+                             str(inputs.workdir / "rucio")], node_name(name, "declare"))))
     report = htcondor2.Submit(_local(inputs, ["report", str(inputs.report_dir)], "report"))
     dag.final(name=FINAL, submit_description=report)
     return dag, report

@@ -74,6 +74,7 @@ def _rights(role: str) -> list[Right]:
             tables.compares.name: ("INSERT", "UPDATE"),
             tables.discrepancies.name: ("INSERT", "UPDATE", "DELETE"),
             tables.acknowledgements.name: ("INSERT",),  # `pnfsmon ack`: kept for ever
+            tables.declarations.name: ("INSERT",),  # pnfsmon declare
         }
         return [Right(t, ("SELECT",) + write.get(t, ())) for t in _ALL_TABLES]
     raise ConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
@@ -83,6 +84,7 @@ def _rights(role: str) -> list[Right]:
 COMMAND_ROLES = {
     "db init": "admin", "db upgrade": "admin", "db prune": "admin",
     "crawl": "crawler", "inventory load": "crawler", "compare": "crawler", "ack": "crawler",
+    "declare": "crawler",
     "check": "worker",
     "report": "reader", "status": "reader", "history": "reader",
 }

@@ -19,6 +19,9 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     chimera_db_password_file = /etc/pnfsmon/chimera.password  # else ~/.pgpass
     parallel = 32                                  # calls in flight crawling a mount
                                                    # (default: 32 if NFS/FUSE/..., 1 if local)
+    rucio_rse = T2_XX_Example                      # pnfsmon declare: the RSE, the scope of
+    rucio_scope = cms                              # its LFNs, and dry-run (default) or
+    declare = dry-run                              # apply without --apply
 
 A site without a section has an identity mapping (LFN = path) and the defaults;
 ``max_crawl_drop`` in the ``[pnfsmon]`` section is every site's default."""
@@ -63,6 +66,9 @@ class Site:
     chimera_db: str | None = None  # postgresql://ROLE@HOST/chimera (namespace chimera-db)
     chimera_db_password_file: str | None = None
     chimera_timezone: str | None = None  # of Chimera's timestamps (default: the DB's)
+    rucio_rse: str | None = None  # the RSE whose replicas ``pnfsmon declare`` declares bad
+    rucio_scope: str | None = None  # the scope of the site's LFNs in Rucio
+    declare: str = "dry-run"  # dry-run | apply: what ``pnfsmon declare`` does by default
 
     def to_path(self, lfn: bytes) -> bytes | None:
         """The storage path of a catalog name, or None if the mapping does not cover it."""
@@ -94,6 +100,16 @@ def _number(section: configparser.SectionProxy, key: str, default: float, scale:
     if value < 0:
         raise ConfigError(f"[{section.name}] {key} must not be negative")
     return value
+
+
+DECLARE_MODES = ("dry-run", "apply")
+
+
+def _declare_mode(section: configparser.SectionProxy, name: str) -> str:
+    mode = section.get("declare", "dry-run").strip()
+    if mode not in DECLARE_MODES:
+        raise ConfigError(f"[site {name}] declare = {mode!r}: use dry-run or apply")
+    return mode
 
 
 def _parallel(section: configparser.SectionProxy, name: str) -> int | None:
@@ -159,5 +175,8 @@ def sites_from(parser: configparser.ConfigParser) -> dict[str, Site]:
             chimera_db=section.get("chimera_db") or None,
             chimera_db_password_file=section.get("chimera_db_password_file") or None,
             chimera_timezone=section.get("chimera_timezone") or None,
+            rucio_rse=section.get("rucio_rse") or None,
+            rucio_scope=section.get("rucio_scope") or None,
+            declare=_declare_mode(section, name),
         )
     return sites

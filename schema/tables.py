@@ -19,14 +19,15 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
 #: 1: the spine; 2: the catalog inventory and compares; 3: the status_counts ledger and
 #: statuses.problem_seen; 4: the evidence a crawl keeps (statuses.prior_status,
 #: crawls.withheld, acknowledgements); 5: each reference's provenance (statuses.reference,
-#: the ledger by it, crawls.checksums_unread); 6: the check_ages ledger.
+#: the ledger by it, crawls.checksums_unread); 6: the check_ages ledger;
+#: 7: declarations to Rucio.
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -259,4 +260,31 @@ discrepancies = sa.Table(
     sa.Column("detail", sa.String(255)),
     sa.Column("confirmed", sa.Boolean, nullable=False, default=False),
     sa.Index(None, "compare_id", "kind", "path_hash"),
+)
+
+# Every declaration of a file to Rucio (``pnfsmon declare --apply``), with Rucio's answer:
+# what a data manager reads back when asked why a replica was declared bad. A row is
+# written only once Rucio answered; a file with a row is not declared again unless it
+# checked ok after it. No foreign key to ``statuses``: the record outlives a pruned file.
+declarations = sa.Table(
+    "declarations",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("file_id", sa.BigInteger, nullable=False),  # statuses.id when declared
+    sa.Column("path_hash", HashBytes, nullable=False),
+    sa.Column("path", PathBytes, nullable=False),
+    sa.Column("rse", sa.String(255), nullable=False),
+    sa.Column("scope", sa.String(255), nullable=False),
+    sa.Column("name", PathBytes, nullable=False),  # the LFN
+    sa.Column("status", sa.SmallInteger, nullable=False),  # the verdict declared
+    sa.Column("computed_adler32", sa.String(8)),
+    sa.Column("recorded_adler32", sa.String(8)),
+    sa.Column("checked", sa.Double),  # when that verdict was recorded
+    sa.Column("reason", sa.String(255), nullable=False),  # as sent to Rucio
+    sa.Column("declared", sa.Double, nullable=False),  # when Rucio answered
+    # declared | already declared | unknown replica | refused (another answer: see answer)
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("answer", sa.String(1024)),  # Rucio's own words, if it said anything
+    sa.Index(None, "site", "path_hash"),
 )

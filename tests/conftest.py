@@ -208,3 +208,20 @@ def mariadb_with_password(server_databases):
         conn.exec_driver_sql(f"DROP DATABASE {name}")
         conn.exec_driver_sql(f"DROP USER '{name}'@'%%'")
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def rucio(tmp_path_factory):
+    """A real Rucio server for the session (``tests/rucio_server.py``). CI must have one
+    (``.ci/run`` builds its virtualenv), so there a missing server fails instead of
+    skipping."""
+    import rucio_server
+
+    why = rucio_server.available()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    server = rucio_server.RucioServer(tmp_path_factory.mktemp("rucio")).start()
+    yield server
+    server.stop()

@@ -1,0 +1,99 @@
+"""``pnfsmon declare``: list (dry run) or declare a site's corrupted and missing files bad
+in Rucio (``declare.plan``, ``declare.apply``), or write the input files of rucio-admin
+and of the CMS consistency tools (``declare.files``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pnfsmon.declare import apply as declaring
+from pnfsmon.declare import files
+from pnfsmon.declare.plan import Candidate, plan
+from pnfsmon.schema import cli, paths
+from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS
+from pnfsmon.schema.status import Status
+
+log = logging.getLogger(__name__)
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t or 0))
+
+
+def _line(c: Candidate) -> str:
+    detail = (f"adler32 computed {c.computed_adler32 or 'none'} recorded "
+              f"{c.recorded_adler32 or 'none'}, " if c.status == Status.CORRUPTED else "")
+    return f"  {c.status.label:<9}  {paths.display(c.lfn)}  ({detail}checked {_when(c.checked)})"
+
+
+def do_declare(args: argparse.Namespace) -> int:
+    """List the site's corrupted and missing files that would be declared bad in Rucio,
+    each with its reason; with --apply (or the site's `declare = apply`), declare them
+    through the Rucio client (its own rucio.cfg, RUCIO_CONFIG) and record Rucio's answers.
+    A file is declared once; one that checked ok since is declared again only if it breaks
+    again. Without the Rucio client, writes the lists for rucio-admin and the CMS
+    consistency tools instead (--output). Exits 1 if files are left to declare or Rucio
+    did not declare some, 3 if Rucio is unreachable."""
+    settings = cli.settings(args)
+    site = settings.site(args.site)
+    apply_now = args.apply or (site.declare == "apply" and not args.dry_run)
+    engine = cli.engine(args)
+    found = plan(engine, site)
+    where = f"RSE {site.rucio_rse or '(no rucio_rse)'}, scope {site.rucio_scope or '(none)'}"
+    installed = declaring.client_installed()
+    if apply_now and installed and found.to_declare:
+        declaring.require_rucio_settings(site)
+        client = declaring.connect()
+        tally = declaring.apply(engine, site, found.to_declare, client, found.last_id)
+        print(f"site {site.name}, {where}: sent {len(found.to_declare):,} files to Rucio: "
+              + ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(tally.items())))
+        for c in found.to_declare:
+            print(_line(c))
+        problems = sum(n for o, n in tally.items() if o not in declaring.BAD_IN_RUCIO)
+    else:
+        verb = "to declare" if apply_now else "would declare (dry run; --apply declares)"
+        print(f"site {site.name}, {where}: {len(found.to_declare):,} files {verb}")
+        for c in found.to_declare:
+            print(_line(c))
+        problems = len(found.to_declare)
+    if found.declared_before:
+        print(f"{found.declared_before:,} corrupted or missing files were declared before "
+              "(not declared again)")
+    if found.held:
+        print(f"{len(found.held):,} files held in open incidents (declared once released)")
+    if found.unmapped:
+        print(f"{len(found.unmapped):,} files outside the site's LFN mapping "
+              "(lfn_prefix/path_prefix) or with a name that is not UTF-8: not declared")
+    for r in found.recovered:
+        print(f"checked ok since declared: {paths.display(bytes(r.name))} (declared "
+              f"{_when(r.declared)}, ok {_when(r.checked)})")
+    if args.output or (not installed and found.to_declare):
+        if not installed:
+            print("the Rucio client is not installed (pip install 'pnfs-monitor[rucio]'): "
+                  "nothing declared; wrote the lists for rucio-admin and the CMS "
+                  "consistency tools", file=sys.stderr)
+        written = files.write(site, found.to_declare, Path(args.output or "."))
+        for path in written:
+            print(f"wrote {path}")
+        print(f"declare with: {files.command(site, written[0])}")
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("declare", parents=parents,
+                              help="declare a site's corrupted and missing files to Rucio",
+                              description=do_declare.__doc__)
+    p.add_argument("--site", required=True)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--apply", action="store_true",
+                      help="declare them (default: the site's `declare` setting, dry-run)")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="only list them, even if the site says `declare = apply`")
+    p.add_argument("--output", metavar="DIR",
+                   help="also write the rucio-admin and CMS consistency lists here "
+                        "(without the Rucio client: always, default .)")
+    p.set_defaults(func=do_declare)

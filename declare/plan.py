@@ -1,0 +1,128 @@
+"""What ``pnfsmon declare`` would declare for a site: its corrupted and missing files, each
+with the reason Rucio will keep, minus those declared before (unless the file checked ok
+since), those outside the site's LFN mapping, and those held in an open incident."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from pnfsmon.schema.sites import Site
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import declarations, events, statuses
+
+#: Verdicts that are declared bad: a verdict on the data itself. A timeout or an unreadable
+#: file says as much about the reader or the door as about the data: never declared.
+DECLARED_VERDICTS = (Status.CORRUPTED, Status.MISSING)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    file_id: int
+    path: bytes
+    path_hash: bytes
+    lfn: bytes
+    status: Status
+    computed_adler32: str | None
+    recorded_adler32: str | None
+    checked: float | None
+
+    def reason(self, site: str) -> str:
+        """The reason Rucio keeps with the bad replica (its column holds 255 characters):
+        the verdict, the computed and recorded Adler32, and when it was found."""
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked or 0))
+        if self.status == Status.CORRUPTED:
+            return (f"pnfs-monitor {site}: corrupted, adler32 computed "
+                    f"{self.computed_adler32 or 'none'} recorded "
+                    f"{self.recorded_adler32 or 'none'}, checked {when}")[:255]
+        # Missing files come in bunches (a lost disk): one reason per hour, so they go to
+        # Rucio in batches; the exact time is in the declarations table.
+        hour = time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(self.checked or 0))
+        return f"pnfs-monitor {site}: missing (not found on storage), checked {hour}"[:255]
+
+
+@dataclass
+class Plan:
+    site: str
+    to_declare: list[Candidate] = field(default_factory=list)
+    # paths outside the LFN mapping, or whose LFN is not UTF-8 (no Rucio name is)
+    unmapped: list[bytes] = field(default_factory=list)
+    held: list[Candidate] = field(default_factory=list)  # in an open incident
+    declared_before: int = 0  # problem files already declared (and not ok since)
+    recovered: list[sa.Row] = field(default_factory=list)  # declared, checked ok since
+    last_id: int = 0  # the site's newest declaration when planned (see apply._record)
+
+
+def held_by_incident(conn: sa.Connection, site: Site, file_ids: set[int]) -> set[int]:
+    """The files among ``file_ids`` that are part of an open incident: never declared until
+    a person releases the incident. Incidents (issue 19, "Incidents, not floods") do not
+    exist yet, so none is held; this is the one place that will ask them."""
+    return set()
+
+
+def _recovered_since(conn: sa.Connection, file_id: int, since: float) -> bool:
+    return conn.execute(sa.select(sa.literal(1)).where(
+        events.c.file_id == file_id, events.c.status == int(Status.OK),
+        events.c.checked > since).limit(1)).first() is not None
+
+
+def _last_declared(conn: sa.Connection, site: str) -> dict[bytes, float]:
+    """When each file of the site was last declared (any answer from Rucio counts)."""
+    rows = conn.execute(sa.select(declarations.c.path_hash, sa.func.max(declarations.c.declared))
+                        .where(declarations.c.site == site)
+                        .group_by(declarations.c.path_hash))
+    return {bytes(h): when for h, when in rows}
+
+
+def _utf8(name: bytes) -> bool:
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def plan(engine: sa.Engine, site: Site) -> Plan:
+    """Read what would be declared for ``site`` now (changes nothing)."""
+    result = Plan(site.name)
+    with engine.connect() as conn:
+        result.last_id = conn.execute(sa.select(sa.func.max(declarations.c.id)).where(
+            declarations.c.site == site.name)).scalar() or 0
+        last = _last_declared(conn, site.name)
+        rows = conn.execute(
+            sa.select(statuses.c.id, statuses.c.path, statuses.c.path_hash, statuses.c.status,
+                      statuses.c.computed_adler32, statuses.c.recorded_adler32,
+                      statuses.c.checked)
+            .where(statuses.c.site == site.name,
+                   statuses.c.status.in_([int(s) for s in DECLARED_VERDICTS]))
+            .order_by(statuses.c.path)).all()
+        found = []
+        for r in rows:
+            path, path_hash = bytes(r.path), bytes(r.path_hash)
+            when = last.get(path_hash)
+            # Declared before: only a check that found the file ok since then makes a new
+            # problem a new declaration (Rucio repaired it, and it broke again).
+            if when is not None and not _recovered_since(conn, r.id, when):
+                result.declared_before += 1
+                continue
+            lfn = site.to_lfn(path)
+            if lfn is None or not _utf8(lfn):  # a Rucio name is text: no such replica
+                result.unmapped.append(path)
+                continue
+            found.append(Candidate(r.id, path, path_hash, lfn, Status(r.status),
+                                   r.computed_adler32, r.recorded_adler32, r.checked))
+        held = held_by_incident(conn, site, {c.file_id for c in found})
+        result.to_declare = [c for c in found if c.file_id not in held]
+        result.held = [c for c in found if c.file_id in held]
+        result.recovered = conn.execute(
+            sa.select(declarations.c.path, declarations.c.name, declarations.c.declared,
+                      statuses.c.checked)
+            .join(statuses, sa.and_(statuses.c.site == declarations.c.site,
+                                    statuses.c.path_hash == declarations.c.path_hash))
+            .where(declarations.c.site == site.name,
+                   statuses.c.status == int(Status.OK),
+                   statuses.c.checked > declarations.c.declared)
+            .order_by(declarations.c.path)).all()
+    return result
