@@ -47,7 +47,7 @@ def write(site: Site, candidates: list[Candidate], outdir: Path,
     rse = site.rucio_rse or site.name
     outdir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y_%m_%d_%H_%M", time.gmtime(now))
-    missing = [c.lfn for c in candidates if c.status == Status.MISSING]
+    missing = [c.lfn for c in candidates if c.status in (Status.MISSING, Status.LOST)]
     table = [b"lfn\tverdict\tcomputed_adler32\trecorded_adler32\tchecked\n"] + [
         b"\t".join([c.lfn, c.status.label.encode(), (c.computed_adler32 or "").encode(),
                     (c.recorded_adler32 or "").encode(),

@@ -15,7 +15,8 @@ from pnfsmon.schema.tables import declarations, events, statuses
 
 #: Verdicts that are declared bad: a verdict on the data itself. A timeout or an unreadable
 #: file says as much about the reader or the door as about the data: never declared.
-DECLARED_VERDICTS = (Status.CORRUPTED, Status.MISSING)
+# A lost file (gone from the namespace while missing or corrupted) is a lost replica too.
+DECLARED_VERDICTS = (Status.CORRUPTED, Status.MISSING, Status.LOST)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Candidate:
         # Missing files come in bunches (a lost disk): one reason per hour, so they go to
         # Rucio in batches; the exact time is in the declarations table.
         hour = time.strftime("%Y-%m-%dT%H:00Z", time.gmtime(self.checked or 0))
+        if self.status == Status.LOST:
+            return (f"pnfs-monitor {site}: lost (gone from the namespace while missing or "
+                    f"corrupted), last checked {hour}")[:255]
         return f"pnfs-monitor {site}: missing (not found on storage), checked {hour}"[:255]
 
 

@@ -60,17 +60,16 @@ NEXT_STEPS: dict[Status | str, str] = {
         "computed at the first check). Re-read it once (`pnfsmon check --paths "
         "corrupted.txt`) to rule out a bad read; if it is "
         "still corrupted, restore it from another replica, or declare the replica bad so "
-        "the experiment's data management replaces it: `rucio-admin replicas declare-bad "
-        "--reason \"pnfs-monitor: adler32 mismatch\" --scope SCOPE --rse RSE --lfns FILE` "
-        "(FILE: the files' LFNs, one a line). Several on one pool point at its disks: see "
-        "the calibration page."),
+        "the experiment's data management replaces it: `pnfsmon declare --site SITE` lists "
+        "what it would declare, `pnfsmon declare --site SITE --apply` declares it to Rucio "
+        "(without the Rucio client it writes the `rucio-admin replicas declare-bad` input "
+        "instead). Several on one pool point at its disks: see the calibration page."),
     Status.MISSING: (
         "The namespace lists the file but its data was not found. Most often its pool is "
         "down or disabled: check the pool in the row, and once it is back re-check "
         "(`pnfsmon check --paths missing.txt`). If the data is gone, declare the replica "
-        "lost so it is transferred again: `rucio-admin replicas declare-bad --reason "
-        "\"pnfs-monitor: missing\" --scope SCOPE --rse RSE --lfns FILE`, then remove the "
-        "namespace entry."),
+        "lost so it is transferred again: `pnfsmon declare --site SITE` (a dry run), then "
+        "`pnfsmon declare --site SITE --apply`; then remove the namespace entry."),
     Status.TIMEOUT: (
         "An unstable read, not a verdict on the data: the file was not read within the "
         "timeout (a busy or failing pool, or a file staged from tape). Check the pool's "
@@ -88,9 +87,8 @@ NEXT_STEPS: dict[Status | str, str] = {
         "Gone from the namespace while it was missing or corrupted: as far as pnfs-monitor "
         "knows, its data is lost, not deleted on purpose. Find out whether it was deleted "
         "on purpose (the experiment's data management, a cleaning campaign); if not, "
-        "declare the replica lost so it is transferred again: `rucio-admin replicas "
-        "declare-bad --reason \"pnfs-monitor: lost\" --scope SCOPE --rse RSE --lfns FILE`. "
-        "Then acknowledge it (`pnfsmon ack PATH`, or `pnfsmon ack --all --site SITE`), "
+        "declare the replica lost so it is transferred again: `pnfsmon declare --site SITE "
+        "--apply` (without `--apply`: what it would declare). Then acknowledge it (`pnfsmon ack PATH`, or `pnfsmon ack --all --site SITE`), "
         "which records who and when and takes it off the lost list."),
     MISSING_AT_SITE: (
         "Lost files: the catalog says the site holds them, and two crawls in a row did "

@@ -57,7 +57,7 @@ def test_every_problem_page_says_what_to_do_next(engine, tree, tmp_path):
         assert f"What to do next.</b> {commands(NEXT_STEPS[status])}" in page, status
     assert "<code>pnfsmon check --paths corrupted.txt</code>" in (
         out / "corrupted.html").read_text()
-    assert "rucio-admin replicas declare-bad" in html.unescape(
+    assert "pnfsmon declare --site SITE --apply" in html.unescape(
         (out / "missing.html").read_text())
     assert str(commands(NEXT_STEPS[MISSING_AT_SITE])) in (out / "consistency.html").read_text()
     # Written once: the same paragraph on every page of a status, from one place.
