@@ -88,7 +88,8 @@ NEXT_STEPS: dict[Status | str, str] = {
         "knows, its data is lost, not deleted on purpose. Find out whether it was deleted "
         "on purpose (the experiment's data management, a cleaning campaign); if not, "
         "declare the replica lost so it is transferred again: `pnfsmon declare --site SITE "
-        "--apply` (without `--apply`: what it would declare). Then acknowledge it (`pnfsmon ack PATH`, or `pnfsmon ack --all --site SITE`), "
+        "--apply` (without `--apply`: what it would declare). Then acknowledge it "
+        "(`pnfsmon ack PATH`, or `pnfsmon ack --all --site SITE`), "
         "which records who and when and takes it off the lost list."),
     MISSING_AT_SITE: (
         "Lost files: the catalog says the site holds them, and two crawls in a row did "
