@@ -26,9 +26,6 @@ VERSION_FILE = "pnfsmon/BUNDLE_VERSION"
 
 #: Our one import root, then the pure-Python parts of our dependencies.
 OWN = ("pnfsmon",)
-#: What of our root goes into the bundle: its modules and its rooms (an editable install's
-#: root is the repository, whose tests, benchmarks and docs stay out).
-ROOMS = ("schema", "crawler", "tester", "web", "condor", "demo")
 DEPENDENCIES = ("sqlalchemy", "pymysql", "jinja2", "markupsafe", "typing_extensions")
 
 # Written for any python3: the check comes before anything that needs 3.10.
@@ -70,11 +67,14 @@ def _ignore(_directory: str, names: list[str]) -> set[str]:
 
 
 def _copy_own(src: Path, dest: Path) -> None:
+    """Our root's modules and its rooms: the subpackages (an editable install's root is the
+    repository, whose tests, benchmarks and docs are no packages and stay out)."""
     dest.mkdir()
     for module in src.glob("*.py"):
         shutil.copy2(module, dest / module.name)
-    for room in ROOMS:
-        shutil.copytree(src / room, dest / room, ignore=_ignore)
+    for room in src.iterdir():
+        if (room / "__init__.py").is_file():
+            shutil.copytree(room, dest / room.name, ignore=_ignore)
 
 
 def build(output: Path) -> Path:

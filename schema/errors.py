@@ -57,15 +57,6 @@ CONTRACT: dict[int, ExitCode] = {c.code: c for c in (
     ExitCode(EXIT_OLD_PYTHON, "python3 too old: pnfs-monitor needs >= 3.10", "held"),
 )}
 
-#: Optional dependencies: the module that is missing, and what to install.
-EXTRAS = {
-    "psycopg": "the postgresql extra: pip install 'pnfs-monitor[postgresql]'",
-    "psycopg_binary": "the postgresql extra: pip install 'pnfs-monitor[postgresql]'",
-    "XRootD": "the XRootD Python bindings: pip install xrootd",
-    "zlib_ng": "zlib-ng: pip install zlib-ng",
-}
-
-
 class PnfsmonError(Exception):
     """Base class: a message for a person and the exit code the CLI returns."""
 
@@ -122,11 +113,3 @@ class InternalError(PnfsmonError):
 
     exit_code = EXIT_INTERNAL
 
-
-def missing_dependency(err: ImportError) -> ConfigError | None:
-    """A configuration error naming what to install, if ``err`` is an optional
-    dependency that is not installed (None for anything else: a bug)."""
-    name = (err.name or "").split(".")[0]
-    if name not in EXTRAS:
-        return None
-    return ConfigError(f"{name} is not installed, and this needs it: install {EXTRAS[name]}")

@@ -17,8 +17,8 @@ from pnfsmon.schema.errors import (
     EXIT_USAGE,
     PnfsmonError,
     PrivilegeError,
-    missing_dependency,
 )
+from pnfsmon.schema.extras import missing_dependency
 
 log = logging.getLogger(logs.TRACEBACK)
 

@@ -125,7 +125,7 @@ def test_the_sites_table_fits_a_1300_px_window(browser, sqlite_engine, tree, tmp
             finished=now))
         site = conn.execute(sa.select(crawls.c.site)).scalar()
         conn.execute(sa.insert(status_counts), [
-            {"site": site, "status": int(s), "first_check": False, "files": big,
+            {"site": site, "status": int(s), "reference": 1, "files": big,
              "bytes": 987 * 10**12} for s in Status])
         conn.execute(sa.insert(compares).values(
             site=site, started=now, finished=now, state="published", missing=big,

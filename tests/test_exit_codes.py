@@ -184,7 +184,8 @@ def test_submit_files_apply_the_contract_for_every_code(tmp_path):
 def written_dag(tmp_path):
     inputs = dag_module.DagInputs(
         workdir=tmp_path / "dag", db_url="mysql+pymysql://m@db/pn", password_file=None,
-        config_file=None, local_pnfsmon=[sys.executable, "-m", "pnfsmon"],
+        worker_db_url="mysql+pymysql://w@db/pn", worker_password_file=None, config_file=None,
+        local_pnfsmon=[sys.executable, "-m", "pnfsmon"],
         bundle=tmp_path / "dag" / "pnfsmon.pyz", bundled=True, opts=submit.JobOptions(),
         report_dir=tmp_path / "report", log_interval=300)
     plans = [dag_module.SitePlan(Site("T2_A"), True, ["--site", "T2_A"])]

@@ -233,10 +233,10 @@ def test_a_checksum_dcache_could_not_give_is_asked_again_by_the_check(engine, tm
     # The report's note and `status` tell it apart from "the storage keeps none".
     summary = write_report(engine, tmp_path / "report")
     page = " ".join((tmp_path / "report" / "index.html").read_text().split())
-    assert "1 files have no reference checksum because the storage could not give" in page
-    assert "had no checksum recorded by the storage" not in page
+    assert "No reference checksum for 1 file: the storage could not give" in page
+    assert "No checksum recorded by the storage" not in page
     assert summary.as_json()["references"]["unreadable"] == 1
-    assert "1 files have no reference: the storage keeps their checksum but could not " \
+    assert "1 file has no reference: the storage keeps its checksum but could not " \
         "give it" in format_summary(summary)
 
     flip_bit(backing / "kept", 99)  # after the crawl, behind dCache's recorded checksum

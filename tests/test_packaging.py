@@ -4,6 +4,7 @@ overwriting the other's files."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -51,23 +52,25 @@ def test_pypi_schema_and_pnfs_monitor_live_side_by_side(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
                    check=True)
     python = str(venv / "bin" / "python")
+    # The virtualenv's own site-packages, not a work tree some PYTHONPATH names.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "--no-deps", str(wheel)], check=True)
-    subprocess.run([*pip, "--no-deps", "--force-reinstall", "schema"], check=True)
+    subprocess.run([*pip, "--no-deps", str(wheel)], check=True, env=env)
+    subprocess.run([*pip, "--no-deps", "--force-reinstall", "schema"], check=True, env=env)
 
     both = ("import schema, pnfsmon.schema.db, pnfsmon.cli; "
             "assert schema.Schema(int).validate(7) == 7; "
             "print(pnfsmon.schema.db.__file__)")
     out = subprocess.run([python, "-c", both], check=True, capture_output=True, text=True,
-                         cwd=tmp_path).stdout
+                         cwd=tmp_path, env=env).stdout
     assert out.startswith(str(venv))  # the wheel's copy, not the work tree's
 
     db = f"sqlite:///{tmp_path / 'side.sqlite'}"
     for argv in ([str(venv / "bin" / "pnfsmon"), "db", "init", "--db", db],
                  [python, "-m", "pnfsmon", "status", "--db", db]):
-        subprocess.run(argv, check=True, capture_output=True, cwd=tmp_path)
+        subprocess.run(argv, check=True, capture_output=True, cwd=tmp_path, env=env)
 
     # Removing PyPI's schema takes nothing of ours with it.
-    subprocess.run([python, "-m", "pip", "uninstall", "-q", "-y", "schema"], check=True)
+    subprocess.run([python, "-m", "pip", "uninstall", "-q", "-y", "schema"], check=True, env=env)
     subprocess.run([python, "-m", "pnfsmon", "status", "--db", db], check=True,
-                   capture_output=True, cwd=tmp_path)
+                   capture_output=True, cwd=tmp_path, env=env)

@@ -39,9 +39,11 @@ def format_summary(s: Summary) -> str:
                      f"{'has its' if one else 'have their'} first computed checksum as "
                      "reference (the storage recorded none)")
     if s.unreadable_references:
-        lines.append(f"{count(s.unreadable_references, 'file')} without a reference: the "
-                     "storage keeps their checksum but could not give it (asked again at each "
-                     "check)")
+        one = s.unreadable_references == 1
+        lines.append(f"{count(s.unreadable_references, 'file')} "
+                     f"{'has' if one else 'have'} no reference: the storage keeps "
+                     f"{'its' if one else 'their'} checksum but could not give it (asked again "
+                     "at each check)")
     for site in s.sites:
         if site.references:
             listed = sum(site.references.values())
@@ -49,8 +51,10 @@ def format_summary(s: Summary) -> str:
                 f"{ref.label} {n:,} ({100 * n / listed:.1f}%)"
                 for ref, n in sorted(site.references.items())))
         if site.counts[Status.LOST]:
-            lines.append(f"{count(site.counts[Status.LOST], 'file')} of {site.site} lost (gone "
-                         "while missing or corrupted; the report lists them): acknowledge "
+            lost = site.counts[Status.LOST]
+            lines.append(f"{count(lost, 'file')} of {site.site} {'is' if lost == 1 else 'are'} "
+                         "lost (gone while missing or corrupted; the report lists them): "
+                         "acknowledge "
                          f"with pnfsmon ack PATH... or pnfsmon ack --all --site {site.site}")
     for c in s.crawls:
         state = ("complete" if c.complete else

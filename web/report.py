@@ -37,7 +37,7 @@ from pnfsmon.crawler.compare import write_lists
 from pnfsmon.schema.atomic import atomic_text
 from pnfsmon.schema.config import Thresholds
 from pnfsmon.schema.paths import display
-from pnfsmon.schema.progress import human_bytes
+from pnfsmon.schema.progress import count, human_bytes
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import MISSING_AT_SITE, NEXT_STEPS, PROBLEMS, Status
 from pnfsmon.web import plots
@@ -100,6 +100,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["n"] = lambda v: f"{v:,}"
+    env.filters["files"] = lambda v: count(v, "file")
     env.filters["when"] = when
     env.filters["size"] = human_bytes
     env.filters["path"] = display
