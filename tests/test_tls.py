@@ -208,7 +208,8 @@ def test_no_sql_text_travels_in_clear(tls_mariadb, server_databases):
     control = RecordingProxy(port)
     plain = shared.replace(f":{port}/", f":{control.port}/") + "?ssl_disabled=true"
     assert pnfsmon("--db", plain, "db", "init").returncode == 0
-    assert pnfsmon("--db", plain, "status").returncode == 0
+    # The shared database may hold another test's problem files: 1 is an answer too.
+    assert pnfsmon("--db", plain, "status").returncode in (0, 1)
     control.close()
     assert all(text in bytes(control.seen) for text in sql)
 
