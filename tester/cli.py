@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from pnfsmon.schema import cli, logs, outcome
+from pnfsmon.schema import cli, counts, logs, outcome
 from pnfsmon.schema.db import create_engine
 from pnfsmon.schema.errors import (
     EXIT_OK,
@@ -256,6 +256,8 @@ def do_check(args: argparse.Namespace) -> int:
         log.warning("Adler32 from %s", ADLER32_IMPLEMENTATION)
     settings = cli.settings(args)
     engine = cli.engine(args)  # connect and check the schema once, before forking
+    if args.site is not None:
+        _known_site(engine, settings, args.site)
     total = None
     if subset:
         total = _request_subset(engine, args)
@@ -268,6 +270,30 @@ def do_check(args: argparse.Namespace) -> int:
     tally = run_workers(settings, options, args.workers, args.lease, progress)
     logs.result(summary(tally, time.monotonic() - started) + why(engine, options, tally))
     return EXIT_PROBLEMS if any(tally.statuses[s] for s in PROBLEMS) else EXIT_OK
+
+
+def _known_site(engine: sa.Engine, settings, site: str) -> None:
+    """A site that is neither configured nor in the database is a typo: checking it would
+    judge nothing and say so with exit 0."""
+    if site in settings.sites:
+        return
+    with engine.connect() as conn:
+        known = sorted({name for name, _status in counts.totals(conn).files})
+    if site not in known:
+        listed = ", ".join(known) if known else "none yet"
+        raise ConfigError(f"--site {site}: no such site in the configuration "
+                          f"({settings.config_file or 'no file'}) or the database (sites "
+                          f"there: {listed})")
+
+
+def _listed_below(engine: sa.Engine, prefix: bytes) -> bool:
+    """Whether any file at ``prefix``, or below it as a directory, is in the database."""
+    s = statuses.c
+    below = prefix.rstrip(b"/") + b"/"
+    with engine.connect() as conn:
+        return conn.execute(sa.select(s.id).where(sa.or_(
+            s.path == prefix, sa.and_(s.path >= below, s.path < below[:-1] + b"0")))
+            .limit(1)).first() is not None
 
 
 def _read_paths(name: str) -> Iterator[bytes]:
@@ -304,6 +330,9 @@ def _request_subset(engine, args: argparse.Namespace) -> int:
             prefix = os.path.abspath(prefix)
     paths = _read_paths(args.paths) if args.paths is not None else ()
     marked, unknown = request_now(engine, prefix=prefix, paths=paths)
+    if prefix is not None and not marked and not _listed_below(engine, prefix):
+        raise ConfigError(f"--prefix {display(prefix)}: no file below it is in the database "
+                          "(a typo, or a tree not crawled yet: pnfsmon crawl it first)")
     print(f"{count(marked, 'file')} queued to be checked now")
     if unknown:
         warn_list(f"{len(unknown):,} of the given paths are not in the database (crawl "

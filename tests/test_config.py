@@ -13,7 +13,7 @@ import pytest
 from pnfsmon.schema import config
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import ConfigError
-from tests.helpers import DB_SECRET
+from tests.helpers import DB_SECRET, write_file
 
 
 def pnfsmon(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -114,3 +114,29 @@ def test_one_command_reads_the_configuration_and_password_file_once(
                        cwd=tmp_path, env={k: v for k, v in os.environ.items()
                                           if not k.startswith("PNFSMON_")}, timeout=120)
     assert r.stdout.splitlines()[-1].split() == ["1", "1", "0"], r.stdout + r.stderr
+
+
+def test_an_unknown_site_or_an_empty_prefix_is_an_error(tmp_path):
+    """``check --site <typo>`` and ``check --prefix <nowhere>`` used to exit 0 having done
+    nothing: a person would believe they were checked."""
+    db = f"sqlite:///{tmp_path / 'sites.sqlite'}"
+    tree = tmp_path / "store"
+    for i in range(3):
+        write_file(tree / f"f{i}", b"%d" % i)
+    assert pnfsmon("db", "init", "--db", db, cwd=tmp_path).returncode == 0
+    assert pnfsmon("crawl", str(tree), "--site", "T2_A", "--grace", "0", "--db", db,
+                   cwd=tmp_path).returncode == 0
+    r = pnfsmon("check", "--site", "T2_B", "--db", db, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "pnfsmon: error: --site T2_B: no such site in the configuration (no file) or the "
+        "database (sites there: T2_A)"]
+    r = pnfsmon("check", "--prefix", str(tmp_path / "nowhere"), "--db", db, cwd=tmp_path)
+    assert r.returncode == 2 and "no file below it is in the database" in r.stderr
+    assert pnfsmon("check", "--site", "T2_A", "--db", db, cwd=tmp_path).returncode == 0
+    r = pnfsmon("check", "--prefix", str(tree), "--db", db, cwd=tmp_path)
+    assert r.returncode == 0 and "3 files queued" in r.stdout  # checked, so due only now
+    (tmp_path / "pnfsmon.conf").write_text("[site T2_NEW]\ngrace = 1\n")
+    r = pnfsmon("check", "--site", "T2_NEW", "--db", db, cwd=tmp_path)
+    assert r.returncode == 0
+    assert "no files of site T2_NEW to check: run pnfsmon crawl first" in r.stdout

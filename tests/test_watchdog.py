@@ -235,5 +235,6 @@ def test_a_check_that_judged_nothing_says_why(engine, tree):
     assert "3 files wait out their grace window" in r.stdout
     assert "2 files are not due until" in r.stdout
     r = pnfsmon(engine, "check", "--workers", "1", "--site", "elsewhere")
-    assert "nothing was due: no files of site elsewhere to check: run pnfsmon crawl first" \
-        in r.stdout
+    assert r.returncode == 2 and "--site elsewhere: no such site" in r.stderr  # a typo
+    # (a configured site with no files yet says "run pnfsmon crawl first":
+    # test_config.py::test_an_unknown_site_or_an_empty_prefix_is_an_error)
