@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import DB_SECRET  # noqa: F401 (the password of mariadb_with_password's user)
+from helpers import BACKENDS, DB_SECRET, SERVERS, drop_all
 
 from pnfsmon.schema import db, migrate
 from pnfsmon.schema.config import Settings
-
-SERVERS = {
-    "mariadb": os.environ.get("PNFSMON_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/"),
-    "postgresql": os.environ.get("PNFSMON_TEST_POSTGRESQL",
-                                 "postgresql+psycopg://postgres@127.0.0.1:5432/"),
-}
-BACKENDS = os.environ.get("PNFSMON_TEST_BACKENDS", "sqlite,mariadb,postgresql").split(",")
 
 
 @pytest.fixture(autouse=True)
@@ -93,22 +86,11 @@ def db_url(request, tmp_path, server_databases):
         url = f"sqlite:///{tmp_path / 'pnfsmon.sqlite'}"
     else:
         url = server_databases[backend]
-        _drop_all(url)
+        drop_all(url)
     engine = db.create_engine(Settings(url))
     migrate.upgrade(engine)
     engine.dispose()
     yield url
-
-
-def _drop_all(url: str) -> None:
-    """Drop pnfs-monitor's tables and its schema history, leaving an empty database."""
-    from pnfsmon.schema.tables import metadata
-
-    engine = db.create_engine(Settings(url))
-    metadata.drop_all(engine)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {migrate.ALEMBIC_TABLE}")
-    engine.dispose()
 
 
 @pytest.fixture

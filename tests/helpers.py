@@ -17,6 +17,26 @@ from pnfsmon.schema.tables import statuses
 from pnfsmon.tester.stream import adler32_hex
 
 DB_SECRET = "Condor-S3cret!"  # the password of the mariadb_with_password user
+#: The real database servers the tests use (each test session makes its own database).
+SERVERS = {
+    "mariadb": os.environ.get("PNFSMON_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/"),
+    "postgresql": os.environ.get("PNFSMON_TEST_POSTGRESQL",
+                                 "postgresql+psycopg://postgres@127.0.0.1:5432/"),
+}
+BACKENDS = os.environ.get("PNFSMON_TEST_BACKENDS", "sqlite,mariadb,postgresql").split(",")
+
+
+def drop_all(url: str) -> None:
+    """Drop pnfs-monitor's tables and its schema history, leaving an empty database."""
+    from pnfsmon.schema import db, migrate
+    from pnfsmon.schema.config import Settings
+    from pnfsmon.schema.tables import metadata
+
+    engine = db.create_engine(Settings(url))
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {migrate.ALEMBIC_TABLE}")
+    engine.dispose()
 
 def write_file(path: Path | bytes, data: bytes, *, record: bool = False,
                record_value: str | None = None) -> bytes:

@@ -26,8 +26,7 @@ from pnfsmon.schema import db, migrate
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.status import Status
-from tests.conftest import DB_SECRET
-from tests.helpers import assert_no_secret, flip_bit, random_bytes, verdicts, write_file
+from tests.helpers import DB_SECRET, assert_no_secret, flip_bit, random_bytes, verdicts, write_file
 
 SECRET = DB_SECRET
 

@@ -19,8 +19,7 @@ from pnfsmon.schema import db, migrate
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import events, statuses
-from tests.conftest import SERVERS
-from tests.helpers import open_path_to, write_file
+from tests.helpers import SERVERS, open_path_to, write_file
 
 FILES = 6000
 

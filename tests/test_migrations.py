@@ -21,7 +21,7 @@ from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import SchemaError
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
-from tests.conftest import _drop_all
+from tests.helpers import drop_all
 
 OLD = Path(__file__).resolve().parent / "old_schemas"
 DIALECT_FILE = {"sqlite": "sqlite", "mysql": "mysql", "mariadb": "mysql",
@@ -38,7 +38,7 @@ def pnfsmon(url: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def empty(db_url):
     """(URL, engine) of an empty database of the parametrised backend."""
-    _drop_all(db_url)
+    drop_all(db_url)
     engine = db.create_engine(Settings(db_url))
     yield db_url, engine
     engine.dispose()
@@ -130,7 +130,7 @@ def test_every_revision_from_nothing_gives_the_schema_of_a_new_database(empty):
     with engine.connect() as conn:
         migrate.check(conn)
     # A new database (`db init`: every table, then stamped) is the same schema.
-    _drop_all(url)
+    drop_all(url)
     assert migrate.upgrade(engine) == (None, tables.HEAD)
     assert schema_differences(engine) == []
 
@@ -184,7 +184,7 @@ def test_a_newer_or_foreign_database_is_refused(empty):
         r = pnfsmon(url, *args)
         assert r.returncode == 2 and "newer than this pnfs-monitor" in r.stderr, args
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    _drop_all(url)
+    drop_all(url)
     r = pnfsmon(url, "db", "upgrade")  # nothing there: init is what to run
     assert r.returncode == 2 and "run `pnfsmon db init`" in r.stderr
     with engine.begin() as conn:

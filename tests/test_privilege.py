@@ -16,8 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from pnfsmon.schema import grants
-from tests.conftest import BACKENDS, SERVERS
-from tests.helpers import write_file
+from tests.helpers import BACKENDS, SERVERS, write_file
 
 SERVER_BACKENDS = [b for b in ("mariadb", "postgresql") if b in BACKENDS]
 PASSWORD = "Role-S3cret!"

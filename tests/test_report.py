@@ -187,7 +187,7 @@ def test_the_password_appears_in_no_output_of_any_command(mariadb_with_password,
                                                            tmp_path):
     """Crawl, check, report, status (both forms), history and a failed login: the DB
     password is in no page, export, line of output or error."""
-    from tests.conftest import DB_SECRET
+    from tests.helpers import DB_SECRET
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
     env.update(PNFSMON_DB=mariadb_with_password, PNFSMON_DB_PASSWORD=DB_SECRET)

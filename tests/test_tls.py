@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from pnfsmon.schema import config, db
 from pnfsmon.schema.config import Settings
-from tests.conftest import SERVERS
+from tests.helpers import SERVERS
 from tests.test_faults import PrivateMariaDB, _mysql_ids
 
 
