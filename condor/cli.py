@@ -13,6 +13,7 @@ from pnfsmon.condor import bundle, dag, password, status, submit
 from pnfsmon.crawler.inventory import current_load
 from pnfsmon.crawler.namespaces import NAMESPACES
 from pnfsmon.schema import cli
+from pnfsmon.schema.durations import DEFAULT_RECHECK_DAYS
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.tester.cli import add_check_options, check_options_as_args
 
@@ -286,5 +287,5 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
                        description=do_status.__doc__)
     p.add_argument("--workdir", default=DEFAULT_WORKDIR)
     p.add_argument("--log", help="the jobs' user log (default: WORKDIR/pnfsmon-jobs.log)")
-    p.add_argument("--recheck-after", type=float, default=30.0, metavar="D")
+    p.add_argument("--recheck-after", type=float, default=DEFAULT_RECHECK_DAYS, metavar="D")
     p.set_defaults(func=do_status)

@@ -26,6 +26,7 @@ import time
 
 import sqlalchemy as sa
 
+from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.grants import STAGE_SUFFIX
 from pnfsmon.schema.tables import HashBytes, crawls
@@ -33,7 +34,7 @@ from pnfsmon.schema.tables import HashBytes, crawls
 log = logging.getLogger(__name__)
 
 PREFIX = "crawl_stage_"
-STALE_AFTER = 86400.0  # seconds: a crawl that has not finished in a day has died
+STALE_AFTER = DAY  # a crawl that has not finished in a day has died
 _HEX8 = re.compile(r"[0-9a-f]{8}")
 # The server's or client's refusal of LOAD DATA LOCAL INFILE: not allowed with this
 # version/configuration (1148), local_infile off (3948, 4166), client side (2068).

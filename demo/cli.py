@@ -13,6 +13,7 @@ from pnfsmon.demo import tree
 from pnfsmon.schema import db, migrate
 from pnfsmon.schema.cli import common_options, refuse_db
 from pnfsmon.schema.config import Settings
+from pnfsmon.schema.durations import DEFAULT_RECHECK
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.tester.cli import run_workers
 from pnfsmon.tester.cli import summary as check_summary
@@ -49,7 +50,7 @@ def do_demo(args: argparse.Namespace) -> int:
         tally = run_workers(settings, options, 2, 600.0)
         print(f"{label}: " + check_summary(tally, time.monotonic() - started))
 
-    check("first check", 30 * 86400.0)
+    check("first check", DEFAULT_RECHECK)
     for what, path in tree.inject_faults(files).items():
         print(f"injected fault: {what}: {path}")
     check("second check", 0.0)  # everything again, now with the faults

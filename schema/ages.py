@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from pnfsmon.schema.durations import HOUR
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.schema.tables import check_ages, crawls, statuses
 
-HOUR = 3600.0
 FOLD_AT = 2000  # fold when the ledger has more rows than this and than twice its keys
 #: Statuses whose ``checked`` is a verdict on the file's current content.
 VERIFIED = (Status.OK, *PROBLEMS)

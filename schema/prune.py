@@ -24,13 +24,13 @@ import sqlalchemy as sa
 
 from pnfsmon.schema import counts
 from pnfsmon.schema.db import retrying, write_transaction
+from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import crawls, events, statuses
 
 log = logging.getLogger(__name__)
 
 BATCH = 5000
-DAY = 86400.0
 
 
 @dataclass

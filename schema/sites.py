@@ -35,6 +35,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 
+from pnfsmon.schema.durations import DEFAULT_RECHECK
 from pnfsmon.schema.errors import ConfigError
 
 SECTION_PREFIX = "site "
@@ -55,7 +56,7 @@ class Site:
     path_prefix: bytes = b""
     ignore: tuple[str, ...] = field(default_factory=tuple)
     grace: float = DEFAULT_GRACE
-    recheck_after: float = 30 * 86400.0  # seconds
+    recheck_after: float = DEFAULT_RECHECK  # seconds
     # seconds past recheck_after (past the grace window for a file never verified) after
     # which a file is overdue (the watchdog counts it)
     overdue_slack: float = 7 * 86400.0

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from pnfsmon.schema import cli, counts, logs, outcome
 from pnfsmon.schema.db import create_engine
+from pnfsmon.schema.durations import DAY, DEFAULT_RECHECK_DAYS
 from pnfsmon.schema.errors import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -41,8 +42,6 @@ from pnfsmon.tester.worker import CheckOptions, Tally, run
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 3600.0
-DAY = 86400.0
-DEFAULT_RECHECK_DAYS = 30.0
 
 
 def _worker_main(settings, options: CheckOptions, lease_seconds: float, results,

@@ -11,10 +11,10 @@ import time
 import sqlalchemy as sa
 
 from pnfsmon.schema.backlog import backlog
+from pnfsmon.schema.durations import DAY
 from pnfsmon.tester.worker import CheckOptions, Tally
 
 log = logging.getLogger(__name__)
-DAY = 86400.0
 
 
 def _when(ts: float | None) -> str:

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pnfsmon.schema.durations import DEFAULT_RECHECK
 from pnfsmon.schema.lease import URGENT, Claimed, Lease, Verdict
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.status import PROBLEMS, Status
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CheckOptions:
     timeout: float = 500.0  # seconds allowed to read one file
-    recheck_after: float = 30 * 86400.0  # seconds after a check before a file is due again
+    recheck_after: float = DEFAULT_RECHECK  # seconds after a check before a file is due again
     forever: bool = False  # keep polling when nothing is due
     poll: float = 60.0  # seconds between polls in --forever mode
     max_batch: int = 500

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import events
-
-DAY = 86400.0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pnfsmon.schema import cli
 from pnfsmon.schema.config import Thresholds
+from pnfsmon.schema.durations import DAY, DEFAULT_RECHECK_DAYS
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
 from pnfsmon.schema.paths import display, spellings
 from pnfsmon.schema.progress import count
@@ -18,7 +19,7 @@ from pnfsmon.schema.status import NEXT_STEPS, PROBLEMS, Status
 from pnfsmon.schema.xrootd import is_xrootd_url
 from pnfsmon.web.history import FileHistory, file_history
 from pnfsmon.web.rows import when
-from pnfsmon.web.summary import DAY, Summary, summarize
+from pnfsmon.web.summary import Summary, summarize
 from pnfsmon.web.watchdog import SiteWatch, histogram_text, judge
 
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
@@ -257,7 +258,7 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("report", parents=parents, help="write the static HTML report",
                               description=do_report.__doc__)
     p.add_argument("outdir", metavar="OUTDIR")
-    p.add_argument("--recheck-after", type=float, default=30.0, metavar="D",
+    p.add_argument("--recheck-after", type=float, default=DEFAULT_RECHECK_DAYS, metavar="D",
                    help="the checking cycle in days, as given to pnfsmon check (default: 30)")
     p.set_defaults(func=do_report)
     p = subparsers.add_parser("status", parents=parents, help="print the summary",

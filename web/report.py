@@ -36,6 +36,7 @@ from markupsafe import Markup, escape
 from pnfsmon.crawler.compare import write_lists
 from pnfsmon.schema.atomic import atomic_text
 from pnfsmon.schema.config import Thresholds
+from pnfsmon.schema.durations import DEFAULT_RECHECK
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import count, human_bytes
 from pnfsmon.schema.sites import Site
@@ -115,7 +116,7 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h" if seconds < 2 * DAY else f"{seconds / DAY:.1f} days"
 
 
-def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = 30 * DAY,
+def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = DEFAULT_RECHECK,
                  site_settings: Callable[[str], Site] = Site,
                  limits: Thresholds | None = None) -> Summary:
     """Render every page and export into ``outdir`` (created if needed). ``site_settings``

@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from pnfsmon.schema import counts
+from pnfsmon.schema.durations import DAY, DEFAULT_RECHECK
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import GONE, PROBLEMS, Status
 from pnfsmon.schema.tables import compares, crawls, events, statuses
 from pnfsmon.web.watchdog import SiteWatch, watch
-
-DAY = 86400.0
 
 
 @dataclass
@@ -208,7 +207,7 @@ class Summary:
         }
 
 
-def summarize(conn: sa.Connection, recheck_after: float = 30 * DAY, *,
+def summarize(conn: sa.Connection, recheck_after: float = DEFAULT_RECHECK, *,
               sweep: bool = True, now: float | None = None,
               site_settings: Callable[[str], Site] = Site) -> Summary:
     """Counts per status and site (from the ``status_counts`` ledger: no scan), files

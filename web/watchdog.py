@@ -20,11 +20,10 @@ import sqlalchemy as sa
 from pnfsmon.schema import ages
 from pnfsmon.schema.backlog import in_grace, next_due
 from pnfsmon.schema.config import Thresholds
+from pnfsmon.schema.durations import DAY, HOUR
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.tables import crawls
 
-DAY = 86400.0
-HOUR = ages.HOUR
 #: The histogram's bins of verification age: (upper bound in days, label).
 AGE_BINS: tuple[tuple[float, str], ...] = (
     (1, "< 1 d"), (7, "1-7 d"), (14, "7-14 d"), (30, "14-30 d"), (60, "30-60 d"),
