@@ -6,6 +6,7 @@ through POSIX. The log says which reader a worker uses for ``root://`` files."""
 
 from __future__ import annotations
 
+import enum
 import logging
 
 from pnfsmon.schema.errors import ConfigError
@@ -16,7 +17,18 @@ from pnfsmon.tester.reading import OpenFile, Reader
 
 log = logging.getLogger(__name__)
 
-READERS = ("auto", "posix", "xrootd", "xrdcp", "dccp")
+
+class ReaderKind(str, enum.Enum):
+    """How a worker reads files (``--reader``): a closed vocabulary."""
+
+    AUTO = "auto"  # by the path: root:// through XRootD, the rest through POSIX
+    POSIX = "posix"
+    XROOTD = "xrootd"  # the XRootD client bindings
+    XRDCP = "xrdcp"  # the XRootD client program
+    DCCP = "dccp"  # dCache's dcap client
+
+
+READERS = tuple(k.value for k in ReaderKind)  # as the command line spells them
 
 
 def _xrootd_bindings() -> bool:
@@ -60,21 +72,23 @@ class AutoReader:
 
 
 def make_reader(name: str, timeout: float) -> Reader:
-    """The reader called ``name`` (see ``READERS``); ``timeout`` is the per-file one."""
-    if name == "auto":
+    """The reader called ``name`` (see ``ReaderKind``); ``timeout`` is the per-file one."""
+    try:
+        kind = ReaderKind(name)
+    except ValueError:
+        raise ConfigError(f"unknown reader {name!r}; known: {', '.join(READERS)}") from None
+    if kind == ReaderKind.AUTO:
         return AutoReader(timeout)
-    if name == "posix":
+    if kind == ReaderKind.POSIX:
         return PosixReader()
-    if name == "xrootd":
+    if kind == ReaderKind.XROOTD:
         from pnfsmon.tester.xrootd_read import XRootDReader
 
         return XRootDReader(timeout)
-    if name == "xrdcp":
+    if kind == ReaderKind.XRDCP:
         from pnfsmon.tester.xrdcp_read import XrdcpReader
 
         return XrdcpReader()
-    if name == "dccp":
-        from pnfsmon.tester.dccp_read import DccpReader
+    from pnfsmon.tester.dccp_read import DccpReader
 
-        return DccpReader()
-    raise ConfigError(f"unknown reader {name!r}; known: {', '.join(READERS)}")
+    return DccpReader()

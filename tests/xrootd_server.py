@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,10 +52,21 @@ class XRootDServer:
         self.port = _free_port()
         self.url = f"root://127.0.0.1:{self.port}"
         self.pid: int | None = None
+        self.admin: Path | None = None
 
     def start(self) -> XRootDServer:
-        admin = self.work / "admin"
-        admin.mkdir(parents=True, exist_ok=True)
+        # Its admin socket's path must fit a Unix socket (about 100 bytes): a short
+        # directory of its own, not one below pytest's (deep with xdist) temporary tree.
+        self.admin = Path(tempfile.mkdtemp(prefix="xrd-"))
+        try:
+            return self._start(self.admin)
+        except BaseException:
+            self.stop()  # whatever started; and its admin directory, always
+            shutil.rmtree(self.admin, ignore_errors=True)
+            raise
+
+    def _start(self, admin: Path) -> XRootDServer:
+        self.work.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
         config = self.work / "xrootd.cfg"
         config.write_text(
@@ -99,6 +111,8 @@ class XRootDServer:
                 os.kill(pid, 0)
                 time.sleep(0.05)
             os.kill(pid, signal.SIGKILL)
+        if self.admin is not None:
+            shutil.rmtree(self.admin, ignore_errors=True)
 
     def __enter__(self) -> XRootDServer:
         return self.start()
