@@ -17,6 +17,7 @@ memory stays flat at millions of files. Guards, as the tools that delete data le
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,11 +28,14 @@ import sqlalchemy as sa
 from pnfsmon.crawler.inventory import current_load
 from pnfsmon.schema.atomic import atomic_text
 from pnfsmon.schema.db import retrying, write_transaction
+from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.paths import encode_line
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import GONE
 from pnfsmon.schema.tables import compares, crawls, discrepancies, inventory, statuses
+
+log = logging.getLogger(__name__)
 
 KINDS = ("missing", "orphan", "mismatch")
 BATCH = 5000
@@ -147,7 +151,6 @@ class _Writer:
 def compare(engine: sa.Engine, site: Site, now: float | None = None) -> CompareResult:
     """Compare ``site``'s last crawl with its current inventory and record the result."""
     now = time.time() if now is None else now
-    young_before = now - site.grace
     with engine.connect() as conn:
         load = current_load(conn, site.name)
         if load is None:
@@ -155,10 +158,47 @@ def compare(engine: sa.Engine, site: Site, now: float | None = None) -> CompareR
                               "run pnfsmon inventory load --site SITE FILE first")
         crawl, refusal = _crawl_guard(conn, site)
     with write_transaction(engine) as conn:
+        _mark_dead(conn, site.name, now)
         compare_id = conn.execute(compares.insert().values(
             site=site.name, started=now, load_id=load.id,
             crawl_id=crawl.id if crawl is not None else None, state="running",
         )).inserted_primary_key[0]
+    try:
+        return _compare(engine, site, now, compare_id, load, crawl, refusal)
+    except BaseException as err:
+        _mark_failed(engine, compare_id, err)
+        raise
+
+
+#: A compare still "running" this long after it started has died with its process.
+DEAD_AFTER = DAY
+
+
+def _mark_dead(conn: sa.Connection, site: str, now: float) -> None:
+    """Compares of ``site`` left running by a process that died (killed, the machine
+    lost): failed, so that no one waits for them or reads them as results."""
+    conn.execute(compares.update().where(
+        compares.c.site == site, compares.c.state == "running",
+        compares.c.started < now - DEAD_AFTER).values(
+        state="failed", reason="its process died before it finished"))
+
+
+def _mark_failed(engine: sa.Engine, compare_id: int, err: BaseException) -> None:
+    """Record that this compare ended in an error, if the database still answers (if
+    not, the next compare marks it, a day on)."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    try:
+        with write_transaction(engine) as conn:
+            conn.execute(compares.update().where(compares.c.id == compare_id).values(
+                finished=time.time(), state="failed",
+                reason=f"failed: {type(err).__name__}: {first}"[:1000]))
+    except sa.exc.DBAPIError:
+        log.warning("compare %d failed and could not be marked failed", compare_id)
+
+
+def _compare(engine: sa.Engine, site: Site, now: float, compare_id: int, load, crawl,
+             refusal: str | None) -> CompareResult:
+    young_before = now - site.grace
     result = CompareResult(compare_id, site.name, "published", refusal)
     writer = _Writer(engine, compare_id)
     with engine.connect() as conn:

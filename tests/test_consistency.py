@@ -23,6 +23,7 @@ from pnfsmon.crawler.inventory import BadDump, current_load, load
 from pnfsmon.schema import config, xrdcks
 from pnfsmon.schema.paths import decode_line
 from pnfsmon.schema.sites import Site
+from pnfsmon.schema.tables import compares
 from pnfsmon.tester.stream import adler32_hex
 from pnfsmon.web.report import write_report
 
@@ -121,6 +122,43 @@ def test_missing_orphan_mismatch_after_two_compares(engine, tree, tmp_path, site
     load(engine, site, dump)
     third = compare(engine, site)
     assert third.counts["orphan"] == 0 and third.counts["missing"] == 1
+
+
+def test_a_compare_that_dies_is_marked_failed(engine, tree, tmp_path, site_tree,
+                                             monkeypatch):
+    """A compare that ends in an error is failed, not left running for ever; one whose
+    process died (nothing could mark it) is marked by the next compare, a day on."""
+    from pnfsmon.crawler import compare as compare_module
+
+    site, catalog = site_tree
+    dump = tmp_path / "dump.jsonl"
+    write_dump(dump, catalog)
+    load(engine, site, dump)
+    crawl(engine, os.fsencode(tree / "data"), site.name)
+
+    def broken(*args):
+        raise RuntimeError("the disk under the server filled up")
+        yield  # a generator, as the real one
+
+    with monkeypatch.context() as m:
+        m.setattr(compare_module, "_catalog_side", broken)
+        with pytest.raises(RuntimeError):
+            compare(engine, site)
+    with engine.connect() as conn:
+        state, reason, finished = conn.execute(
+            sa.select(compares.c.state, compares.c.reason, compares.c.finished)
+            .order_by(compares.c.id.desc())).first()
+    assert (state, finished is not None) == ("failed", True)
+    assert reason == "failed: RuntimeError: the disk under the server filled up"
+
+    # A process killed mid-compare leaves "running"; the next compare a day later ends it.
+    with engine.begin() as conn:
+        conn.execute(compares.insert().values(site=site.name, started=time.time() - 2 * 86400,
+                                              state="running"))
+    assert compare(engine, site).state == "published"
+    with engine.connect() as conn:
+        states = conn.execute(sa.select(compares.c.state).order_by(compares.c.id)).scalars()
+        assert list(states) == ["failed", "failed", "published"]
 
 
 def test_incomplete_or_shrunken_crawl_is_refused(engine, tree, tmp_path, site_tree):
