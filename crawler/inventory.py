@@ -30,8 +30,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from pnfsmon.schema.db import retrying, write_transaction
+from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.errors import ConfigError
-from pnfsmon.schema.paths import path_hash
+from pnfsmon.schema.paths import display, path_hash
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.tables import inventory, inventory_loads
 
@@ -217,15 +218,18 @@ def load(engine: sa.Engine, site: Site, path: Path, fmt: str = "auto") -> LoadRe
             if storage is None:
                 result.unmapped += 1
                 continue
-            batch[path_hash(storage)] = {
+            digest = path_hash(storage)
+            if digest in batch:  # the same refusal as for a repeat in another batch
+                raise _twice(entry.lfn)
+            batch[digest] = {
                 "load_id": load_id, "lfn": entry.lfn, "path": storage,
-                "path_hash": path_hash(storage), "size": entry.size,
+                "path_hash": digest, "size": entry.size,
                 "adler32": entry.adler32, "created": entry.created}
             if len(batch) >= BATCH:
-                result.entries += _insert(engine, batch)
+                result.entries += _insert(engine, load_id, batch)
                 batch = {}
         if batch:
-            result.entries += _insert(engine, batch)
+            result.entries += _insert(engine, load_id, batch)
     except BaseException:
         _forget(engine, load_id)
         raise
@@ -235,8 +239,14 @@ def load(engine: sa.Engine, site: Site, path: Path, fmt: str = "auto") -> LoadRe
             conn.execute(inventory_loads.update().where(inventory_loads.c.id == load_id)
                          .values(complete=True, finished=time.time(), entries=result.entries,
                                  unmapped=result.unmapped))
-            older = sa.select(inventory_loads.c.id).where(
-                inventory_loads.c.site == site.name, inventory_loads.c.id != load_id)
+            # What this load replaces: the site's loads before it, and loads that died
+            # (a day old, never finished). Never a load still in progress, nor a newer one.
+            loads = inventory_loads.c
+            older = sa.select(loads.id).where(
+                loads.site == site.name, loads.id != load_id,
+                sa.or_(sa.and_(loads.id < load_id, loads.complete == sa.true()),
+                       sa.and_(loads.complete == sa.false(),
+                               loads.started < time.time() - DAY)))
             old_ids = conn.execute(older).scalars().all()
             replaced = 0
             if old_ids:
@@ -249,17 +259,37 @@ def load(engine: sa.Engine, site: Site, path: Path, fmt: str = "auto") -> LoadRe
     return result
 
 
-def _insert(engine: sa.Engine, batch: dict[bytes, dict]) -> int:
+def _twice(lfn: bytes) -> BadDump:
+    return BadDump(f"the dump lists {display(lfn)} twice (or two LFNs that map to one "
+                   "path)")
+
+
+def _insert(engine: sa.Engine, load_id: int, batch: dict[bytes, dict]) -> int:
+    attempts = 0
+
     def run() -> None:
+        nonlocal attempts
+        attempts += 1
         with write_transaction(engine) as conn:
+            # A retry after a commit whose answer was lost finds its rows: done, not twice.
+            if attempts > 1 and _stored(conn, load_id, list(batch)) == len(batch):
+                return
             conn.execute(inventory.insert(), list(batch.values()))
 
     try:
         retrying(engine, run)
     except sa.exc.IntegrityError:
-        raise BadDump("the dump lists a file twice (two LFNs mapping to one path, or the "
-                      "same LFN in two places)") from None
+        with engine.connect() as conn:  # which one: it is in an earlier batch of the load
+            twice = conn.execute(sa.select(inventory.c.lfn).where(
+                inventory.c.load_id == load_id,
+                inventory.c.path_hash.in_(list(batch))).limit(1)).scalar()
+        raise _twice(bytes(twice) if twice is not None else b"a file") from None
     return len(batch)
+
+
+def _stored(conn: sa.Connection, load_id: int, digests: list[bytes]) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(inventory).where(
+        inventory.c.load_id == load_id, inventory.c.path_hash.in_(digests))).scalar()
 
 
 def _forget(engine: sa.Engine, load_id: int) -> None:

@@ -227,6 +227,61 @@ def test_inventory_loads_are_atomic_and_read_every_format(engine, tmp_path):
         assert conn.execute(sa.text("SELECT count(*) FROM inventory")).scalar() == 3
 
 
+def test_an_inventory_load_retries_and_repeats_one_way(engine, tmp_path, monkeypatch):
+    """A repeat is refused naming the LFN wherever it sits in the dump; a batch whose
+    commit answer was lost is not a repeat; a load never replaces one still in progress."""
+    import contextlib
+
+    import pymysql
+
+    from pnfsmon.crawler import inventory as inventory_module
+    from pnfsmon.schema.tables import inventory_loads
+
+    monkeypatch.setattr(inventory_module, "BATCH", 3)
+    site = Site("S", lfn_prefix=b"/store", path_prefix=b"/pnfs/s/store")
+    good = tmp_path / "good.txt"
+    good.write_text("".join(f"/store/f{i}\n" for i in range(10)))
+    load(engine, site, good)
+    for name, lines in (("near", ["/store/a", "/store/a"]),  # in one batch
+                        ("far", ["/store/a", "/store/b", "/store/c", "/store/d",
+                                 "/store/a"])):  # in another batch
+        dump = tmp_path / f"{name}.txt"
+        dump.write_text("\n".join(lines) + "\n")
+        with pytest.raises(BadDump, match="the dump lists /store/a twice"):
+            load(engine, site, dump)
+    with engine.connect() as conn:
+        assert current_load(conn, "S").entries == 10  # the good one stands
+
+    real = inventory_module.write_transaction
+    lost = []
+
+    @contextlib.contextmanager
+    def commit_then_lose_the_answer(eng):
+        with real(eng) as conn:
+            yield conn
+        if len(lost) == 1:  # the first batch's insert (after the load's own row)
+            lost.append(True)
+            raise sa.exc.OperationalError(
+                "COMMIT", {}, pymysql.err.OperationalError(2013, "Lost connection"))
+        lost.append(False)
+
+    in_progress = time.time()
+    with engine.begin() as conn:  # another load of the site, still running; and a dead one
+        alive = conn.execute(inventory_loads.insert().values(
+            site="S", source="x", started=in_progress, complete=False)).inserted_primary_key[0]
+        dead = conn.execute(inventory_loads.insert().values(
+            site="S", source="y", started=in_progress - 2 * 86400,
+            complete=False)).inserted_primary_key[0]
+    with monkeypatch.context() as m:
+        m.setattr(inventory_module, "write_transaction", commit_then_lose_the_answer)
+        result = load(engine, site, good)
+    assert True in lost and result.entries == 10
+    with engine.connect() as conn:
+        assert current_load(conn, "S").entries == 10
+        ids = set(conn.execute(sa.select(inventory_loads.c.id)).scalars())
+    assert alive in ids and dead not in ids
+
+
 def test_site_sections_and_the_cli(engine, tree, tmp_path, site_tree, monkeypatch):
     site, catalog = site_tree
     conf = tmp_path / "pnfsmon.conf"
