@@ -24,13 +24,11 @@ A job killed or evicted loses nothing: its leases expire and the files come back
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import (
     CONTRACT,
     DONE,
@@ -43,9 +41,7 @@ from pnfsmon.schema.errors import (
     DatabaseUnavailable,
 )
 from pnfsmon.schema.extras import require
-from pnfsmon.schema.secrets import without_password
 
-PASSWORD_FILE = "db.password"  # its name in the job's scratch directory
 BUNDLE = "pnfsmon.pyz"
 USER_LOG = "pnfsmon-jobs.log"
 WORKERS_SUB = "pnfsmon-workers.sub"
@@ -75,17 +71,6 @@ class JobOptions:
     tls_files: list[str] = field(default_factory=list)
 
 
-def split_secret(settings: Settings) -> tuple[str, str | None]:
-    """(URL without password, password or None) for a job: never the password in argv."""
-    url = sa.make_url(settings.db_url)
-    if url.get_backend_name() == "sqlite":
-        raise ConfigError("condor workers run on other machines: they need a database "
-                          "server (mysql+pymysql://… or postgresql+psycopg://…), not sqlite")
-    password = settings.db_password if settings.db_password is not None else url.password
-    bare = without_password(url).render_as_string(hide_password=False)
-    return bare, password
-
-
 #: Database hosts that, on a worker node, name the node itself.
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "localhost.localdomain")
 
@@ -99,17 +84,6 @@ def local_host_warning(db_url: str) -> str | None:
     return (f"the jobs' database URL names {where}: on a worker node that is the node "
             "itself, not this machine; give the database server's name as the nodes "
             "reach it (e.g. mysql+pymysql://pnfsmon@dbhost.example.org/pnfsmon)")
-
-
-def write_password_file(workdir: Path, password: str) -> Path:
-    """The password as a mode-600 file to transfer with the job."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / PASSWORD_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
-    os.chmod(path, 0o600)
-    return path
 
 
 def quote_args(args: list[str]) -> str:

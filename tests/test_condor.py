@@ -124,19 +124,19 @@ def expected_password_file(tmp_path: Path, way: str, workdir: Path) -> Path:
     return password.private_file(workdir, "db")
 
 
-def test_split_secret_moves_the_password_out_of_the_url(tmp_path):
+def test_the_jobs_account_moves_the_password_out_of_the_url(tmp_path):
     for text in (SECRET_IN_URL, "mysql+pymysql://mon:plain@db/pn"):
-        url, password = submit.split_secret(Settings(text))
-        assert password in (SECRET, "plain")
-        assert_no_secret(url, password)
-        assert url.startswith("mysql+pymysql://mon@")
-    path = submit.write_password_file(tmp_path / "w2", password)
+        account = password.submit_host_account(Settings(text), tmp_path / "w2")
+        assert account.password in (SECRET, "plain")
+        assert_no_secret(account.url, account.password)
+        assert account.url.startswith("mysql+pymysql://mon@")
+    path = account.write()
     assert path.stat().st_mode & 0o777 == 0o600 and path.read_text().strip() == "plain"
 
 
-def test_sqlite_is_refused_for_condor_workers():
+def test_sqlite_is_refused_for_condor_workers(tmp_path):
     with pytest.raises(ConfigError, match="database server"):
-        submit.split_secret(Settings("sqlite:///x.sqlite"))
+        password.submit_host_account(Settings("sqlite:///x.sqlite"), tmp_path)
 
 
 def test_scheduled_crawl_description(tmp_path):
@@ -201,9 +201,8 @@ def test_job_runs_on_a_bare_worker_node(tmp_path, tree, mariadb_with_password, n
     # The submit side, as `pnfsmon condor submit` prepares it.
     submit_dir = tmp_path / "submit"
     pyz = bundle.build(submit_dir / "pnfsmon.pyz")
-    bare_url, password = submit.split_secret(settings)
-    password_file = submit.write_password_file(submit_dir, password)
-    desc = submit.worker_description(pyz, bare_url, submit_dir, password_file,
+    account = password.submit_host_account(settings, submit_dir)
+    desc = submit.worker_description(pyz, account.url, submit_dir, account.write(),
                                      submit.JobOptions(check_args=["--timeout", "60"]))
     sub = submit.render(desc)
     assert_no_secret(str(sub), SECRET, "submit description")
@@ -219,7 +218,7 @@ def test_job_runs_on_a_bare_worker_node(tmp_path, tree, mariadb_with_password, n
     assert sum(v == Status.OK for v in found.values()) == 29
     # What a bad configuration does on the node: exit 2, which the description holds.
     bad = subprocess.run([node_python, "pnfsmon.pyz", "check", "--db",
-                          bare_url + "_nonexistent"], cwd=tmp_path / "scratch-node",
+                          account.url + "_nonexistent"], cwd=tmp_path / "scratch-node",
                          env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "pnfsmon: error:" in bad.stderr.splitlines()[-1]
@@ -246,10 +245,9 @@ def test_a_node_without_xrootd_bindings_reads_with_xrdcp(tmp_path, xrootd, node_
     (top / "d2" / "f2.root").unlink()
     try:
         pyz = bundle.build(tmp_path / "submit" / "pnfsmon.pyz")
-        bare_url, password = submit.split_secret(settings)
-        pw = submit.write_password_file(tmp_path / "submit", password)
+        account = password.submit_host_account(settings, tmp_path / "submit")
         sub = submit.render(submit.worker_description(
-            pyz, bare_url, tmp_path / "submit", pw,
+            pyz, account.url, tmp_path / "submit", account.write(),
             submit.JobOptions(check_args=["--timeout", "60", "--log-interval", "0.2",
                                           "--max-rate", "40"])))  # about 1 s: progress
         job = run_as_worker_node(sub, tmp_path, node_python)
@@ -452,7 +450,7 @@ def test_the_nightly_dag_runs_in_order_and_a_failed_crawl_stops_only_its_branch(
     assert str(out / dag_module.DAG_FILE) in cron["arguments"]
     # No password in anything written but the password file.
     for path in out.rglob("*"):
-        if path.is_file() and path.name != submit.PASSWORD_FILE:
+        if path.is_file():
             assert_no_secret(path.read_bytes().decode("latin-1"), SECRET, str(path))
 
     # Run it as DAGMan would: nodes in order, each checked by its POST script, retried,
