@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -24,6 +25,25 @@ SERVERS = {
                                  "postgresql+psycopg://postgres@127.0.0.1:5432/"),
 }
 BACKENDS = os.environ.get("PNFSMON_TEST_BACKENDS", "sqlite,mariadb,postgresql").split(",")
+
+
+def create_database_when_up(admin_url: str, name: str, wait: float = 30.0) -> None:
+    """Create database ``name`` on a server that is still starting (a private mariadbd the
+    test has just launched), trying until it answers or ``wait`` seconds have passed."""
+    admin = sa.create_engine(admin_url)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {name}")
+                return
+            except sa.exc.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        admin.dispose()
 
 
 def drop_all(url: str) -> None:

@@ -19,7 +19,7 @@ from pnfsmon.schema import db, migrate
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import events, statuses
-from tests.helpers import SERVERS, open_path_to, write_file
+from tests.helpers import SERVERS, create_database_when_up, open_path_to, write_file
 
 FILES = 6000
 
@@ -166,18 +166,7 @@ class PrivateMariaDB:
              "--bind-address=127.0.0.1", f"--socket={self.base / 'sock'}",
              "--skip-grant-tables", "--innodb-buffer-pool-size=64M",
              f"--log-error={self.base / 'error.log'}"])
-        admin = sa.create_engine(self.url.rsplit("/", 1)[0] + "/")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql("CREATE DATABASE IF NOT EXISTS pnfsmon")
-                break
-            except sa.exc.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        admin.dispose()
+        create_database_when_up(self.url.rsplit("/", 1)[0] + "/", "pnfsmon")
 
     def stop(self) -> None:
         if self.proc is not None:

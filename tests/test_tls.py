@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import htcondor2
@@ -23,7 +22,7 @@ import sqlalchemy as sa
 
 from pnfsmon.schema import config, db
 from pnfsmon.schema.config import Settings
-from tests.helpers import SERVERS
+from tests.helpers import SERVERS, create_database_when_up
 from tests.test_faults import PrivateMariaDB, _mysql_ids
 
 
@@ -63,18 +62,7 @@ class TlsOnlyMariaDB(PrivateMariaDB):
              "--innodb-buffer-pool-size=64M",  # grant tables on: they enforce TLS
              f"--ssl-ca={self.ca}", f"--ssl-cert={self.cert}", f"--ssl-key={self.key}",
              "--require-secure-transport=ON", f"--log-error={self.base / 'error.log'}"])
-        admin = sa.create_engine(self.url.replace("/pnfsmon?", "/?"))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql("CREATE DATABASE IF NOT EXISTS pnfsmon")
-                break
-            except sa.exc.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        admin.dispose()
+        create_database_when_up(self.url.replace("/pnfsmon?", "/?"), "pnfsmon")
 
 
 @pytest.fixture(scope="module")
