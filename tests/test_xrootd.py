@@ -284,7 +284,7 @@ def test_a_crawl_right_after_writing_records_every_checksum(xrootd, served, engi
     import logging
 
     caplog.set_level(logging.INFO)
-    payload = written_just_now(served)
+    payload = written_just_now(served, 600)  # a burst a busy node cannot outpace either
     xrootd.give(served)
     url = f"{xrootd.url}//{served.name}"
     stats, ingest = crawl(engine, open_namespace(url), "T2_XRD")  # the default timeout
