@@ -9,9 +9,9 @@ import signal
 import sys
 
 import pnfsmon
+import pnfsmon.catalog.cli
 import pnfsmon.condor.cli
 import pnfsmon.crawler.ack
-import pnfsmon.crawler.catalog_cli
 import pnfsmon.crawler.cli
 import pnfsmon.declare.cli
 import pnfsmon.demo.cli
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pnfsmon.schema.cli.register(sub, parents)
     pnfsmon.crawler.cli.register(sub, parents)
-    pnfsmon.crawler.catalog_cli.register(sub, parents)
+    pnfsmon.catalog.cli.register(sub, parents)
     pnfsmon.crawler.ack.register(sub, parents)
     pnfsmon.tester.cli.register(sub, parents)
     pnfsmon.web.cli.register(sub, parents)

@@ -9,13 +9,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pnfsmon.catalog.inventory import current_load
 from pnfsmon.condor import bundle, dag, password, status, submit
-from pnfsmon.crawler.inventory import current_load
 from pnfsmon.crawler.namespaces import NAMESPACES
 from pnfsmon.schema import cli
 from pnfsmon.schema.durations import DEFAULT_RECHECK_DAYS
 from pnfsmon.schema.errors import ConfigError
-from pnfsmon.tester.cli import add_check_options, check_options_as_args
+from pnfsmon.tester.options import add_check_options, check_options_as_args
 
 DEFAULT_WORKDIR = "pnfsmon-condor"
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.extras import require
-from pnfsmon.web.summary import SweepProgress, sweep_progress
+from pnfsmon.schema.sweep import SweepProgress, sweep_progress
 
 __all__ = ["JobStates", "SweepProgress", "format_status", "read_user_log", "sweep_progress"]
 

@@ -7,16 +7,16 @@ import os
 import time
 from pathlib import Path
 
-from pnfsmon.crawler.cli import crawl
-from pnfsmon.crawler.cli import summary as crawl_summary
+from pnfsmon.crawler.crawl import crawl
+from pnfsmon.crawler.crawl import summary as crawl_summary
 from pnfsmon.demo import tree
 from pnfsmon.schema import db, migrate
 from pnfsmon.schema.cli import common_options, refuse_db
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.durations import DEFAULT_RECHECK
 from pnfsmon.schema.errors import ConfigError
-from pnfsmon.tester.cli import run_workers
-from pnfsmon.tester.cli import summary as check_summary
+from pnfsmon.tester.pool import run_workers
+from pnfsmon.tester.pool import summary as check_summary
 from pnfsmon.tester.worker import CheckOptions
 
 

@@ -11,7 +11,7 @@ import zlib
 import pytest
 import sqlalchemy as sa
 
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import counts, xrdcks
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.lease import Claimed, Lease
@@ -19,7 +19,7 @@ from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import events, statuses
 from pnfsmon.tester.checker import check_file
-from pnfsmon.tester.cli import run_workers
+from pnfsmon.tester.pool import run_workers
 from pnfsmon.tester.posix_read import PosixReader
 from pnfsmon.tester.stream import Streamer, adler32_hex
 from pnfsmon.tester.worker import CheckOptions, run

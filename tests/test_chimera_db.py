@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from pnfsmon.crawler.chimera import ChimeraNamespace
 from pnfsmon.crawler.chimera_db import ChimeraDbNamespace
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema.lease import Lease
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import crawls, statuses

@@ -20,7 +20,7 @@ import pytest
 
 from pnfsmon.condor import bundle, password, status, submit
 from pnfsmon.condor import dag as dag_module
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.crawler.namespaces import open_namespace
 from pnfsmon.schema import db, migrate
 from pnfsmon.schema.config import Settings

@@ -17,10 +17,11 @@ import sqlalchemy as sa
 from helpers import random_bytes, write_file
 from zlib_ng import zlib_ng
 
-from pnfsmon.crawler.cli import crawl
-from pnfsmon.crawler.compare import compare, write_lists
-from pnfsmon.crawler.inventory import BadDump, current_load, load
+from pnfsmon.catalog.compare import compare
+from pnfsmon.catalog.inventory import BadDump, current_load, load
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import config, xrdcks
+from pnfsmon.schema.discrepancies import write_lists
 from pnfsmon.schema.paths import decode_line
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.tables import compares
@@ -234,7 +235,7 @@ def test_an_inventory_load_retries_and_repeats_one_way(engine, tmp_path, monkeyp
 
     import pymysql
 
-    from pnfsmon.crawler import inventory as inventory_module
+    from pnfsmon.catalog import inventory as inventory_module
     from pnfsmon.schema.tables import inventory_loads
 
     monkeypatch.setattr(inventory_module, "BATCH", 3)

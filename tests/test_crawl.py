@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from pnfsmon.crawler import posix
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.crawler.ingest import Ingest
 from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.schema import counts

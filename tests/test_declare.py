@@ -20,7 +20,7 @@ import rucio_server
 import sqlalchemy as sa
 from helpers import flip_bit, random_bytes, verdicts, write_file
 
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.declare.apply import ALREADY, DECLARED, UNCLEAR, UNKNOWN, apply, outcomes
 from pnfsmon.declare.plan import plan
 from pnfsmon.schema import config

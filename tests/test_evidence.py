@@ -14,9 +14,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from pnfsmon.catalog.compare import _crawl_guard
 from pnfsmon.crawler.ack import acknowledge, who
-from pnfsmon.crawler.cli import crawl
-from pnfsmon.crawler.compare import _crawl_guard
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import config as configuration
 from pnfsmon.schema.lease import Lease
 from pnfsmon.schema.prune import prune

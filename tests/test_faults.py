@@ -14,7 +14,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import db, migrate
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.status import Status

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from pnfsmon.crawler import staging
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema.lease import Lease
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import crawls, statuses
@@ -110,7 +110,7 @@ def test_vanished_files_found_in_many_batches(engine, tree, monkeypatch):
 CRAWL_SCRIPT = """
 import os, sys, time
 from pnfsmon.crawler import ingest
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import db
 from pnfsmon.schema.config import Settings
 

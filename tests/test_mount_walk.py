@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from pnfsmon.crawler.chimera import ChimeraNamespace
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.crawler.pnfs import PnfsNamespace
 from pnfsmon.crawler.posix import PosixNamespace

@@ -15,7 +15,7 @@ from helpers import flip_bit, random_bytes, row, verdicts, write_file
 from zlib_ng import zlib_ng
 
 from pnfsmon.crawler.chimera import ChimeraNamespace, parse_checksums, parse_locality
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.crawler.pnfs import MalformedMetadata, PnfsNamespace, parse_layer2
 from pnfsmon.schema.lease import Lease, request_now
 from pnfsmon.schema.reference import Reference

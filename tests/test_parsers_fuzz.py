@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pnfsmon.catalog.inventory import BadDump, read_entries
 from pnfsmon.crawler.chimera import LOCALITIES, parse_locality
 from pnfsmon.crawler.chimera_db import FILE, BadChimeraRow, adler32_of, listed_from_row
-from pnfsmon.crawler.inventory import BadDump, read_entries
 from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.crawler.pnfs import pools_text
 from pnfsmon.schema import config, db, xrdcks

@@ -13,7 +13,7 @@ import zlib
 import pytest
 import sqlalchemy as sa
 
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import prune
 from pnfsmon.schema.lease import Lease, Verdict
 from pnfsmon.schema.status import Status

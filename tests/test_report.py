@@ -17,7 +17,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema.lease import Lease
 from pnfsmon.schema.paths import decode_line, display
 from pnfsmon.schema.status import Status

@@ -10,7 +10,7 @@ import re
 
 import sqlalchemy as sa
 
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema.lease import Lease
 from pnfsmon.schema.status import MISSING_AT_SITE, NEXT_STEPS, PROBLEMS, Status
 from pnfsmon.schema.tables import events

@@ -15,7 +15,7 @@ import time
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import ages, counts
 from pnfsmon.schema.config import Thresholds
 from pnfsmon.schema.lease import Lease

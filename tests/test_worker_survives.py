@@ -12,7 +12,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from pnfsmon.crawler.cli import crawl
+from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import db
 from pnfsmon.schema.lease import Lease
 from pnfsmon.schema.status import Status

@@ -16,7 +16,7 @@ from helpers import flip_bit, random_bytes, row, verdicts, write_file
 from xrootd_server import XRootDServer
 from zlib_ng import zlib_ng
 
-from pnfsmon.crawler.cli import crawl, summary
+from pnfsmon.crawler.crawl import crawl, summary
 from pnfsmon.crawler.namespaces import open_namespace
 from pnfsmon.crawler.xrootd import XRootDNamespace, parse_checksum_response
 from pnfsmon.schema.errors import ConfigError, StorageUnavailable

@@ -33,9 +33,9 @@ import jinja2
 import sqlalchemy as sa
 from markupsafe import Markup, escape
 
-from pnfsmon.crawler.compare import write_lists
 from pnfsmon.schema.atomic import atomic_text
 from pnfsmon.schema.config import Thresholds
+from pnfsmon.schema.discrepancies import write_lists
 from pnfsmon.schema.durations import DEFAULT_RECHECK
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import count, human_bytes

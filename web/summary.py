@@ -15,6 +15,7 @@ from pnfsmon.schema.durations import DAY, DEFAULT_RECHECK
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import GONE, PROBLEMS, Status
+from pnfsmon.schema.sweep import SweepProgress, leases, sweep_progress
 from pnfsmon.schema.tables import compares, crawls, events, statuses
 from pnfsmon.web.watchdog import SiteWatch, watch
 
@@ -37,69 +38,8 @@ class CrawlInfo:
     withheld: int  # not marked vanished: the crawl refused a drop (``max_crawl_drop``)
 
 
-@dataclass
-class SweepProgress:
-    """Where the checking cycle stands. A cycle is ``recheck_after`` long: every listed file
-    is due once in it."""
-
-    checked_last_hour: int
-    due: int
-    leased: int
-    checked_last_day: int = 0
-    checked_in_cycle: int = 0  # files whose last check is within the cycle
-    checkable: int = 0  # listed files that are to be checked (not vanished, not nearline)
-
-    @property
-    def rate_per_hour(self) -> float:
-        """Checks per hour: the last day's average, or the last hour's if that is all."""
-        return max(self.checked_last_day / 24.0, float(self.checked_last_hour))
-
-    @property
-    def eta_hours(self) -> float | None:
-        if not self.rate_per_hour:
-            return None
-        return (self.due + self.leased) / self.rate_per_hour
-
-
 #: Problems a check (or a crawl) finds; ``lost`` is what becomes of some when they vanish.
 FOUND = tuple(s for s in PROBLEMS if s not in GONE)
-
-#: Statuses of files a sweep is to check (not gone, not tape-only).
-CHECKABLE = tuple(s for s in Status if s not in (*GONE, Status.NEARLINE))
-
-
-def leases(conn: sa.Connection) -> tuple[int, int]:
-    """(files being checked now, files waiting out their grace window), from the lease
-    index: only those rows have an expiry (a young file waits with an expiry and no
-    owner: see crawler.ingest)."""
-    s = statuses.c
-    total, leased = conn.execute(
-        sa.select(sa.func.count(), sa.func.sum(sa.case((s.tag.is_not(None), 1), else_=0)))
-        .where(s.tag_expiry.is_not(None))).one()
-    return int(leased or 0), int(total) - int(leased or 0)
-
-
-def sweep_progress(conn: sa.Connection, recheck_after: float, now: float | None = None,
-                   totals: counts.Totals | None = None) -> SweepProgress:
-    """Where the checking cycle stands; one scan of ``statuses`` (the files checked within
-    the cycle), so the report and ``condor status`` ask for it, not ``status``."""
-    now = time.time() if now is None else now
-    totals = totals if totals is not None else counts.totals(conn)
-    s = statuses.c
-    count = sa.select(sa.func.count())
-    checks = count.select_from(events)
-    checkable = [int(st) for st in CHECKABLE]
-    return SweepProgress(
-        checked_last_hour=conn.execute(
-            checks.where(events.c.checked >= now - 3600)).scalar_one(),
-        due=conn.execute(count.where(s.claim_key <= now - recheck_after)).scalar_one(),
-        leased=leases(conn)[0],
-        checked_last_day=conn.execute(checks.where(events.c.checked >= now - DAY)).scalar_one(),
-        checked_in_cycle=conn.execute(count.where(s.checked >= now - recheck_after,
-                                                  s.status.in_(checkable))).scalar_one(),
-        checkable=sum(n for (_, st), n in totals.files.items() if st in CHECKABLE),
-    )
-
 
 @dataclass(frozen=True)
 class CompareInfo:

@@ -1,13 +1,13 @@
 """``pnfsmon inventory load`` and ``pnfsmon compare``: the site's catalog view, and its
-comparison with the last crawl (``crawler.inventory``, ``crawler.compare``)."""
+comparison with the last crawl (``catalog.inventory``, ``catalog.compare``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from pnfsmon.crawler import compare as comparison
-from pnfsmon.crawler import inventory
+from pnfsmon.catalog import compare as comparison
+from pnfsmon.catalog import inventory
 from pnfsmon.schema import cli
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from pnfsmon.schema.progress import human_bytes

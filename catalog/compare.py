@@ -25,19 +25,17 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from pnfsmon.crawler.inventory import current_load
-from pnfsmon.schema.atomic import atomic_text
+from pnfsmon.catalog.inventory import current_load
 from pnfsmon.schema.db import retrying, write_transaction
+from pnfsmon.schema.discrepancies import KINDS
 from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.errors import ConfigError
-from pnfsmon.schema.paths import encode_line
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import GONE
 from pnfsmon.schema.tables import compares, crawls, discrepancies, inventory, statuses
 
 log = logging.getLogger(__name__)
 
-KINDS = ("missing", "orphan", "mismatch")
 BATCH = 5000
 
 
@@ -311,34 +309,3 @@ def _finish(engine: sa.Engine, site: Site, result: CompareResult, inventory_entr
                 ignored=result.ignored))
 
     retrying(engine, run)
-
-
-def write_lists(engine: sa.Engine, compare_id: int, site: str, outdir: Path
-                ) -> list[Path]:
-    """``SITE_missing.txt``, ``SITE_orphan.txt``, ``SITE_mismatch.txt`` of a compare: one
-    percent-encoded LFN per line, confirmed entries only. Lists the compare did not
-    publish (refused, flagged) are removed rather than left stale."""
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    d = discrepancies.c
-    with engine.connect() as conn:
-        state = conn.execute(sa.select(compares.c.state)
-                             .where(compares.c.id == compare_id)).scalar_one()
-        written = []
-        for kind in KINDS:
-            path = outdir / f"{site}_{kind}.txt"
-            publish = state == "published" or (state == "refused" and kind == "mismatch")
-            if not publish:
-                path.unlink(missing_ok=True)
-                continue
-            with atomic_text(path) as fh:
-                for lfn, storage in conn.execution_options(
-                        stream_results=True, yield_per=BATCH).execute(
-                    sa.select(d.lfn, d.path)
-                    .where(d.compare_id == compare_id, d.kind == kind,
-                           d.confirmed == sa.true())
-                    .order_by(d.lfn)
-                ):
-                    fh.write(encode_line(bytes(lfn if lfn is not None else storage)) + "\n")
-            written.append(path)
-    return written

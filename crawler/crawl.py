@@ -1,0 +1,92 @@
+"""One crawl of one root: walk a namespace and ingest what it lists into ``statuses`` as
+one row of ``crawls``. The unit ``pnfsmon crawl``, the demo and the tests share; the CLI
+adds only the options, the site's settings and the messages."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from pnfsmon.crawler.ingest import Ingest
+from pnfsmon.crawler.listing import WalkStats
+from pnfsmon.crawler.namespaces import Namespace
+from pnfsmon.crawler.posix import PosixNamespace
+from pnfsmon.schema.errors import Interrupted, StorageUnavailable
+from pnfsmon.schema.paths import display
+from pnfsmon.schema.progress import Progress, count, human_bytes, stopped_by
+from pnfsmon.schema.tables import crawls
+
+
+def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = True,
+          grace: float = 0.0, include_nearline: bool = False,
+          progress: Progress | None = None, local_infile: bool = True,
+          max_drop: float | None = None) -> tuple[WalkStats, Ingest]:
+    """Walk ``root`` (a local directory, or any namespace) and ingest it as one crawl of
+    ``site``; the unit the CLI and the demo share. ``grace``: seconds after its last
+    modification before a file may be judged (the CLI's default is two hours).
+    ``max_drop``: the fraction of the site that may vanish at once (the CLI gives the
+    site's ``max_crawl_drop``); above it, or when the root lists nothing, nothing is
+    marked vanished and ``ingest.drop`` says why. None: no limit (``--allow-drop``)."""
+    namespace = (PosixNamespace(root, read_xattrs=read_xattrs) if isinstance(root, bytes)
+                 else root)
+    stats = WalkStats()
+    ingest = Ingest(engine, site, namespace.root, grace=grace,
+                    include_nearline=include_nearline, local_infile=local_infile)
+
+    def listing():
+        for item in namespace.walk(stats):
+            if progress is not None:
+                progress.update(stats.files, f"{stats.directories:,} directories")
+            yield item
+
+    try:
+        ingest.add_all(listing())
+        if progress is not None:
+            progress.done()
+        if stats.stopped is not None:  # what was listed is recorded; nothing is vanished
+            raise StorageUnavailable(stats.stopped)
+        ingest.mark_vanished(stats.unreadable, listed=stats.files, max_drop=max_drop)
+        ingest.finish(stats)
+    except (KeyboardInterrupt, Interrupted) as err:
+        ingest.abandon()
+        c = ingest.counts
+        raise Interrupted(
+            f"crawl stopped by {stopped_by(err)} after listing {count(stats.files, 'file')} "
+            f"({c.new:,} new and {c.changed:,} changed recorded); it stays incomplete: "
+            "nothing was marked vanished, and the next crawl lists everything again"
+        ) from None
+    except BaseException:
+        ingest.abandon()
+        raise
+    return stats, ingest
+
+
+def previous_files(engine, site: str, root: bytes) -> int | None:
+    """How many files the last finished crawl of ``site`` below ``root`` listed."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(crawls.c.files)
+            .where(crawls.c.site == site, crawls.c.root == root, crawls.c.finished.is_not(None))
+            .order_by(crawls.c.id.desc()).limit(1)
+        ).scalar()
+
+
+def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: float) -> str:
+    c = ingest.counts
+    rate = stats.files / max(seconds, 1e-9)
+    return (
+        f"crawled {display(root)} (site {site}) in {seconds:.1f} s: "
+        f"{count(stats.files, 'file')}, "
+        f"{count(stats.directories, 'directory', 'directories')} "
+        f"({stats.empty_directories:,} empty, {stats.unreadable_directories:,} unreadable), "
+        f"{human_bytes(stats.bytes)}; new {c.new:,}, changed {c.changed:,}, "
+        f"vanished {c.vanished:,}"
+        + (f" ({c.lost:,} lost: missing or corrupted when they went)" if c.lost else "")
+        + (f", not marked vanished {ingest.withheld:,}" if ingest.withheld else "")
+        + (f", truncated in place {c.truncated:,}" if c.truncated else "")
+        + (f", back unchanged {c.returned:,}" if c.returned else "")
+        + f", skipped {stats.skipped:,}; "
+        f"recorded checksums unread {stats.checksums_unread:,}"
+        + (f", xattrs unsupported {stats.xattrs_unsupported:,}"
+           if stats.xattrs_unsupported else "")
+        + f"; {rate:,.0f} files/s"
+    )

@@ -1,0 +1,77 @@
+"""Where the checking cycle stands: files due, leased, checked in the cycle, and the ETA.
+A read model shared by the report (web/) and ``condor status`` (condor/)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from pnfsmon.schema import counts
+from pnfsmon.schema.durations import DAY
+from pnfsmon.schema.status import GONE, Status
+from pnfsmon.schema.tables import events, statuses
+
+
+@dataclass
+class SweepProgress:
+    """Where the checking cycle stands. A cycle is ``recheck_after`` long: every listed file
+    is due once in it."""
+
+    checked_last_hour: int
+    due: int
+    leased: int
+    checked_last_day: int = 0
+    checked_in_cycle: int = 0  # files whose last check is within the cycle
+    checkable: int = 0  # listed files that are to be checked (not vanished, not nearline)
+
+    @property
+    def rate_per_hour(self) -> float:
+        """Checks per hour: the last day's average, or the last hour's if that is all."""
+        return max(self.checked_last_day / 24.0, float(self.checked_last_hour))
+
+    @property
+    def eta_hours(self) -> float | None:
+        if not self.rate_per_hour:
+            return None
+        return (self.due + self.leased) / self.rate_per_hour
+
+
+#: Statuses of files a sweep is to check (not gone, not tape-only).
+CHECKABLE = tuple(s for s in Status if s not in (*GONE, Status.NEARLINE))
+
+
+def leases(conn: sa.Connection) -> tuple[int, int]:
+    """(files being checked now, files waiting out their grace window), from the lease
+    index: only those rows have an expiry (a young file waits with an expiry and no
+    owner: see crawler.ingest)."""
+    s = statuses.c
+    total, leased = conn.execute(
+        sa.select(sa.func.count(), sa.func.sum(sa.case((s.tag.is_not(None), 1), else_=0)))
+        .where(s.tag_expiry.is_not(None))).one()
+    return int(leased or 0), int(total) - int(leased or 0)
+
+
+def sweep_progress(conn: sa.Connection, recheck_after: float, now: float | None = None,
+                   totals: counts.Totals | None = None) -> SweepProgress:
+    """Where the checking cycle stands; one scan of ``statuses`` (the files checked within
+    the cycle), so the report and ``condor status`` ask for it, not ``status``."""
+    now = time.time() if now is None else now
+    totals = totals if totals is not None else counts.totals(conn)
+    s = statuses.c
+    count = sa.select(sa.func.count())
+    checks = count.select_from(events)
+    checkable = [int(st) for st in CHECKABLE]
+    return SweepProgress(
+        checked_last_hour=conn.execute(
+            checks.where(events.c.checked >= now - 3600)).scalar_one(),
+        due=conn.execute(count.where(s.claim_key <= now - recheck_after)).scalar_one(),
+        leased=leases(conn)[0],
+        checked_last_day=conn.execute(checks.where(events.c.checked >= now - DAY)).scalar_one(),
+        checked_in_cycle=conn.execute(count.where(s.checked >= now - recheck_after,
+                                                  s.status.in_(checkable))).scalar_one(),
+        checkable=sum(n for (_, st), n in totals.files.items() if st in CHECKABLE),
+    )
+
+
