@@ -26,8 +26,8 @@ from pnfsmon.schema.lease import Lease  # noqa: E402
 
 
 def fill(engine: sa.Engine, rows: int, now: float) -> None:
-    """Half leased (claim_key NULL, lease in the future), a quarter due, a quarter checked
-    recently (not due)."""
+    """Half leased (claim_key NULL, lease in the future), a quarter due (for ten days), a
+    quarter checked recently (due in 30 days: claim_key is the time a file is due)."""
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -40,9 +40,9 @@ def fill(engine: sa.Engine, rows: int, now: float) -> None:
                 if i % 2 == 0:
                     lease = f"NULL,'other:{i % 97}',{now + 3600}"
                 elif i % 4 == 1:
-                    lease = f"{now - 40 * 86400 + i},NULL,NULL"
+                    lease = f"{now - 10 * 86400 + i},NULL,NULL"
                 else:
-                    lease = f"{now - 3600 + i % 1000},NULL,NULL"
+                    lease = f"{now + 30 * 86400 - 3600 + i % 1000},NULL,NULL"
                 values.append(f"('s',X'{path.hex()}',X'{h}',1,1,1,{lease},1)")
             cur.execute("INSERT INTO statuses (site, path, path_hash, size, mtime_ns, status, "
                         "claim_key, tag, tag_expiry, crawl_gen) VALUES " + ",".join(values))
@@ -58,7 +58,7 @@ def median_claim(url: str, rows: int, repeat: int) -> float:
     now = time.time()
     fill(engine, rows, now)
     lease = Lease(engine, lease_seconds=600, owner="bench")
-    due_before = now - 30 * 86400
+    due_before = now
     times = []
     for _ in range(repeat):
         started = time.perf_counter()

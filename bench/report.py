@@ -61,7 +61,7 @@ def populate(url: str) -> None:
                 f"({i + 1},'T1_XX',X'{path.hex()}',"
                 f"X'{hashlib.blake2b(path, digest_size=16).hexdigest()}',"
                 f"{rng.randrange(1, 4 << 30)},{int(now * 1e9)},'0000abcd','pnfs',"
-                f"{computed},{status},{checked},{checked},"
+                f"{computed},{status},{checked},{checked + 30 * DAY},"
                 f"'wn{i % 20:02d}','pool{i % 50:02d}',{error},1)")
         insert_rows(engine, "INSERT INTO statuses (id, site, path, path_hash, size, mtime_ns,"
                     " recorded_adler32, recorded_from, computed_adler32, status, checked,"

@@ -12,8 +12,8 @@ from pathlib import Path
 from pnfsmon.catalog.inventory import current_load
 from pnfsmon.condor import bundle, dag, password, status, submit
 from pnfsmon.crawler.namespaces import NAMESPACES
-from pnfsmon.schema import cli
-from pnfsmon.schema.durations import DEFAULT_RECHECK_DAYS
+from pnfsmon.schema import cli, schedule
+from pnfsmon.schema.cli import add_ignored_recheck_after, ignored_recheck_after
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.tester.options import add_check_options, check_options_as_args
 
@@ -122,6 +122,10 @@ def do_submit(args: argparse.Namespace) -> int:
         raise ConfigError("--jobs must be at least 1")
     prepared = _prepare(args)
     opts = _job_options(args, check_options_as_args(args), prepared.worker)
+    if not (args.dry_run or args.write):
+        # The jobs claim by each site's period in the database (they may run without the
+        # configuration file): bring it to the configuration's now.
+        schedule.apply(cli.engine(args), cli.settings(args))
     worker = prepared.worker
     description = submit.worker_description(prepared.executable, worker.url, _workdir(args),
                                             worker.password_file, opts,
@@ -157,9 +161,10 @@ def do_dag(args: argparse.Namespace) -> int:
     prepared = _prepare(args)
     opts = _job_options(args, [], prepared.worker)  # the pool jobs' options
     engine = cli.engine(args)
+    schedule.apply(engine, settings)  # the periods the worker jobs claim by
     plans = []
     for name in names:
-        # This site's claims, with its recheck period.
+        # This site's claims (by its recheck_after in the database, see above).
         site_args = check_options_as_args(argparse.Namespace(**{**vars(args), "site": name}))
         with engine.connect() as conn:
             plans.append(dag.SitePlan(settings.site(name),
@@ -203,8 +208,9 @@ def do_status(args: argparse.Namespace) -> int:
     bundle.warn_if_stale(Path(args.workdir) / submit.BUNDLE)
     user_log = Path(args.log) if args.log else Path(args.workdir) / submit.USER_LOG
     jobs = status.read_user_log(user_log) if user_log.exists() or args.log else None
+    ignored_recheck_after(args)
     with engine.connect() as conn:
-        progress = status.sweep_progress(conn, args.recheck_after * 86400)
+        progress = status.sweep_progress(conn)
     print(status.format_status(jobs, progress))
     if jobs is None:
         print(f"(no user log at {user_log}: job states unknown)", file=sys.stderr)
@@ -287,5 +293,5 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
                        description=do_status.__doc__)
     p.add_argument("--workdir", default=DEFAULT_WORKDIR)
     p.add_argument("--log", help="the jobs' user log (default: WORKDIR/pnfsmon-jobs.log)")
-    p.add_argument("--recheck-after", type=float, default=DEFAULT_RECHECK_DAYS, metavar="D")
+    add_ignored_recheck_after(p)
     p.set_defaults(func=do_status)

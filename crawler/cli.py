@@ -10,7 +10,7 @@ import time
 from pnfsmon.crawler.chimera_db import password_from
 from pnfsmon.crawler.crawl import crawl, previous_files, summary
 from pnfsmon.crawler.namespaces import NAMESPACES, open_namespace
-from pnfsmon.schema import cli, logs
+from pnfsmon.schema import cli, logs, schedule
 from pnfsmon.schema.errors import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -55,6 +55,7 @@ def do_crawl(args: argparse.Namespace) -> int:
         chimera_password=password_from(site.chimera_db_password_file)
         if kind == "chimera-db" else None, chimera_timezone=site.chimera_timezone)
     engine = cli.engine(args)
+    schedule.apply(engine, cli.settings(args))  # each site's recheck_after, as configured
     started = time.monotonic()
     # The total is the last crawl's: an estimate, good enough for an ETA.
     progress = Progress(f"crawl of {display(namespace.root)}",

@@ -53,7 +53,7 @@ import sqlalchemy as sa
 
 from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.staging import Stage, drop_stale, mysql_checksum, mysql_text
-from pnfsmon.schema import ages, counts
+from pnfsmon.schema import ages, counts, schedule
 from pnfsmon.schema.db import bulk_loading, retrying, write_transaction
 from pnfsmon.schema.paths import path_hash
 from pnfsmon.schema.status import GONE, LOST_WHEN_GONE, PROBLEMS, Status
@@ -136,6 +136,8 @@ class Ingest:
             self.first = conn.execute(
                 sa.select(statuses.c.id).where(statuses.c.site == site).limit(1)
             ).first() is None
+            # A verdict this crawl gives or gives back is due again after this period.
+            self.recheck_after = schedule.periods(conn, [site])[site]
             self.crawl_id = conn.execute(
                 crawls.insert().values(site=site, root=root, started=self.started,
                                        complete=False)
@@ -385,7 +387,8 @@ class Ingest:
             error = (f"listed with {item.size:,} bytes, {r.size:,} before, mtime unchanged: "
                      "truncated or extended in place (found by the crawl)")
             values.append({"b_id": r.id, "b_error": error,
-                           "b_key": None if self._parked(item) else self.started,
+                           "b_key": (None if self._parked(item)
+                                     else self.started + self.recheck_after),
                            "b_pool": item.pool})
             checks.append({"file_id": r.id, "checked": self.started, "worker_node": node,
                            "seconds": 0.0, "source_pool": item.pool or r.pool,
@@ -418,8 +421,9 @@ class Ingest:
             prior = r.prior_status
             if prior in PROBLEMS:
                 status, key, expiry = prior, 0.0, None
-            elif prior == Status.OK:
-                status, key, expiry = prior, r.checked if r.checked is not None else 0.0, None
+            elif prior == Status.OK:  # due its period after its last check
+                status, expiry = prior, None
+                key = 0.0 if r.checked is None else r.checked + self.recheck_after
             else:
                 status, key, expiry = self._queue_state(item)
             deltas.remove(self.site, r.status, r.reference, r.size)

@@ -4,6 +4,7 @@ a command gets its engine), and the ``pnfsmon db`` subcommands themselves."""
 from __future__ import annotations
 
 import argparse
+import logging as _logging
 import sys
 import time
 
@@ -12,6 +13,8 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from pnfsmon.schema import config, db, grants, logs, migrate, prune, tables
 from pnfsmon.schema.errors import ConfigError
+
+_log = _logging.getLogger(__name__)
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, top_level: bool,
@@ -55,6 +58,19 @@ def refuse_db(args: argparse.Namespace, command: str, why: str) -> None:
     """For a command without ``--db``: one given before its name is an error, not ignored."""
     if getattr(args, "db", None) is not None:
         raise ConfigError(f"{command} takes no --db: {why}")
+
+
+def add_ignored_recheck_after(parser: argparse.ArgumentParser) -> None:
+    """``--recheck-after`` of ``report`` and ``condor status``: each file is due by its own
+    site's recheck_after now, so the option is accepted (kept cron lines still run) and
+    ignored, with a warning."""
+    parser.add_argument("--recheck-after", type=float, metavar="D", help=argparse.SUPPRESS)
+
+
+def ignored_recheck_after(args: argparse.Namespace) -> None:
+    if getattr(args, "recheck_after", None) is not None:
+        _log.warning("--recheck-after is ignored: files are due by their own site's "
+                     "recheck_after (the configuration file's [site NAME] sections)")
 
 
 def settings(args: argparse.Namespace) -> config.Settings:

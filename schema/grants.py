@@ -58,6 +58,9 @@ def _rights(role: str) -> list[Right]:
             Right(tables.events.name, ("SELECT", "INSERT")),
             Right(tables.status_counts.name, ("SELECT", "INSERT")),
             Right(tables.check_ages.name, ("SELECT", "INSERT")),
+            # each site's period: read under a shared lock when recording (PostgreSQL asks
+            # UPDATE rights for it), set by `check` from the configuration file
+            Right(tables.site_schedule.name, ("SELECT", "INSERT", "UPDATE")),
         ]
     if role == "crawler":
         write = {
@@ -75,6 +78,7 @@ def _rights(role: str) -> list[Right]:
             tables.discrepancies.name: ("INSERT", "UPDATE", "DELETE"),
             tables.acknowledgements.name: ("INSERT",),  # `pnfsmon ack`: kept for ever
             tables.declarations.name: ("INSERT",),  # pnfsmon declare
+            tables.site_schedule.name: ("INSERT", "UPDATE"),  # crawl: each site's period
         }
         return [Right(t, ("SELECT",) + write.get(t, ())) for t in _ALL_TABLES]
     raise ConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")

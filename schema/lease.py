@@ -3,6 +3,8 @@ verdicts, release what was not done.
 
 Rules (the borg ``storelocking`` discipline applied to rows):
 - a lease is a tag naming its owner (``host:pid:random``) and an expiry time;
+- ``claim_key`` is the time a row is next due (``schema.tables``): a claim takes the range
+  ``claim_key <= now``, in index order, whatever the sites' periods;
 - a claimed row leaves the claimable index range (``claim_key`` NULL), so claims never scan
   leased rows; an expired lease puts the row back at the head of the queue;
 - a verdict is written only if the row still carries our tag: if the lease expired and
@@ -19,14 +21,15 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from pnfsmon.schema import ages, counts
+from pnfsmon.schema import ages, counts, schedule
 from pnfsmon.schema.counts import FIRST_CHECK
 from pnfsmon.schema.db import retrying, write_transaction
+from pnfsmon.schema.durations import DEFAULT_RECHECK
 from pnfsmon.schema.paths import path_hash
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import PROBLEMS, Status
@@ -73,6 +76,28 @@ class Verdict:
     recorded_from: str | None = None
 
 
+def due_condition(due_before: float, recheck_after: float | None = None,
+                  periods: Mapping[str, float] | None = None) -> sa.ColumnElement[bool]:
+    """Rows due at ``due_before``: ``claim_key <= due_before``, one range of the claim index.
+
+    ``recheck_after`` (``check --recheck-after``, seconds): instead of each site's own
+    period, rows whose last check is that long before ``due_before``. A due time is the last
+    check plus the site's period (``periods``, from ``schema.schedule``), so each site's
+    bound moves by the difference; the index is still read in order, up to the widest
+    bound, and rows of other sites' narrower bounds are passed over."""
+    key = statuses.c.claim_key
+    if recheck_after is None or due_before <= URGENT:
+        return key <= due_before
+    periods = periods or {}
+    other = due_before - recheck_after + DEFAULT_RECHECK  # a site without a row
+    bounds = {site: due_before - recheck_after + p for site, p in periods.items()}
+    widest = max([other, *bounds.values()])
+    if not bounds:
+        return key <= other
+    return sa.and_(key <= widest,
+                   key <= sa.case(bounds, value=statuses.c.site, else_=other))
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
@@ -104,10 +129,11 @@ class Lease:
         self.engine.dispose()
 
     def claim(self, limit: int, *, due_before: float, now: float | None = None,
-              max_per_pool: int = 0, site: str | None = None) -> list[Claimed]:
+              max_per_pool: int = 0, site: str | None = None,
+              recheck_after: float | None = None) -> list[Claimed]:
         """Lease up to ``limit`` due rows: never checked (or changed) first, then the ones
-        whose last check was at or before ``due_before`` (a sweep fixes it when it starts:
-        ``start - recheck_after``, so files it checks itself are not due again in it).
+        due at or before ``due_before`` (a sweep fixes it when it starts, so files it
+        checks itself are not due again in it). ``recheck_after``: see ``due_condition``.
 
         ``max_per_pool`` (0: no cap) spares the storage: a worker reads one file at a time,
         so a pool's concurrent readers are the live lease owners holding its files; pools
@@ -122,28 +148,6 @@ class Lease:
         expiry = max(now + self.lease_seconds, math.nextafter(self._last_expiry, math.inf))
         self._last_expiry = expiry
         cutoff = min(due_before, now)
-        query = (
-            sa.select(*_CLAIM_COLUMNS)
-            .where(statuses.c.claim_key <= cutoff)
-            .order_by(statuses.c.claim_key)
-            .limit(limit)
-            # SKIP LOCKED lets concurrent claimers pass each other on MariaDB/PostgreSQL;
-            # it is served by ix_statuses_claim_key alone (no filesort). SQLite has no row
-            # locks: its BEGIN IMMEDIATE serialises claims instead.
-            .with_for_update(skip_locked=True)
-        )
-        if site is not None:
-            query = query.where(statuses.c.site == site)
-        if max_per_pool > 0:
-            c = statuses.c
-            busy = (
-                sa.select(c.pool)
-                .where(c.tag_expiry >= now, c.tag != self.owner, c.pool.is_not(None))
-                .group_by(c.pool)
-                .having(sa.func.count(sa.distinct(c.tag)) >= max_per_pool)
-            )
-            query = query.where(sa.or_(c.pool.is_(None), c.pool.not_in(busy)))
-
         attempts = 0
 
         def run() -> list[Claimed]:
@@ -163,6 +167,10 @@ class Lease:
                 # Rows whose lease expired (their worker died) go back to the queue's head.
                 conn.execute(statuses.update().where(statuses.c.tag_expiry < now)
                              .values(tag=None, tag_expiry=None, claim_key=0.0))
+                periods = (schedule.periods(conn) if recheck_after is not None else None)
+                query = self.claim_query(limit, cutoff, now=now, max_per_pool=max_per_pool,
+                                         site=site, recheck_after=recheck_after,
+                                         periods=periods)
                 rows = [Claimed(*row) for row in conn.execute(query)]
                 if rows:
                     conn.execute(
@@ -173,6 +181,33 @@ class Lease:
                 return rows
 
         return retrying(self.engine, run)
+
+    def claim_query(self, limit: int, cutoff: float, *, now: float, max_per_pool: int = 0,
+                    site: str | None = None, recheck_after: float | None = None,
+                    periods: Mapping[str, float] | None = None) -> sa.Select:
+        """The statement ``claim`` runs to pick its rows (the EXPLAIN test reads its plan)."""
+        query = (
+            sa.select(*_CLAIM_COLUMNS)
+            .where(due_condition(cutoff, recheck_after, periods))
+            .order_by(statuses.c.claim_key)
+            .limit(limit)
+            # SKIP LOCKED lets concurrent claimers pass each other on MariaDB/PostgreSQL;
+            # it is served by ix_statuses_claim_key alone (no filesort). SQLite has no row
+            # locks: its BEGIN IMMEDIATE serialises claims instead.
+            .with_for_update(skip_locked=True)
+        )
+        if site is not None:
+            query = query.where(statuses.c.site == site)
+        if max_per_pool > 0:
+            c = statuses.c
+            busy = (
+                sa.select(c.pool)
+                .where(c.tag_expiry >= now, c.tag != self.owner, c.pool.is_not(None))
+                .group_by(c.pool)
+                .having(sa.func.count(sa.distinct(c.tag)) >= max_per_pool)
+            )
+            query = query.where(sa.or_(c.pool.is_(None), c.pool.not_in(busy)))
+        return query
 
     def renew(self, ids: Sequence[int], now: float | None = None) -> None:
         """Extend the lease on rows still being worked on (call at half the lease)."""
@@ -240,7 +275,10 @@ class Lease:
                                          recorded_from=sa.bindparam("b_from"),
                                          reference=sa.bindparam("b_reference")), asked)
                 conn.execute(events.insert(), [self._event_row(by_id[i], now) for i in ids])
-                conn.execute(self._update_from_events(ids, now))
+                # Each file is next due its site's period from now (read under a shared
+                # lock: a change of period waits for this, or this for it).
+                period_of = schedule.periods(conn, (row.site for row in held), lock=True)
+                conn.execute(self._update_from_events(ids, now, period_of))
                 counts_of(held, by_id).write(conn)
                 ages_of(held, by_id, now, ages.listing_starts(
                     conn, (r.crawl_gen for r in held))).write(conn, recorded=now)
@@ -248,7 +286,8 @@ class Lease:
 
         return retrying(self.engine, run)
 
-    def _update_from_events(self, ids: list[int], now: float) -> sa.Update:
+    def _update_from_events(self, ids: list[int], now: float,
+                            period_of: dict[str, float]) -> sa.Update:
         s, e = statuses.c, events.c
         # No reference recorded and the content was read completely: the first computed
         # value becomes the reference (fixity) — said so in the reports. Never where the
@@ -271,8 +310,9 @@ class Lease:
                 (s.status, e.status),
                 (s.computed_adler32, e.computed_adler32),
                 # A changed file waits for the next crawl to re-list it; everything else
-                # comes round again ``recheck_after`` after this check.
-                (s.claim_key, sa.case((e.status == int(Status.CHANGED), None), else_=now)),
+                # is due again its site's ``recheck_after`` after this check.
+                (s.claim_key, sa.case((e.status == int(Status.CHANGED), None),
+                                      else_=schedule.due_after(period_of, now))),
                 (s.source_node, e.source_node),
                 (s.bytes_read, e.bytes_read),
                 (s.error, e.error),

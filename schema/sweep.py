@@ -16,14 +16,14 @@ from pnfsmon.schema.tables import events, statuses
 
 @dataclass
 class SweepProgress:
-    """Where the checking cycle stands. A cycle is ``recheck_after`` long: every listed file
-    is due once in it."""
+    """Where the checking cycle stands. A site's cycle is its ``recheck_after``: every listed
+    file is due once in it."""
 
     checked_last_hour: int
     due: int
     leased: int
     checked_last_day: int = 0
-    checked_in_cycle: int = 0  # files whose last check is within the cycle
+    checked_in_cycle: int = 0  # files checked within their site's cycle (not due yet)
     checkable: int = 0  # listed files that are to be checked (not vanished, not nearline)
 
     @property
@@ -53,10 +53,13 @@ def leases(conn: sa.Connection) -> tuple[int, int]:
     return int(leased or 0), int(total) - int(leased or 0)
 
 
-def sweep_progress(conn: sa.Connection, recheck_after: float, now: float | None = None,
+def sweep_progress(conn: sa.Connection, now: float | None = None,
                    totals: counts.Totals | None = None) -> SweepProgress:
-    """Where the checking cycle stands; one scan of ``statuses`` (the files checked within
-    the cycle), so the report and ``condor status`` ask for it, not ``status``."""
+    """Where the checking cycle stands, each file by its own site's period: the files due
+    are exactly what a check starting at ``now`` claims (``claim_key <= now``, the claim
+    index), the files checked in the cycle those due later. Two index ranges that together
+    cover the claim index, so the report and ``condor status`` ask for it, not
+    ``status``."""
     now = time.time() if now is None else now
     totals = totals if totals is not None else counts.totals(conn)
     s = statuses.c
@@ -66,10 +69,12 @@ def sweep_progress(conn: sa.Connection, recheck_after: float, now: float | None 
     return SweepProgress(
         checked_last_hour=conn.execute(
             checks.where(events.c.checked >= now - 3600)).scalar_one(),
-        due=conn.execute(count.where(s.claim_key <= now - recheck_after)).scalar_one(),
+        due=conn.execute(count.where(s.claim_key <= now)).scalar_one(),
         leased=leases(conn)[0],
         checked_last_day=conn.execute(checks.where(events.c.checked >= now - DAY)).scalar_one(),
-        checked_in_cycle=conn.execute(count.where(s.checked >= now - recheck_after,
+        # A due time in the future: checked, not due again yet (to be checked: leased
+        # rows and those waiting for the next crawl or out of their grace window have none).
+        checked_in_cycle=conn.execute(count.where(s.claim_key > now,
                                                   s.status.in_(checkable))).scalar_one(),
         checkable=sum(n for (_, st), n in totals.files.items() if st in CHECKABLE),
     )

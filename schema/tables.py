@@ -1,13 +1,16 @@
 """The one definition of pnfs-monitor's tables (SQLAlchemy Core). Every other module imports
 its tables from here; ``pnfsmon db ddl`` renders them for a DBA.
 
-How the work queue is indexed (see ``schema.lease``): ``claim_key`` is 0 for a file that
-needs checking now (new, changed, or its lease expired), the time of its last check
-otherwise, and NULL while it is leased or when it is not to be checked at all (vanished,
-changed since listing). A claim reads the range ``claim_key <= now - recheck_after`` in
-index order, so claimed rows leave that range and claim cost depends on neither the table
-size nor the number of leased rows. Expired leases are found through ``ix_statuses_lease``,
-which holds only leased rows' expiry times in its non-NULL part.
+How the work queue is indexed (see ``schema.lease``): ``claim_key`` is the time a file is
+next due (epoch seconds): its last check plus its site's ``recheck_after`` (the period kept
+in ``site_schedule``, ``schema.schedule``); 0 for a file that needs checking now (new,
+changed, released, its lease or grace window expired), -1 for one an operator asked for
+(``check --prefix/--paths``); NULL while it is leased or when it is not to be checked at
+all (vanished, only on tape, changed since listing, in its grace window). A claim reads the
+range ``claim_key <= now`` in index order, whatever the mix of sites and their periods, so
+claimed rows leave that range and claim cost depends on neither the table size nor the
+number of leased rows. Expired leases are found through ``ix_statuses_lease``, which holds
+only leased rows' expiry times in its non-NULL part.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
@@ -27,7 +30,8 @@ HEAD = REVISIONS[-1]
 #: statuses.problem_seen; 4: the evidence a crawl keeps (statuses.prior_status,
 #: crawls.withheld, acknowledgements); 5: each reference's provenance (statuses.reference,
 #: the ledger by it, crawls.checksums_unread); 6: the check_ages ledger;
-#: 7: declarations to Rucio.
+#: 7: declarations to Rucio; 8: claim_key is the time a file is due, each site's period in
+#: site_schedule.
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -138,6 +142,16 @@ events = sa.Table(
     sa.Column("error", sa.String(1024)),
     sa.Index(None, "file_id", "checked"),
     sa.Index(None, "checked"),
+)
+
+# The checking period each site's due times (``statuses.claim_key``) were computed with
+# (``schema.schedule``). A site without a row uses the default (30 days); ``apply`` brings
+# a row to the configuration's ``recheck_after`` and moves the site's due times with it.
+site_schedule = sa.Table(
+    "site_schedule",
+    metadata,
+    sa.Column("site", sa.String(64), primary_key=True),
+    sa.Column("recheck_after", sa.Double, nullable=False),  # seconds
 )
 
 # Who acknowledged a lost file (``pnfsmon ack``), and when: the record outlives the file's

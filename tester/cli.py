@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from pnfsmon.schema import cli, counts, logs
+from pnfsmon.schema import cli, counts, logs, schedule
 from pnfsmon.schema.errors import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 def do_check(args: argparse.Namespace) -> int:
     """Verify due files: claim them under a lease, stream each through Adler32 and record a
-    verdict. Files never checked come first, then those checked longest ago (at least
-    --recheck-after days back). Exits when nothing is due, unless --forever. Exits 1 if
-    any file was found missing, corrupted, timed out or unreadable.
+    verdict. Files never checked come first, then those due longest ago: each file when
+    its site's recheck_after has passed since its last check (with --recheck-after D: files
+    last checked more than D days ago, for this run). Exits when nothing is due, unless
+    --forever. Exits 1 if any file was found missing, corrupted, timed out or unreadable.
 
     With --prefix or --paths, check only those files, now (after a pool outage, say),
     whenever they were last checked."""
@@ -53,6 +54,7 @@ def do_check(args: argparse.Namespace) -> int:
     engine = cli.engine(args)  # connect and check the schema once, before forking
     if args.site is not None:
         _known_site(engine, settings, args.site)
+    schedule.apply(engine, settings)  # each site's recheck_after, as configured now
     total = None
     if subset:
         total = _request_subset(engine, args)

@@ -10,7 +10,7 @@ import time
 
 import sqlalchemy as sa
 
-from pnfsmon.schema.backlog import backlog
+from pnfsmon.schema.backlog import backlog, periods_of
 from pnfsmon.schema.durations import DAY
 from pnfsmon.tester.worker import CheckOptions, Tally
 
@@ -29,7 +29,8 @@ def why(engine: sa.Engine, options: CheckOptions, tally: Tally,
     now = time.time() if now is None else now
     try:
         with engine.connect() as conn:
-            b = backlog(conn, now, options.recheck_after, options.site)
+            b = backlog(conn, now, options.site, options.recheck_after)
+            periods = set(periods_of(conn, options.site, options.recheck_after).values())
     except sa.exc.SQLAlchemyError as err:
         # The verdicts are recorded: a database gone now must not turn the check into a
         # failure. Said on the summary line and in the log instead.
@@ -42,8 +43,10 @@ def why(engine: sa.Engine, options: CheckOptions, tally: Tally,
     if tally.checked:
         return "; " + reasons[0] if reasons else ""
     if b.not_due:
+        within = (f"the last {periods.pop() / DAY:g} days" if len(periods) == 1
+                  else "their site's recheck_after")
         reasons.append(f"{b.not_due:,} files are not due until {_when(b.not_due_until)} "
-                       f"(checked within the last {options.recheck_after / DAY:g} days)")
+                       f"(checked within {within})")
     if b.leased:
         reasons.append(f"{b.leased:,} files are being checked by other workers")
     if not b.watched:

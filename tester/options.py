@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from pnfsmon.schema import cli
-from pnfsmon.schema.durations import DAY, DEFAULT_RECHECK_DAYS
+from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.tester.readers import READERS
 from pnfsmon.tester.worker import CheckOptions
@@ -22,8 +21,8 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=500.0, metavar="S",
                    help="seconds allowed to read one file (default: 500)")
     p.add_argument("--recheck-after", type=float, metavar="D",
-                   help="days before a checked file is due again (default: the site's "
-                        "recheck_after with --site, else 30)")
+                   help="this run only: take files last checked more than D days ago "
+                        "(default: each file when its site's recheck_after has passed)")
     p.add_argument("--site", metavar="NAME",
                    help="only this site's files (default: every site in the database)")
     p.add_argument("--forever", action="store_true",
@@ -46,23 +45,16 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                         "(dCache's dcap client)")
 
 
-def _recheck_days(args: argparse.Namespace) -> float:
-    if args.recheck_after is not None:
-        return args.recheck_after
-    if args.site is None:
-        return DEFAULT_RECHECK_DAYS
-    return cli.settings(args).site(args.site).recheck_after / DAY
-
-
 def check_options(args: argparse.Namespace) -> CheckOptions:
     """Validated worker options from parsed arguments."""
-    recheck_days = _recheck_days(args)
+    recheck_days = args.recheck_after
     if args.timeout <= 0 or args.lease <= args.timeout:
         raise ConfigError("--timeout must be positive and --lease longer than --timeout")
-    if min(recheck_days, args.max_rate, args.max_per_pool) < 0 or args.poll <= 0:
+    if min(recheck_days or 0.0, args.max_rate, args.max_per_pool) < 0 or args.poll <= 0:
         raise ConfigError("--recheck-after, --max-rate and --max-per-pool must not be "
                           "negative, --poll must be positive")
-    return CheckOptions(timeout=args.timeout, recheck_after=recheck_days * DAY,
+    return CheckOptions(timeout=args.timeout,
+                        recheck_after=None if recheck_days is None else recheck_days * DAY,
                         forever=args.forever, poll=args.poll,
                         max_rate=args.max_rate * 1e6, max_per_pool=args.max_per_pool,
                         sweep_start=args.sweep_start, reader=args.reader, site=args.site)
@@ -71,8 +63,11 @@ def check_options(args: argparse.Namespace) -> CheckOptions:
 def check_options_as_args(args: argparse.Namespace) -> list[str]:
     """The same options as a ``pnfsmon check`` command line (for worker jobs)."""
     options = check_options(args)  # validate before they are sent to a thousand jobs
-    out = ["--lease", f"{args.lease:g}", "--timeout", f"{args.timeout:g}",
-           "--recheck-after", f"{options.recheck_after / DAY:g}"]
+    out = ["--lease", f"{args.lease:g}", "--timeout", f"{args.timeout:g}"]
+    # Only when given: without it each job takes every file at its own site's period,
+    # which the database holds (``schema.schedule``), configuration file or not.
+    if options.recheck_after is not None:
+        out += ["--recheck-after", f"{options.recheck_after / DAY:g}"]
     if args.forever:
         out += ["--forever", "--poll", f"{args.poll:g}"]
     if args.max_rate:

@@ -15,10 +15,10 @@ import time
 
 import sqlalchemy as sa
 
-from pnfsmon.schema import outcome
+from pnfsmon.schema import outcome, schedule
 from pnfsmon.schema.db import create_engine
 from pnfsmon.schema.errors import Interrupted, PnfsmonError, WorkerLost
-from pnfsmon.schema.lease import Lease
+from pnfsmon.schema.lease import Lease, due_condition
 from pnfsmon.schema.progress import Progress, count, human_bytes, stopped_by
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import statuses
@@ -146,12 +146,13 @@ def summary(tally: Tally, seconds: float) -> str:
 
 
 def due_now(engine, options: CheckOptions) -> int:
-    """How many files a sweep starting now has to check (leased ones included)."""
-    due_before = time.time() - options.recheck_after
+    """How many files a sweep starting now has to check (leased ones included): what its
+    workers' claims take (``schema.lease.due_condition``)."""
     c = statuses.c
-    query = sa.select(sa.func.count()).where(
-        sa.or_(c.claim_key <= due_before, c.tag.is_not(None)))
-    if options.site is not None:
-        query = query.where(c.site == options.site)
     with engine.connect() as conn:
+        periods = schedule.periods(conn) if options.recheck_after is not None else None
+        query = sa.select(sa.func.count()).where(sa.or_(
+            due_condition(time.time(), options.recheck_after, periods), c.tag.is_not(None)))
+        if options.site is not None:
+            query = query.where(c.site == options.site)
         return conn.execute(query).scalar_one()

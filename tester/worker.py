@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pnfsmon.schema.durations import DEFAULT_RECHECK
 from pnfsmon.schema.lease import URGENT, Claimed, Lease, Verdict
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.status import PROBLEMS, Status
@@ -30,7 +29,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CheckOptions:
     timeout: float = 500.0  # seconds allowed to read one file
-    recheck_after: float = DEFAULT_RECHECK  # seconds after a check before a file is due again
+    # Seconds after its last check before a file is due again, for this run only (``check
+    # --recheck-after``); None: each site's own recheck_after (``schema.schedule``).
+    recheck_after: float | None = None
     forever: bool = False  # keep polling when nothing is due
     poll: float = 60.0  # seconds between polls in --forever mode
     max_batch: int = 500
@@ -94,12 +95,13 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
              sweep_start: float, streamer: Streamer | None = None,
              stop: threading.Event | None = None,
              on_file: Callable[[Verdict], None] | None = None) -> Tally | None:
-    """Claim up to ``batch`` files due at ``sweep_start``, check and record them. None if
+    """Claim up to ``batch`` files due at ``sweep_start`` (with ``options.recheck_after``:
+    last checked that long before it), check and record them. None if
     nothing was due. ``on_file`` hears of each verdict as it is made (not yet recorded):
     progress between batches, which may take a quarter of the lease."""
-    due_before = URGENT if options.urgent_only else sweep_start - options.recheck_after
+    due_before = URGENT if options.urgent_only else sweep_start
     claimed = lease.claim(batch, due_before=due_before, max_per_pool=options.max_per_pool,
-                          site=options.site)
+                          site=options.site, recheck_after=options.recheck_after)
     lease.hang_up()  # no DB connection while reading
     if not claimed:
         return None

@@ -92,7 +92,10 @@ def fill_old(engine: sa.Engine, version: int) -> None:
             dict(id=i, site="T2" if i < 6 else "T1", path=p, path_hash=bytes([i]) * 16,
                  size=n, mtime_ns=10**18, recorded_adler32=rec, recorded_from=src,
                  status=int(st), checked=None if st == Status.UNCHECKED else 2000.0 + i,
-                 claim_key=0.0, crawl_gen=1)
+                 # a checked file's key: the time of its last check, until revision 0008
+                 claim_key=0.0 if st == Status.UNCHECKED else (
+                     None if st == Status.VANISHED else 2000.0 + i),
+                 crawl_gen=1)
             for i, p, n, rec, src, st in files])
         conn.execute(t["events"].insert(), [
             dict(id=1, file_id=1, checked=2001.0, worker_node="wn1", seconds=0.1, size=100,
@@ -164,6 +167,11 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
                             ).scalar() == 4
         if version >= 2:
             assert conn.execute(sa.select(tables.inventory.c.path)).scalar() == b"/d/ok"
+        # A checked file's key becomes the time it is due: 30 days after its check (0008).
+        assert dict(conn.execute(sa.select(tables.statuses.c.id,
+                                           tables.statuses.c.claim_key)).all()) == {
+            1: 2001.0 + 30 * 86400, 2: 2002.0 + 30 * 86400, 3: 0.0, 4: 2004.0 + 30 * 86400,
+            5: None, 6: 2006.0 + 30 * 86400}
         # The check_ages ledger is filled from the rows there (0006).
         filled = ages.as_dict(ages.totals(conn))
         assert filled and filled == ages.as_dict(ages.scan(conn))

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from pnfsmon.schema import cli
+from pnfsmon.schema.cli import add_ignored_recheck_after, ignored_recheck_after
 from pnfsmon.schema.config import Thresholds
-from pnfsmon.schema.durations import DAY, DEFAULT_RECHECK_DAYS
+from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError, PnfsmonError
 from pnfsmon.schema.paths import display, spellings
 from pnfsmon.schema.progress import count
@@ -195,13 +196,11 @@ def do_report(args: argparse.Namespace) -> int:
     # the HTCondor bundle) for the other commands.
     from pnfsmon.web.report import write_report
 
-    if args.recheck_after <= 0:
-        raise ConfigError("--recheck-after must be positive")
+    ignored_recheck_after(args)
     settings = cli.settings(args)
     engine = cli.engine(args)
     outdir = Path(args.outdir)
-    write_report(engine, outdir, recheck_after=args.recheck_after * DAY,
-                 site_settings=settings.site, limits=settings.watch)
+    write_report(engine, outdir, site_settings=settings.site, limits=settings.watch)
     print(f"report written to {outdir.resolve() / 'index.html'}")
     return EXIT_OK
 
@@ -258,8 +257,7 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("report", parents=parents, help="write the static HTML report",
                               description=do_report.__doc__)
     p.add_argument("outdir", metavar="OUTDIR")
-    p.add_argument("--recheck-after", type=float, default=DEFAULT_RECHECK_DAYS, metavar="D",
-                   help="the checking cycle in days, as given to pnfsmon check (default: 30)")
+    add_ignored_recheck_after(p)
     p.set_defaults(func=do_report)
     p = subparsers.add_parser("status", parents=parents, help="print the summary",
                               description=do_status.__doc__)

@@ -36,7 +36,6 @@ from markupsafe import Markup, escape
 from pnfsmon.schema.atomic import atomic_text
 from pnfsmon.schema.config import Thresholds
 from pnfsmon.schema.discrepancies import write_lists
-from pnfsmon.schema.durations import DEFAULT_RECHECK
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import count, human_bytes
 from pnfsmon.schema.sites import Site
@@ -116,7 +115,7 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h" if seconds < 2 * DAY else f"{seconds / DAY:.1f} days"
 
 
-def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = DEFAULT_RECHECK,
+def write_report(engine: sa.Engine, outdir: Path, *,
                  site_settings: Callable[[str], Site] = Site,
                  limits: Thresholds | None = None) -> Summary:
     """Render every page and export into ``outdir`` (created if needed). ``site_settings``
@@ -130,7 +129,7 @@ def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = DEFA
     common = {"generated": when(generated), "problem_labels": [s.label for s in PROBLEMS],
               "root": ""}
     with ThreadPoolExecutor(1) as pool, RowStore() as store:
-        aggregates = pool.submit(_aggregates, engine, recheck_after, site_settings)
+        aggregates = pool.submit(_aggregates, engine, site_settings)
         # The checks of problem files are sorted by the server while the pages render.
         checks = Prefetched(engine, problem_checks)
         try:
@@ -178,11 +177,10 @@ def _write_consistency(engine: sa.Engine, env: jinja2.Environment, outdir: Path,
     return lists
 
 
-def _aggregates(engine: sa.Engine, recheck_after: float,
-                site_settings: Callable[[str], Site]):
+def _aggregates(engine: sa.Engine, site_settings: Callable[[str], Site]):
     """The database-bound part: counts, calibration, trend (on its own connection)."""
     with engine.connect() as conn:
-        return (summarize(conn, recheck_after, site_settings=site_settings),
+        return (summarize(conn, site_settings=site_settings),
                 throughput(conn, "source_pool"),
                 throughput(conn, "worker_node"), problem_trend(conn))
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from pnfsmon.schema import counts
-from pnfsmon.schema.durations import DAY, DEFAULT_RECHECK
+from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import GONE, PROBLEMS, Status
@@ -147,8 +147,7 @@ class Summary:
         }
 
 
-def summarize(conn: sa.Connection, recheck_after: float = DEFAULT_RECHECK, *,
-              sweep: bool = True, now: float | None = None,
+def summarize(conn: sa.Connection, *, sweep: bool = True, now: float | None = None,
               site_settings: Callable[[str], Site] = Site) -> Summary:
     """Counts per status and site (from the ``status_counts`` ledger: no scan), files
     being checked and in grace (the lease index), the last crawls and compares, the
@@ -181,7 +180,7 @@ def summarize(conn: sa.Connection, recheck_after: float = DEFAULT_RECHECK, *,
     leased, in_grace = leases(conn)
     return Summary(now, total_counts, leased, sum(totals.first_check.values()), in_grace,
                    crawled, sorted(sites.values(), key=lambda r: r.site),
-                   sweep_progress(conn, recheck_after, now, totals) if sweep else None,
+                   sweep_progress(conn, now, totals) if sweep else None,
                    watch(conn, now, site_settings),
                    references={r: totals.with_reference(r) for r in Reference})
 

@@ -136,7 +136,7 @@ def watch(conn: sa.Connection, now: float,
         w.in_grace, w.grace_until = n, first
     for w in sites.values():
         if w.not_due:
-            w.not_due_until = next_due(conn, now, w.recheck_after, w.site)
+            w.not_due_until = next_due(conn, now, w.site)
     return sorted(sites.values(), key=lambda w: w.site)
 
 
