@@ -250,6 +250,28 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
+def insert_batch(engine: sa.Engine, table: sa.Table, rows: list[dict],
+                 batch_of: sa.ColumnElement[bool], key: str = "path_hash") -> None:
+    """Insert ``rows`` into ``table`` in one transaction, retried as ``retrying`` does. A
+    retry after a commit whose answer was lost finds its rows already there (``batch_of``
+    selects the rows of their load or compare, ``key`` tells one from another) and stops:
+    the batch is stored once, not twice, nor refused as a duplicate."""
+    attempts = 0
+
+    def run() -> None:
+        nonlocal attempts
+        attempts += 1
+        with write_transaction(engine) as conn:
+            if attempts > 1 and conn.execute(
+                    sa.select(sa.func.count()).select_from(table).where(
+                        batch_of, table.c[key].in_([row[key] for row in rows]))
+            ).scalar() == len(rows):
+                return
+            conn.execute(table.insert(), rows)
+
+    retrying(engine, run)
+
+
 def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
     """An engine that has connected once (so a bad host fails here, clearly) and whose
     schema has been checked."""

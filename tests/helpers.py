@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
@@ -137,3 +138,29 @@ def open_path_to(path: Path) -> None:
         mode = parent.stat().st_mode
         if mode & 0o005 != 0o005:
             parent.chmod(mode | 0o005)
+
+
+def lose_commit_answers(monkeypatch, lose: set[int]) -> list[bool]:
+    """Batches stored through ``schema.db.insert_batch``: the write transactions numbered
+    in ``lose`` (0 is the first) commit, and then their answer is lost, as when the
+    connection drops between COMMIT and its reply: the caller sees a transient error
+    although the rows are stored. Returns one entry per transaction, True where the answer
+    was lost."""
+    import pymysql
+
+    from pnfsmon.schema import db
+
+    real = db.write_transaction
+    seen: list[bool] = []
+
+    @contextlib.contextmanager
+    def commit_then_lose_the_answer(engine):
+        with real(engine) as conn:
+            yield conn
+        seen.append(len(seen) in lose)
+        if seen[-1]:
+            raise sa.exc.OperationalError(
+                "COMMIT", {}, pymysql.err.OperationalError(2013, "Lost connection"))
+
+    monkeypatch.setattr(db, "write_transaction", commit_then_lose_the_answer)
+    return seen
