@@ -130,6 +130,7 @@ class _Writer:
         self.engine = engine
         self.compare_id = compare_id
         self.rows: list[dict] = []
+        self.stored = 0
         self.counts = dict.fromkeys(Discrepancy, 0)
 
     def add(self, kind: Discrepancy, path_hash: bytes, lfn: bytes | None, path: bytes,
@@ -144,9 +145,10 @@ class _Writer:
 
     def flush(self) -> None:
         rows, self.rows = self.rows, []
-        if rows:  # a file is one kind of discrepancy: its hash tells the rows apart
+        if rows:
             insert_batch(self.engine, discrepancies, rows,
-                         discrepancies.c.compare_id == self.compare_id)
+                         discrepancies.c.compare_id == self.compare_id, self.stored)
+            self.stored += len(rows)
 
 
 def compare(engine: sa.Engine, site: Site, now: float | None = None) -> CompareResult:

@@ -226,10 +226,10 @@ def load(engine: sa.Engine, site: Site, path: Path, fmt: str = "auto") -> LoadRe
                 "path_hash": digest, "size": entry.size,
                 "adler32": entry.adler32, "created": entry.created}
             if len(batch) >= BATCH:
-                result.entries += _insert(engine, load_id, batch)
+                result.entries += _insert(engine, load_id, batch, result.entries)
                 batch = {}
         if batch:
-            result.entries += _insert(engine, load_id, batch)
+            result.entries += _insert(engine, load_id, batch, result.entries)
     except BaseException:
         _forget(engine, load_id)
         raise
@@ -264,10 +264,12 @@ def _twice(lfn: bytes) -> BadDump:
                    "path)")
 
 
-def _insert(engine: sa.Engine, load_id: int, batch: dict[bytes, dict]) -> int:
+def _insert(engine: sa.Engine, load_id: int, batch: dict[bytes, dict], stored: int
+            ) -> int:
+    """Store a batch of the load, ``stored`` entries of which are in already."""
     try:
         insert_batch(engine, inventory, list(batch.values()),
-                     inventory.c.load_id == load_id)
+                     inventory.c.load_id == load_id, stored)
     except sa.exc.IntegrityError:
         with engine.connect() as conn:  # which one: it is in an earlier batch of the load
             twice = conn.execute(sa.select(inventory.c.lfn).where(

@@ -251,11 +251,11 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 
 def insert_batch(engine: sa.Engine, table: sa.Table, rows: list[dict],
-                 batch_of: sa.ColumnElement[bool], key: str = "path_hash") -> None:
-    """Insert ``rows`` into ``table`` in one transaction, retried as ``retrying`` does. A
-    retry after a commit whose answer was lost finds its rows already there (``batch_of``
-    selects the rows of their load or compare, ``key`` tells one from another) and stops:
-    the batch is stored once, not twice, nor refused as a duplicate."""
+                 batch_of: sa.ColumnElement[bool], stored: int) -> None:
+    """Insert ``rows`` into ``table`` in one transaction, retried as ``retrying`` does.
+    ``batch_of`` selects the rows of their load (or compare), ``stored`` of which are
+    there before this batch. A retry after a commit whose answer was lost finds them all
+    there and stops: the batch is stored once, not twice, nor refused as its own copy."""
     attempts = 0
 
     def run() -> None:
@@ -263,9 +263,8 @@ def insert_batch(engine: sa.Engine, table: sa.Table, rows: list[dict],
         attempts += 1
         with write_transaction(engine) as conn:
             if attempts > 1 and conn.execute(
-                    sa.select(sa.func.count()).select_from(table).where(
-                        batch_of, table.c[key].in_([row[key] for row in rows]))
-            ).scalar() == len(rows):
+                    sa.select(sa.func.count()).select_from(table).where(batch_of)
+            ).scalar() == stored + len(rows):
                 return
             conn.execute(table.insert(), rows)
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 import bz2
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 import sqlalchemy as sa
-from helpers import lose_commit_answers, random_bytes, write_file
+from helpers import lose_commit_answers, pnfsmon, random_bytes, write_file
 from zlib_ng import zlib_ng
 
 from pnfsmon.catalog.compare import compare
@@ -321,6 +319,13 @@ def test_an_inventory_load_retries_and_repeats_one_way(engine, tmp_path, monkeyp
             load(engine, site, dump)
     with engine.connect() as conn:
         assert current_load(conn, "S").entries == 10  # the good one stands
+    # A batch of nothing but repeats whose first try failed is not taken for its own retry.
+    again = tmp_path / "again.txt"
+    again.write_text("/store/a\n/store/b\n/store/c\n" * 2)
+    with monkeypatch.context() as m, pytest.raises(BadDump, match="lists /store/[abc] twice"):
+        failed = lose_commit_answers(m, set(), fail=frozenset({1}))
+        load(engine, site, again)
+    assert failed[:3] == [False, True, False]
 
     in_progress = time.time()
     with engine.begin() as conn:  # another load of the site, still running; and a dead one
@@ -353,28 +358,24 @@ def test_site_sections_and_the_cli(engine, tree, tmp_path, site_tree, monkeypatc
                                                     "namespace": str(tree / "data")})
     dump = tmp_path / "dump.jsonl"
     write_dump(dump, catalog)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env.update(PNFSMON_CONFIG=str(conf),
-               PNFSMON_DB=engine.url.render_as_string(hide_password=False))
-
-    def pnfsmon(*args):
-        return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env=env,
-                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
-
-    r = pnfsmon("inventory", "load", str(dump), "--site", site.name)
+    env = {"PNFSMON_CONFIG": str(conf),
+           "PNFSMON_DB": engine.url.render_as_string(hide_password=False)}
+    r = pnfsmon("inventory", "load", str(dump), "--site", site.name, env=env, cwd=tmp_path)
     assert r.returncode == 0 and "loaded 7 catalog files" in r.stdout, r.stderr
-    r = pnfsmon("crawl", "--site", site.name)  # ROOT and grace from the site's section
+    # ROOT and grace from the site's section
+    r = pnfsmon("crawl", "--site", site.name, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for _ in range(2):
-        r = pnfsmon("compare", "--site", site.name, "--output", str(tmp_path / "out"))
+        r = pnfsmon("compare", "--site", site.name, "--output", str(tmp_path / "out"),
+                    env=env, cwd=tmp_path)
     assert r.returncode == 1 and "missing 1 " in r.stdout, r.stdout + r.stderr
     assert listed(tmp_path / "out" / "T2_Test_missing.txt") == [b"/store/mc/gone.root"]
-    r = pnfsmon("compare", "--site", "T2_Unknown")
+    r = pnfsmon("compare", "--site", "T2_Unknown", env=env, cwd=tmp_path)
     assert r.returncode == 2 and "no inventory loaded" in r.stderr
     bad = tmp_path / "bad.conf"
     bad.write_text("[site X]\ngrace = soon\n")
     env["PNFSMON_CONFIG"] = str(bad)
-    r = pnfsmon("crawl", "--site", "X", str(tree))
+    r = pnfsmon("crawl", "--site", "X", str(tree), env=env, cwd=tmp_path)
     assert r.returncode == 2 and "grace = 'soon' is not a number" in r.stderr
 
 
@@ -386,14 +387,11 @@ def test_check_site_uses_the_sites_recheck_period(engine, tree, tmp_path):
         crawl(engine, os.fsencode(tree / site), site)
     conf = tmp_path / "pnfsmon.conf"
     conf.write_text("[site A]\nrecheck_after = 0\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env.update(PNFSMON_CONFIG=str(conf),
-               PNFSMON_DB=engine.url.render_as_string(hide_password=False))
+    env = {"PNFSMON_CONFIG": str(conf),
+           "PNFSMON_DB": engine.url.render_as_string(hide_password=False)}
 
     def check(*args) -> str:
-        r = subprocess.run([sys.executable, "-m", "pnfsmon", "check", "--workers", "1",
-                            *args], env=env, capture_output=True, text=True, timeout=120,
-                           cwd=tmp_path)
+        r = pnfsmon("check", "--workers", "1", *args, env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         return r.stdout
 
