@@ -77,6 +77,14 @@ def write_dump(path, catalog) -> None:
             fh.write(json.dumps(record) + "\n")
 
 
+def load_and_crawl(engine, tree, tmp_path, site: Site, catalog: list[dict]) -> None:
+    """The site's catalog loaded from a dump and its storage crawled: ready to compare."""
+    dump = tmp_path / "dump.jsonl"
+    write_dump(dump, catalog)
+    load(engine, site, dump)
+    crawl(engine, os.fsencode(tree / "data"), site.name)
+
+
 def listed(path) -> list[bytes]:
     return sorted(decode_line(line) for line in
                   path.read_text().splitlines(keepends=True))
@@ -132,10 +140,7 @@ def test_a_compare_batch_retried_after_its_commit_is_stored_once(engine, tree, t
     from pnfsmon.catalog import compare as compare_module
 
     site, catalog = site_tree
-    dump = tmp_path / "dump.jsonl"
-    write_dump(dump, catalog)
-    load(engine, site, dump)
-    crawl(engine, os.fsencode(tree / "data"), site.name)
+    load_and_crawl(engine, tree, tmp_path, site, catalog)
     monkeypatch.setattr(compare_module, "BATCH", 2)  # four candidates: two batches
     with monkeypatch.context() as m:
         lost = lose_commit_answers(m, {0})
@@ -201,10 +206,7 @@ def test_a_compare_that_dies_is_marked_failed(engine, tree, tmp_path, site_tree,
     from pnfsmon.catalog import compare as compare_module
 
     site, catalog = site_tree
-    dump = tmp_path / "dump.jsonl"
-    write_dump(dump, catalog)
-    load(engine, site, dump)
-    crawl(engine, os.fsencode(tree / "data"), site.name)
+    load_and_crawl(engine, tree, tmp_path, site, catalog)
 
     def broken(*args):
         raise RuntimeError("the disk under the server filled up")
@@ -234,10 +236,7 @@ def test_a_compare_that_dies_is_marked_failed(engine, tree, tmp_path, site_tree,
 
 def test_incomplete_or_shrunken_crawl_is_refused(engine, tree, tmp_path, site_tree):
     site, catalog = site_tree
-    dump = tmp_path / "dump.jsonl"
-    write_dump(dump, catalog)
-    load(engine, site, dump)
-    crawl(engine, os.fsencode(tree / "data"), site.name)
+    load_and_crawl(engine, tree, tmp_path, site, catalog)
     compare(engine, site)
     # Half the tree disappears from the listing (an unmounted pool, say).
     store = tree / "data" / "cms" / "store" / "mc"
