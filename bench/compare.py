@@ -25,6 +25,8 @@ from common import (
     recount_ledger,
 )
 
+from pnfsmon.schema.discrepancies import Discrepancy
+
 FILES = 1_000_000
 BATCH = 20_000
 PREFIX = "/pnfs/xx/data/cms"
@@ -121,7 +123,7 @@ def main() -> None:
         finally:
             buffer_pool(engine, original)
             engine.dispose()
-        for kind in ("missing", "orphan", "mismatch"):
+        for kind in Discrepancy:
             path = tmp / "out" / f"T1_XX_{kind}.txt"
             lines = path.read_bytes().count(b"\n") if path.exists() else 0
             print(f"  T1_XX_{kind}.txt: {lines:,} lines")

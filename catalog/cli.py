@@ -9,7 +9,7 @@ from pathlib import Path
 from pnfsmon.catalog import compare as comparison
 from pnfsmon.catalog import inventory
 from pnfsmon.schema import cli
-from pnfsmon.schema.discrepancies import write_lists
+from pnfsmon.schema.discrepancies import CompareState, Discrepancy, write_lists
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from pnfsmon.schema.progress import human_bytes
 
@@ -45,20 +45,21 @@ def do_compare(args: argparse.Namespace) -> int:
     result = comparison.compare(engine, site)
     lists = write_lists(engine, result.id, site.name, Path(args.output))
     c, z, n = result.counts, result.sizes, result.candidates
+    missing, orphan, mismatch = Discrepancy
     print(f"compare {result.id} of site {site.name}: {result.state}; "
-          f"missing {c['missing']:,} ({human_bytes(z['missing'])}), "
-          f"orphan {c['orphan']:,} ({human_bytes(z['orphan'])}), "
-          f"mismatch {c['mismatch']:,}; left out: {result.young:,} younger than the grace "
+          f"missing {c[missing]:,} ({human_bytes(z[missing])}), "
+          f"orphan {c[orphan]:,} ({human_bytes(z[orphan])}), "
+          f"mismatch {c[mismatch]:,}; left out: {result.young:,} younger than the grace "
           f"window, {result.ignored:,} ignored")
-    waiting = n["missing"] + n["orphan"] - c["missing"] - c["orphan"]
-    if waiting and result.state != "refused":
+    waiting = n[missing] + n[orphan] - c[missing] - c[orphan]
+    if waiting and result.state is not CompareState.REFUSED:
         print(f"{waiting:,} more missing or orphan files were seen for the first time: "
               "listed if the next compare finds them too")
     if result.reason:
         print(f"{result.state}: {result.reason}")
     for path in lists:
         print(f"wrote {path}")
-    found = any(c.values()) or result.state != "published"
+    found = any(c.values()) or result.state is not CompareState.PUBLISHED
     return EXIT_PROBLEMS if found else EXIT_OK
 
 

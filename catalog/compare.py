@@ -26,8 +26,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from pnfsmon.catalog.inventory import current_load
-from pnfsmon.schema.db import retrying, write_transaction
-from pnfsmon.schema.discrepancies import KINDS
+from pnfsmon.schema.db import insert_batch, retrying, write_transaction
+from pnfsmon.schema.discrepancies import CompareState, Discrepancy
 from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.sites import Site
@@ -37,17 +37,22 @@ from pnfsmon.schema.tables import compares, crawls, discrepancies, inventory, st
 log = logging.getLogger(__name__)
 
 BATCH = 5000
+#: Compares that looked for missing and orphan files: the ones a later compare confirms
+#: its candidates against.
+LOOKED = (CompareState.PUBLISHED, CompareState.FLAGGED)
+#: Kinds listed only when two compares in a row found the file; a mismatch is listed at once.
+CONFIRMED_TWICE = (Discrepancy.MISSING, Discrepancy.ORPHAN)
 
 
 @dataclass
 class CompareResult:
     id: int
     site: str
-    state: str  # published | refused | flagged
+    state: CompareState  # published, refused or flagged
     reason: str | None
-    counts: dict[str, int] = field(default_factory=dict)  # confirmed, per kind
-    sizes: dict[str, int] = field(default_factory=dict)
-    candidates: dict[str, int] = field(default_factory=dict)  # this compare, per kind
+    counts: dict[Discrepancy, int] = field(default_factory=dict)  # confirmed, per kind
+    sizes: dict[Discrepancy, int] = field(default_factory=dict)
+    candidates: dict[Discrepancy, int] = field(default_factory=dict)  # this compare
     young: int = 0
     ignored: int = 0
     lists: list[Path] = field(default_factory=list)
@@ -125,13 +130,15 @@ class _Writer:
         self.engine = engine
         self.compare_id = compare_id
         self.rows: list[dict] = []
-        self.counts = dict.fromkeys(KINDS, 0)
+        self.stored = 0
+        self.counts = dict.fromkeys(Discrepancy, 0)
 
-    def add(self, kind: str, path_hash: bytes, lfn: bytes | None, path: bytes,
+    def add(self, kind: Discrepancy, path_hash: bytes, lfn: bytes | None, path: bytes,
             size: int | None, detail: str | None = None) -> None:
-        self.rows.append({"compare_id": self.compare_id, "kind": kind,
+        self.rows.append({"compare_id": self.compare_id, "kind": kind.value,
                           "path_hash": bytes(path_hash), "lfn": lfn, "path": bytes(path),
-                          "size": size, "detail": detail, "confirmed": kind == "mismatch"})
+                          "size": size, "detail": detail,
+                          "confirmed": kind not in CONFIRMED_TWICE})
         self.counts[kind] += 1
         if len(self.rows) >= BATCH:
             self.flush()
@@ -139,11 +146,9 @@ class _Writer:
     def flush(self) -> None:
         rows, self.rows = self.rows, []
         if rows:
-            def run() -> None:
-                with write_transaction(self.engine) as conn:
-                    conn.execute(discrepancies.insert(), rows)
-
-            retrying(self.engine, run)
+            insert_batch(self.engine, discrepancies, rows,
+                         discrepancies.c.compare_id == self.compare_id, self.stored)
+            self.stored += len(rows)
 
 
 def compare(engine: sa.Engine, site: Site, now: float | None = None) -> CompareResult:
@@ -159,7 +164,8 @@ def compare(engine: sa.Engine, site: Site, now: float | None = None) -> CompareR
         _mark_dead(conn, site.name, now)
         compare_id = conn.execute(compares.insert().values(
             site=site.name, started=now, load_id=load.id,
-            crawl_id=crawl.id if crawl is not None else None, state="running",
+            crawl_id=crawl.id if crawl is not None else None,
+            state=CompareState.RUNNING.value,
         )).inserted_primary_key[0]
     try:
         return _compare(engine, site, now, compare_id, load, crawl, refusal)
@@ -168,7 +174,7 @@ def compare(engine: sa.Engine, site: Site, now: float | None = None) -> CompareR
         raise
 
 
-#: A compare still "running" this long after it started has died with its process.
+#: A compare still running this long after it started has died with its process.
 DEAD_AFTER = DAY
 
 
@@ -176,9 +182,9 @@ def _mark_dead(conn: sa.Connection, site: str, now: float) -> None:
     """Compares of ``site`` left running by a process that died (killed, the machine
     lost): failed, so that no one waits for them or reads them as results."""
     conn.execute(compares.update().where(
-        compares.c.site == site, compares.c.state == "running",
+        compares.c.site == site, compares.c.state == CompareState.RUNNING.value,
         compares.c.started < now - DEAD_AFTER).values(
-        state="failed", reason="its process died before it finished"))
+        state=CompareState.FAILED.value, reason="its process died before it finished"))
 
 
 def _mark_failed(engine: sa.Engine, compare_id: int, err: BaseException) -> None:
@@ -188,7 +194,7 @@ def _mark_failed(engine: sa.Engine, compare_id: int, err: BaseException) -> None
     try:
         with write_transaction(engine) as conn:
             conn.execute(compares.update().where(compares.c.id == compare_id).values(
-                finished=time.time(), state="failed",
+                finished=time.time(), state=CompareState.FAILED.value,
                 reason=f"failed: {type(err).__name__}: {first}"[:1000]))
     except sa.exc.DBAPIError:
         log.warning("compare %d failed and could not be marked failed", compare_id)
@@ -197,7 +203,7 @@ def _mark_failed(engine: sa.Engine, compare_id: int, err: BaseException) -> None
 def _compare(engine: sa.Engine, site: Site, now: float, compare_id: int, load, crawl,
              refusal: str | None) -> CompareResult:
     young_before = now - site.grace
-    result = CompareResult(compare_id, site.name, "published", refusal)
+    result = CompareResult(compare_id, site.name, CompareState.PUBLISHED, refusal)
     writer = _Writer(engine, compare_id)
     with engine.connect() as conn:
         for (lfn, path, digest, cat_size, cat_adler, created, gone, size, adler,
@@ -211,12 +217,12 @@ def _compare(engine: sa.Engine, site: Site, now: float, compare_id: int, load, c
                     not gone and mtime_ns / 1e9 > young_before):
                 result.young += 1
             elif gone:
-                writer.add("missing", digest, lfn, path, cat_size)
+                writer.add(Discrepancy.MISSING, digest, lfn, path, cat_size)
             else:
                 detail = (f"size {size} on storage, {cat_size} in the catalog"
                           if cat_size is not None and cat_size != size else
                           f"adler32 {adler} on storage, {cat_adler} in the catalog")
-                writer.add("mismatch", digest, lfn, path, size, detail)
+                writer.add(Discrepancy.MISMATCH, digest, lfn, path, size, detail)
         if refusal is None:
             for path, digest, size, mtime_ns in _orphans(conn, site, load.id):
                 lfn = site.to_lfn(bytes(path))
@@ -227,7 +233,7 @@ def _compare(engine: sa.Engine, site: Site, now: float, compare_id: int, load, c
                 elif mtime_ns / 1e9 > young_before:
                     result.young += 1
                 else:
-                    writer.add("orphan", digest, lfn, path, size)
+                    writer.add(Discrepancy.ORPHAN, digest, lfn, path, size)
     writer.flush()
     result.candidates = dict(writer.counts)
     _confirm(engine, site, compare_id, skip=refusal is not None)
@@ -240,7 +246,7 @@ def _previous(conn: sa.Connection, site: str, compare_id: int) -> int | None:
     return conn.execute(
         sa.select(sa.func.max(compares.c.id))
         .where(compares.c.site == site, compares.c.id < compare_id,
-               compares.c.state.in_(["published", "flagged"]))
+               compares.c.state.in_([state.value for state in LOOKED]))
     ).scalar()
 
 
@@ -253,13 +259,13 @@ def _confirm(engine: sa.Engine, site: Site, compare_id: int, skip: bool) -> None
         with write_transaction(engine) as conn:
             previous = _previous(conn, site.name, compare_id)
             if previous is not None and not skip:
-                for kind in ("missing", "orphan"):
+                for kind in CONFIRMED_TWICE:
                     # A derived table: MySQL cannot read the table an UPDATE writes.
                     seen = (sa.select(d.path_hash)
-                            .where(d.compare_id == previous, d.kind == kind).subquery())
+                            .where(d.compare_id == previous, d.kind == kind.value).subquery())
                     conn.execute(
                         discrepancies.update()
-                        .where(d.compare_id == compare_id, d.kind == kind,
+                        .where(d.compare_id == compare_id, d.kind == kind.value,
                                d.path_hash.in_(sa.select(seen.c.path_hash)))
                         .values(confirmed=True))
             keep = [compare_id] + ([previous] if previous is not None else [])
@@ -280,32 +286,36 @@ def _finish(engine: sa.Engine, site: Site, result: CompareResult, inventory_entr
             sa.select(d.kind, sa.func.count(), sa.func.coalesce(sa.func.sum(d.size), 0))
             .where(d.compare_id == result.id, d.confirmed == sa.true()).group_by(d.kind)
         ):
+            kind = Discrepancy(kind)
             result.counts[kind], result.sizes[kind] = int(n), int(size)
-    for kind in KINDS:
+    for kind in Discrepancy:
         result.counts.setdefault(kind, 0)
         result.sizes.setdefault(kind, 0)
     if result.reason is not None:
-        result.state = "refused"
+        result.state = CompareState.REFUSED
     else:
         too_many = []
-        if result.candidates["missing"] > site.max_missing_fraction * max(inventory_entries, 1):
-            too_many.append(f"{result.candidates['missing']:,} of {inventory_entries:,} "
-                            "catalog files missing")
-        if result.candidates["orphan"] > site.max_orphan_fraction * max(crawl_files, 1):
-            too_many.append(f"{result.candidates['orphan']:,} of {crawl_files:,} files on "
-                            "storage orphaned")
+        missing = result.candidates[Discrepancy.MISSING]
+        orphan = result.candidates[Discrepancy.ORPHAN]
+        if missing > site.max_missing_fraction * max(inventory_entries, 1):
+            too_many.append(f"{missing:,} of {inventory_entries:,} catalog files missing")
+        if orphan > site.max_orphan_fraction * max(crawl_files, 1):
+            too_many.append(f"{orphan:,} of {crawl_files:,} files on storage orphaned")
         if too_many:
-            result.state = "flagged"
+            result.state = CompareState.FLAGGED
             result.reason = ("more than the configured fraction: " + "; ".join(too_many)
                              + " — check the dump and the crawl before acting")
+
+    counts, sizes = result.counts, result.sizes
+    missing, orphan = Discrepancy.MISSING, Discrepancy.ORPHAN
 
     def run() -> None:
         with write_transaction(engine) as conn:
             conn.execute(compares.update().where(compares.c.id == result.id).values(
-                finished=time.time(), state=result.state, reason=result.reason,
-                missing=result.counts["missing"], missing_bytes=result.sizes["missing"],
-                orphan=result.counts["orphan"], orphan_bytes=result.sizes["orphan"],
-                mismatch=result.counts["mismatch"], young=result.young,
+                finished=time.time(), state=result.state.value, reason=result.reason,
+                missing=counts[missing], missing_bytes=sizes[missing],
+                orphan=counts[orphan], orphan_bytes=sizes[orphan],
+                mismatch=counts[Discrepancy.MISMATCH], young=result.young,
                 ignored=result.ignored))
 
     retrying(engine, run)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from pnfsmon.schema.db import retrying, write_transaction
+from pnfsmon.schema.db import insert_batch, retrying, write_transaction
 from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.paths import display, path_hash
@@ -226,10 +226,10 @@ def load(engine: sa.Engine, site: Site, path: Path, fmt: str = "auto") -> LoadRe
                 "path_hash": digest, "size": entry.size,
                 "adler32": entry.adler32, "created": entry.created}
             if len(batch) >= BATCH:
-                result.entries += _insert(engine, load_id, batch)
+                result.entries += _insert(engine, load_id, batch, result.entries)
                 batch = {}
         if batch:
-            result.entries += _insert(engine, load_id, batch)
+            result.entries += _insert(engine, load_id, batch, result.entries)
     except BaseException:
         _forget(engine, load_id)
         raise
@@ -264,20 +264,12 @@ def _twice(lfn: bytes) -> BadDump:
                    "path)")
 
 
-def _insert(engine: sa.Engine, load_id: int, batch: dict[bytes, dict]) -> int:
-    attempts = 0
-
-    def run() -> None:
-        nonlocal attempts
-        attempts += 1
-        with write_transaction(engine) as conn:
-            # A retry after a commit whose answer was lost finds its rows: done, not twice.
-            if attempts > 1 and _stored(conn, load_id, list(batch)) == len(batch):
-                return
-            conn.execute(inventory.insert(), list(batch.values()))
-
+def _insert(engine: sa.Engine, load_id: int, batch: dict[bytes, dict], stored: int
+            ) -> int:
+    """Store a batch of the load, ``stored`` entries of which are in already."""
     try:
-        retrying(engine, run)
+        insert_batch(engine, inventory, list(batch.values()),
+                     inventory.c.load_id == load_id, stored)
     except sa.exc.IntegrityError:
         with engine.connect() as conn:  # which one: it is in an earlier batch of the load
             twice = conn.execute(sa.select(inventory.c.lfn).where(
@@ -285,11 +277,6 @@ def _insert(engine: sa.Engine, load_id: int, batch: dict[bytes, dict]) -> int:
                 inventory.c.path_hash.in_(list(batch))).limit(1)).scalar()
         raise _twice(bytes(twice) if twice is not None else b"a file") from None
     return len(batch)
-
-
-def _stored(conn: sa.Connection, load_id: int, digests: list[bytes]) -> int:
-    return conn.execute(sa.select(sa.func.count()).select_from(inventory).where(
-        inventory.c.load_id == load_id, inventory.c.path_hash.in_(digests))).scalar()
 
 
 def _forget(engine: sa.Engine, load_id: int) -> None:

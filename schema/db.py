@@ -250,6 +250,27 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
+def insert_batch(engine: sa.Engine, table: sa.Table, rows: list[dict],
+                 batch_of: sa.ColumnElement[bool], stored: int) -> None:
+    """Insert ``rows`` into ``table`` in one transaction, retried as ``retrying`` does.
+    ``batch_of`` selects the rows of their load (or compare), ``stored`` of which are
+    there before this batch. A retry after a commit whose answer was lost finds them all
+    there and stops: the batch is stored once, not twice, nor refused as its own copy."""
+    attempts = 0
+
+    def run() -> None:
+        nonlocal attempts
+        attempts += 1
+        with write_transaction(engine) as conn:
+            if attempts > 1 and conn.execute(
+                    sa.select(sa.func.count()).select_from(table).where(batch_of)
+            ).scalar() == stored + len(rows):
+                return
+            conn.execute(table.insert(), rows)
+
+    retrying(engine, run)
+
+
 def open_database(settings: Settings, *, check: bool = True) -> sa.Engine:
     """An engine that has connected once (so a bad host fails here, clearly) and whose
     schema has been checked."""

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
@@ -31,7 +31,8 @@ HEAD = REVISIONS[-1]
 #: crawls.withheld, acknowledgements); 5: each reference's provenance (statuses.reference,
 #: the ledger by it, crawls.checksums_unread); 6: the check_ages ledger;
 #: 7: declarations to Rucio; 8: claim_key is the time a file is due, each site's period in
-#: site_schedule.
+#: site_schedule; 9: one row per file, kind and compare in discrepancies (a unique key, so
+#: a batch retried after its commit's answer was lost is not stored twice).
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -245,7 +246,8 @@ compares = sa.Table(
     sa.Column("finished", sa.Double),
     sa.Column("load_id", sa.Integer),
     sa.Column("crawl_id", sa.Integer),
-    # published | refused (the crawl looks incomplete) | flagged (too many: for a person)
+    # ``schema.discrepancies.CompareState``, by its value: running, then published,
+    # refused (the crawl looks incomplete), flagged (too many: for a person) or failed.
     sa.Column("state", sa.String(16), nullable=False, default="running"),
     sa.Column("reason", sa.String(1024)),
     sa.Column("missing", sa.BigInteger, nullable=False, default=0),
@@ -266,14 +268,15 @@ discrepancies = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("compare_id", sa.Integer, sa.ForeignKey("compares.id", ondelete="CASCADE"),
               nullable=False),
-    sa.Column("kind", sa.String(8), nullable=False),  # missing | orphan | mismatch
+    # ``schema.discrepancies.Discrepancy``, by its value: missing, orphan or mismatch.
+    sa.Column("kind", sa.String(8), nullable=False),
     sa.Column("path_hash", HashBytes, nullable=False),
     sa.Column("lfn", PathBytes),
     sa.Column("path", PathBytes, nullable=False),
     sa.Column("size", sa.BigInteger),
     sa.Column("detail", sa.String(255)),
     sa.Column("confirmed", sa.Boolean, nullable=False, default=False),
-    sa.Index(None, "compare_id", "kind", "path_hash"),
+    sa.UniqueConstraint("compare_id", "kind", "path_hash"),
 )
 
 # Every declaration of a file to Rucio (``pnfsmon declare --apply``), with Rucio's answer:

@@ -1,12 +1,17 @@
-"""Small helpers for building storage trees and reading results in tests."""
+"""Small helpers for building storage trees, running the ``pnfsmon`` command and reading
+results in tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
+import subprocess
+import sys
 import time
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,6 +30,39 @@ SERVERS = {
                                  "postgresql+psycopg://postgres@127.0.0.1:5432/"),
 }
 BACKENDS = os.environ.get("PNFSMON_TEST_BACKENDS", "sqlite,mariadb,postgresql").split(",")
+
+
+#: Seconds a command may take before its test fails (a hung one must not hang the
+#: session): generous, for a loaded 2-core machine.
+COMMAND_TIMEOUT = 300
+
+
+def clean_environment(**variables: str) -> dict[str, str]:
+    """The test run's environment without the ``PNFSMON_*`` and ``RUCIO_*`` settings of the
+    operator or the test session, plus ``variables``: what a command a test starts sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PNFSMON_", "RUCIO_"))}
+    env.update(variables)
+    return env
+
+
+def pnfsmon(*args: str | bytes, env: Mapping[str, str] | None = None,
+            cwd: Path | str | None = None, timeout: float = COMMAND_TIMEOUT,
+            before: str | None = None, under: Sequence[str] = (), text: bool = True
+            ) -> subprocess.CompletedProcess:
+    """``pnfsmon ARGS`` as an operator or a batch job runs it: a process of its own
+    (``python -m pnfsmon``), its exit code, stdout and stderr (text, or bytes if not
+    ``text``). Its environment is ``clean_environment()`` plus ``env``. ``before``: Python
+    the process runs first, then ``pnfsmon.cli.main`` (to plant a bug, or hide a module as
+    if its extra were not installed); ``under``: a command that runs it (``faketime -f
+    +1d``, say)."""
+    if before is None:
+        python = ["-m", "pnfsmon"]
+    else:
+        python = ["-c", f"import sys\n{before}\nfrom pnfsmon.cli import main\n"
+                        "sys.exit(main(sys.argv[1:]))"]
+    return subprocess.run([*under, sys.executable, *python, *args],
+                          env=clean_environment(**(env or {})), cwd=cwd,
+                          capture_output=True, text=text, timeout=timeout)
 
 
 def create_database_when_up(admin_url: str, name: str, wait: float = 30.0) -> None:
@@ -137,3 +175,37 @@ def open_path_to(path: Path) -> None:
         mode = parent.stat().st_mode
         if mode & 0o005 != 0o005:
             parent.chmod(mode | 0o005)
+
+
+def lose_commit_answers(monkeypatch, lose: set[int], fail: frozenset[int] = frozenset()
+                        ) -> list[bool]:
+    """Batches stored through ``schema.db.insert_batch``: the write transactions numbered
+    in ``lose`` (0 is the first) commit, and then their answer is lost, as when the
+    connection drops between COMMIT and its reply: the caller sees a transient error
+    although the rows are stored. Those numbered in ``fail`` fail the same way before their
+    statements reach the server (nothing stored). Returns one entry per transaction, True
+    where it failed."""
+    import pymysql
+
+    from pnfsmon.schema import db
+
+    real = db.write_transaction
+    seen: list[bool] = []
+
+    def lost() -> sa.exc.OperationalError:
+        return sa.exc.OperationalError(
+            "COMMIT", {}, pymysql.err.OperationalError(2013, "Lost connection"))
+
+    @contextlib.contextmanager
+    def commit_then_lose_the_answer(engine):
+        number = len(seen)
+        seen.append(number in lose or number in fail)
+        if number in fail:
+            raise lost()
+        with real(engine) as conn:
+            yield conn
+        if number in lose:
+            raise lost()
+
+    monkeypatch.setattr(db, "write_transaction", commit_then_lose_the_answer)
+    return seen

@@ -111,6 +111,7 @@ def test_the_sites_table_fits_a_1300_px_window(browser, sqlite_engine, tree, tmp
     import sqlalchemy as sa
     from selenium.webdriver.common.by import By
 
+    from pnfsmon.schema.discrepancies import CompareState
     from pnfsmon.schema.status import Status
     from pnfsmon.schema.tables import compares, crawls, status_counts
 
@@ -128,7 +129,8 @@ def test_the_sites_table_fits_a_1300_px_window(browser, sqlite_engine, tree, tmp
             {"site": site, "status": int(s), "reference": 1, "files": big,
              "bytes": 987 * 10**12} for s in Status])
         conn.execute(sa.insert(compares).values(
-            site=site, started=now, finished=now, state="published", missing=big,
+            site=site, started=now, finished=now, state=CompareState.PUBLISHED.value,
+            missing=big,
             missing_bytes=987 * 10**12, orphan=big, orphan_bytes=987 * 10**12))
     out = tmp_path / "report"
     write_report(engine, out)

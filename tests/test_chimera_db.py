@@ -23,7 +23,7 @@ from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import crawls, statuses
 from pnfsmon.tester.readers import make_reader
 from pnfsmon.tester.worker import CheckOptions, run
-from tests.helpers import assert_no_secret, random_bytes, verdicts, write_file
+from tests.helpers import assert_no_secret, pnfsmon, random_bytes, verdicts, write_file
 
 NAMES = [b"plain.root", b"with space.root", b"non-utf8-\xff\xfe.root", b"tab\there.root"]
 
@@ -96,13 +96,6 @@ def test_the_database_lists_what_the_mount_lists(engine, tmp_path, dcache, chime
     assert got[os.path.join(root, lost)] == Status.MISSING
     assert got[os.path.join(root, tape)] == Status.NEARLINE
     assert sum(r[4] == Status.OK for r in db_rows.values()) == 9
-
-
-def pnfsmon(*args: str, env: dict) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    full.update(env)
-    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env=full,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_a_read_only_role_with_a_password_file(db_url, engine, tmp_path, chimera):

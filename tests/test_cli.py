@@ -14,14 +14,7 @@ import sqlalchemy as sa
 
 from pnfsmon.schema import db
 from pnfsmon.schema.config import Settings
-from tests.helpers import flip_bit, random_bytes, write_file
-
-
-def pnfsmon(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=300)
+from tests.helpers import flip_bit, pnfsmon, random_bytes, write_file
 
 
 def snapshot(root) -> dict:

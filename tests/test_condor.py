@@ -26,7 +26,15 @@ from pnfsmon.schema import db, migrate
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.status import Status
-from tests.helpers import DB_SECRET, assert_no_secret, flip_bit, random_bytes, verdicts, write_file
+from tests.helpers import (
+    DB_SECRET,
+    assert_no_secret,
+    flip_bit,
+    pnfsmon,
+    random_bytes,
+    verdicts,
+    write_file,
+)
 
 SECRET = DB_SECRET
 
@@ -103,9 +111,8 @@ def condor_env(tmp_path, way: str) -> tuple[list[str], dict[str, str]]:
 @pytest.mark.parametrize("way", PASSWORD_WAYS)
 def test_the_password_never_appears_in_the_submission(tmp_path, way):
     args, env = condor_env(tmp_path, way)
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "condor", "submit", "--jobs", "3",
-                        "--dry-run", "--workdir", str(tmp_path / "w"), *args],
-                       env=env, capture_output=True, text=True)
+    r = pnfsmon("condor", "submit", "--jobs", "3", "--dry-run", "--workdir",
+                str(tmp_path / "w"), *args, env=env)
     assert r.returncode == 0, r.stderr
     assert_no_secret(r.stdout + r.stderr, SECRET)
     assert "queue" in r.stdout and "would queue 3 job(s)" in r.stdout
@@ -294,9 +301,8 @@ def test_a_node_python_too_old_is_held_with_the_way_out(tmp_path, mariadb_with_p
 def test_submit_writes_files_condor_submit_takes_from_anywhere(tmp_path, way):
     args, env = condor_env(tmp_path, way)
     out = tmp_path / "jobs"
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "condor", "submit", "--jobs", "7",
-                        "--write", str(out), "--timeout", "100", *args], env=env,
-                       capture_output=True, text=True, cwd=tmp_path)
+    r = pnfsmon("condor", "submit", "--jobs", "7", "--write", str(out), "--timeout", "100",
+                *args, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     text = (out / submit.WORKERS_SUB).read_text()
     assert_no_secret(text + r.stdout + r.stderr, SECRET)
@@ -366,14 +372,11 @@ def test_user_log_reader(tmp_path, engine):
 def test_condor_status_and_bundle_commands(tmp_path, db_url):
     log = tmp_path / "jobs.log"
     log.write_text(USER_LOG)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")},
-           "PNFSMON_DB": db_url}
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "condor", "status", "--log",
-                        str(log)], env=env, capture_output=True, text=True)
+    env = {"PNFSMON_DB": db_url}
+    r = pnfsmon("condor", "status", "--log", str(log), env=env)
     assert r.returncode == 0, r.stderr
     assert "running 1, held 1, done 1" in r.stdout and "configuration error" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "condor", "bundle",
-                        str(tmp_path / "b.pyz")], env=env, capture_output=True, text=True)
+    r = pnfsmon("condor", "bundle", str(tmp_path / "b.pyz"), env=env)
     assert r.returncode == 0 and (tmp_path / "b.pyz").stat().st_size > 100_000
     assert os.access(tmp_path / "b.pyz", os.X_OK)
 
@@ -418,14 +421,10 @@ def test_the_nightly_dag_runs_in_order_and_a_failed_crawl_stops_only_its_branch(
                PNFSMON_DB_PASSWORD=SECRET)
     out = tmp_path / "nightly"
 
-    def pnfsmon(*args):
-        return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env=env,
-                              capture_output=True, text=True, timeout=300)
-
     for args in (["db", "init"], ["inventory", "load", "--site", "T2_A", str(dump)],
                  ["condor", "dag", "--write", str(out), "--jobs", "2", "--cron", "0 2 * * *",
                   "--timeout", "60"]):
-        r = pnfsmon(*args)
+        r = pnfsmon(*args, env=env)
         assert r.returncode == 0, (args, r.stderr)
     assert "2 sites: T2_A, T2_B" in r.stdout
 

@@ -13,14 +13,7 @@ import pytest
 from pnfsmon.schema import config
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import ConfigError
-from tests.helpers import DB_SECRET, write_file
-
-
-def pnfsmon(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], capture_output=True,
-                          text=True, cwd=cwd, env=full, timeout=120)
+from tests.helpers import DB_SECRET, pnfsmon, write_file
 
 
 @pytest.mark.parametrize(("text", "says"), [

@@ -8,27 +8,26 @@ from __future__ import annotations
 import bz2
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 import sqlalchemy as sa
-from helpers import random_bytes, write_file
+from helpers import lose_commit_answers, pnfsmon, random_bytes, write_file
 from zlib_ng import zlib_ng
 
 from pnfsmon.catalog.compare import compare
 from pnfsmon.catalog.inventory import BadDump, current_load, load
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import config, xrdcks
-from pnfsmon.schema.discrepancies import write_lists
+from pnfsmon.schema.discrepancies import CompareState, Discrepancy, write_lists
 from pnfsmon.schema.paths import decode_line
 from pnfsmon.schema.sites import Site
-from pnfsmon.schema.tables import compares
+from pnfsmon.schema.tables import compares, discrepancies
 from pnfsmon.tester.stream import adler32_hex
 from pnfsmon.web.report import write_report
 
 OLD = time.time() - 5 * 3600
+MISSING, ORPHAN, MISMATCH = Discrepancy
 
 
 def adler(data: bytes) -> str:
@@ -78,6 +77,14 @@ def write_dump(path, catalog) -> None:
             fh.write(json.dumps(record) + "\n")
 
 
+def load_and_crawl(engine, tree, tmp_path, site: Site, catalog: list[dict]) -> None:
+    """The site's catalog loaded from a dump and its storage crawled: ready to compare."""
+    dump = tmp_path / "dump.jsonl"
+    write_dump(dump, catalog)
+    load(engine, site, dump)
+    crawl(engine, os.fsencode(tree / "data"), site.name)
+
+
 def listed(path) -> list[bytes]:
     return sorted(decode_line(line) for line in
                   path.read_text().splitlines(keepends=True))
@@ -92,15 +99,15 @@ def test_missing_orphan_mismatch_after_two_compares(engine, tree, tmp_path, site
     crawl(engine, os.fsencode(tree / "data"), site.name)
 
     first = compare(engine, site)
-    assert first.state == "published"
+    assert first.state is CompareState.PUBLISHED
     # Seen once: candidates, not listed yet. Mismatches need no second look.
-    assert first.candidates == {"missing": 1, "orphan": 1, "mismatch": 2}
-    assert first.counts == {"missing": 0, "orphan": 0, "mismatch": 2}
+    assert first.candidates == {MISSING: 1, ORPHAN: 1, MISMATCH: 2}
+    assert first.counts == {MISSING: 0, ORPHAN: 0, MISMATCH: 2}
     assert (first.young, first.ignored) == (2, 2)  # new + fresh; user/x + temp/t
 
     second = compare(engine, site)
-    assert second.counts == {"missing": 1, "orphan": 1, "mismatch": 2}
-    assert second.sizes["missing"] == 12345
+    assert second.counts == {MISSING: 1, ORPHAN: 1, MISMATCH: 2}
+    assert second.sizes[MISSING] == 12345
     out = tmp_path / "lists"
     write_lists(engine, second.id, site.name, out)
     assert listed(out / "T2_Test_missing.txt") == [b"/store/mc/gone.root"]
@@ -122,7 +129,74 @@ def test_missing_orphan_mismatch_after_two_compares(engine, tree, tmp_path, site
     write_dump(dump, catalog)
     load(engine, site, dump)
     third = compare(engine, site)
-    assert third.counts["orphan"] == 0 and third.counts["missing"] == 1
+    assert third.counts[ORPHAN] == 0 and third.counts[MISSING] == 1
+
+
+def test_a_compare_batch_retried_after_its_commit_is_stored_once(engine, tree, tmp_path,
+                                                                site_tree, monkeypatch):
+    """A batch of discrepancies whose commit went through but whose answer was lost is
+    retried, finds its rows and stops: each file once, the counts as without the loss;
+    and the unique key refuses a copy however it comes."""
+    from pnfsmon.catalog import compare as compare_module
+
+    site, catalog = site_tree
+    load_and_crawl(engine, tree, tmp_path, site, catalog)
+    monkeypatch.setattr(compare_module, "BATCH", 2)  # four candidates: two batches
+    with monkeypatch.context() as m:
+        lost = lose_commit_answers(m, {0})
+        first = compare(engine, site)
+    assert lost[:2] == [True, False]  # the first batch's answer lost, its retry answered
+    assert first.candidates == {MISSING: 1, ORPHAN: 1, MISMATCH: 2}
+    assert first.counts == {MISSING: 0, ORPHAN: 0, MISMATCH: 2}
+    assert compare(engine, site).counts == {MISSING: 1, ORPHAN: 1, MISMATCH: 2}
+    d = discrepancies.c
+    with engine.connect() as conn:
+        keys = conn.execute(sa.select(d.compare_id, d.kind, d.path_hash)).all()
+        copy = dict(conn.execute(sa.select(discrepancies)).mappings().first())
+    assert len(keys) == len(set(keys)) == 8
+    del copy["id"]
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(discrepancies.insert().values(**copy))
+
+
+def test_the_unique_key_revision_deletes_copies_first(engine):
+    """A database that a retried batch left with copies of discrepancies (before the
+    unique key) is upgraded: one row of each stays, the first, and the key is in place."""
+    import importlib.util
+
+    from alembic import command
+
+    from pnfsmon.schema import migrate
+
+    path = next((migrate.MIGRATIONS / "versions").glob("*_discrepancies_unique.py"))
+    spec = importlib.util.spec_from_file_location("unique_revision", path)
+    revision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision)
+    with engine.connect().execution_options(write=True) as conn:
+        command.downgrade(migrate.alembic_config(conn), revision.down_revision)
+        conn.commit()
+    row = {"kind": MISSING.value, "lfn": b"/store/a", "path": b"/d/a", "confirmed": False}
+    with engine.begin() as conn:
+        ids = [conn.execute(compares.insert().values(
+            site="S", started=1.0, state=CompareState.PUBLISHED.value)
+        ).inserted_primary_key[0] for _ in range(2)]
+        conn.execute(discrepancies.insert(), [
+            {**row, "compare_id": ids[0], "path_hash": b"a" * 16, "size": 1},  # kept
+            {**row, "compare_id": ids[0], "path_hash": b"a" * 16, "size": 2},  # a copy
+            {**row, "compare_id": ids[0], "path_hash": b"a" * 16, "size": 3},  # a copy
+            {**row, "compare_id": ids[0], "path_hash": b"b" * 16, "size": 4},
+            {**row, "compare_id": ids[0], "path_hash": b"a" * 16, "size": 5,
+             "kind": ORPHAN.value},  # another kind (not a copy)
+            {**row, "compare_id": ids[1], "path_hash": b"a" * 16, "size": 6},  # compare
+        ])
+    migrate.upgrade(engine)
+    d = discrepancies.c
+    with engine.connect() as conn:
+        kept = conn.execute(sa.select(d.size).order_by(d.size)).scalars().all()
+    assert kept == [1, 4, 5, 6]
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(discrepancies.insert().values(
+            **row, compare_id=ids[1], path_hash=b"a" * 16, size=7))
 
 
 def test_a_compare_that_dies_is_marked_failed(engine, tree, tmp_path, site_tree,
@@ -132,10 +206,7 @@ def test_a_compare_that_dies_is_marked_failed(engine, tree, tmp_path, site_tree,
     from pnfsmon.catalog import compare as compare_module
 
     site, catalog = site_tree
-    dump = tmp_path / "dump.jsonl"
-    write_dump(dump, catalog)
-    load(engine, site, dump)
-    crawl(engine, os.fsencode(tree / "data"), site.name)
+    load_and_crawl(engine, tree, tmp_path, site, catalog)
 
     def broken(*args):
         raise RuntimeError("the disk under the server filled up")
@@ -149,25 +220,23 @@ def test_a_compare_that_dies_is_marked_failed(engine, tree, tmp_path, site_tree,
         state, reason, finished = conn.execute(
             sa.select(compares.c.state, compares.c.reason, compares.c.finished)
             .order_by(compares.c.id.desc())).first()
-    assert (state, finished is not None) == ("failed", True)
+    assert (state, finished is not None) == (CompareState.FAILED, True)
     assert reason == "failed: RuntimeError: the disk under the server filled up"
 
     # A process killed mid-compare leaves "running"; the next compare a day later ends it.
     with engine.begin() as conn:
         conn.execute(compares.insert().values(site=site.name, started=time.time() - 2 * 86400,
-                                              state="running"))
-    assert compare(engine, site).state == "published"
+                                              state=CompareState.RUNNING.value))
+    assert compare(engine, site).state is CompareState.PUBLISHED
     with engine.connect() as conn:
         states = conn.execute(sa.select(compares.c.state).order_by(compares.c.id)).scalars()
-        assert list(states) == ["failed", "failed", "published"]
+        assert list(states) == [CompareState.FAILED, CompareState.FAILED,
+                                CompareState.PUBLISHED]
 
 
 def test_incomplete_or_shrunken_crawl_is_refused(engine, tree, tmp_path, site_tree):
     site, catalog = site_tree
-    dump = tmp_path / "dump.jsonl"
-    write_dump(dump, catalog)
-    load(engine, site, dump)
-    crawl(engine, os.fsencode(tree / "data"), site.name)
+    load_and_crawl(engine, tree, tmp_path, site, catalog)
     compare(engine, site)
     # Half the tree disappears from the listing (an unmounted pool, say).
     store = tree / "data" / "cms" / "store" / "mc"
@@ -175,9 +244,9 @@ def test_incomplete_or_shrunken_crawl_is_refused(engine, tree, tmp_path, site_tr
     store.rename(hidden)
     crawl(engine, os.fsencode(tree / "data"), site.name)
     refused = compare(engine, site)
-    assert refused.state == "refused" and "fewer than the one before" in refused.reason
-    assert refused.counts["missing"] == refused.counts["orphan"] == 0
-    assert refused.candidates["missing"] == 0  # not even looked for
+    assert refused.state is CompareState.REFUSED and "fewer than the one before" in refused.reason
+    assert refused.counts[MISSING] == refused.counts[ORPHAN] == 0
+    assert refused.candidates[MISSING] == 0  # not even looked for
     out = tmp_path / "lists"
     write_lists(engine, refused.id, site.name, out)
     assert not (out / "T2_Test_missing.txt").exists()
@@ -196,7 +265,8 @@ def test_too_many_is_flagged_for_a_person(engine, tree, tmp_path, site_tree):
     out.mkdir()
     (out / "T2_Test_missing.txt").write_text("stale\n")
     result = compare(engine, site)
-    assert result.state == "flagged" and "21 of 27 catalog files missing" in result.reason
+    assert result.state is CompareState.FLAGGED
+    assert "21 of 27 catalog files missing" in result.reason
     write_lists(engine, result.id, site.name, out)
     assert not (out / "T2_Test_missing.txt").exists()  # no stale list to act on
 
@@ -231,12 +301,8 @@ def test_inventory_loads_are_atomic_and_read_every_format(engine, tmp_path):
 def test_an_inventory_load_retries_and_repeats_one_way(engine, tmp_path, monkeypatch):
     """A repeat is refused naming the LFN wherever it sits in the dump; a batch whose
     commit answer was lost is not a repeat; a load never replaces one still in progress."""
-    import contextlib
-
-    import pymysql
-
     from pnfsmon.catalog import inventory as inventory_module
-    from pnfsmon.schema.tables import inventory_loads
+    from pnfsmon.schema.tables import inventory, inventory_loads
 
     monkeypatch.setattr(inventory_module, "BATCH", 3)
     site = Site("S", lfn_prefix=b"/store", path_prefix=b"/pnfs/s/store")
@@ -252,19 +318,13 @@ def test_an_inventory_load_retries_and_repeats_one_way(engine, tmp_path, monkeyp
             load(engine, site, dump)
     with engine.connect() as conn:
         assert current_load(conn, "S").entries == 10  # the good one stands
-
-    real = inventory_module.write_transaction
-    lost = []
-
-    @contextlib.contextmanager
-    def commit_then_lose_the_answer(eng):
-        with real(eng) as conn:
-            yield conn
-        if len(lost) == 1:  # the first batch's insert (after the load's own row)
-            lost.append(True)
-            raise sa.exc.OperationalError(
-                "COMMIT", {}, pymysql.err.OperationalError(2013, "Lost connection"))
-        lost.append(False)
+    # A batch of nothing but repeats whose first try failed is not taken for its own retry.
+    again = tmp_path / "again.txt"
+    again.write_text("/store/a\n/store/b\n/store/c\n" * 2)
+    with monkeypatch.context() as m, pytest.raises(BadDump, match="lists /store/[abc] twice"):
+        failed = lose_commit_answers(m, set(), fail=frozenset({1}))
+        load(engine, site, again)
+    assert failed[:3] == [False, True, False]
 
     in_progress = time.time()
     with engine.begin() as conn:  # another load of the site, still running; and a dead one
@@ -274,11 +334,13 @@ def test_an_inventory_load_retries_and_repeats_one_way(engine, tmp_path, monkeyp
             site="S", source="y", started=in_progress - 2 * 86400,
             complete=False)).inserted_primary_key[0]
     with monkeypatch.context() as m:
-        m.setattr(inventory_module, "write_transaction", commit_then_lose_the_answer)
+        lost = lose_commit_answers(m, {0})  # the first batch's
         result = load(engine, site, good)
-    assert True in lost and result.entries == 10
+    assert lost[:2] == [True, False] and result.entries == 10
     with engine.connect() as conn:
         assert current_load(conn, "S").entries == 10
+        assert conn.execute(sa.select(sa.func.count()).select_from(inventory).where(
+            inventory.c.load_id == result.load_id)).scalar() == 10
         ids = set(conn.execute(sa.select(inventory_loads.c.id)).scalars())
     assert alive in ids and dead not in ids
 
@@ -295,28 +357,24 @@ def test_site_sections_and_the_cli(engine, tree, tmp_path, site_tree, monkeypatc
                                                     "namespace": str(tree / "data")})
     dump = tmp_path / "dump.jsonl"
     write_dump(dump, catalog)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env.update(PNFSMON_CONFIG=str(conf),
-               PNFSMON_DB=engine.url.render_as_string(hide_password=False))
-
-    def pnfsmon(*args):
-        return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env=env,
-                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
-
-    r = pnfsmon("inventory", "load", str(dump), "--site", site.name)
+    env = {"PNFSMON_CONFIG": str(conf),
+           "PNFSMON_DB": engine.url.render_as_string(hide_password=False)}
+    r = pnfsmon("inventory", "load", str(dump), "--site", site.name, env=env, cwd=tmp_path)
     assert r.returncode == 0 and "loaded 7 catalog files" in r.stdout, r.stderr
-    r = pnfsmon("crawl", "--site", site.name)  # ROOT and grace from the site's section
+    # ROOT and grace from the site's section
+    r = pnfsmon("crawl", "--site", site.name, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for _ in range(2):
-        r = pnfsmon("compare", "--site", site.name, "--output", str(tmp_path / "out"))
+        r = pnfsmon("compare", "--site", site.name, "--output", str(tmp_path / "out"),
+                    env=env, cwd=tmp_path)
     assert r.returncode == 1 and "missing 1 " in r.stdout, r.stdout + r.stderr
     assert listed(tmp_path / "out" / "T2_Test_missing.txt") == [b"/store/mc/gone.root"]
-    r = pnfsmon("compare", "--site", "T2_Unknown")
+    r = pnfsmon("compare", "--site", "T2_Unknown", env=env, cwd=tmp_path)
     assert r.returncode == 2 and "no inventory loaded" in r.stderr
     bad = tmp_path / "bad.conf"
     bad.write_text("[site X]\ngrace = soon\n")
     env["PNFSMON_CONFIG"] = str(bad)
-    r = pnfsmon("crawl", "--site", "X", str(tree))
+    r = pnfsmon("crawl", "--site", "X", str(tree), env=env, cwd=tmp_path)
     assert r.returncode == 2 and "grace = 'soon' is not a number" in r.stderr
 
 
@@ -328,14 +386,11 @@ def test_check_site_uses_the_sites_recheck_period(engine, tree, tmp_path):
         crawl(engine, os.fsencode(tree / site), site)
     conf = tmp_path / "pnfsmon.conf"
     conf.write_text("[site A]\nrecheck_after = 0\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env.update(PNFSMON_CONFIG=str(conf),
-               PNFSMON_DB=engine.url.render_as_string(hide_password=False))
+    env = {"PNFSMON_CONFIG": str(conf),
+           "PNFSMON_DB": engine.url.render_as_string(hide_password=False)}
 
     def check(*args) -> str:
-        r = subprocess.run([sys.executable, "-m", "pnfsmon", "check", "--workers", "1",
-                            *args], env=env, capture_output=True, text=True, timeout=120,
-                           cwd=tmp_path)
+        r = pnfsmon("check", "--workers", "1", *args, env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         return r.stdout
 

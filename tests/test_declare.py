@@ -11,14 +11,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import uuid
 
 import pytest
 import rucio_server
 import sqlalchemy as sa
-from helpers import flip_bit, random_bytes, verdicts, write_file
+from helpers import flip_bit, pnfsmon, random_bytes, verdicts, write_file
 
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.declare.apply import ALREADY, DECLARED, UNCLEAR, UNKNOWN, apply, outcomes
@@ -102,13 +100,6 @@ def write_conf(tmp_path, store, rse: str | None, extra: str = ""):
     return conf
 
 
-def pnfsmon(env, tmp_path, *args, python_code: str | None = None):
-    argv = ([sys.executable, "-c", python_code, *args] if python_code
-            else [sys.executable, "-m", "pnfsmon", *args])
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
-
-
 def recorded(engine) -> list[tuple[str, str]]:
     with engine.connect() as conn:
         return sorted((bytes(r.name).decode(), r.outcome) for r in conn.execute(
@@ -127,7 +118,7 @@ def test_declare_apply_makes_exactly_the_bad_replicas_bad(rucio, site_setup, eng
     env.update(PNFSMON_CONFIG=str(write_conf(tmp_path, store, rse)),
                RUCIO_CONFIG=str(rucio.client_config))
 
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE)  # the dry run
+    r = pnfsmon("declare", "--site", SITE, env=env, cwd=tmp_path)  # the dry run
     assert r.returncode == 1, r.stderr
     assert "4 files would declare (dry run" in r.stdout
     lines = [line.split() for line in r.stdout.splitlines() if line.startswith("  ")]
@@ -142,7 +133,7 @@ def test_declare_apply_makes_exactly_the_bad_replicas_bad(rucio, site_setup, eng
     assert row.computed_adler32 != row.recorded_adler32
     assert recorded(engine) == [] and bad_names(rucio, rse) == set()
 
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 1, r.stderr  # Rucio did not know one of them
     assert "3 declared, 1 unknown replica" in r.stdout
     assert bad_names(rucio, rse) == {"/store/mc/rot1.root", "/store/mc/rot2.root",
@@ -165,7 +156,7 @@ def test_declare_apply_makes_exactly_the_bad_replicas_bad(rucio, site_setup, eng
     assert "Unknown replica" in rows["/store/mc/stray.root"].answer
 
     # A second run declares nothing new, and says why.
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "0 files to declare" in r.stdout and "4 corrupted or missing files were " \
         "declared before" in r.stdout
@@ -174,13 +165,13 @@ def test_declare_apply_makes_exactly_the_bad_replicas_bad(rucio, site_setup, eng
     # A file that checks ok again (here: the bit flipped back) is reported as such.
     flip_bit(files["rot1.root"], 100)
     sweep(engine)
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE)
+    r = pnfsmon("declare", "--site", SITE, env=env, cwd=tmp_path)
     assert "checked ok since declared: /store/mc/rot1.root" in r.stdout
     assert r.returncode == 0 and "0 files would declare" in r.stdout
     # Broken again after that ok check: a new problem, to be declared again.
     flip_bit(files["rot1.root"], 200)
     sweep(engine)
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE)
+    r = pnfsmon("declare", "--site", SITE, env=env, cwd=tmp_path)
     assert r.returncode == 1 and "1 files would declare" in r.stdout
     assert "  corrupted  /store/mc/rot1.root" in r.stdout
 
@@ -202,7 +193,7 @@ def test_a_declaration_whose_answer_was_lost_is_recorded_once(rucio, site_setup,
     with rucio_server.AnswerDropper(rucio.port) as dropper:
         env["RUCIO_CONFIG"] = str(rucio_server.client_config(
             tmp_path / "lossy" / "rucio.cfg", dropper.port))
-        r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+        r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert dropper.dropped and "Rucio became unreachable after 0 of 4" in r.stderr
     assert recorded(engine) == []
@@ -211,14 +202,14 @@ def test_a_declaration_whose_answer_was_lost_is_recorded_once(rucio, site_setup,
     assert bad_names(rucio, rse) == {"/store/mc/lost.root"}
 
     env["RUCIO_CONFIG"] = str(rucio.client_config)
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "1 already declared, 3 declared" in r.stdout
     assert recorded(engine) == [
         ("/store/mc/lost.root", "already declared"), ("/store/mc/rot1.root", "declared"),
         ("/store/mc/rot2.root", "declared"), ("/store/mc/stray.root", "declared")]
     assert bad_names(rucio, rse) == set(names) - {"/store/mc/ok1.root"}
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 0 and "0 files to declare" in r.stdout
     assert len(recorded(engine)) == 4
 
@@ -239,7 +230,7 @@ def test_two_runs_at_once_record_each_file_once(rucio, site_setup, engine, tmp_p
                                rucio_rse=rse, rucio_scope=SCOPE)
     planned = plan(engine, site)
     assert len(planned.to_declare) == 4
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")  # run B
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)  # run B
     assert "3 declared, 1 unknown replica" in r.stdout
     before = recorded(engine)
     tally = apply(engine, site, planned.to_declare, client, planned.last_id)  # run A
@@ -257,7 +248,7 @@ def test_rucio_unreachable_exits_3_and_records_nothing(site_setup, engine, tmp_p
     env.update(PNFSMON_CONFIG=str(write_conf(tmp_path, store, "T2_TEST_NOWHERE")),
                RUCIO_CONFIG=str(rucio_server.client_config(tmp_path / "rucio.cfg",
                                                            rucio_server.free_port())))
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 3, (r.stdout, r.stderr)
     # The last line is ours (the Rucio client logs its own attempts before it).
     assert r.stderr.splitlines()[-1].startswith("pnfsmon: error: Rucio is unreachable")
@@ -284,15 +275,14 @@ def test_an_account_rucio_does_not_allow_to_declare_is_a_persons_job(
                    .replace(f"account = {rucio_server.ACCOUNT}", f"account = {account}")
                    .replace(f"password = {rucio_server.PASSWORD}", "password = Another-s3cret"))
     env.update(PNFSMON_CONFIG=str(write_conf(tmp_path, store, rse)), RUCIO_CONFIG=str(cfg))
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.splitlines()[-1].startswith("pnfsmon: error: Rucio refused to declare")
     assert "AccessDenied" in r.stderr
     assert recorded(engine) == [] and bad_names(rucio, rse) == set()
 
 
-WITHOUT_CLIENT = ("import sys; sys.modules['rucio'] = None; sys.argv[0] = 'pnfsmon'; "
-                  "from pnfsmon.cli import main; sys.exit(main())")
+WITHOUT_CLIENT = "sys.modules['rucio'] = None; sys.argv[0] = 'pnfsmon'"
 
 
 def test_without_the_client_the_lists_for_rucio_admin_and_cms_are_written(
@@ -301,8 +291,8 @@ def test_without_the_client_the_lists_for_rucio_admin_and_cms_are_written(
     env["PNFSMON_CONFIG"] = str(write_conf(tmp_path, store, "T2_XX_Site",
                                            "declare = apply\n"))
     out = tmp_path / "lists"
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--output", str(out),
-                python_code=WITHOUT_CLIENT)
+    r = pnfsmon("declare", "--site", SITE, "--output", str(out), env=env, cwd=tmp_path,
+                before=WITHOUT_CLIENT)
     assert r.returncode == 1, r.stderr
     assert "the Rucio client is not installed" in r.stderr and "nothing declared" in r.stderr
     assert recorded(engine) == []
@@ -365,7 +355,7 @@ def test_files_outside_the_mapping_or_not_utf8_are_counted_never_declared(engine
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PNFSMON_", "RUCIO_"))}
     env.update(PNFSMON_DB=engine.url.render_as_string(hide_password=False),
                PNFSMON_CONFIG=str(write_conf(tmp_path, store, "T2_XX_Site")))
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE)
+    r = pnfsmon("declare", "--site", SITE, env=env, cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     assert "1 files would declare" in r.stdout and "  corrupted  /store/mc/rot.root" in r.stdout
     assert "2 files outside the site's LFN mapping" in r.stdout
@@ -389,7 +379,7 @@ def test_the_nightly_dag_declares_for_sites_with_an_rse(engine, tmp_path):
     env.update(PNFSMON_CONFIG=str(conf),
                PNFSMON_DB=engine.url.render_as_string(hide_password=False))
     out = tmp_path / "nightly"
-    r = pnfsmon(env, tmp_path, "condor", "dag", "--write", str(out), "--jobs", "2")
+    r = pnfsmon("condor", "dag", "--write", str(out), "--jobs", "2", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     dag = read_dag(out / dag_module.DAG_FILE)
     assert dag["children"]["T2_A-check:0"] == ["T2_A-declare:0"]

@@ -8,8 +8,6 @@ stays exact throughout (conftest's engine fixture)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -28,7 +26,7 @@ from pnfsmon.tester.worker import CheckOptions, run
 from pnfsmon.web.cli import format_summary, nagios_line
 from pnfsmon.web.report import write_report
 from pnfsmon.web.summary import summarize
-from tests.helpers import flip_bit, random_bytes, row, verdicts, write_file
+from tests.helpers import flip_bit, pnfsmon, random_bytes, row, verdicts, write_file
 
 DROP = DEFAULT_MAX_CRAWL_DROP
 
@@ -61,13 +59,6 @@ def history(engine, path: bytes) -> list[tuple]:
         return [tuple(r) for r in conn.execute(
             sa.select(events.c.checked, events.c.status, events.c.error)
             .where(events.c.file_id == row(engine, path).id).order_by(events.c.id))]
-
-
-def pnfsmon(url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env["PNFSMON_DB"] = url
-    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_a_file_truncated_in_place_is_corrupted_whichever_runs_first(engine, tree):
@@ -248,17 +239,17 @@ def test_the_drop_limit_is_set_globally_and_per_site(tmp_path, monkeypatch):
 def test_the_cli_refuses_an_empty_night_in_one_line(db_url, engine, tree, tmp_path):
     for i in range(5):
         write_file(tree / f"f{i}", b"%d" % i)
-    r = pnfsmon(db_url, "crawl", str(tree), "--site", "s")
+    r = pnfsmon("crawl", str(tree), "--site", "s", env={"PNFSMON_DB": db_url})
     assert r.returncode == 0, r.stderr
     away = tmp_path / "away"
     tree.rename(away)
     tree.mkdir()
-    r = pnfsmon(db_url, "crawl", str(tree), "--site", "s")
+    r = pnfsmon("crawl", str(tree), "--site", "s", env={"PNFSMON_DB": db_url})
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "refused to mark 5 of 5 files vanished" in r.stderr
     assert "--allow-drop" in r.stderr and "Traceback" not in r.stderr
     assert set(verdicts(engine).values()) == {Status.UNCHECKED}
-    r = pnfsmon(db_url, "crawl", str(tree), "--site", "s", "--allow-drop")
+    r = pnfsmon("crawl", str(tree), "--site", "s", "--allow-drop", env={"PNFSMON_DB": db_url})
     assert r.returncode == 0 and "vanished 5" in r.stdout, r.stderr
     assert set(verdicts(engine).values()) == {Status.VANISHED}
 
@@ -289,7 +280,7 @@ def test_a_lost_file_stays_in_view_until_acknowledged(db_url, engine, tree, tmp_
     with engine.connect() as conn:
         text = format_summary(summarize(conn, sweep=False))
     assert "3 files of s are lost" in text and "pnfsmon ack" in text
-    r = pnfsmon(db_url, "status")
+    r = pnfsmon("status", env={"PNFSMON_DB": db_url})
     assert r.returncode == 1 and "lost" in r.stdout
     prune(engine, events_days=None, vanished_days=0, now=2e9)  # lost files are not pruned
     assert set(verdicts(engine)) == set(files) - {deleted}
@@ -309,10 +300,10 @@ def test_a_lost_file_stays_in_view_until_acknowledged(db_url, engine, tree, tmp_
     assert verdicts(engine)[back] == Status.OK
 
     # A person acknowledges one by name (and names one that is not lost), then the rest.
-    r = pnfsmon(db_url, "ack", os.fsdecode(missing), str(tree / "f20.dat"))
+    r = pnfsmon("ack", os.fsdecode(missing), str(tree / "f20.dat"), env={"PNFSMON_DB": db_url})
     assert r.returncode == 1, r.stderr
     assert "acknowledged 1 lost files" in r.stdout and "not lost files" in r.stderr
-    r = pnfsmon(db_url, "ack", "--all")
+    r = pnfsmon("ack", "--all", env={"PNFSMON_DB": db_url})
     assert r.returncode == 2 and "--all needs --site" in r.stderr
     done = acknowledge(engine, site="s", everything=True, by="alice")
     assert done.files == 1
@@ -324,7 +315,7 @@ def test_a_lost_file_stays_in_view_until_acknowledged(db_url, engine, tree, tmp_
     assert (acks[missing].acked_by, acks[missing].status) == (who(), int(Status.MISSING))
     assert (acks[rotten].acked_by, acks[rotten].status) == ("alice", int(Status.CORRUPTED))
     assert acks[missing].acked_at > 0 and acks[rotten].size == 1_000
-    r = pnfsmon(db_url, "history", os.fsdecode(missing))
+    r = pnfsmon("history", os.fsdecode(missing), env={"PNFSMON_DB": db_url})
     assert f"lost (missing), acknowledged by {who()} at" in r.stdout, r.stderr
     code, line = nagios(engine)
     assert code == 0 and "lost 0" in line

@@ -20,20 +20,11 @@ from pnfsmon.condor import dag as dag_module
 from pnfsmon.condor import submit
 from pnfsmon.schema.errors import CONTRACT, DONE, HELD, RETRIED
 from pnfsmon.schema.sites import Site
-from tests.helpers import flip_bit, random_bytes, write_file
+from tests.helpers import flip_bit, pnfsmon, random_bytes, write_file
 from tests.test_condor import read_dag
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_PYTHON = "/root/.pyenv/versions/3.9.18/bin/python3"
-
-
-def pnfsmon(db_url: str, *args: str, patch: str = "", timeout: float = 120, **environment):
-    """``pnfsmon ARGS`` as a command; ``patch``: Python run first (to plant a bug)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env.update(PNFSMON_DB=db_url, **environment)
-    code = f"import sys\n{patch}\nfrom pnfsmon.cli import main\nsys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 BUG = ("import pnfsmon.schema.lease as lease\n"
@@ -48,32 +39,35 @@ def test_each_code_from_the_cli(tmp_path, db_url):
              for i in range(4)]
     conf = tmp_path / "pnfsmon.conf"
     conf.write_text("[site s]\ngrace = 0\n")  # the files are due at once
-    r = pnfsmon(db_url, "status")
+    r = pnfsmon("status", env={"PNFSMON_DB": db_url})
     assert r.returncode == 0, r.stderr  # nothing wrong (nothing yet)
-    r = pnfsmon(db_url, "crawl", str(tree), "--site", "s", PNFSMON_CONFIG=str(conf))
+    r = pnfsmon("crawl", str(tree), "--site", "s",
+                env={"PNFSMON_DB": db_url, "PNFSMON_CONFIG": str(conf)})
     assert r.returncode == 0, r.stderr
     # 4: a bug inside a worker process: caught there, the files released, the command
     # exits 4 with one line on stderr, the traceback in the log.
     log = tmp_path / "check.log"
-    r = pnfsmon(db_url, "check", "--workers", "1", "--log-file", str(log), patch=BUG)
+    r = pnfsmon("check", "--workers", "1", "--log-file", str(log),
+                env={"PNFSMON_DB": db_url}, before=BUG)
     assert r.returncode == 4, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert "internal error" in last and "planted bug in record" in last
     assert "Traceback" in log.read_text() and "RuntimeError" in log.read_text()
     assert "Traceback" not in r.stderr  # the log is a file here: stderr has the one line
     flip_bit(files[2], 100)
-    r = pnfsmon(db_url, "check", "--workers", "1")
+    r = pnfsmon("check", "--workers", "1", env={"PNFSMON_DB": db_url})
     assert r.returncode == 1, r.stderr  # problems found: a complete answer
     assert "corrupted 1" in r.stdout
-    r = pnfsmon(db_url, "check", "--workers", "0")
+    r = pnfsmon("check", "--workers", "0", env={"PNFSMON_DB": db_url})
     assert r.returncode == 2 and r.stderr.startswith("pnfsmon: error:")  # usage
-    r = pnfsmon(db_url, "crawl", "root://127.0.0.1:1//data", "--site", "x")
+    r = pnfsmon("crawl", "root://127.0.0.1:1//data", "--site", "x",
+                env={"PNFSMON_DB": db_url})
     assert r.returncode == 3 and "unreachable" in r.stderr  # transient
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     # 4 in the command's own process (no workers): traceback to the log (stderr here,
     # there being no log file), the last line one line.
-    r = pnfsmon(db_url, "status", patch="import pnfsmon.web.cli as w\n"
-                "w.summarize = lambda *a, **k: 1 / 0\n")
+    r = pnfsmon("status", env={"PNFSMON_DB": db_url},
+                before="import pnfsmon.web.cli as w\nw.summarize = lambda *a, **k: 1 / 0\n")
     assert r.returncode == 4
     assert "Traceback" in r.stderr and "ZeroDivisionError" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("pnfsmon: internal error")
@@ -83,13 +77,13 @@ def test_a_missing_optional_dependency_is_a_configuration_error(tmp_path):
     """A crawl of a Chimera database on an install without the postgresql extra: exit 2,
     the line naming the extra, no traceback."""
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    assert pnfsmon(url, "db", "init").returncode == 0
+    assert pnfsmon("db", "init", env={"PNFSMON_DB": url}).returncode == 0
     conf = tmp_path / "pnfsmon.conf"
     conf.write_text("[site T2_C]\nnamespace = /pnfs/example.org/data\n"
                     "chimera_db = postgresql://chimera@127.0.0.1/chimera\n")
-    r = pnfsmon(url, "crawl", "/pnfs/example.org/data", "--site", "T2_C", "--namespace",
-                "chimera-db", patch="sys.modules['psycopg'] = None  # not installed",
-                PNFSMON_CONFIG=str(conf))
+    r = pnfsmon("crawl", "/pnfs/example.org/data", "--site", "T2_C", "--namespace",
+                "chimera-db", before="sys.modules['psycopg'] = None  # not installed",
+                env={"PNFSMON_DB": url, "PNFSMON_CONFIG": str(conf)})
     assert r.returncode == 2, r.stderr
     assert "pnfs-monitor[postgresql]" in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1
@@ -112,11 +106,11 @@ def test_nagios_says_unknown_when_it_cannot_tell(tmp_path, db_url):
         ("", ["--db", "mysql+pymysql://root@127.0.0.1:1/x"]),  # database unreachable
         ("", ["--warning", "many"]),  # bad arguments
     ]:
-        r = pnfsmon(db_url, "status", "--nagios", *args, patch=patch)
+        r = pnfsmon("status", "--nagios", *args, env={"PNFSMON_DB": db_url}, before=patch)
         assert r.returncode == 3, (args, r.stdout, r.stderr)
         assert r.stdout.startswith("PNFSMON UNKNOWN - "), (args, r.stdout)
         assert r.stdout.count("\n") == 1
-    r = pnfsmon(db_url, "status", "--nagios")
+    r = pnfsmon("status", "--nagios", env={"PNFSMON_DB": db_url})
     assert r.returncode == 0 and r.stdout.startswith("PNFSMON OK")
 
 
@@ -303,11 +297,11 @@ def test_a_killed_worker_process_is_transient(tmp_path, db_url):
         write_file(tree / f"f{i}", random_bytes(100 + i, i))
     conf = tmp_path / "pnfsmon.conf"
     conf.write_text("[site s]\ngrace = 0\n")
-    assert pnfsmon(db_url, "crawl", str(tree), "--site", "s",
-                   PNFSMON_CONFIG=str(conf)).returncode == 0
+    assert pnfsmon("crawl", str(tree), "--site", "s",
+                   env={"PNFSMON_DB": db_url, "PNFSMON_CONFIG": str(conf)}).returncode == 0
     oom = ("import os, signal\nimport pnfsmon.tester.pool as t\n"
            "t.run = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n")
-    r = pnfsmon(db_url, "check", "--workers", "2", patch=oom)
+    r = pnfsmon("check", "--workers", "2", env={"PNFSMON_DB": db_url}, before=oom)
     assert r.returncode == 3, r.stderr
     assert "worker(s) died" in r.stderr and r.stderr.count("\n") == 1
 
@@ -321,7 +315,7 @@ def test_a_read_only_tmp_is_a_configuration_error(tmp_path, db_url):
         pytest.skip("LOAD DATA staging is MariaDB's")
     tree = tmp_path / "storage"
     write_file(tree / "f0", b"zero")
-    assert pnfsmon(db_url, "crawl", str(tree), "--site", "s").returncode == 0
+    assert pnfsmon("crawl", str(tree), "--site", "s", env={"PNFSMON_DB": db_url}).returncode == 0
     write_file(tree / "f1", b"one")
     read_only = ("mount --bind /tmp /tmp && mount -o remount,bind,ro /tmp && "
                  "mount --bind /var/tmp /var/tmp && mount -o remount,bind,ro /var/tmp && "

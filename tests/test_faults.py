@@ -19,7 +19,7 @@ from pnfsmon.schema import db, migrate
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import events, statuses
-from tests.helpers import SERVERS, create_database_when_up, open_path_to, write_file
+from tests.helpers import SERVERS, create_database_when_up, open_path_to, pnfsmon, write_file
 
 FILES = 6000
 
@@ -95,8 +95,7 @@ def test_database_connections_killed_mid_check(db_url, engine, small_files):
         ok, n_events, _ = _counts(engine)
         assert n_events == ok  # what was recorded, was recorded once
         time.sleep(4.5)  # its leases expire
-        r = subprocess.run([sys.executable, "-m", "pnfsmon", "check", "--workers", "2"],
-                           env=_env(db_url), capture_output=True, text=True, timeout=300)
+        r = pnfsmon("check", "--workers", "2", env={"PNFSMON_DB": db_url})
         assert r.returncode == 0, r.stderr
     assert _counts(engine) == (FILES, FILES, 0)
 
@@ -116,8 +115,7 @@ def test_sigkill_loses_nothing_once_leases_expire(db_url, engine, small_files):
     ok, n_events, leased = _counts(engine)
     assert 0 < ok < FILES and n_events == ok
     time.sleep(3.5)  # the dead workers' leases expire
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "check", "--workers", "2"],
-                       env=_env(db_url), capture_output=True, text=True, timeout=300)
+    r = pnfsmon("check", "--workers", "2", env={"PNFSMON_DB": db_url})
     assert r.returncode == 0, r.stderr
     assert _counts(engine) == (FILES, FILES, 0)
     engine.dispose()

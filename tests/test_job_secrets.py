@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import htcondor2
@@ -18,7 +16,7 @@ from pnfsmon.condor import dag, password
 from pnfsmon.condor.cli import _prepare
 from pnfsmon.condor.submit import JobOptions
 from pnfsmon.schema.sites import Site
-from tests.helpers import assert_no_secret
+from tests.helpers import assert_no_secret, pnfsmon
 
 ADMIN_SECRET = "Adm1n-only!"
 WORKER_SECRET = "W0rker-only!"
@@ -30,12 +28,6 @@ def secret_file(path: Path, secret: str, mode: int = 0o600) -> Path:
     path.write_text(secret + "\n")
     path.chmod(mode)
     return path
-
-
-def pnfsmon(*args: str, env: dict[str, str], cwd: Path | None = None):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env={**clean, **env},
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def job_argv(sub) -> list[str]:

@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 
-from tests.helpers import assert_no_secret, flip_bit, random_bytes, write_file
+from tests.helpers import assert_no_secret, flip_bit, pnfsmon, random_bytes, write_file
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+"  # local time and its zone
 
@@ -22,11 +22,6 @@ def environment(url: str) -> dict[str, str]:
     return env
 
 
-def pnfsmon(*args: str, url: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env=environment(url),
-                          capture_output=True, text=True, timeout=300)
-
-
 def lines(text: str, level: str) -> list[str]:
     return [line for line in text.splitlines() if re.match(rf"{STAMP} {level} ", line)]
 
@@ -35,10 +30,10 @@ def test_unattended_logs_progress_problems_and_outcome(tmp_path, tree):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     files = [write_file(tree / f"d{i % 7}" / f"f{i}.dat", random_bytes(2000, i), record=True)
              for i in range(3000)]
-    assert pnfsmon("db", "init", url=url).returncode == 0
+    assert pnfsmon("db", "init", env={"PNFSMON_DB": url}).returncode == 0
     log_file = tmp_path / "pnfsmon.log"
     r = pnfsmon("crawl", str(tree), "--grace", "0", "--log-interval", "0.01",
-                "--log-file", str(log_file), url=url)
+                "--log-file", str(log_file), env={"PNFSMON_DB": url})
     assert r.returncode == 0, r.stderr
     progress = lines(r.stderr, "INFO")
     assert progress and all(f"crawl of {tree}: " in line for line in progress)
@@ -49,7 +44,7 @@ def test_unattended_logs_progress_problems_and_outcome(tmp_path, tree):
     flip_bit(files[5], 10)
     os.unlink(files[9])
     r = pnfsmon("check", "--workers", "2", "--log-interval", "0.01", "--log-file",
-                str(log_file), url=url)
+                str(log_file), env={"PNFSMON_DB": url})
     assert r.returncode == 1, r.stderr
     warnings = lines(r.stderr, "WARNING")
     assert sorted(w.split(" WARNING ", 1)[1].split(":", 1)[0] for w in warnings) == [
@@ -60,9 +55,10 @@ def test_unattended_logs_progress_problems_and_outcome(tmp_path, tree):
     assert "ok 2,998, corrupted 1, missing 1" in log_file.read_text()
 
     # --quiet: the warnings, no progress; --verbose: DEBUG lines too.
-    r = pnfsmon("check", "--recheck-after", "0", "--quiet", "--log-interval", "0.01", url=url)
+    r = pnfsmon("check", "--recheck-after", "0", "--quiet", "--log-interval", "0.01",
+                env={"PNFSMON_DB": url})
     assert r.returncode == 1 and not lines(r.stderr, "INFO") and lines(r.stderr, "WARNING")
-    r = pnfsmon("check", "--recheck-after", "0", "-v", url=url)
+    r = pnfsmon("check", "--recheck-after", "0", "-v", env={"PNFSMON_DB": url})
     assert lines(r.stderr, "DEBUG")
 
 
@@ -70,14 +66,14 @@ def test_the_final_error_is_one_line_and_logged_without_the_password(tmp_path):
     log_file = tmp_path / "pnfsmon.log"
     secret = "L0g-S3cret@x"
     url = "mysql+pymysql://mon:L0g-S3cret%40x@127.0.0.1:1/pn"
-    r = pnfsmon("status", "--log-file", str(log_file), url=url)
+    r = pnfsmon("status", "--log-file", str(log_file), env={"PNFSMON_DB": url})
     assert r.returncode == 3 and r.stderr.count("\n") == 1
     assert r.stderr.startswith("pnfsmon: error: ")
     logged = log_file.read_text()
     assert re.match(rf"{STAMP} ERROR pnfsmon: error: ", logged)
     assert_no_secret(r.stderr + logged, secret)
     r = pnfsmon("status", "--log-file", str(tmp_path / "no" / "such" / "dir.log"),
-                url="sqlite:///x.sqlite")
+                env={"PNFSMON_DB": "sqlite:///x.sqlite"})
     assert r.returncode == 2 and "cannot write the log file" in r.stderr
 
 
@@ -86,7 +82,7 @@ def test_progress_on_a_terminal_has_the_total_and_an_eta(tmp_path, tree):
     for i in range(4000):
         write_file(tree / f"d{i % 10}" / f"f{i}.dat", b"x" * 20_000)
     for args in (["db", "init"], ["crawl", str(tree), "--grace", "0"]):
-        assert pnfsmon(*args, url=url).returncode == 0
+        assert pnfsmon(*args, env={"PNFSMON_DB": url}).returncode == 0
     main, secondary = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "check", "--workers", "1",
                              "--max-rate", "25"],  # about 3 s: progress is drawn each second

@@ -5,9 +5,6 @@ brings them in place to exactly the schema a new database gets, keeping every ro
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,18 +18,11 @@ from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import SchemaError
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
-from tests.helpers import drop_all
+from tests.helpers import drop_all, pnfsmon
 
 OLD = Path(__file__).resolve().parent / "old_schemas"
 DIALECT_FILE = {"sqlite": "sqlite", "mysql": "mysql", "mariadb": "mysql",
                 "postgresql": "postgresql"}
-
-
-def pnfsmon(url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env["PNFSMON_DB"] = url
-    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -143,10 +133,10 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
     url, engine = empty
     create_old(engine, version)
     fill_old(engine, version)
-    r = pnfsmon(url, "status")
+    r = pnfsmon("status", env={"PNFSMON_DB": url})
     assert r.returncode == 2 and "run `pnfsmon db upgrade`" in r.stderr
     assert r.stderr.count("\n") == 1
-    r = pnfsmon(url, "db", "upgrade")
+    r = pnfsmon("db", "upgrade", env={"PNFSMON_DB": url})
     assert r.returncode == 0, r.stderr
     assert f"upgraded schema from revision 000{version} to {tables.HEAD}" in r.stdout
     assert schema_differences(engine) == []
@@ -175,11 +165,11 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
         # The check_ages ledger is filled from the rows there (0006).
         filled = ages.as_dict(ages.totals(conn))
         assert filled and filled == ages.as_dict(ages.scan(conn))
-    r = pnfsmon(url, "status")
+    r = pnfsmon("status", env={"PNFSMON_DB": url})
     assert r.returncode == 1, r.stderr  # the corrupted file: a problem
     assert "5 files listed" in r.stdout
     assert "1 file has its first computed checksum as reference" in r.stdout
-    r = pnfsmon(url, "db", "upgrade")
+    r = pnfsmon("db", "upgrade", env={"PNFSMON_DB": url})
     assert r.returncode == 0 and "is current" in r.stdout
 
 
@@ -189,11 +179,11 @@ def test_a_newer_or_foreign_database_is_refused(empty):
     with engine.begin() as conn:
         conn.exec_driver_sql(f"UPDATE {migrate.ALEMBIC_TABLE} SET version_num = '9999'")
     for args in (["status"], ["db", "upgrade"], ["db", "init"]):
-        r = pnfsmon(url, *args)
+        r = pnfsmon(*args, env={"PNFSMON_DB": url})
         assert r.returncode == 2 and "newer than this pnfs-monitor" in r.stderr, args
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     drop_all(url)
-    r = pnfsmon(url, "db", "upgrade")  # nothing there: init is what to run
+    r = pnfsmon("db", "upgrade", env={"PNFSMON_DB": url})  # nothing there: init is what to run
     assert r.returncode == 2 and "run `pnfsmon db init`" in r.stderr
     with engine.begin() as conn:
         tables.statuses.create(conn)
@@ -203,7 +193,8 @@ def test_a_newer_or_foreign_database_is_refused(empty):
 
 def test_the_ddl_a_dba_applies_by_hand_gives_a_current_database(empty):
     url, engine = empty
-    r = pnfsmon(url, "db", "ddl", "--dialect", DIALECT_FILE[engine.dialect.name])
+    r = pnfsmon("db", "ddl", "--dialect", DIALECT_FILE[engine.dialect.name],
+                env={"PNFSMON_DB": url})
     assert r.returncode == 0
     with engine.begin() as conn:
         for statement in r.stdout.split(";\n"):

@@ -21,7 +21,7 @@ from pnfsmon.condor import submit
 from pnfsmon.schema import db
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.tables import events, statuses
-from tests.helpers import random_bytes, write_file
+from tests.helpers import pnfsmon, random_bytes, write_file
 from tests.test_condor import job_argv, job_environment, node_python, read_dag, run_as_worker_node
 
 __all__ = ["node_python"]  # the session fixture, shared with test_condor
@@ -36,7 +36,6 @@ pytestmark = pytest.mark.skipif(shutil.which("faketime") is None and not os.envi
 # condor refuses SQLite (its workers run on other machines); here every node runs on this
 # host, so the test writes the same files for SQLite through this driver.
 _SQLITE_DRIVER = """
-import sys
 from pnfsmon.condor import password
 refusing = password._account
 def account(url, *args):
@@ -44,8 +43,6 @@ def account(url, *args):
         return password.JobAccount(url, None, None, False, (), url)
     return refusing(url, *args)
 password._account = account
-from pnfsmon.cli import main
-sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -73,12 +70,9 @@ def site(tmp_path, db_url):
 
 def pnfsmon_at(offset: str | None, env: dict, *args: str) -> subprocess.CompletedProcess:
     """``pnfsmon ARGS`` on the submit host, with the clock moved by ``offset``."""
-    if env["PNFSMON_DB"].startswith("sqlite"):
-        command = [sys.executable, "-c", _SQLITE_DRIVER]
-    else:
-        command = [sys.executable, "-m", "pnfsmon"]
-    return subprocess.run([*at(offset), *command, *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+    sqlite = env["PNFSMON_DB"].startswith("sqlite")
+    return pnfsmon(*args, env=env, under=at(offset),
+                   before=_SQLITE_DRIVER if sqlite else None)
 
 
 def node_interpreter(db_url: str, node_python: str) -> str:

@@ -18,27 +18,19 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-import pnfsmon
+import pnfsmon as pnfsmon_package
 from pnfsmon.condor import bundle
 from pnfsmon.schema import db
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.paths import decode_line, display, encode_line, undisplay
 from pnfsmon.schema.tables import events, statuses
-from tests.helpers import write_file
-
-
-def pnfsmon_cli(*args: str, env: dict | None = None, cwd=None, timeout: float = 120
-                ) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=timeout)
+from tests.helpers import pnfsmon, write_file
 
 
 def test_version():
-    r = pnfsmon_cli("--version")
-    assert r.returncode == 0 and r.stdout.strip() == f"pnfs-monitor {pnfsmon.__version__}"
-    assert re.fullmatch(r"\d+\.\d+(\.\d+)?\S*", pnfsmon.__version__)
+    r = pnfsmon("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"pnfs-monitor {pnfsmon_package.__version__}"
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?\S*", pnfsmon_package.__version__)
 
 
 @pytest.mark.parametrize("url, hint, not_hint", [
@@ -49,7 +41,7 @@ def test_version():
 ])
 def test_a_url_with_a_driver_not_installed_names_the_one_to_use(tmp_path, url, hint,
                                                                 not_hint):
-    r = pnfsmon_cli("--db", url, "status", cwd=tmp_path)
+    r = pnfsmon("--db", url, "status", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert hint in r.stderr and not_hint not in r.stderr.lower()
     assert r.stderr.count("\n") == 1
@@ -77,8 +69,8 @@ def test_mysql_on_a_port_that_never_answers_fails_within_the_connect_timeout(tmp
     server, accepted = _silent_server()
     port = server.getsockname()[1]
     try:
-        r = pnfsmon_cli("--db", f"mysql+pymysql://u@127.0.0.1:{port}/x?connect_timeout=1",
-                        "status", cwd=tmp_path, timeout=30)
+        r = pnfsmon("--db", f"mysql+pymysql://u@127.0.0.1:{port}/x?connect_timeout=1",
+                    "status", cwd=tmp_path, timeout=30)
     finally:
         server.close()
         for conn in accepted:
@@ -99,14 +91,14 @@ def test_the_connect_timeout_is_lifted_once_connected(engine):
 @pytest.mark.parametrize("args", [["--warning", "abc"], ["--critical", "1.5x"],
                                   ["--max-crawl-age", "two days"]])
 def test_nagios_bad_threshold_is_unknown_not_critical(tmp_path, args):
-    r = pnfsmon_cli("status", "--nagios", *args, cwd=tmp_path)
+    r = pnfsmon("status", "--nagios", *args, cwd=tmp_path)
     assert r.returncode == 3, r.stderr
     assert r.stdout.startswith("PNFSMON UNKNOWN - ") and args[0] in r.stdout
 
 
 def test_a_log_file_that_cannot_be_opened_is_said_once(tmp_path):
-    r = pnfsmon_cli("status", "--log-file", str(tmp_path / "no" / "such" / "x.log"),
-                    cwd=tmp_path)
+    r = pnfsmon("status", "--log-file", str(tmp_path / "no" / "such" / "x.log"),
+                cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.count("cannot write the log file") == 1, r.stderr
 
@@ -117,7 +109,7 @@ def _slow_tree(tmp_path, files: int) -> str:
         write_file(tmp_path / "t" / f"d{i % 4}" / f"f{i}", b"y" * 50_000)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     for args in (["db", "init"], ["crawl", str(tmp_path / "t"), "--grace", "0"]):
-        r = pnfsmon_cli(*args, env={"PNFSMON_DB": url})
+        r = pnfsmon(*args, env={"PNFSMON_DB": url})
         assert r.returncode == 0, r.stderr
     return url
 
@@ -127,8 +119,8 @@ def test_progress_lines_come_between_batches(tmp_path):
     batches of 8 and then of the rest. Progress lines must come every --log-interval,
     counting files as they are read, not only when a batch is recorded."""
     url = _slow_tree(tmp_path, 100)
-    r = pnfsmon_cli("check", "--workers", "2", "--max-rate", "1", "--log-interval", "0.2",
-                    env={"PNFSMON_DB": url})
+    r = pnfsmon("check", "--workers", "2", "--max-rate", "1", "--log-interval", "0.2",
+                env={"PNFSMON_DB": url})
     assert r.returncode == 0, r.stderr
     counts = [int(n.replace(",", "")) for n in re.findall(r"INFO check: ([\d,]+) files",
                                                           r.stderr)]
@@ -174,32 +166,32 @@ def test_one_file_is_one_file(tmp_path):
     write_file(tmp_path / "t" / "only", b"z" * 10)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     for args in (["db", "init"], ["crawl", str(tmp_path / "t"), "--grace", "0"]):
-        assert pnfsmon_cli(*args, env={"PNFSMON_DB": url}).returncode == 0
-    r = pnfsmon_cli("check", "--workers", "1", env={"PNFSMON_DB": url})
+        assert pnfsmon(*args, env={"PNFSMON_DB": url}).returncode == 0
+    r = pnfsmon("check", "--workers", "1", env={"PNFSMON_DB": url})
     assert r.returncode == 0 and "checked 1 file in" in r.stdout, r.stdout
     assert "checked 1 files" not in r.stdout
-    r = pnfsmon_cli("check", "--prefix", str(tmp_path / "t"), env={"PNFSMON_DB": url})
+    r = pnfsmon("check", "--prefix", str(tmp_path / "t"), env={"PNFSMON_DB": url})
     assert "1 file queued" in r.stdout and "checked 1 file in" in r.stdout, r.stdout
 
 
 def test_db_ddl_offers_only_the_dialects_it_documents():
-    r = pnfsmon_cli("db", "ddl", "--help")
+    r = pnfsmon("db", "ddl", "--help")
     assert "mysql|mariadb|postgresql|sqlite" in r.stdout
     for dialect in ("oracle", "mssql"):  # SQLAlchemy knows them; pnfs-monitor does not
-        r = pnfsmon_cli("db", "ddl", "--dialect", dialect)
+        r = pnfsmon("db", "ddl", "--dialect", dialect)
         assert r.returncode == 2 and "unknown dialect" in r.stderr and not r.stdout
-    assert "CREATE TABLE statuses" in pnfsmon_cli("db", "ddl", "--dialect", "sqlite").stdout
+    assert "CREATE TABLE statuses" in pnfsmon("db", "ddl", "--dialect", "sqlite").stdout
 
 
 def test_demo_offers_no_db_and_names_its_dir_argument(tmp_path):
-    help_text = pnfsmon_cli("demo", "--help").stdout
+    help_text = pnfsmon("demo", "--help").stdout
     assert "--db URL" not in help_text and "--log-file" in help_text
-    r = pnfsmon_cli("--db", f"sqlite:///{tmp_path / 'x.sqlite'}", "demo", str(tmp_path / "d"))
+    r = pnfsmon("--db", f"sqlite:///{tmp_path / 'x.sqlite'}", "demo", str(tmp_path / "d"))
     assert r.returncode == 2 and "demo takes no --db" in r.stderr
     assert not (tmp_path / "d").exists()
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "something").write_text("")
-    r = pnfsmon_cli("demo", str(tmp_path / "d"))
+    r = pnfsmon("demo", str(tmp_path / "d"))
     assert r.returncode == 2 and "name another DIR, e.g. pnfsmon demo " in r.stderr
 
 
@@ -214,14 +206,14 @@ def test_history_accepts_every_form_the_tool_prints(tmp_path, db_url):
     path = write_file(os.path.join(os.fsencode(tmp_path), b"t", name), b"data")
     env = {"PNFSMON_DB": db_url}
     for args in (["crawl", str(tmp_path / "t"), "--grace", "0"], ["check", "--workers", "1"]):
-        assert pnfsmon_cli(*args, env=env).returncode == 0
+        assert pnfsmon(*args, env=env).returncode == 0
     forms = {"raw": os.fsdecode(path), "list": encode_line(path), "log/html": display(path)}
     assert len(set(forms.values())) == 3
     for form, text in forms.items():
-        r = pnfsmon_cli("history", text, env=env)
+        r = pnfsmon("history", text, env=env)
         assert r.returncode == 0, (form, r.stderr)
         assert r.stdout.startswith(display(path) + " (site ") and "ok" in r.stdout, form
-    r = pnfsmon_cli("history", display(path) + "x", env=env)
+    r = pnfsmon("history", display(path) + "x", env=env)
     assert r.returncode == 2 and "is not in the database" in r.stderr
 
 
@@ -230,7 +222,7 @@ def test_commands_without_a_database_refuse_db(tmp_path):
     url = f"sqlite:///{tmp_path / 'x.sqlite'}"
     for args in (["demo", str(tmp_path / "d")], ["db", "ddl"],
                  ["condor", "bundle", str(tmp_path / "b.pyz")]):
-        r = pnfsmon_cli("--db", url, *args, cwd=tmp_path)
+        r = pnfsmon("--db", url, *args, cwd=tmp_path)
         assert r.returncode == 2 and "takes no --db" in r.stderr, args
     assert not list(tmp_path.iterdir())
 
@@ -247,30 +239,30 @@ def _fake_bundle(path, version: str | None) -> None:
 
 def test_a_bundle_records_its_version(tmp_path):
     path = bundle.build(tmp_path / "pnfsmon.pyz")
-    assert bundle.version_of(path) == pnfsmon.__version__ and bundle.stale(path) is None
+    assert bundle.version_of(path) == pnfsmon_package.__version__ and bundle.stale(path) is None
     r = subprocess.run([sys.executable, str(path), "--version"], capture_output=True,
                        text=True, timeout=60)
-    assert r.stdout.strip() == f"pnfs-monitor {pnfsmon.__version__}"
+    assert r.stdout.strip() == f"pnfs-monitor {pnfsmon_package.__version__}"
 
 
 @pytest.mark.parametrize("built", [None, "0.0.1"])
 def test_condor_commands_warn_of_a_bundle_older_than_the_installed_version(tmp_path,
                                                                           built):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    assert pnfsmon_cli("db", "init", "--db", url).returncode == 0
+    assert pnfsmon("db", "init", "--db", url).returncode == 0
     workdir = tmp_path / "nightly"
     workdir.mkdir()
     _fake_bundle(workdir / "pnfsmon.pyz", built)
-    r = pnfsmon_cli("condor", "status", "--workdir", str(workdir), "--db", url)
+    r = pnfsmon("condor", "status", "--workdir", str(workdir), "--db", url)
     assert r.returncode == 0, r.stderr
     assert f"WARNING the bundle {workdir / 'pnfsmon.pyz'} was built by" in r.stderr
-    assert "rebuild it" in r.stderr and pnfsmon.__version__ in r.stderr
+    assert "rebuild it" in r.stderr and pnfsmon_package.__version__ in r.stderr
     # --executable pointing at an old bundle: the same warning.
-    r = pnfsmon_cli("condor", "submit", "--dry-run", "--executable",
-                    str(workdir / "pnfsmon.pyz"), "--db", "mysql+pymysql://u@dbhost/x")
+    r = pnfsmon("condor", "submit", "--dry-run", "--executable",
+                str(workdir / "pnfsmon.pyz"), "--db", "mysql+pymysql://u@dbhost/x")
     assert r.returncode == 0 and "rebuild it" in r.stderr, r.stderr
-    _fake_bundle(workdir / "pnfsmon.pyz", pnfsmon.__version__)
-    r = pnfsmon_cli("condor", "status", "--workdir", str(workdir), "--db", url)
+    _fake_bundle(workdir / "pnfsmon.pyz", pnfsmon_package.__version__)
+    r = pnfsmon("condor", "status", "--workdir", str(workdir), "--db", url)
     assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
 
 
@@ -278,20 +270,10 @@ def test_condor_commands_warn_of_a_bundle_older_than_the_installed_version(tmp_p
                                           ("dbhost.example.org", False)])
 def test_a_submit_file_for_a_local_database_gets_a_warning(tmp_path, host, warned):
     for command in (["submit", "--dry-run"], ["submit-crawl", "/data", "--dry-run"]):
-        r = pnfsmon_cli("condor", *command, "--executable", "/cvmfs/x/pnfsmon",
-                        "--db", f"mysql+pymysql://pnfsmon@{host}/pnfsmon", cwd=tmp_path)
+        r = pnfsmon("condor", *command, "--executable", "/cvmfs/x/pnfsmon",
+                    "--db", f"mysql+pymysql://pnfsmon@{host}/pnfsmon", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         assert ("on a worker node that is the node itself" in r.stderr) is warned, r.stderr
-
-
-def _without(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    """``pnfsmon ARGS`` in a Python where ``module`` cannot be imported (its extra not
-    installed)."""
-    code = (f"import sys; sys.modules[{module!r}] = None; from pnfsmon.cli import main; "
-            f"sys.exit(main({list(args)!r}))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
 
 
 @pytest.mark.parametrize("module, extra, args", [
@@ -302,9 +284,10 @@ def _without(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
 def test_a_missing_optional_binding_is_one_line_naming_its_extra(tmp_path, module, extra,
                                                                   args):
     if args[0] == "crawl":
-        assert pnfsmon_cli("db", "init", "--db", "sqlite:///db.sqlite", cwd=tmp_path
-                           ).returncode == 0
-    r = _without(module, *args, cwd=tmp_path)
+        assert pnfsmon("db", "init", "--db", "sqlite:///db.sqlite", cwd=tmp_path
+                       ).returncode == 0
+    # in a Python where the module cannot be imported (its extra not installed)
+    r = pnfsmon(*args, cwd=tmp_path, before=f"sys.modules[{module!r}] = None")
     assert r.returncode == 2, r.stderr
     assert f"pip install 'pnfs-monitor[{extra}]'" in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
@@ -312,19 +295,17 @@ def test_a_missing_optional_binding_is_one_line_naming_its_extra(tmp_path, modul
 
 def test_the_demo_needs_neither_binding(tmp_path):
     """What `pip install . && pnfsmon demo` promises a POSIX-only site."""
-    code = ("import sys; sys.modules['htcondor2'] = None; sys.modules['XRootD'] = None; "
-            "sys.modules['pyxrootd'] = None; from pnfsmon.cli import main; "
-            f"sys.exit(main(['demo', {str(tmp_path / 'demo')!r}]))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300)
+    r = pnfsmon("demo", str(tmp_path / "demo"),
+                before="sys.modules['htcondor2'] = None; sys.modules['XRootD'] = None; "
+                "sys.modules['pyxrootd'] = None")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "demo" / "report" / "index.html").is_file()
 
 
 def test_log_lines_carry_their_time_zone(tmp_path):
     log_file = tmp_path / "pnfsmon.log"
-    r = pnfsmon_cli("status", "--log-file", str(log_file), cwd=tmp_path,
-                    env={"TZ": "Asia/Kolkata"})
+    r = pnfsmon("status", "--log-file", str(log_file), cwd=tmp_path,
+                env={"TZ": "Asia/Kolkata"})
     assert r.returncode == 2
     line = log_file.read_text().strip()
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST ERROR pnfsmon: error: ", line), line
@@ -337,7 +318,7 @@ def test_a_stopped_crawl_says_how_many_files_it_recorded(tmp_path, signum):
         for i in range(1000):
             (tmp_path / "t" / f"d{d}" / f"f{i}").touch()
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    assert pnfsmon_cli("db", "init", "--db", url).returncode == 0
+    assert pnfsmon("db", "init", "--db", url).returncode == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
     proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "crawl", str(tmp_path / "t"),
                              "--grace", "0", "--log-interval", "0.1", "--db", url],

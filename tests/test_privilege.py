@@ -6,17 +6,13 @@ one line naming the role it needs."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from pnfsmon.schema import grants
-from tests.helpers import BACKENDS, SERVERS, write_file
+from tests.helpers import BACKENDS, SERVERS, pnfsmon, write_file
 
 SERVER_BACKENDS = [b for b in ("mariadb", "postgresql") if b in BACKENDS]
 PASSWORD = "Role-S3cret!"
@@ -44,15 +40,15 @@ class Accounts:
         # As an operator does it: the admin account, which creates the tables, then the
         # others' GRANTs, which name those tables.
         self.apply("admin", self.users["admin"])
-        r = cli(["db", "init"], env=clean_env(PNFSMON_DB=self.url("admin"),
-                                              PNFSMON_DB_PASSWORD=PASSWORD))
+        r = pnfsmon("db", "init", env={"PNFSMON_DB": self.url("admin"),
+                                       "PNFSMON_DB_PASSWORD": PASSWORD})
         assert r.returncode == 0, r.stderr
         for role in ("crawler", "worker", "reader"):
             self.apply(role, self.users[role])
 
     def apply(self, role: str, user: str) -> None:
-        r = cli(["db", "grants", "--role", role, "--user", user, "--host", "127.0.0.1",
-                 "--database", self.database, "--dialect", self.dialect], env=clean_env())
+        r = pnfsmon("db", "grants", "--role", role, "--user", user, "--host", "127.0.0.1",
+                    "--database", self.database, "--dialect", self.dialect)
         assert r.returncode == 0, r.stderr
         # PostgreSQL grants on tables from inside their database.
         inside = (self.root if self.dialect == "mysql" else sa.create_engine(
@@ -94,17 +90,6 @@ class Accounts:
         self.root.dispose()
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env.update(extra)
-    return env
-
-
-def cli(args: list[str], *, env: dict[str, str], cwd: Path | None = None):
-    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
-
-
 @pytest.fixture(scope="module", params=SERVER_BACKENDS)
 def accounts(request):
     made = Accounts(request.param)
@@ -126,9 +111,9 @@ def site(accounts, tmp_path_factory):
     dump.write_text("".join(f"/store/d{i % 2}/f{i}.dat\n" for i in range(6)))
 
     def run(role: str, *args: str):
-        env = clean_env(PNFSMON_DB=accounts.url(role), PNFSMON_DB_PASSWORD=PASSWORD,
-                        PNFSMON_CONFIG=str(conf))
-        return cli(list(args), env=env, cwd=base)
+        env = {"PNFSMON_DB": accounts.url(role), "PNFSMON_DB_PASSWORD": PASSWORD,
+               "PNFSMON_CONFIG": str(conf)}
+        return pnfsmon(*args, env=env, cwd=base)
 
     return run, tree, dump, base
 

@@ -19,7 +19,7 @@ from pnfsmon.schema.lease import Lease, Verdict
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import events, statuses
 from pnfsmon.tester.stream import adler32_hex
-from tests.helpers import row, write_file
+from tests.helpers import pnfsmon, row, write_file
 
 DAY = 86400.0
 
@@ -108,23 +108,17 @@ def test_prune_command_and_its_configured_defaults(engine, tree, tmp_path):
         check_at(engine, when, lambda p: Status.OK)
     conf = tmp_path / "pnfsmon.conf"
     conf.write_text("[pnfsmon]\nprune_events_after = 45\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env.update(PNFSMON_CONFIG=str(conf),
-               PNFSMON_DB=engine.url.render_as_string(hide_password=False))
-
-    def pnfsmon(*args):
-        return subprocess.run([sys.executable, "-m", "pnfsmon", "db", "prune", *args],
-                              env=env, capture_output=True, text=True, timeout=120)
-
-    r = pnfsmon()
+    env = {"PNFSMON_CONFIG": str(conf),
+           "PNFSMON_DB": engine.url.render_as_string(hide_password=False)}
+    r = pnfsmon("db", "prune", env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("pruned 1 checks older than 45 days")
-    r = pnfsmon("--events-older-than", "1")
+    r = pnfsmon("db", "prune", "--events-older-than", "1", env=env)
     assert r.returncode == 0 and r.stdout.startswith("pruned 1 checks older than 1 days")
-    r = pnfsmon("--vanished-older-than", "-1")
+    r = pnfsmon("db", "prune", "--vanished-older-than", "-1", env=env)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     conf.write_text("[pnfsmon]\nprune_vanished_after = soon\n")
-    r = pnfsmon()
+    r = pnfsmon("db", "prune", env=env)
     assert r.returncode == 2 and "prune_vanished_after = 'soon'" in r.stderr
 
 

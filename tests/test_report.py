@@ -10,8 +10,6 @@ import html
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -33,7 +31,7 @@ from pnfsmon.web.cli import (
 )
 from pnfsmon.web.report import write_report
 from pnfsmon.web.summary import summarize
-from tests.helpers import flip_bit, random_bytes, write_file
+from tests.helpers import flip_bit, pnfsmon, random_bytes, write_file
 
 HOSTILE = [b"<script>alert(1)</script>.dat", b"amp&quot;\".dat", b"nl\nname.dat",
            b"bad\xff\xfe.dat", b"'single'.dat"]
@@ -157,29 +155,24 @@ def test_nagios_thresholds(engine, tree):
 def test_history_command(engine, tree):
     paths = corrupted_tree(engine, tree)
     url = engine.url.render_as_string(hide_password=False)
-    env = {**os.environ, "PNFSMON_DB": url}
+    env = {"PNFSMON_DB": url}
     target = paths[3]  # non-UTF-8 name: passed as the raw bytes of argv
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "history", target, "--json"],
-                       capture_output=True, env=env, timeout=60)
+    r = pnfsmon("history", target, "--json", env=env, text=False)
     assert r.returncode == 1, r.stderr  # its status is a problem
     [record] = json.loads(r.stdout)
     assert decode_line(record["path"]) == target and record["status"] == "corrupted"
     assert [c["status"] for c in record["checks"]] == ["corrupted"]
     assert record["checks"][0]["computed_adler32"] != record["recorded_adler32"]
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "history", target], env=env,
-                       capture_output=True, timeout=60)
+    r = pnfsmon("history", target, env=env, text=False)
     assert b"last verified" in r.stdout and b"corrupted" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "history", "/no/such/file"],
-                       env=env, capture_output=True, text=True, timeout=60)
+    r = pnfsmon("history", "/no/such/file", env=env)
     assert r.returncode == 2 and "not in the database" in r.stderr
 
 
 @pytest.mark.parametrize("bad", [["--warning", "0"], ["--critical", "0"]])
 def test_nagios_bad_thresholds_are_unknown(engine, bad):
     url = engine.url.render_as_string(hide_password=False)
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "status", "--nagios", *bad],
-                       capture_output=True, text=True, env={**os.environ, "PNFSMON_DB": url},
-                       timeout=60)
+    r = pnfsmon("status", "--nagios", *bad, env={"PNFSMON_DB": url})
     assert r.returncode == 3 and r.stdout.startswith("PNFSMON UNKNOWN")
 
 
@@ -189,8 +182,7 @@ def test_the_password_appears_in_no_output_of_any_command(mariadb_with_password,
     password is in no page, export, line of output or error."""
     from tests.helpers import DB_SECRET
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    env.update(PNFSMON_DB=mariadb_with_password, PNFSMON_DB_PASSWORD=DB_SECRET)
+    env = {"PNFSMON_DB": mariadb_with_password, "PNFSMON_DB_PASSWORD": DB_SECRET}
     write_file(tree / "a.dat", b"payload", record=True)
     out = tmp_path / "report"
     commands = [["db", "init"], ["crawl", str(tree), "--grace", "0"], ["check"],
@@ -198,13 +190,11 @@ def test_the_password_appears_in_no_output_of_any_command(mariadb_with_password,
                 ["history", str(tree / "a.dat"), "--json"]]
     said = ""
     for command in commands:
-        r = subprocess.run([sys.executable, "-m", "pnfsmon", *command], env=env,
-                           capture_output=True, text=True, timeout=120)
+        r = pnfsmon(*command, env=env)
         assert r.returncode == 0, (command, r.stderr)
         said += r.stdout + r.stderr
     wrong = {**env, "PNFSMON_DB_PASSWORD": DB_SECRET + "-wrong"}
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "status"], env=wrong,
-                       capture_output=True, text=True, timeout=120)
+    r = pnfsmon("status", env=wrong)
     assert r.returncode == 2
     said += r.stdout + r.stderr
     assert DB_SECRET not in said

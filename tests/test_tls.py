@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -22,7 +21,7 @@ import sqlalchemy as sa
 
 from pnfsmon.schema import config, db
 from pnfsmon.schema.config import Settings
-from tests.helpers import SERVERS, create_database_when_up
+from tests.helpers import SERVERS, create_database_when_up, pnfsmon
 from tests.test_faults import PrivateMariaDB, _mysql_ids
 
 
@@ -89,12 +88,6 @@ def tls_mariadb():
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
-
-
-def pnfsmon(*args: str, env: dict[str, str] | None = None):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
-    return subprocess.run([sys.executable, "-m", "pnfsmon", *args], env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=120)
 
 
 def cipher(engine: sa.Engine) -> str:

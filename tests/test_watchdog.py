@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import sqlalchemy as sa
@@ -28,7 +26,7 @@ from pnfsmon.web.cli import NAGIOS_CRITICAL, NAGIOS_OK, NAGIOS_WARNING, nagios_l
 from pnfsmon.web.report import write_report
 from pnfsmon.web.summary import summarize
 from pnfsmon.web.watchdog import watch
-from tests.helpers import write_file
+from tests.helpers import pnfsmon, write_file
 
 DAY = 86400.0
 #: Thresholds that only the overdue files can pass.
@@ -145,31 +143,23 @@ def test_stopped_workers_and_crawls_warn_then_go_critical(engine, tree):
     assert code == NAGIOS_CRITICAL and "no complete crawl for 7.5 days" in line
 
 
-def pnfsmon(engine, *args, fake: str | None = None, config=None):
-    env = {**os.environ, "PNFSMON_DB": engine.url.render_as_string(hide_password=False)}
-    if config is not None:
-        env["PNFSMON_CONFIG"] = str(config)
-    cmd = [sys.executable, "-m", "pnfsmon", *args]
-    if fake is not None:
-        cmd = ["faketime", "-f", fake, *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-
-
 def test_status_nagios_as_the_clock_moves_on(engine, tree, tmp_path):
     """The command itself, its clock moved forward by faketime (the database server's
     clock does not move): OK, then WARNING, then CRITICAL, with the perfdata."""
     old_files(tree, 4)
     config = tmp_path / "pnfsmon.conf"
     config.write_text("[site T2_Here]\nrecheck_after = 1\noverdue_slack = 1\n")
-    assert pnfsmon(engine, "crawl", str(tree), "--site", "T2_Here").returncode == 0
-    r = pnfsmon(engine, "check", "--workers", "1", config=config)
+    env = {"PNFSMON_DB": engine.url.render_as_string(hide_password=False)}
+    configured = {**env, "PNFSMON_CONFIG": str(config)}
+    assert pnfsmon("crawl", str(tree), "--site", "T2_Here", env=env).returncode == 0
+    r = pnfsmon("check", "--workers", "1", env=configured)
     assert r.returncode == 0, r.stderr
-    r = pnfsmon(engine, "status", "--nagios", config=config)
+    r = pnfsmon("status", "--nagios", env=configured)
     assert r.returncode == NAGIOS_OK and " overdue=0;;;0 oldest_check_days=0.0" in r.stdout
-    r = pnfsmon(engine, "status", "--nagios", fake="+36h", config=config)
+    r = pnfsmon("status", "--nagios", env=configured, under=["faketime", "-f", "+36h"])
     assert r.returncode == NAGIOS_WARNING, r.stdout
     assert "T2_Here: no check recorded for 1.5 days while 4 files are due" in r.stdout
-    r = pnfsmon(engine, "status", "--nagios", fake="+80h", config=config)
+    r = pnfsmon("status", "--nagios", env=configured, under=["faketime", "-f", "+80h"])
     assert r.returncode == NAGIOS_CRITICAL, r.stdout
     assert "T2_Here: 4 of 4 files overdue (100.00 %)" in r.stdout
     assert " overdue=4;;;0 oldest_check_days=3.3" in r.stdout
@@ -178,10 +168,10 @@ def test_status_nagios_as_the_clock_moves_on(engine, tree, tmp_path):
                       "check_age_critical = 9\noverdue_critical = 100\n"
                       "overdue_warning = 100\ncrawl_age_warning = 9\n"
                       "crawl_age_critical = 9\n")
-    r = pnfsmon(engine, "status", "--nagios", "--max-crawl-age", "1000", fake="+80h",
-                config=config)
+    r = pnfsmon("status", "--nagios", "--max-crawl-age", "1000", env=configured,
+                under=["faketime", "-f", "+80h"])
     assert r.returncode == NAGIOS_WARNING and "no check recorded for 3.3 days" in r.stdout
-    r = pnfsmon(engine, "status", fake="+80h", config=config)
+    r = pnfsmon("status", env=configured, under=["faketime", "-f", "+80h"])
     assert "site T2_Here: 4 of 4 files overdue" in r.stdout
     assert "verification ages: 1-7 d 4" in r.stdout
 
@@ -218,23 +208,24 @@ def test_a_check_that_judged_nothing_says_why(engine, tree):
     for i in range(3):
         write_file(tree / f"young{i}.dat", b"y")  # written just now: in the grace window
     old_files(tree, 2)
-    assert pnfsmon(engine, "crawl", str(tree), "--site", "s").returncode == 0
-    r = pnfsmon(engine, "check", "--workers", "1")
+    env = {"PNFSMON_DB": engine.url.render_as_string(hide_password=False)}
+    assert pnfsmon("crawl", str(tree), "--site", "s", env=env).returncode == 0
+    r = pnfsmon("check", "--workers", "1", env=env)
     assert r.returncode == 0, r.stderr
     assert "checked 2 files" in r.stdout
     assert "; 3 files wait out their grace window (written too recently to judge; the first " \
            "is due at " in r.stdout
-    r = pnfsmon(engine, "check", "--workers", "1")
+    r = pnfsmon("check", "--workers", "1", env=env)
     assert r.returncode == 0, r.stderr
     due = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 30 * DAY))
     assert r.stdout.startswith("checked 0 files")
     assert "nothing was due: 3 files wait out their grace window" in r.stdout
     assert f"2 files are not due until {due}" in r.stdout
     assert "(checked within the last 30 days)" in r.stdout
-    r = pnfsmon(engine, "status")
+    r = pnfsmon("status", env=env)
     assert "3 files wait out their grace window" in r.stdout
     assert "2 files are not due until" in r.stdout
-    r = pnfsmon(engine, "check", "--workers", "1", "--site", "elsewhere")
+    r = pnfsmon("check", "--workers", "1", "--site", "elsewhere", env=env)
     assert r.returncode == 2 and "--site elsewhere: no such site" in r.stderr  # a typo
     # (a configured site with no files yet says "run pnfsmon crawl first":
     # test_config.py::test_an_unknown_site_or_an_empty_prefix_is_an_error)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 import sqlalchemy as sa
-from helpers import flip_bit, random_bytes, row, verdicts, write_file
+from helpers import flip_bit, pnfsmon, random_bytes, row, verdicts, write_file
 from xrootd_server import XRootDServer
 from zlib_ng import zlib_ng
 
@@ -144,9 +143,7 @@ def test_a_server_that_goes_away_loses_nothing(tmp_path, xrootd, sqlite_engine):
     with sqlite_engine.connect() as conn:
         rows = conn.execute(sa.select(statuses.c.status, statuses.c.tag)).all()
     assert rows == [(Status.UNCHECKED, None)] * 3
-    r = subprocess.run([sys.executable, "-m", "pnfsmon", "crawl", f"{server.url}//",
-                        "--db", str(sqlite_engine.url)], capture_output=True, text=True,
-                       timeout=120)
+    r = pnfsmon("crawl", f"{server.url}//", "--db", str(sqlite_engine.url))
     assert r.returncode == 3, r.stderr
     assert "unreachable" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -17,6 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from pnfsmon.schema.atomic import atomic_text
+from pnfsmon.schema.discrepancies import CompareState, Discrepancy
 from pnfsmon.schema.paths import display, encode_line
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
@@ -95,9 +96,9 @@ def write_prometheus(path: Path, summary: Summary) -> None:
                       ["site"], registry=registry)
     for site in summary.sites:
         if site.compare is not None:
-            for kind in ("missing", "orphan", "mismatch"):
-                catalog.labels(site.site, kind).set(getattr(site.compare, kind))
-            published.labels(site.site).set(site.compare.state == "published")
+            for kind in Discrepancy:
+                catalog.labels(site.site, kind.value).set(getattr(site.compare, kind.value))
+            published.labels(site.site).set(site.compare.state is CompareState.PUBLISHED)
     sweep = summary.sweep
     if sweep is not None:
         for name, text, value in (

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from pnfsmon.schema import counts
+from pnfsmon.schema.discrepancies import CompareState
 from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.sites import Site
@@ -47,7 +48,7 @@ class CompareInfo:
 
     id: int
     finished: float
-    state: str  # published | refused | flagged
+    state: CompareState  # published, refused or flagged (finished ones only)
     reason: str | None
     missing: int
     missing_bytes: int
@@ -56,6 +57,9 @@ class CompareInfo:
     mismatch: int
     young: int
     ignored: int
+
+    def __post_init__(self) -> None:  # as the row holds it: the closed vocabulary's value
+        object.__setattr__(self, "state", CompareState(self.state))
 
 
 def latest_compares(conn: sa.Connection) -> dict[str, CompareInfo]:
