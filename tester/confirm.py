@@ -58,15 +58,16 @@ def _agree(first_adler32: str | None, second: Verdict) -> bool:
 
 def _second(item: Claimed, verdict: Verdict) -> Verdict:
     first = item.computed_adler32 or "none (size differed)"
+    by = item.confirm_from or "the crawl's listing"
     if _agree(item.computed_adler32, verdict):
         return dataclasses.replace(verdict, second_read=True, error=_join(
-            verdict.error, f"confirmed by a second read (first read by {item.confirm_from})"))
+            verdict.error, f"confirmed by a second read (the first by {by})"))
     if verdict.status in (Status.CORRUPTED, Status.OK):
         seen = verdict.computed_adler32 or "none (size differed)"
         what = "ok" if verdict.status == Status.OK else "corrupted"
         return dataclasses.replace(verdict, status=Status.UNSTABLE_READ, second_read=True,
                                    error=f"two reads disagree: the first (by "
-                                         f"{item.confirm_from}) found it corrupted, adler32 "
+                                         f"{by}) found it corrupted, adler32 "
                                          f"{first}; the second found it {what}, adler32 "
                                          f"{seen}" + (f" ({verdict.error})" if verdict.error
                                                       else ""))

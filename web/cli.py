@@ -31,6 +31,9 @@ def format_summary(s: Summary) -> str:
     width = max(len(st.label) for st in Status)
     for st in Status:
         mark = "  <- problem" if st in PROBLEMS and s.counts[st] else ""
+        if st == Status.CORRUPTED and s.unconfirmed:
+            mark += (f" ({s.unconfirmed:,} unconfirmed: a second read is due before it is "
+                     "final)")
         lines.append(f"  {st.label:<{width}}  {s.counts[st]:>12,}{mark}")
     for w in s.watch:
         lines.extend(watch_lines(w))
