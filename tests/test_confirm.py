@@ -11,12 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 import sqlalchemy as sa
 from helpers import flip_bit, random_bytes, row, write_file
 
 from pnfsmon.crawler.crawl import crawl
+from pnfsmon.schema import db
+from pnfsmon.schema.config import Settings
 from pnfsmon.schema.lease import Lease, Verdict, request_now
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import PROBLEMS, Status
@@ -251,3 +254,56 @@ def test_a_verdict_without_confirmation_fields_is_recorded_as_before(engine, sit
     v = Verdict(item.id, Status.OK, 0.1, item.size, item.size, computed_adler32="00000001")
     assert lease.record([v]) == [item.id]
     assert row(engine, item.path).confirm_due is None
+
+
+@pytest.mark.hand_written_rows
+def test_concurrent_workers_claim_each_second_read_once(engine, db_url, tree):
+    """Four workers claim 150 due second reads at once (among 1,500 files, the others ok
+    and not due): each exactly once, none missed (on MariaDB the claim must be served by
+    ix_statuses_confirm_due alone: a sort would let the first claimer lock every row and
+    the others see no work)."""
+    for i in range(1500):
+        write_file(tree / f"d{i % 10}" / f"f{i}", b"x")
+    crawl(engine, os.fsencode(tree), SITE)
+    with engine.begin() as conn:
+        conn.execute(statuses.update().values(status=int(Status.OK), claim_key=1e12))
+        conn.execute(statuses.update().where(statuses.c.id % 10 == 0).values(
+            status=int(Status.CORRUPTED), claim_key=None, confirm_due=statuses.c.id * 1.0))
+    statements: list = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "confirm_due <=" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    claimed: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        eng = db.create_engine(Settings(db_url))
+        sa.event.listen(eng, "before_cursor_execute", capture)
+        lease, mine = Lease(eng, lease_seconds=120), []
+        try:
+            while batch := lease.claim(7, due_before=0.0):
+                mine.extend(c.id for c in batch)
+                assert all(c.unconfirmed for c in batch)
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+        claimed.append(mine)
+        eng.dispose()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    ids = [i for mine in claimed for i in mine]
+    assert len(ids) == 150 and len(set(ids)) == 150
+    if engine.dialect.name in ("mysql", "mariadb"):
+        statement, parameters = statements[0]
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE TABLE statuses")
+            plan = conn.exec_driver_sql("EXPLAIN " + statement, parameters).mappings().all()
+        assert plan[0]["key"] == "ix_statuses_confirm_due", plan
+        assert "filesort" not in (plan[0]["Extra"] or "")
