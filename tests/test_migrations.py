@@ -155,6 +155,9 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
         assert [(i, bytes(p)) for i, p, _ in rows][2] == (3, b"/d/new\xff")
         # Is or was a problem: the corrupted file, and the one read as unreadable once.
         assert {i for i, _, seen in rows if seen} == {2, 6}
+        # A corrupted verdict made by one read is unconfirmed, its second read due (0008).
+        assert conn.execute(sa.select(tables.statuses.c.id, tables.statuses.c.claim_key)
+                            .where(tables.statuses.c.confirm_due == 0.0)).all() == [(2, None)]
         # Each reference's provenance: recorded by the storage, first read, or not known.
         assert dict(conn.execute(sa.select(tables.statuses.c.id,
                                            tables.statuses.c.reference)).all()) == {
