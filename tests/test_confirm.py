@@ -233,11 +233,14 @@ def test_confirm_after_makes_the_second_read_wait(engine, site, tmp_path):
                            env=env, capture_output=True, text=True, timeout=120,
                            cwd=tmp_path)
         assert r.returncode in (0, 1), r.stderr
+        return r
 
     check(None)
     assert [e.status for e in reads(engine, rot)] == [Status.CORRUPTED]
     assert row(engine, rot).confirm_due is not None
-    check(None)
+    r = check(None)  # nothing due, and the summary line says why
+    assert "nothing was due: 1 corrupted files wait for the second read that confirms " \
+        "them (the first is due at" in r.stderr + r.stdout
     check("+5m")
     assert len(reads(engine, rot)) == 1
     check("+11m")
