@@ -20,13 +20,14 @@ from helpers import flip_bit, random_bytes, row, write_file
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import db
 from pnfsmon.schema.config import Settings
-from pnfsmon.schema.lease import Lease, Verdict, request_now
+from pnfsmon.schema.lease import Claimed, Lease, Verdict, request_now
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import PROBLEMS, Status
 from pnfsmon.schema.tables import events, statuses
 from pnfsmon.tester import confirm
 from pnfsmon.tester.checker import check_file
 from pnfsmon.tester.posix_read import PosixReader
+from pnfsmon.tester.readers import make_reader
 from pnfsmon.tester.worker import CheckOptions, run
 from pnfsmon.web.report import write_report
 
@@ -310,3 +311,33 @@ def test_concurrent_workers_claim_each_second_read_once(engine, db_url, tree):
             plan = conn.exec_driver_sql("EXPLAIN " + statement, parameters).mappings().all()
         assert plan[0]["key"] == "ix_statuses_confirm_due", plan
         assert "filesort" not in (plan[0]["Extra"] or "")
+
+
+@pytest.fixture
+def served(xrootd, request):
+    """A fresh directory on the session's XRootD server, handed to the xrootd user."""
+    top = xrootd.data / request.node.name.replace("[", "_").replace("]", "")
+    top.mkdir()
+    yield top
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.parametrize("bindings", [True, False])
+def test_the_second_stat_of_a_root_file_asks_the_server(xrootd, served, bindings):
+    """Through the bindings, or ``xrdfs stat`` on a worker node without them: there (with
+    its size), or not there; a check of a file deleted on the server is missing, confirmed
+    by the second stat."""
+    write_file(served / "here", b"payload")
+    xrootd.give(served)
+    url = os.fsencode(f"{xrootd.url}//{served.name}")
+    ask = confirm._xrootd_stat if bindings else (
+        lambda u, t: confirm._xrdfs_stat(confirm.XRootDUrl.parse(u), t))
+    here = ask(url + b"/here", 10)
+    assert here.size == 7
+    assert (here.mtime_ns is not None) == bindings
+    assert isinstance(ask(url + b"/gone", 10), FileNotFoundError)
+    if bindings:
+        item = Claimed(1, "s", url + b"/gone", 7, here.mtime_ns, None, "xrootd", None)
+        v = check_file(item, make_reader("xrootd", 10), 10)
+        assert v.status == Status.MISSING
+        assert "a second stat did not find it either" in v.error
