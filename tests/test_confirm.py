@@ -70,6 +70,11 @@ def test_confirm_after_zero_reads_again_at_once_and_confirms(engine, site):
     assert "unconfirmed: a second read is due at once" in first.error
     assert "confirmed by a second read" in second.error and "confirmed by" in r.error
     assert first.reader and second.reader and first.worker_node == second.worker_node
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
+    env["PNFSMON_DB"] = engine.url.render_as_string(hide_password=False)
+    shown = subprocess.run([sys.executable, "-m", "pnfsmon", "history", os.fsdecode(rot)],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert shown.stdout.count(f"(worker {first.reader})") == 2, shown.stdout
     # An ok file is read once, and no reader is recorded for it.
     (only,) = reads(engine, good)
     assert only.status == Status.OK and only.reader is None
