@@ -21,7 +21,8 @@ The crawl never erases evidence:
   size and reference it had (a file still in its grace window, or listed empty before,
   excepted: it may still be being written). The checker judges a truncation the same
   way, so crawl and check agree whichever runs first, and a later crawl leaves the
-  verdict alone;
+  verdict alone. Like a first read's, the crawl's verdict is unconfirmed until a read
+  agrees (``tester.confirm``);
 - more than ``max_drop`` of the site vanishing at once, or a root that listed no file
   where files were, is refused (``Drop``): nothing is marked vanished and the crawl is
   not complete (an automount that did not come up is not a mass deletion);
@@ -352,7 +353,8 @@ class Ingest:
                 reference=sa.bindparam("b_reference"), pool=sa.bindparam("b_pool"),
                 status=sa.bindparam("b_status"), claim_key=sa.bindparam("b_key"),
                 tag_expiry=sa.bindparam("b_expiry"), computed_adler32=None,
-                tag=None, error=None, prior_status=None, crawl_gen=self.crawl_id),
+                tag=None, error=None, prior_status=None, crawl_gen=self.crawl_id,
+                confirm_due=None, confirm_from=None),
             values)
 
     def _locked(self, conn: sa.Connection, ids: list[int], *columns) -> list:
@@ -386,16 +388,20 @@ class Ingest:
             waiting.add(self.site, CORRUPTED, self.started, None)
             error = (f"listed with {item.size:,} bytes, {r.size:,} before, mtime unchanged: "
                      "truncated or extended in place (found by the crawl)")
-            values.append({"b_id": r.id, "b_error": error,
-                           "b_key": (None if self._parked(item)
-                                     else self.started + self.recheck_after),
-                           "b_pool": item.pool})
+            # The listing was the first look; a read is the second, confirming one
+            # (``tester.confirm``), due at once. A file only on tape is not read: the
+            # listing's word stands for it, as before.
+            parked = self._parked(item)
+            values.append({"b_id": r.id, "b_error": error, "b_key": None,
+                           "b_due": None if parked else self.started, "b_pool": item.pool})
             checks.append({"file_id": r.id, "checked": self.started, "worker_node": node,
                            "seconds": 0.0, "source_pool": item.pool or r.pool,
                            "size": r.size, "bytes_read": 0, "status": CORRUPTED,
                            "error": error})
         conn.execute(statuses.update().where(s.id == sa.bindparam("b_id")).values(
             status=CORRUPTED, error=sa.bindparam("b_error"), claim_key=sa.bindparam("b_key"),
+            confirm_due=sa.bindparam("b_due", type_=sa.Double), confirm_from=None,
+            computed_adler32=None,  # no read computed one: a second read compares so
             pool=sa.func.coalesce(sa.bindparam("b_pool", type_=sa.String), s.pool),
             checked=self.started, problem_seen=True, tag=None, tag_expiry=None,
             prior_status=None, crawl_gen=self.crawl_id), values)

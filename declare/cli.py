@@ -31,13 +31,15 @@ def _line(c: Candidate) -> str:
 
 
 def do_declare(args: argparse.Namespace) -> int:
-    """List the site's corrupted and missing files that would be declared bad in Rucio,
-    each with its reason; with --apply (or the site's `declare = apply`), declare them
-    through the Rucio client (its own rucio.cfg, RUCIO_CONFIG) and record Rucio's answers.
-    A file is declared once; one that checked ok since is declared again only if it breaks
-    again. Without the Rucio client, writes the lists for rucio-admin and the CMS
-    consistency tools instead (--output). Exits 1 if files are left to declare or Rucio
-    did not declare some, 3 if Rucio is unreachable."""
+    """List the site's confirmed corrupted and missing files that would be declared bad in
+    Rucio, each with its reason (corrupted files a second read has not confirmed yet are
+    listed as pending confirmation, never declared); with --apply (or the site's `declare =
+    apply`), declare them through the Rucio client (its own rucio.cfg, RUCIO_CONFIG) and
+    record Rucio's answers. A file is declared once; one that checked ok since is declared
+    again only if it breaks again. Without the Rucio client, writes the lists for
+    rucio-admin and the CMS consistency tools instead (--output). Exits 1 if files are
+    left to declare or pending confirmation, or Rucio did not declare some, 3 if Rucio is
+    unreachable."""
     settings = cli.settings(args)
     site = settings.site(args.site)
     apply_now = args.apply or (site.declare == "apply" and not args.dry_run)
@@ -60,6 +62,13 @@ def do_declare(args: argparse.Namespace) -> int:
         for c in found.to_declare:
             print(_line(c))
         problems = len(found.to_declare)
+    if found.pending:
+        print(f"{len(found.pending):,} corrupted files pending confirmation (a second read "
+              "must agree before they are declared; `pnfsmon check --paths` re-reads now):")
+        for c, due in found.pending:
+            print(f"  pending confirmation  {paths.display(c.lfn)}  (corrupted, adler32 "
+                  f"computed {c.computed_adler32 or 'none'}, first read {_when(c.checked)}, "
+                  f"second read due {_when(due) if due else 'at once'})")
     if found.declared_before:
         print(f"{found.declared_before:,} corrupted or missing files were declared before "
               "(not declared again)")
@@ -80,7 +89,7 @@ def do_declare(args: argparse.Namespace) -> int:
         for path in written:
             print(f"wrote {path}")
         print(f"declare with: {files.command(site, written[0])}")
-    return EXIT_PROBLEMS if problems else EXIT_OK
+    return EXIT_PROBLEMS if problems or found.pending else EXIT_OK
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:

@@ -1,6 +1,10 @@
-"""What ``pnfsmon declare`` would declare for a site: its corrupted and missing files, each
-with the reason Rucio will keep, minus those declared before (unless the file checked ok
-since), those outside the site's LFN mapping, and those held in an open incident."""
+"""What ``pnfsmon declare`` would declare for a site: its confirmed corrupted and missing
+files (and lost ones), each with the reason Rucio will keep, minus those declared before
+(unless the file checked ok since), those outside the site's LFN mapping, and those held in
+an open incident. A corrupted verdict that a second read has not confirmed yet
+(``tester.confirm``) is pending confirmation: shown, never declared. A missing verdict is
+final only after a second stat agreed, so every ``missing`` row is confirmed; a lost file
+is gone from the namespace (a complete crawl's word), whatever its last read said."""
 
 from __future__ import annotations
 
@@ -54,6 +58,8 @@ class Plan:
     # paths outside the LFN mapping, or whose LFN is not UTF-8 (no Rucio name is)
     unmapped: list[bytes] = field(default_factory=list)
     held: list[Candidate] = field(default_factory=list)  # in an open incident
+    # corrupted, not confirmed by a second read yet: (candidate, when its read is due)
+    pending: list[tuple[Candidate, float]] = field(default_factory=list)
     declared_before: int = 0  # problem files already declared (and not ok since)
     recovered: list[sa.Row] = field(default_factory=list)  # declared, checked ok since
     last_id: int = 0  # the site's newest declaration when planned (see apply._record)
@@ -98,7 +104,7 @@ def plan(engine: sa.Engine, site: Site) -> Plan:
         rows = conn.execute(
             sa.select(statuses.c.id, statuses.c.path, statuses.c.path_hash, statuses.c.status,
                       statuses.c.computed_adler32, statuses.c.recorded_adler32,
-                      statuses.c.checked)
+                      statuses.c.checked, statuses.c.confirm_due)
             .where(statuses.c.site == site.name,
                    statuses.c.status.in_([int(s) for s in DECLARED_VERDICTS]))
             .order_by(statuses.c.path)).all()
@@ -115,8 +121,12 @@ def plan(engine: sa.Engine, site: Site) -> Plan:
             if lfn is None or not _utf8(lfn):  # a Rucio name is text: no such replica
                 result.unmapped.append(path)
                 continue
-            found.append(Candidate(r.id, path, path_hash, lfn, Status(r.status),
-                                   r.computed_adler32, r.recorded_adler32, r.checked))
+            candidate = Candidate(r.id, path, path_hash, lfn, Status(r.status),
+                                  r.computed_adler32, r.recorded_adler32, r.checked)
+            if r.status == Status.CORRUPTED and r.confirm_due is not None:
+                result.pending.append((candidate, r.confirm_due))
+                continue
+            found.append(candidate)
         held = held_by_incident(conn, site, {c.file_id for c in found})
         result.to_declare = [c for c in found if c.file_id not in held]
         result.held = [c for c in found if c.file_id in held]

@@ -29,7 +29,7 @@ STAGE_SUFFIX = "_stage"  # MariaDB/MySQL: the crawls' staging tables' database, 
 WORKER_STATUS_COLUMNS = (
     "tag", "tag_expiry", "claim_key", "status", "computed_adler32", "recorded_adler32",
     "recorded_from", "reference", "checked", "worker_node", "source_node", "bytes_read", "error",
-    "problem_seen",
+    "problem_seen", "confirm_due", "confirm_from",
 )
 
 _ALL_TABLES = tuple(t.name for t in tables.metadata.sorted_tables) + (ALEMBIC_TABLE,)

@@ -54,6 +54,16 @@ class Claimed:
     recorded_from: str | None
     pool: str | None
     reference: Reference = Reference.UNKNOWN
+    # The verdict the row holds (a second read is judged against it: ``tester.confirm``).
+    status: Status = Status.UNCHECKED
+    computed_adler32: str | None = None
+    confirm_due: float | None = None  # set: a corrupted verdict awaiting its second read
+    confirm_from: str | None = None  # the worker of that first read
+
+    @property
+    def unconfirmed(self) -> bool:
+        """A corrupted verdict that a second read has yet to confirm."""
+        return self.status == Status.CORRUPTED and self.confirm_due is not None
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,10 @@ class Verdict:
     reference: Reference | None = None
     recorded_adler32: str | None = None
     recorded_from: str | None = None
+    # A corrupted first read: seconds until its second read is due (the verdict stays
+    # unconfirmed until then); None for every other verdict.
+    confirm_after: float | None = None
+    second_read: bool = False  # the second read of an unconfirmed corrupted verdict
 
 
 def due_condition(due_before: float, recheck_after: float | None = None,
@@ -105,7 +119,8 @@ def default_owner() -> str:
 _CLAIM_COLUMNS = (
     statuses.c.id, statuses.c.site, statuses.c.path, statuses.c.size, statuses.c.mtime_ns,
     statuses.c.recorded_adler32, statuses.c.recorded_from, statuses.c.pool,
-    statuses.c.reference,
+    statuses.c.reference, statuses.c.status, statuses.c.computed_adler32,
+    statuses.c.confirm_due, statuses.c.confirm_from,
 )
 
 
@@ -130,7 +145,7 @@ class Lease:
 
     def claim(self, limit: int, *, due_before: float, now: float | None = None,
               max_per_pool: int = 0, site: str | None = None,
-              recheck_after: float | None = None) -> list[Claimed]:
+              recheck_after: float | None = None, confirm: bool = True) -> list[Claimed]:
         """Lease up to ``limit`` due rows: never checked (or changed) first, then the ones
         due at or before ``due_before`` (a sweep fixes it when it starts, so files it
         checks itself are not due again in it). ``recheck_after``: see ``due_condition``.
@@ -141,13 +156,18 @@ class Lease:
         instant may both take the last place (the cap is approximate by one or two).
 
         ``site``: only that site's files (many sites can share one database). The claim
-        still reads ``ix_statuses_claim_key`` in order and skips other sites' rows."""
+        still reads ``ix_statuses_claim_key`` in order and skips other sites' rows.
+
+        ``confirm``: first take the unconfirmed corrupted verdicts whose second read is
+        due (``ix_statuses_confirm_due``), leaving those this worker read first to the
+        others while any other worker holds a lease (see ``_confirmations``)."""
         now = time.time() if now is None else now
         # Each claim of this worker gets its own expiry, which identifies its rows to a
         # retry (see run() below): a step later if the clock (or a caller) repeats itself.
         expiry = max(now + self.lease_seconds, math.nextafter(self._last_expiry, math.inf))
         self._last_expiry = expiry
         cutoff = min(due_before, now)
+        spared = self._spared(now, max_per_pool)
         attempts = 0
 
         def run() -> list[Claimed]:
@@ -167,20 +187,24 @@ class Lease:
                 # Rows whose lease expired (their worker died) go back to the queue's head.
                 conn.execute(statuses.update().where(statuses.c.tag_expiry < now)
                              .values(tag=None, tag_expiry=None, claim_key=0.0))
-                periods = (schedule.periods(conn) if recheck_after is not None else None)
-                query = self.claim_query(limit, cutoff, now=now, max_per_pool=max_per_pool,
-                                         site=site, recheck_after=recheck_after,
-                                         periods=periods)
-                rows = [Claimed(*row) for row in conn.execute(query)]
-                if rows:
-                    conn.execute(
-                        statuses.update()
-                        .where(statuses.c.id.in_([r.id for r in rows]))
-                        .values(tag=self.owner, tag_expiry=expiry, claim_key=None)
-                    )
+                rows = (self._confirmations(conn, limit, now, site, spared) if confirm
+                        else [])
+                self._take(conn, rows, expiry)  # out of both ranges before the regular claim
+                if len(rows) < limit:
+                    periods = (schedule.periods(conn) if recheck_after is not None else None)
+                    regular = [Claimed(*row) for row in conn.execute(self.claim_query(
+                        limit - len(rows), cutoff, now=now, max_per_pool=max_per_pool,
+                        site=site, recheck_after=recheck_after, periods=periods))]
+                    self._take(conn, regular, expiry)
+                    rows += regular
                 return rows
 
         return retrying(self.engine, run)
+
+    def _take(self, conn: sa.Connection, rows: list[Claimed], expiry: float) -> None:
+        if rows:
+            conn.execute(statuses.update().where(statuses.c.id.in_([r.id for r in rows]))
+                         .values(tag=self.owner, tag_expiry=expiry, claim_key=None))
 
     def claim_query(self, limit: int, cutoff: float, *, now: float, max_per_pool: int = 0,
                     site: str | None = None, recheck_after: float | None = None,
@@ -198,16 +222,56 @@ class Lease:
         )
         if site is not None:
             query = query.where(statuses.c.site == site)
-        if max_per_pool > 0:
-            c = statuses.c
-            busy = (
-                sa.select(c.pool)
-                .where(c.tag_expiry >= now, c.tag != self.owner, c.pool.is_not(None))
-                .group_by(c.pool)
-                .having(sa.func.count(sa.distinct(c.tag)) >= max_per_pool)
-            )
-            query = query.where(sa.or_(c.pool.is_(None), c.pool.not_in(busy)))
+        spared = self._spared(now, max_per_pool)
+        if spared is not None:
+            query = query.where(spared)
         return query
+
+    def _spared(self, now: float, max_per_pool: int) -> sa.ColumnElement[bool] | None:
+        """Rows not on a pool that already has ``max_per_pool`` other readers (0: no cap)."""
+        if max_per_pool <= 0:
+            return None
+        c = statuses.c
+        busy = (
+            sa.select(c.pool)
+            .where(c.tag_expiry >= now, c.tag != self.owner, c.pool.is_not(None))
+            .group_by(c.pool)
+            .having(sa.func.count(sa.distinct(c.tag)) >= max_per_pool)
+        )
+        return sa.or_(c.pool.is_(None), c.pool.not_in(busy))
+
+    def _confirmations(self, conn: sa.Connection, limit: int, now: float, site: str | None,
+                       spared) -> list[Claimed]:
+        """Unconfirmed corrupted verdicts whose second read is due, oldest due first. The
+        second read should be independent of the first: a worker leaves the ones it read
+        first to the others while another worker holds a lease (best effort: a lone
+        worker, or one whose peers are between batches, reads them itself)."""
+        c = statuses.c
+        query = (
+            sa.select(*_CLAIM_COLUMNS)
+            .where(c.confirm_due <= now, c.status == int(Status.CORRUPTED), c.tag.is_(None))
+            .order_by(c.confirm_due)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        # SKIP LOCKED needs one index to serve both WHERE and ORDER BY on MariaDB (see the
+        # regular claim); left to itself its optimizer picks (status, site) and sorts.
+        for dialect in ("mysql", "mariadb"):
+            query = query.with_hint(statuses, "FORCE INDEX (ix_statuses_confirm_due)",
+                                    dialect)
+        if site is not None:
+            query = query.where(c.site == site)
+        if spared is not None:
+            query = query.where(spared)
+        rows = [Claimed(*row) for row in conn.execute(query)]
+        if any(r.confirm_from == self.owner for r in rows):
+            others = conn.execute(
+                sa.select(sa.literal(1))
+                .where(c.tag_expiry >= now, c.tag.is_not(None), c.tag != self.owner)
+                .limit(1)).first()
+            if others is not None:
+                rows = [r for r in rows if r.confirm_from != self.owner]
+        return rows
 
     def renew(self, ids: Sequence[int], now: float | None = None) -> None:
         """Extend the lease on rows still being worked on (call at half the lease)."""
@@ -279,6 +343,12 @@ class Lease:
                 # lock: a change of period waits for this, or this for it).
                 period_of = schedule.periods(conn, (row.site for row in held), lock=True)
                 conn.execute(self._update_from_events(ids, now, period_of))
+                pending = [{"b_id": i, "b_due": now + by_id[i].confirm_after}
+                           for i in ids if by_id[i].confirm_after is not None]
+                if pending:  # out of the regular queue until the second read is due
+                    conn.execute(statuses.update().where(statuses.c.id == sa.bindparam("b_id"))
+                                 .values(confirm_due=sa.bindparam("b_due"),
+                                         confirm_from=self.owner, claim_key=None), pending)
                 counts_of(held, by_id).write(conn)
                 ages_of(held, by_id, now, ages.listing_starts(
                     conn, (r.crawl_gen for r in held))).write(conn, recorded=now)
@@ -319,6 +389,8 @@ class Lease:
                 (s.problem_seen, sa.case((e.status.in_([int(p) for p in PROBLEMS]), True),
                                          else_=s.problem_seen)),
                 (s.checked, now),
+                (s.confirm_due, None),  # set again below for a first corrupted read
+                (s.confirm_from, None),
                 (s.worker_node, self.node),
                 (s.tag, None),
                 (s.tag_expiry, None),
@@ -332,6 +404,7 @@ class Lease:
             "size": v.size, "bytes_read": v.bytes_read, "status": int(v.status),
             "computed_adler32": v.computed_adler32,
             "error": (v.error or None) and v.error[:1024],
+            "reader": self.owner if v.confirm_after is not None or v.second_read else None,
         }
 
 
@@ -367,8 +440,9 @@ def request_now(engine: sa.Engine, *, prefix: bytes | None = None,
                 paths: Iterable[bytes] = ()) -> tuple[int, list[bytes]]:
     """Mark files below ``prefix`` (or that exact file) and the exact ``paths`` as urgent.
     Only files waiting in the queue are marked: not those being checked right now, parked
-    (nearline), vanished, or changed and waiting for the next crawl. Returns how many were
-    marked and which of ``paths`` the database does not know."""
+    (nearline), vanished, or changed and waiting for the next crawl; an unconfirmed
+    corruption waiting for its second read is marked too (its second read is then now).
+    Returns how many were marked and which of ``paths`` the database does not know."""
     c = statuses.c
     marked = 0
 
@@ -376,7 +450,11 @@ def request_now(engine: sa.Engine, *, prefix: bytes | None = None,
         def run() -> int:
             with write_transaction(engine) as conn:
                 return conn.execute(
-                    statuses.update().where(condition, c.claim_key.is_not(None))
+                    statuses.update().where(condition, sa.or_(
+                        c.claim_key.is_not(None),
+                        # an unconfirmed corruption waiting for its second read: now
+                        sa.and_(c.confirm_due.is_not(None), c.tag.is_(None),
+                                c.status == int(Status.CORRUPTED))))
                     .values(claim_key=URGENT)
                 ).rowcount
 

@@ -10,6 +10,8 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     ignore = /store/user/ /store/temp/ *.tmp       # prefixes, or fnmatch patterns
     grace = 2                                      # hours
     recheck_after = 30                             # days
+    confirm_after = 10                             # minutes before a corrupted verdict's
+                                                   # second read (0: at once)
     overdue_slack = 7                              # days past recheck_after: overdue
     max_missing_fraction = 0.05                    # above it, compare flags for a person
     max_orphan_fraction = 0.05
@@ -45,6 +47,9 @@ DEFAULT_PARALLEL = 32  # calls in flight on a mount: enough to hide an NFS/dCach
 # before for compare: a tenth is far beyond a night's deletions at a WLCG site, far below
 # what a missing mount or a lost pool looks like.
 DEFAULT_MAX_CRAWL_DROP = 0.10
+# Seconds between a corrupted first read and its second, confirming one: long enough for a
+# passing fault (a flaky door, a busy node) to pass, short against a night's checks.
+DEFAULT_CONFIRM_AFTER = 600.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Site:
     ignore: tuple[str, ...] = field(default_factory=tuple)
     grace: float = DEFAULT_GRACE
     recheck_after: float = DEFAULT_RECHECK  # seconds
+    confirm_after: float = DEFAULT_CONFIRM_AFTER  # seconds (the file says minutes)
     # seconds past recheck_after (past the grace window for a file never verified) after
     # which a file is overdue (the watchdog counts it)
     overdue_slack: float = 7 * 86400.0
@@ -163,6 +169,8 @@ def sites_from(parser: configparser.ConfigParser) -> dict[str, Site]:
             ignore=tuple(section.get("ignore", "").split()),
             grace=_number(section, "grace", default.grace, 3600.0, name),
             recheck_after=_number(section, "recheck_after", default.recheck_after, 86400.0,
+                                  name),
+            confirm_after=_number(section, "confirm_after", default.confirm_after, 60.0,
                                   name),
             overdue_slack=_number(section, "overdue_slack", default.overdue_slack, 86400.0,
                                   name),

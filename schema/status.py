@@ -21,6 +21,10 @@ class Status(enum.IntEnum):
     # as anyone told us. It stays (never pruned) until a person acknowledges it (``pnfsmon
     # ack``, then ``vanished``) or it comes back.
     LOST = 9
+    # Two full reads of the file disagreed (different Adler32, or one ok and one
+    # corrupted), or the namespace found a file the read had found gone: the hardware or
+    # the network between, not the data at rest. Shown to a person, never declared.
+    UNSTABLE_READ = 10
 
     @property
     def label(self) -> str:
@@ -42,6 +46,7 @@ PROBLEMS: tuple[Status, ...] = (
     Status.TIMEOUT,
     Status.UNREADABLE,
     Status.LOST,
+    Status.UNSTABLE_READ,
 )
 
 #: Statuses of files no longer in the namespace (the crawl did not list them).
@@ -57,15 +62,19 @@ MISSING_AT_SITE = "missing at site"
 NEXT_STEPS: dict[Status | str, str] = {
     Status.CORRUPTED: (
         "The bytes no longer match the reference checksum (the storage's, or the one "
-        "computed at the first check). Re-read it once (`pnfsmon check --paths "
-        "corrupted.txt`) to rule out a bad read; if it is "
-        "still corrupted, restore it from another replica, or declare the replica bad so "
-        "the experiment's data management replaces it: `pnfsmon declare --site SITE` lists "
-        "what it would declare, `pnfsmon declare --site SITE --apply` declares it to Rucio "
-        "(without the Rucio client it writes the `rucio-admin replicas declare-bad` input "
-        "instead). Several on one pool point at its disks: see the calibration page."),
+        "computed at the first check). pnfs-monitor reads a corrupted file a second time "
+        "(a fresh open, `confirm_after` minutes later, by another worker where there is "
+        "one) before the verdict is final: until then it is listed as unconfirmed and "
+        "never declared (`pnfsmon check --paths corrupted.txt` re-reads it now); two "
+        "reads that disagree make it an unstable read. Once it is confirmed, restore it "
+        "from another replica, or declare the replica bad so the experiment's data "
+        "management replaces it: `pnfsmon declare --site SITE` lists what it would "
+        "declare, `pnfsmon declare --site SITE --apply` declares it to Rucio (without the "
+        "Rucio client it writes the `rucio-admin replicas declare-bad` input instead). "
+        "Several on one pool point at its disks: see the calibration page."),
     Status.MISSING: (
-        "The namespace lists the file but its data was not found. Most often its pool is "
+        "The namespace lists the file but its data was not found (a second stat through "
+        "the namespace, right after the read, did not find it either). Most often its pool is "
         "down or disabled: check the pool in the row, and once it is back re-check "
         "(`pnfsmon check --paths missing.txt`). If the data is gone, declare the replica "
         "lost so it is transferred again: `pnfsmon declare --site SITE` (a dry run), then "
@@ -91,6 +100,17 @@ NEXT_STEPS: dict[Status | str, str] = {
         "--apply` (without `--apply`: what it would declare). Then acknowledge it "
         "(`pnfsmon ack PATH`, or `pnfsmon ack --all --site SITE`), "
         "which records who and when and takes it off the lost list."),
+    Status.UNSTABLE_READ: (
+        "Two reads of the file disagreed: a first read found it corrupted and a second, "
+        "independent read (a fresh open, `confirm_after` minutes later, by another worker "
+        "where there is one) found another checksum or none wrong; or a read found it gone "
+        "and a second stat through the namespace found it. Data at rest does not change "
+        "like that: this points at the hardware or the network between (a failing disk, "
+        "controller or memory on the pool, a flaky door or worker node, a network "
+        "corrupting what it carries). The detail column has both reads, the history both "
+        "workers and nodes. A person looks at the pool and the nodes (the calibration "
+        "page); it is never declared to Rucio. Re-check once the cause is fixed: "
+        "`pnfsmon check --paths unstable_read.txt`."),
     MISSING_AT_SITE: (
         "Lost files: the catalog says the site holds them, and two crawls in a row did "
         "not find them. Look for them first (a pool offline, a path outside the crawl's "

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
@@ -32,7 +32,9 @@ HEAD = REVISIONS[-1]
 #: the ledger by it, crawls.checksums_unread); 6: the check_ages ledger;
 #: 7: declarations to Rucio; 8: claim_key is the time a file is due, each site's period in
 #: site_schedule; 9: one row per file, kind and compare in discrepancies (a unique key, so
-#: a batch retried after its commit's answer was lost is not stored twice).
+#: a batch retried after its commit's answer was lost is not stored twice); 10: confirmation
+#: of corrupted verdicts by a second read (statuses.confirm_due, statuses.confirm_from,
+#: events.reader).
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -118,11 +120,18 @@ statuses = sa.Table(
     # The status a vanished (or lost) file had when the crawl found it gone: what it gets
     # back if it returns with the same size and mtime (its reference and history are kept).
     sa.Column("prior_status", sa.SmallInteger),
+    # A corrupted verdict not confirmed yet (``tester.confirm``): when its second read is
+    # due (the file waits outside ``claim_key``'s range until then), and the lease owner
+    # of the first read, whom the second read avoids where another worker runs. NULL for
+    # every other verdict, and once a second read has judged it.
+    sa.Column("confirm_due", sa.Double),
+    sa.Column("confirm_from", sa.String(96)),
     sa.UniqueConstraint("site", "path_hash"),
     sa.Index(None, "claim_key"),
     sa.Index("ix_statuses_lease", "tag_expiry"),
     sa.Index(None, "site", "crawl_gen"),
     sa.Index(None, "status", "site"),
+    sa.Index(None, "confirm_due"),
 )
 
 events = sa.Table(
@@ -141,6 +150,10 @@ events = sa.Table(
     sa.Column("status", sa.SmallInteger, nullable=False),
     sa.Column("computed_adler32", sa.String(8)),
     sa.Column("error", sa.String(1024)),
+    # The worker (lease owner, ``host:pid:random``) of a read that takes part in a
+    # confirmation (a corrupted first read, or the second read): two reads are independent
+    # only if two workers made them. NULL for other reads (the node is in worker_node).
+    sa.Column("reader", sa.String(96)),
     sa.Index(None, "file_id", "checked"),
     sa.Index(None, "checked"),
 )

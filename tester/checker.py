@@ -1,7 +1,8 @@
 """Judge one file: open it through a reader, stream it through Adler32 under a timeout, and
 turn what happened into a verdict. The rules:
 
-- gone → ``missing``; cannot be opened, stat'ed or read → ``unreadable`` (with the error);
+- gone → ``missing``, once a second stat through the namespace agrees
+  (``tester.confirm``); cannot be opened, stat'ed or read → ``unreadable`` (with the error);
   a stat that fails is a verdict too (``missing`` where the storage says the file is gone),
   never the end of the worker;
 - mtime differs from the listing → ``changed`` (a rewrite is not corruption; the next crawl
@@ -25,7 +26,7 @@ from pnfsmon.schema.lease import Claimed, Verdict
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
-from pnfsmon.tester import recorded
+from pnfsmon.tester import confirm, recorded
 from pnfsmon.tester.reading import Current, Reader, Unreachable
 from pnfsmon.tester.stream import Streamer, checksum
 
@@ -61,7 +62,17 @@ def check_file(item: Claimed, reader: Reader, timeout: float,
                streamer: Streamer | None = None,
                stop: threading.Event | None = None) -> Verdict | None:
     """The verdict on one file, or None if ``stop`` was set while it was read (the file
-    was not judged). Pass the worker's ``streamer`` to reuse its I/O thread."""
+    was not judged). Pass the worker's ``streamer`` to reuse its I/O thread. A file the
+    read found gone is stat'ed again through the namespace before it is ``missing``
+    (``tester.confirm.missing``)."""
+    verdict = _read(item, reader, timeout, streamer, stop)
+    if verdict is not None and verdict.status == Status.MISSING:
+        return confirm.missing(item, verdict, timeout)
+    return verdict
+
+
+def _read(item: Claimed, reader: Reader, timeout: float, streamer: Streamer | None,
+          stop: threading.Event | None) -> Verdict | None:
     started = time.monotonic()
 
     def verdict(status: Status, bytes_read: int = 0, **kw) -> Verdict:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 
+from pnfsmon.schema import cli
 from pnfsmon.schema.durations import DAY
 from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.sites import DEFAULT_CONFIRM_AFTER
 from pnfsmon.tester.readers import READERS
 from pnfsmon.tester.worker import CheckOptions
 
@@ -23,6 +25,10 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recheck-after", type=float, metavar="D",
                    help="this run only: take files last checked more than D days ago "
                         "(default: each file when its site's recheck_after has passed)")
+    p.add_argument("--confirm-after", type=float, metavar="MIN",
+                   help="minutes from a corrupted first read to the second read that "
+                        "confirms it (0: at once; default: each site's confirm_after, "
+                        "else 10)")
     p.add_argument("--site", metavar="NAME",
                    help="only this site's files (default: every site in the database)")
     p.add_argument("--forever", action="store_true",
@@ -45,9 +51,23 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                         "(dCache's dcap client)")
 
 
+def _confirm_after(args: argparse.Namespace) -> tuple[float, tuple[tuple[str, float], ...]]:
+    """(seconds for every site, (site, seconds) where the configuration says otherwise)."""
+    if args.confirm_after is not None:
+        if not args.confirm_after >= 0:  # nan too
+            raise ConfigError("--confirm-after must be a number of minutes >= 0")
+        return args.confirm_after * 60.0, ()
+    settings = cli.settings(args)
+    if args.site is not None:
+        return settings.site(args.site).confirm_after, ()
+    return DEFAULT_CONFIRM_AFTER, tuple((name, site.confirm_after)
+                                        for name, site in settings.sites.items())
+
+
 def check_options(args: argparse.Namespace) -> CheckOptions:
     """Validated worker options from parsed arguments."""
     recheck_days = args.recheck_after
+    confirm_after, confirm_sites = _confirm_after(args)
     if args.timeout <= 0 or args.lease <= args.timeout:
         raise ConfigError("--timeout must be positive and --lease longer than --timeout")
     if min(recheck_days or 0.0, args.max_rate, args.max_per_pool) < 0 or args.poll <= 0:
@@ -57,7 +77,8 @@ def check_options(args: argparse.Namespace) -> CheckOptions:
                         recheck_after=None if recheck_days is None else recheck_days * DAY,
                         forever=args.forever, poll=args.poll,
                         max_rate=args.max_rate * 1e6, max_per_pool=args.max_per_pool,
-                        sweep_start=args.sweep_start, reader=args.reader, site=args.site)
+                        sweep_start=args.sweep_start, reader=args.reader, site=args.site,
+                        confirm_after=confirm_after, confirm_after_sites=confirm_sites)
 
 
 def check_options_as_args(args: argparse.Namespace) -> list[str]:
@@ -78,6 +99,10 @@ def check_options_as_args(args: argparse.Namespace) -> list[str]:
         out += ["--reader", args.reader]
     if args.site is not None:
         out += ["--site", args.site]
+    # Jobs may run without the configuration file: they get the site's confirm_after (or
+    # the one given) on their command line.
+    if args.confirm_after is not None or args.site is not None:
+        out += ["--confirm-after", f"{options.confirm_after / 60:g}"]
     # No --sweep-start: these arguments go into files a site keeps and resubmits (a nightly
     # DAG, a kept submit file), and an epoch written into them would freeze "due" at the
     # day they were written. Each job's sweep starts when the job starts.

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 from pnfsmon.schema.lease import URGENT, Claimed, Lease, Verdict
 from pnfsmon.schema.paths import display
+from pnfsmon.schema.sites import DEFAULT_CONFIRM_AFTER
 from pnfsmon.schema.status import PROBLEMS, Status
+from pnfsmon.tester import confirm
 from pnfsmon.tester.checker import check_file
 from pnfsmon.tester.reading import Reader
 from pnfsmon.tester.stream import Streamer
@@ -44,6 +46,13 @@ class CheckOptions:
     reader: str = "auto"  # see tester.readers.READERS
     urgent_only: bool = False  # only files an operator asked for (check --prefix/--paths)
     site: str | None = None  # only this site's files
+    # seconds from a corrupted first read to its second (tester.confirm), and per site
+    # where the configuration sets it otherwise
+    confirm_after: float = DEFAULT_CONFIRM_AFTER
+    confirm_after_sites: tuple[tuple[str, float], ...] = ()
+
+    def confirm_after_for(self, site: str) -> float:
+        return dict(self.confirm_after_sites).get(site, self.confirm_after)
 
 
 @dataclass
@@ -101,7 +110,8 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
     progress between batches, which may take a quarter of the lease."""
     due_before = URGENT if options.urgent_only else sweep_start
     claimed = lease.claim(batch, due_before=due_before, max_per_pool=options.max_per_pool,
-                          site=options.site, recheck_after=options.recheck_after)
+                          site=options.site, recheck_after=options.recheck_after,
+                          confirm=not options.urgent_only)
     lease.hang_up()  # no DB connection while reading
     if not claimed:
         return None
@@ -119,6 +129,7 @@ def run_once(lease: Lease, reader: Reader, options: CheckOptions, batch: int,
             verdict = check_file(item, reader, options.timeout, streamer, stop)
             if verdict is None:
                 break
+            verdict = confirm.settle(item, verdict, options.confirm_after_for(item.site))
             verdicts.append(verdict)
             if on_file is not None:
                 on_file(verdict)

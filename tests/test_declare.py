@@ -3,7 +3,8 @@ non-deterministic RSE whose protocol matches the site's paths, a tree with real 
 (a flipped bit) and real losses (a deleted file), checked by the real tester; then the dry
 run, ``--apply``, and Rucio's own REST API read back. Also: a second run declares nothing,
 an unknown replica, a declaration whose answer was lost, a file that checks ok again,
-Rucio unreachable, and the lists written without the Rucio client."""
+Rucio unreachable, the lists written without the Rucio client, and a corrupted verdict no
+second read has confirmed yet, which is pending, never declared."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from pnfsmon.declare.apply import ALREADY, DECLARED, UNCLEAR, UNKNOWN, apply, ou
 from pnfsmon.declare.plan import plan
 from pnfsmon.schema import config
 from pnfsmon.schema.errors import ConfigError
-from pnfsmon.schema.lease import Lease
+from pnfsmon.schema.lease import Lease, request_now
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import Status
-from pnfsmon.schema.tables import declarations
+from pnfsmon.schema.tables import declarations, statuses
 from pnfsmon.tester.posix_read import PosixReader
 from pnfsmon.tester.worker import CheckOptions, run
 
@@ -34,9 +35,11 @@ SITE = "T2_Test"
 SCOPE = "cms"
 
 
-def sweep(engine) -> None:
+def sweep(engine, confirm_after: float = 0.0) -> None:
+    """Check what is due; corrupted verdicts are confirmed by their second read at once
+    (``confirm_after`` 0), unless the test gives them time."""
     run(Lease(engine, lease_seconds=120), PosixReader(),
-        CheckOptions(timeout=30, recheck_after=0.0))
+        CheckOptions(timeout=30, recheck_after=0.0, confirm_after=confirm_after))
 
 
 def rucio_client(rucio, monkeypatch):
@@ -389,3 +392,50 @@ def test_the_nightly_dag_declares_for_sites_with_an_rse(engine, tmp_path):
     assert sub["universe"] == "local"
     argv = job_argv(sub["arguments"])
     assert argv[:5] == ["declare", "--site", "T2_A", "--output", str(out / "rucio")]
+
+
+def test_an_unconfirmed_corruption_is_pending_never_declared(rucio, engine, tree, tmp_path,
+                                                              monkeypatch):
+    """One corruption confirmed by its second read, one whose second read is not due yet
+    (``confirm_after`` 10 minutes): only the first is declared; the second is shown as
+    pending confirmation, and declared once a second read agreed."""
+    store = tree / "store"
+    files = {name: write_file(store / "mc" / name, random_bytes(4000, i), record=True)
+             for i, name in enumerate(["sure.root", "unsure.root", "ok.root"])}
+    crawl(engine, os.fsencode(tree), SITE)
+    flip_bit(files["sure.root"], 100)
+    sweep(engine)  # read twice at once: confirmed
+    flip_bit(files["unsure.root"], 100)
+    sweep(engine, confirm_after=600)  # read once: its second read is due in 10 minutes
+    with engine.connect() as conn:
+        rows = {os.path.basename(bytes(r.path)).decode(): r for r in conn.execute(
+            sa.select(statuses.c.path, statuses.c.status, statuses.c.confirm_due))}
+    assert rows["sure.root"].status == rows["unsure.root"].status == Status.CORRUPTED
+    assert rows["sure.root"].confirm_due is None and rows["unsure.root"].confirm_due
+
+    client = rucio_client(rucio, monkeypatch)
+    rse = new_rse(client, f"{store}/")
+    client.add_replicas(rse, [{"scope": SCOPE, "name": f"/store/mc/{n}", "bytes": 4000,
+                               "pfn": f"file://localhost:0{store}/mc/{n}"} for n in files])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PNFSMON_", "RUCIO_"))}
+    env.update(PNFSMON_DB=engine.url.render_as_string(hide_password=False),
+               PNFSMON_CONFIG=str(write_conf(tmp_path, store, rse)),
+               RUCIO_CONFIG=str(rucio.client_config))
+    found = plan(engine, Site(SITE, lfn_prefix=b"/store", path_prefix=os.fsencode(store)))
+    assert [bytes(c.lfn) for c in found.to_declare] == [b"/store/mc/sure.root"]
+    assert [bytes(c.lfn) for c, _due in found.pending] == [b"/store/mc/unsure.root"]
+
+    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    assert r.returncode == 1, r.stderr
+    assert "1 declared" in r.stdout
+    assert "1 corrupted files pending confirmation" in r.stdout
+    assert "  pending confirmation  /store/mc/unsure.root  (corrupted" in r.stdout
+    assert bad_names(rucio, rse) == {"/store/mc/sure.root"}
+    assert recorded(engine) == [("/store/mc/sure.root", "declared")]
+
+    # Its second read, asked for now, agrees: confirmed, and declared by the next run.
+    request_now(engine, paths=[files["unsure.root"]])
+    sweep(engine, confirm_after=600)
+    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    assert r.returncode == 0 and "pending confirmation" not in r.stdout, r.stdout
+    assert bad_names(rucio, rse) == {"/store/mc/sure.root", "/store/mc/unsure.root"}

@@ -148,6 +148,9 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
         assert [(i, bytes(p)) for i, p, _ in rows][2] == (3, b"/d/new\xff")
         # Is or was a problem: the corrupted file, and the one read as unreadable once.
         assert {i for i, _, seen in rows if seen} == {2, 6}
+        # A corrupted verdict made by one read is unconfirmed, its second read due (0010).
+        assert conn.execute(sa.select(tables.statuses.c.id, tables.statuses.c.claim_key)
+                            .where(tables.statuses.c.confirm_due == 0.0)).all() == [(2, None)]
         # Each reference's provenance: recorded by the storage, first read, or not known.
         assert dict(conn.execute(sa.select(tables.statuses.c.id,
                                            tables.statuses.c.reference)).all()) == {
@@ -157,10 +160,11 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
                             ).scalar() == 4
         if version >= 2:
             assert conn.execute(sa.select(tables.inventory.c.path)).scalar() == b"/d/ok"
-        # A checked file's key becomes the time it is due: 30 days after its check (0008).
+        # A checked file's key becomes the time it is due: 30 days after its check (0008);
+        # the corrupted one waits for its second read instead (0010).
         assert dict(conn.execute(sa.select(tables.statuses.c.id,
                                            tables.statuses.c.claim_key)).all()) == {
-            1: 2001.0 + 30 * 86400, 2: 2002.0 + 30 * 86400, 3: 0.0, 4: 2004.0 + 30 * 86400,
+            1: 2001.0 + 30 * 86400, 2: None, 3: 0.0, 4: 2004.0 + 30 * 86400,
             5: None, 6: 2006.0 + 30 * 86400}
         # The check_ages ledger is filled from the rows there (0006).
         filled = ages.as_dict(ages.totals(conn))

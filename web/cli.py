@@ -32,6 +32,9 @@ def format_summary(s: Summary) -> str:
     width = max(len(st.label) for st in Status)
     for st in Status:
         mark = "  <- problem" if st in PROBLEMS and s.counts[st] else ""
+        if st == Status.CORRUPTED and s.unconfirmed:
+            mark += (f" ({s.unconfirmed:,} unconfirmed: a second read is due before it is "
+                     "final)")
         lines.append(f"  {st.label:<{width}}  {s.counts[st]:>12,}{mark}")
     for w in s.watch:
         lines.extend(watch_lines(w))
@@ -223,7 +226,8 @@ def _format_history(h: FileHistory) -> str:
         source = " / ".join(x for x in (c.source_pool, c.source_node) if x)
         lines.append(
             f"  {when(c.checked)}  "
-            f"{c.status.label:<10} {c.worker_node}  {c.seconds:8.2f} s  "
+            f"{c.status.label:<10} {c.worker_node}"
+            + (f" (worker {c.reader})" if c.reader else "") + f"  {c.seconds:8.2f} s  "
             f"{c.bytes_read:>14,} B  {c.mb_per_s:8.1f} MB/s  {c.computed_adler32 or '-':8}"
             + (f"  {source}" if source else "") + (f"  {c.error}" if c.error else ""))
     return "\n".join(lines)

@@ -37,6 +37,8 @@ class Check:
     source_pool: str | None
     computed_adler32: str | None
     error: str | None
+    # the worker (``host:pid:tag``) of a read that took part in a confirmation
+    reader: str | None = None
 
     @property
     def mb_per_s(self) -> float:
@@ -50,12 +52,14 @@ class Check:
             "seconds": self.seconds, "bytes_read": self.bytes_read, "size": self.size,
             "source_node": self.source_node, "source_pool": self.source_pool,
             "computed_adler32": self.computed_adler32, "error": self.error,
+            "reader": self.reader,
         }
 
 
 _CHECK_COLUMNS = (events.c.checked, events.c.worker_node, events.c.status, events.c.seconds,
                   events.c.bytes_read, events.c.size, events.c.source_node,
-                  events.c.source_pool, events.c.computed_adler32, events.c.error)
+                  events.c.source_pool, events.c.computed_adler32, events.c.error,
+                  events.c.reader)
 
 
 def _check(values) -> Check:

@@ -17,7 +17,7 @@ from pnfsmon.web.watchdog import AGE_BINS, SiteWatch
 MAX_BARS = 30  # more bars than this are unreadable; the table beside the plot has them all
 #: One colour per status, the same in every chart.
 COLOURS = {Status.MISSING: "#3465a4", Status.CORRUPTED: "#cc0000", Status.TIMEOUT: "#f57900",
-           Status.UNREADABLE: "#75507b"}
+           Status.UNREADABLE: "#75507b", Status.UNSTABLE_READ: "#c17d11"}
 
 
 def _style(*colours: str) -> Style:

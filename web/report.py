@@ -69,9 +69,13 @@ def commands(text: str) -> Markup:
 
 DESCRIPTIONS = {
     Status.MISSING: "Listed in the namespace, but the data could not be found.",
-    Status.CORRUPTED: "The content's Adler32 or size differs from the reference checksum.",
+    Status.CORRUPTED: "The content's Adler32 or size differs from the reference checksum. "
+                      "Until a second read agrees, the detail column says 'unconfirmed'.",
     Status.TIMEOUT: "Could not be read within the timeout; 'bytes read' shows how far it got.",
     Status.UNREADABLE: "An I/O or permission error stopped the read; see the detail column.",
+    Status.UNSTABLE_READ: "Two reads of the file disagreed (another Adler32, or one ok and "
+                          "one corrupted), or the namespace found a file a read found gone: "
+                          "the hardware or the network, not the data at rest.",
     Status.LOST: "Gone from the namespace while missing or corrupted: the data is lost unless "
                  "it is restored. Listed until a person acknowledges it (pnfsmon ack PATH, or "
                  "--all --site S) or it comes back.",

@@ -82,6 +82,8 @@ class SiteRow:
     compare: CompareInfo | None = None
     # Listed files by where their reference came from, or why they have none.
     references: dict[Reference, int] = field(default_factory=dict)
+    # Of the corrupted files: how many a second read has not confirmed yet.
+    unconfirmed: int = 0
 
 
 @dataclass
@@ -97,6 +99,11 @@ class Summary:
     watch: list[SiteWatch] = field(default_factory=list)  # the watchdog, per site
     # Listed files by where their reference came from, or why they have none.
     references: dict[Reference, int] = field(default_factory=dict)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Corrupted files whose second read has not confirmed the verdict yet."""
+        return sum(r.unconfirmed for r in self.sites)
 
     @property
     def unreadable_references(self) -> int:
@@ -116,6 +123,7 @@ class Summary:
         return {
             "generated": self.generated,
             "counts": {s.label: self.counts[s] for s in Status},
+            "unconfirmed": self.unconfirmed,
             "files": self.listed,
             "checked": self.checked,
             "leased": self.leased,
@@ -125,6 +133,7 @@ class Summary:
             "sites": [
                 {"site": r.site, "counts": {s.label: r.counts[s] for s in Status},
                  "bytes": {s.label: r.sizes[s] for s in Status},
+                 "unconfirmed": r.unconfirmed,
                  "last_crawl_finished": r.crawl.finished if r.crawl else None,
                  "last_crawl_complete": r.crawl.complete if r.crawl else None,
                  "catalog": r.compare.__dict__ if r.compare else None}
@@ -181,12 +190,24 @@ def summarize(conn: sa.Connection, *, sweep: bool = True, now: float | None = No
             row.crawl = c
     for name, info in latest_compares(conn).items():
         site_row(name).compare = info
+    for name, n in unconfirmed(conn).items():
+        site_row(name).unconfirmed = n
     leased, in_grace = leases(conn)
     return Summary(now, total_counts, leased, sum(totals.first_check.values()), in_grace,
                    crawled, sorted(sites.values(), key=lambda r: r.site),
                    sweep_progress(conn, now, totals) if sweep else None,
                    watch(conn, now, site_settings),
                    references={r: totals.with_reference(r) for r in Reference})
+
+
+def unconfirmed(conn: sa.Connection) -> dict[str, int]:
+    """Per site, the corrupted files a second read has not confirmed yet (they are few:
+    read through ``ix_statuses_confirm_due``)."""
+    c = statuses.c
+    return dict(conn.execute(
+        sa.select(c.site, sa.func.count())
+        .where(c.confirm_due.is_not(None), c.status == int(Status.CORRUPTED))
+        .group_by(c.site)).all())
 
 
 def problem_trend(conn: sa.Connection, days: int = 60, now: float | None = None
