@@ -22,8 +22,8 @@ from helpers import flip_bit, random_bytes, verdicts, write_file
 
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.declare.apply import ALREADY, DECLARED, UNCLEAR, UNKNOWN, apply, outcomes
-from pnfsmon.declare.plan import plan
 from pnfsmon.schema import config
+from pnfsmon.schema.declarable import plan
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.lease import Lease
 from pnfsmon.schema.sites import Site

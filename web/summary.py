@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from pnfsmon.schema import counts
 from pnfsmon.schema.durations import DAY, DEFAULT_RECHECK
+from pnfsmon.schema.incidents import Incident, open_incidents
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import GONE, PROBLEMS, Status
@@ -93,6 +94,8 @@ class Summary:
     watch: list[SiteWatch] = field(default_factory=list)  # the watchdog, per site
     # Listed files by where their reference came from, or why they have none.
     references: dict[Reference, int] = field(default_factory=dict)
+    # Bursts of problems waiting for a person (``schema.incidents``): CRITICAL in Nagios.
+    incidents: list[Incident] = field(default_factory=list)
 
     @property
     def unreadable_references(self) -> int:
@@ -134,6 +137,7 @@ class Summary:
                 "rate_per_hour": self.sweep.rate_per_hour, "eta_hours": self.sweep.eta_hours,
             },
             "watchdog": [w.as_json() for w in self.watch],
+            "open_incidents": [i.as_json() for i in self.incidents],
             "last_crawls": [
                 {"site": c.site, "root": c.root.decode("utf-8", "backslashreplace"),
                  "started": c.started, "finished": c.finished, "complete": c.complete,
@@ -183,7 +187,8 @@ def summarize(conn: sa.Connection, recheck_after: float = DEFAULT_RECHECK, *,
                    crawled, sorted(sites.values(), key=lambda r: r.site),
                    sweep_progress(conn, recheck_after, now, totals) if sweep else None,
                    watch(conn, now, site_settings),
-                   references={r: totals.with_reference(r) for r in Reference})
+                   references={r: totals.with_reference(r) for r in Reference},
+                   incidents=open_incidents(conn))
 
 
 def problem_trend(conn: sa.Connection, days: int = 60, now: float | None = None

@@ -1,6 +1,7 @@
 """What ``pnfsmon declare`` would declare for a site: its corrupted and missing files, each
 with the reason Rucio will keep, minus those declared before (unless the file checked ok
-since), those outside the site's LFN mapping, and those held in an open incident."""
+since), those outside the site's LFN mapping, and those held in an open incident. A read
+model on the ground floor: ``declare`` acts on it, the report shows it (what is pending)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from pnfsmon.schema import incidents
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import declarations, events, statuses
@@ -60,10 +62,10 @@ class Plan:
 
 
 def held_by_incident(conn: sa.Connection, site: Site, file_ids: set[int]) -> set[int]:
-    """The files among ``file_ids`` that are part of an open incident: never declared until
-    a person releases the incident. Incidents (issue 19, "Incidents, not floods") do not
-    exist yet, so none is held; this is the one place that will ask them."""
-    return set()
+    """The files among ``file_ids`` that are part of an open incident (or of a dismissed
+    one, until checked again): never declared until a person releases the incident
+    (``schema.incidents``). ``pnfsmon declare`` runs the detection first."""
+    return file_ids & incidents.held(conn, site.name)
 
 
 def _recovered_since(conn: sa.Connection, file_id: int, since: float) -> bool:
