@@ -132,3 +132,37 @@ def plan(engine: sa.Engine, site: Site) -> Plan:
                    statuses.c.checked > declarations.c.declared)
             .order_by(declarations.c.path)).all()
     return result
+
+
+@dataclass(frozen=True)
+class SiteDeclarations:
+    """A site's standing with Rucio, for the report: what was declared (by Rucio's
+    answer), what is held in incidents, what the next ``declare --apply`` would declare."""
+
+    site: str
+    rse: str | None
+    declared: dict[str, int]  # declarations recorded, by outcome
+    last_declared: float | None
+    held: int
+    pending: int
+    declared_before: int  # problem files declared already (not declared again)
+    unmapped: int
+    recovered: int  # declared, and checked ok since
+
+    def as_json(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def site_declarations(engine: sa.Engine, site: Site) -> SiteDeclarations:
+    """Read ``site``'s declarations and its plan (changes nothing; the incidents as the
+    last detection left them)."""
+    found = plan(engine, site)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(declarations.c.outcome, sa.func.count(), sa.func.max(declarations.c.declared))
+            .where(declarations.c.site == site.name).group_by(declarations.c.outcome)).all()
+    return SiteDeclarations(
+        site.name, site.rucio_rse, {outcome: n for outcome, n, _ in rows},
+        max((last for _, _, last in rows), default=None), len(found.held),
+        len(found.to_declare), found.declared_before, len(found.unmapped),
+        len(found.recovered))
