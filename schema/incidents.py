@@ -242,7 +242,8 @@ def detect(engine: sa.Engine, rule: IncidentRule, now: float | None = None) -> D
 
 
 def _counted() -> sa.Subquery:
-    return (sa.select(incident_files.c.incident_id, sa.func.count().label("files"))
+    return (sa.select(incident_files.c.incident_id,
+                      sa.func.count(sa.distinct(incident_files.c.file_id)).label("files"))
             .group_by(incident_files.c.incident_id).subquery())
 
 
