@@ -12,6 +12,8 @@ import dataclasses
 import os
 import subprocess as _subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +23,7 @@ from pnfsmon.cli import main
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import config, incidents
 from pnfsmon.schema.config import IncidentRule
+from pnfsmon.schema.db import write_transaction
 from pnfsmon.schema.declarable import plan
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.lease import URGENT, Lease
@@ -262,3 +265,24 @@ def test_the_report_shows_incidents_held_pending_and_declared(engine, tree, tmp_
     row = page[page.index("<td>T2_Test</td>"):].split("</tr>")[0]
     cells = [c.split(">")[-1] for c in row.split("</td>")]
     assert cells[4:6] == ["0", "25"]
+
+
+def test_two_detections_at_once_open_one_incident(engine, tree):
+    """Detection A has opened the incident but not committed when B (another check run
+    ending) starts: B waits for A's claim on the same checks, then finds them taken."""
+    make_tree(tree, engine, 100, 25)
+    sweep(engine)
+    with ThreadPoolExecutor(1) as pool:
+        with write_transaction(engine) as conn:  # A
+            first = incidents._detect(conn, RULE, time.time())
+            second = pool.submit(incidents.detect, engine, RULE)  # B
+            # Give B the time to reach A's uncommitted rows (it waits there, or for
+            # SQLite's write lock); B's outcome must not depend on how far it got.
+            time.sleep(0.5)
+        assert second.result(timeout=60).opened == []
+    assert len(first.opened) == 1
+    assert second.result().joined == 0
+    assert len(all_incidents(engine)) == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(incident_files)
+                            ).scalar() == 25
