@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 #: (Add "unstable read" here once that status exists.)
 INCIDENT_STATUSES: tuple[Status, ...] = (Status.CORRUPTED, Status.MISSING)
 
+# Files whose checks detection reads: a problem now, or lost since (gone while one).
+_NOW_PROBLEMS = (*INCIDENT_STATUSES, Status.LOST)
+
 POOL, NODE, HOUR = "pool", "node", "hour"
 KINDS = (POOL, NODE, HOUR)  # the order scopes are judged in: the narrowest cause first
 OPEN, RELEASED, DISMISSED = "open", "released", "dismissed"
@@ -134,14 +137,19 @@ def _window(rule: IncidentRule, kind: str, t: float) -> tuple[float, float]:
 
 
 def _fresh_problems(conn: sa.Connection, since: float) -> list[_Check]:
-    """Problem checks since ``since`` that no incident holds, oldest first."""
+    """Problem checks since ``since`` that no incident holds, oldest first. Read from the
+    files whose status is a problem now (the (status, site) index), then their checks
+    (the (file_id, checked) index): the cost follows the problem files, not the week's
+    checks, so a detection after every check run stays cheap at ten million files. A file
+    checked bad and then ok again before detection ran is no burst to hold."""
     e, f = events.c, incident_files.c
     rows = conn.execute(
         sa.select(e.id, e.file_id, e.checked, e.status, statuses.c.site, e.source_pool,
                   e.worker_node)
-        .select_from(events.join(statuses, statuses.c.id == e.file_id)
+        .select_from(statuses.join(events, e.file_id == statuses.c.id)
                      .outerjoin(incident_files, f.event_id == e.id))
-        .where(e.checked >= since, e.status.in_([int(s) for s in INCIDENT_STATUSES]),
+        .where(statuses.c.status.in_([int(s) for s in _NOW_PROBLEMS]),
+               e.checked >= since, e.status.in_([int(s) for s in INCIDENT_STATUSES]),
                f.id.is_(None))
         .order_by(e.id))
     return [_Check(*row) for row in rows]
