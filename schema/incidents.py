@@ -9,7 +9,9 @@ and more than ``incident_min_percent`` % of the files that scope checked there. 
 in the order they are judged: a pool (``events.source_pool``) and a worker node
 (``events.worker_node``), each per window of ``incident_window`` hours (UTC days by
 default); the whole site, per clock hour. Windows are fixed (aligned to UTC midnight), so
-the outcome depends on the checks recorded, never on when detection runs.
+the outcome depends on the checks recorded, never on when detection runs. The problems
+counted are the checks of files that are a problem now (or lost since): a file read bad
+and then ok again before detection ran is not held.
 
 Idempotent: each problem check joins at most one incident (``incident_files.event_id`` is
 unique), and only checks in no incident count toward a new one, so a burst is one incident
