@@ -14,6 +14,7 @@ import pnfsmon.condor.cli
 import pnfsmon.crawler.ack
 import pnfsmon.crawler.cli
 import pnfsmon.declare.cli
+import pnfsmon.declare.incident
 import pnfsmon.demo.cli
 import pnfsmon.schema.cli
 import pnfsmon.tester.cli
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     pnfsmon.condor.cli.register(sub, parents)
     pnfsmon.demo.cli.register(sub, parents)
     pnfsmon.declare.cli.register(sub, parents)
+    pnfsmon.declare.incident.register(sub, parents)
     return parser
 
 

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from pnfsmon.declare.plan import Candidate
 from pnfsmon.schema import db
+from pnfsmon.schema.declarable import Candidate
 from pnfsmon.schema.errors import EXIT_TRANSIENT, ConfigError, PnfsmonError
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.tables import declarations, meta

@@ -1,5 +1,5 @@
 """``pnfsmon declare``: list (dry run) or declare a site's corrupted and missing files bad
-in Rucio (``declare.plan``, ``declare.apply``), or write the input files of rucio-admin
+in Rucio (``schema.declarable``, ``declare.apply``), or write the input files of rucio-admin
 and of the CMS consistency tools (``declare.files``)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pnfsmon.declare import apply as declaring
 from pnfsmon.declare import files
-from pnfsmon.declare.plan import Candidate, plan
-from pnfsmon.schema import cli, paths
+from pnfsmon.schema import cli, incidents, paths
+from pnfsmon.schema.declarable import Candidate, plan
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS
 from pnfsmon.schema.status import Status
 
@@ -37,13 +37,17 @@ def do_declare(args: argparse.Namespace) -> int:
     apply`), declare them through the Rucio client (its own rucio.cfg, RUCIO_CONFIG) and
     record Rucio's answers. A file is declared once; one that checked ok since is declared
     again only if it breaks again. Without the Rucio client, writes the lists for
-    rucio-admin and the CMS consistency tools instead (--output). Exits 1 if files are
-    left to declare or pending confirmation, or Rucio did not declare some, 3 if Rucio is
+    rucio-admin and the CMS consistency tools instead (--output). Files in an incident
+    (pnfsmon incident list) are held until a person releases it. Exits 1 if files are left
+    to declare, pending confirmation or held, or Rucio did not declare some, 3 if Rucio is
     unreachable."""
     settings = cli.settings(args)
     site = settings.site(args.site)
     apply_now = args.apply or (site.declare == "apply" and not args.dry_run)
     engine = cli.engine(args)
+    # Bursts are held before anything is planned, whether or not the check runs that
+    # recorded them looked for them (a --forever worker, a worker without the right).
+    incidents.detect(engine, settings.incidents)
     found = plan(engine, site)
     where = f"RSE {site.rucio_rse or '(no rucio_rse)'}, scope {site.rucio_scope or '(none)'}"
     installed = declaring.client_installed()
@@ -73,7 +77,10 @@ def do_declare(args: argparse.Namespace) -> int:
         print(f"{found.declared_before:,} corrupted or missing files were declared before "
               "(not declared again)")
     if found.held:
-        print(f"{len(found.held):,} files held in open incidents (declared once released)")
+        print(f"{len(found.held):,} files held in incidents, not declared until a person "
+              f"releases them (pnfsmon incident list --site {site.name}):")
+        for c in found.held:
+            print("  held" + _line(c)[1:])
     if found.unmapped:
         print(f"{len(found.unmapped):,} files outside the site's LFN mapping "
               "(lfn_prefix/path_prefix) or with a name that is not UTF-8: not declared")
@@ -89,7 +96,7 @@ def do_declare(args: argparse.Namespace) -> int:
         for path in written:
             print(f"wrote {path}")
         print(f"declare with: {files.command(site, written[0])}")
-    return EXIT_PROBLEMS if problems or found.pending else EXIT_OK
+    return EXIT_PROBLEMS if problems or found.pending or found.held else EXIT_OK
 
 
 def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pnfsmon.declare.plan import Candidate
+from pnfsmon.schema.declarable import Candidate
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import Status
 

@@ -58,10 +58,25 @@ class Thresholds:
     check_age_critical: float = 3.0
 
 
+@dataclass(frozen=True)
+class IncidentRule:
+    """When a burst of problem verdicts becomes an incident (``schema.incidents``), for
+    every site: at least ``min_problems`` problem files in one scope and window, and more
+    than ``min_percent`` percent of the files that scope checked in that window. The window
+    of a pool or a worker node is ``window`` seconds (whole UTC days by default); a site's
+    is one clock hour. ``[pnfsmon]`` keys ``incident_min_problems``,
+    ``incident_min_percent``, ``incident_window`` (hours)."""
+
+    min_problems: int = 20
+    min_percent: float = 5.0
+    window: float = 24 * 3600.0
+
+
 #: Every key the ``[pnfsmon]`` section may hold; anything else is a typo, and an error.
 KEYS = ("db", "db_password_file", "prune_events_after", "prune_vanished_after",
         "mysql_local_infile", "max_crawl_drop", "worker_db", "worker_db_password_file",
-        "db_ssl_ca", "db_ssl_cert", "db_ssl_key", *(f.name for f in fields(Thresholds)))
+        "db_ssl_ca", "db_ssl_cert", "db_ssl_key", *(f.name for f in fields(Thresholds)),
+        "incident_min_problems", "incident_min_percent", "incident_window")
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,7 @@ class Settings:
     # Where the database URL came from, for messages: "--db", "PNFSMON_DB", ...
     db_source: str = "the built-in default"
     watch: Thresholds = Thresholds()  # when status --nagios warns, and is critical
+    incidents: IncidentRule = IncidentRule()  # when a burst of problems is held back
 
     # Where the password came from, said when a login fails (never the password itself);
     # and the file, when it came from one (HTCondor jobs transfer that file, no copy).
@@ -243,7 +259,8 @@ def load(db_flag: str | None = None) -> Settings:
                     mysql_local_infile=_yes(values, "mysql_local_infile", path),
                     sites=sites_from(parser), site_defaults=site_defaults(parser),
                     db_source=db_source,
-                    watch=_thresholds(values, path))
+                    watch=_thresholds(values, path),
+                    incidents=_incident_rule(values, path))
 
 
 def _default_source(path: Path | None) -> str:
@@ -261,6 +278,23 @@ def _thresholds(values: dict[str, str], path: Path | None) -> Thresholds:
         if given[f"{what}_warning"] > given[f"{what}_critical"]:
             raise ConfigError(f"{path}: {what}_warning must not be above {what}_critical")
     return Thresholds(**given)
+
+
+def _incident_rule(values: dict[str, str], path: Path | None) -> IncidentRule:
+    default = IncidentRule()
+    least = _days(values, "incident_min_problems", default.min_problems, path)
+    if least != int(least) or least < 1:
+        raise ConfigError(f"{path}: incident_min_problems = {values['incident_min_problems']!r}"
+                          " must be a whole number of at least 1")
+    percent = _days(values, "incident_min_percent", default.min_percent, path)
+    if percent >= 100:
+        raise ConfigError(f"{path}: incident_min_percent must be below 100")
+    hours = _days(values, "incident_window", default.window / 3600, path)
+    if hours <= 0 or 24 % hours and hours % 24:
+        raise ConfigError(f"{path}: incident_window = {values['incident_window']!r} hours: "
+                          "use a divisor or a multiple of 24 (1, 2, 3, 4, 6, 8, 12, 24, 48...), "
+                          "so that windows start at the same hours every day")
+    return IncidentRule(int(least), percent, hours * 3600)
 
 
 def _yes(values: dict[str, str], key: str, path: Path | None) -> bool:

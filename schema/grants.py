@@ -2,9 +2,10 @@
 and the GRANT statements that give exactly that (``pnfsmon db grants``).
 
 - admin: ``db init``, ``db upgrade``, ``db prune`` (owns the schema; DDL and DELETE);
-- crawler: ``crawl``, ``inventory load``, ``compare`` (and its staging tables), ``ack``;
-- worker: ``check``: claim, renew, record, release; no DDL, no DELETE, and UPDATE only of
-  the ``statuses`` columns a verdict or a lease writes;
+- crawler: ``crawl``, ``inventory load``, ``compare`` (and its staging tables), ``ack``,
+  ``declare``, ``incident``;
+- worker: ``check``: claim, renew, record, release, open incidents; no DDL, no DELETE, and
+  UPDATE only of the ``statuses`` columns a verdict or a lease writes;
 - reader: ``report``, ``status``, ``history``, Nagios: SELECT only.
 
 The table below is the one statement of these rights: the GRANTs are rendered from it, the
@@ -61,6 +62,9 @@ def _rights(role: str) -> list[Right]:
             # each site's period: read under a shared lock when recording (PostgreSQL asks
             # UPDATE rights for it), set by `check` from the configuration file
             Right(tables.site_schedule.name, ("SELECT", "INSERT", "UPDATE")),
+            # incident detection after a check run: opens incidents, never decides them
+            Right(tables.incidents.name, ("SELECT", "INSERT")),
+            Right(tables.incident_files.name, ("SELECT", "INSERT")),
         ]
     if role == "crawler":
         write = {
@@ -79,6 +83,9 @@ def _rights(role: str) -> list[Right]:
             tables.acknowledgements.name: ("INSERT",),  # `pnfsmon ack`: kept for ever
             tables.declarations.name: ("INSERT",),  # pnfsmon declare
             tables.site_schedule.name: ("INSERT", "UPDATE"),  # crawl: each site's period
+            # detection before declare; `pnfsmon incident release|dismiss`
+            tables.incidents.name: ("INSERT", "UPDATE"),
+            tables.incident_files.name: ("INSERT",),
         }
         return [Right(t, ("SELECT",) + write.get(t, ())) for t in _ALL_TABLES]
     raise ConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
@@ -88,7 +95,7 @@ def _rights(role: str) -> list[Right]:
 COMMAND_ROLES = {
     "db init": "admin", "db upgrade": "admin", "db prune": "admin",
     "crawl": "crawler", "inventory load": "crawler", "compare": "crawler", "ack": "crawler",
-    "declare": "crawler",
+    "declare": "crawler", "incident": "crawler",
     "check": "worker",
     "report": "reader", "status": "reader", "history": "reader",
 }

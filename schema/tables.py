@@ -22,7 +22,7 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
@@ -34,7 +34,7 @@ HEAD = REVISIONS[-1]
 #: site_schedule; 9: one row per file, kind and compare in discrepancies (a unique key, so
 #: a batch retried after its commit's answer was lost is not stored twice); 10: confirmation
 #: of corrupted verdicts by a second read (statuses.confirm_due, statuses.confirm_from,
-#: events.reader).
+#: events.reader); 11: incidents (bursts of problem verdicts held from Rucio).
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -317,4 +317,46 @@ declarations = sa.Table(
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("answer", sa.String(1024)),  # Rucio's own words, if it said anything
     sa.Index(None, "site", "path_hash"),
+)
+
+# A burst of problem verdicts from one pool, one worker node or one hour of a site
+# (``schema.incidents``): its files are not declared to Rucio until a person releases the
+# incident; dismissing it re-queues them for checking. ``kind``: pool | node | hour;
+# ``scope``: the pool's or the node's name (the site's, for an hour); the window is the one
+# in which the rule was met (an open incident also takes the scope's later problems).
+incidents = sa.Table(
+    "incidents",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("scope", sa.String(255), nullable=False),
+    sa.Column("window_start", sa.Double, nullable=False),
+    sa.Column("window_end", sa.Double, nullable=False),
+    sa.Column("opened", sa.Double, nullable=False),
+    sa.Column("problems", sa.BigInteger, nullable=False),  # problem files when opened
+    sa.Column("checks", sa.BigInteger, nullable=False),  # files checked in the window then
+    sa.Column("state", sa.String(16), nullable=False),  # open | released | dismissed
+    sa.Column("decided_by", sa.String(64)),  # who released or dismissed it (the OS user)
+    sa.Column("decided_at", sa.Double),
+    sa.Index(None, "state", "site"),
+)
+
+# The problem checks (``events``) an incident holds, one incident each: a check another
+# detection already put in an incident is never counted again, so a burst is one incident
+# however often detection runs. No foreign key to ``events`` or ``statuses``: the record
+# outlives pruned checks and files.
+incident_files = sa.Table(
+    "incident_files",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("incident_id", sa.BigInteger,
+              sa.ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("file_id", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False),  # the verdict of that check
+    sa.Column("checked", sa.Double, nullable=False),
+    sa.UniqueConstraint("event_id"),
+    sa.Index(None, "incident_id"),
+    sa.Index(None, "file_id"),
 )

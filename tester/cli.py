@@ -13,11 +13,13 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from pnfsmon.schema import cli, counts, logs, schedule
+from pnfsmon.schema import cli, counts, incidents, logs, schedule
+from pnfsmon.schema.db import describe
 from pnfsmon.schema.errors import (
     EXIT_OK,
     EXIT_PROBLEMS,
     ConfigError,
+    PnfsmonError,
 )
 from pnfsmon.schema.lease import request_now
 from pnfsmon.schema.paths import display
@@ -66,7 +68,23 @@ def do_check(args: argparse.Namespace) -> int:
     progress = Progress("check", total, interval=args.log_interval)
     tally = run_workers(settings, options, args.workers, args.lease, progress)
     logs.result(summary(tally, time.monotonic() - started) + why(engine, options, tally))
+    _look_for_bursts(engine, settings)
     return EXIT_PROBLEMS if any(tally.statuses[s] for s in PROBLEMS) else EXIT_OK
+
+
+def _look_for_bursts(engine: sa.Engine, settings) -> None:
+    """Open incidents for bursts among the verdicts just recorded, so status and Nagios
+    show them now. A failure costs no verdict and holds nothing back wrongly: ``declare``
+    detects again before it declares; it is logged, and the check's exit code stays."""
+    try:
+        found = incidents.detect(engine, settings.incidents)
+    except (sa.exc.SQLAlchemyError, PnfsmonError) as err:
+        log.warning("could not look for bursts of problems (incidents): %s; pnfsmon "
+                    "declare and pnfsmon incident list look again", describe(err))
+        return
+    if found.joined:
+        log.warning("%d more problem checks joined open incidents (pnfsmon incident list)",
+                    found.joined)
 
 
 def _known_site(engine: sa.Engine, settings, site: str) -> None:

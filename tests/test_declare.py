@@ -21,8 +21,8 @@ from helpers import flip_bit, pnfsmon, random_bytes, verdicts, write_file
 
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.declare.apply import ALREADY, DECLARED, UNCLEAR, UNKNOWN, apply, outcomes
-from pnfsmon.declare.plan import plan
 from pnfsmon.schema import config
+from pnfsmon.schema.declarable import plan
 from pnfsmon.schema.errors import ConfigError
 from pnfsmon.schema.lease import Lease, request_now
 from pnfsmon.schema.sites import Site
@@ -425,7 +425,7 @@ def test_an_unconfirmed_corruption_is_pending_never_declared(rucio, engine, tree
     assert [bytes(c.lfn) for c in found.to_declare] == [b"/store/mc/sure.root"]
     assert [bytes(c.lfn) for c, _due in found.pending] == [b"/store/mc/unsure.root"]
 
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     assert "1 declared" in r.stdout
     assert "1 corrupted files pending confirmation" in r.stdout
@@ -436,6 +436,49 @@ def test_an_unconfirmed_corruption_is_pending_never_declared(rucio, engine, tree
     # Its second read, asked for now, agrees: confirmed, and declared by the next run.
     request_now(engine, paths=[files["unsure.root"]])
     sweep(engine, confirm_after=600)
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 0 and "pending confirmation" not in r.stdout, r.stdout
     assert bad_names(rucio, rse) == {"/store/mc/sure.root", "/store/mc/unsure.root"}
+
+
+def test_nothing_from_a_held_incident_is_declared(rucio, engine, tree, tmp_path, monkeypatch):
+    """Two corrupted files are declared; then 25 more go bad at once on one worker node:
+    an incident, and `declare --apply` declares none of it (Rucio's REST API agrees) until
+    a person releases it; then exactly those, once."""
+    store = tree / "store"
+    names = [f"b{i:02d}.root" for i in range(40)]
+    files = {n: write_file(store / "mc" / n, random_bytes(3000, 100 + i), record=True)
+             for i, n in enumerate(names)}
+    crawl(engine, os.fsencode(tree), SITE)
+    for n in names[:2]:
+        flip_bit(files[n], 10)
+    sweep(engine)
+    client = rucio_client(rucio, monkeypatch)
+    rse = new_rse(client, f"{store}/")
+    client.add_replicas(rse, [{"scope": SCOPE, "name": f"/store/mc/{n}", "bytes": 3000,
+                               "pfn": f"file://localhost:0{store}/mc/{n}"} for n in names])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PNFSMON_", "RUCIO_"))}
+    env.update(PNFSMON_DB=engine.url.render_as_string(hide_password=False),
+               PNFSMON_CONFIG=str(write_conf(tmp_path, store, rse)),
+               RUCIO_CONFIG=str(rucio.client_config))
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
+    assert r.returncode == 0 and "2 declared" in r.stdout, (r.stdout, r.stderr)
+
+    for n in names[2:27]:
+        flip_bit(files[n], 10)
+    sweep(engine)  # all 40 again, on this node, within the hour: 27 corrupted
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "0 files to declare" in r.stdout and "25 files held in incidents" in r.stdout
+    assert "incident 1 opened: worker node" in r.stderr
+    declared = {f"/store/mc/{n}" for n in names[:2]}
+    assert bad_names(rucio, rse) == declared and len(recorded(engine)) == 2
+
+    r = pnfsmon("incident", "release", "1", "--by", "alice", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
+    assert r.returncode == 0 and "sent 25 files to Rucio: 25 declared" in r.stdout, r.stdout
+    assert bad_names(rucio, rse) == {f"/store/mc/{n}" for n in names[:27]}
+    assert len(recorded(engine)) == 27
+    r = pnfsmon("declare", "--site", SITE, "--apply", env=env, cwd=tmp_path)
+    assert r.returncode == 0 and "0 files to declare" in r.stdout

@@ -106,7 +106,9 @@ def site(accounts, tmp_path_factory):
         write_file(tree / f"d{i % 2}" / f"f{i}.dat", bytes([i]) * (100 + i))
     conf = base / "pnfsmon.conf"
     conf.write_text(f"[site S]\nnamespace = {tree}\nlfn_prefix = /store\n"
-                    f"path_prefix = {tree}\ngrace = 0\n")
+                    f"path_prefix = {tree}\ngrace = 0\n"
+                    # one problem is a burst here: incidents are opened under each role
+                    "[pnfsmon]\nincident_min_problems = 1\n")
     dump = base / "dump.txt"
     dump.write_text("".join(f"/store/d{i % 2}/f{i}.dat\n" for i in range(6)))
 
@@ -144,11 +146,17 @@ def test_every_command_runs_under_its_role(accounts, site):
     (tree / "d1" / "f5.dat").unlink()
     for role, args, code in [
         ("worker", ["check", "--workers", "1", "--recheck-after", "0"], 1),
+        ("crawler", ["incident", "list"], 1),
+        ("reader", ["status", "--nagios"], 2),
+        ("crawler", ["incident", "dismiss", "1", "--by", "ops"], 0),
         ("crawler", ["crawl", "--site", "S", "--grace", "0", "--allow-drop"], 0),
         ("crawler", ["ack", "--all", "--site", "S"], 0),
     ]:
         r = run(role, *args)
         assert r.returncode == code, (role, args, r.stdout, r.stderr)
+        # The worker's check opened the incident (its detection, under the worker role).
+        assert "could not look for bursts" not in r.stderr
+        assert role != "worker" or "incident 1 opened" in r.stderr
 
 
 REFUSED = [

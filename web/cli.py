@@ -61,6 +61,9 @@ def format_summary(s: Summary) -> str:
                          "lost (gone while missing or corrupted; the report lists them): "
                          "acknowledge "
                          f"with pnfsmon ack PATH... or pnfsmon ack --all --site {site.site}")
+    for inc in s.incidents:
+        lines.append(f"{inc.describe()} <- held from Rucio: pnfsmon incident show {inc.id}, "
+                     "then release or dismiss it")
     for c in s.crawls:
         state = ("complete" if c.complete else
                  f"refused to mark {count(c.withheld, 'file')} vanished" if c.withheld else
@@ -107,10 +110,10 @@ def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
                 now: float | None = None, limits: Thresholds | None = None
                 ) -> tuple[int, str]:
     """One Nagios/Icinga plugin line and its exit code: CRITICAL at ``critical`` problem
-    files, WARNING at ``warning``, or when a site's last crawl is incomplete or older than
-    ``max_crawl_age`` seconds; and WARNING or CRITICAL when a site passes the watchdog's
-    ``limits`` (overdue files, age of the last complete crawl, of the last check while
-    files are due)."""
+    files or while an incident is open (``schema.incidents``), WARNING at ``warning``, or
+    when a site's last crawl is incomplete or older than ``max_crawl_age`` seconds; and
+    WARNING or CRITICAL when a site passes the watchdog's ``limits`` (overdue files, age
+    of the last complete crawl, of the last check while files are due)."""
     now = time.time() if now is None else now
     limits = limits or Thresholds()
     problems = sum(s.counts[st] for st in PROBLEMS)
@@ -133,6 +136,10 @@ def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
             notes.append(f"{site.site}: last crawl {(now - c.finished) / 3600:.0f} h ago")
     if notes:
         code = max(code, NAGIOS_WARNING)
+    for inc in s.incidents:  # a burst waits for a person: its files are held from Rucio
+        notes.append(f"incident {inc.id} open: {inc.files:,} problem files on {inc.where} "
+                     f"(pnfsmon incident show {inc.id})")
+        code = NAGIOS_CRITICAL
     for w in s.watch:
         for finding in judge(w, limits):
             notes.append(finding.text)
@@ -146,6 +153,7 @@ def nagios_line(s: Summary, warning: int, critical: int, max_crawl_age: float,
                     for st in PROBLEMS)
     perf += f" unchecked={s.counts[Status.UNCHECKED]} checked={checked:.1f}%;;;0;100"
     oldest = max((w.oldest_age for w in s.watch if w.oldest_age is not None), default=0.0)
+    perf += f" incidents={len(s.incidents)};;1;0"
     perf += (f" overdue={sum(w.overdue for w in s.watch)};;;0"
              f" oldest_check_days={oldest / DAY:.2f};;;0")
     return code, f"{text} | {perf}"
@@ -169,13 +177,15 @@ def _summary(args: argparse.Namespace) -> Summary:
 
 
 def do_status(args: argparse.Namespace) -> int:
-    """Print counts per status, check progress and the last crawls. Exits 1 if any file is
-    missing, corrupted, timed out or unreadable. With --nagios: one plugin line, exit 0
-    (OK), 1 (WARNING), 2 (CRITICAL) by the thresholds, 3 (UNKNOWN) if it cannot tell."""
+    """Print counts per status, check progress, open incidents and the last crawls. Exits 1
+    if any file is missing, corrupted, timed out or unreadable, or an incident is open.
+    With --nagios: one plugin line, exit 0 (OK), 1 (WARNING), 2 (CRITICAL: by the
+    thresholds, or while an incident is open), 3 (UNKNOWN) if it cannot tell."""
     if not args.nagios:
         s = _summary(args)
         print(format_summary(s))
-        return EXIT_PROBLEMS if any(s.counts[st] for st in PROBLEMS) else EXIT_OK
+        return (EXIT_PROBLEMS if s.incidents or any(s.counts[st] for st in PROBLEMS)
+                else EXIT_OK)
     try:
         warning = _number("--warning", args.warning, int)
         critical = _number("--critical", args.critical, int)

@@ -99,6 +99,10 @@ def write_prometheus(path: Path, summary: Summary) -> None:
             for kind in Discrepancy:
                 catalog.labels(site.site, kind.value).set(getattr(site.compare, kind.value))
             published.labels(site.site).set(site.compare.state is CompareState.PUBLISHED)
+    held = Gauge("pnfsmon_incidents_open", "Open incidents of the site (bursts of problems "
+                 "held from Rucio until a person decides)", ["site"], registry=registry)
+    for site in summary.sites:
+        held.labels(site.site).set(sum(i.site == site.site for i in summary.incidents))
     sweep = summary.sweep
     if sweep is not None:
         for name, text, value in (

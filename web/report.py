@@ -9,6 +9,8 @@ server-side code, no script, nothing fetched from elsewhere).
   (``STATUS-by-size.html``, ...) and newest first (``STATUS-by-time.html``, ...);
 - ``history/N.html``: the last checks of every problem file (file ``id`` is on page
   ``id // 1000``), linked from each row;
+- ``incidents.html``: per site what was declared to Rucio, what is held in incidents and
+  what is pending; every open incident with its files;
 - ``calibration.html``: MB/s per pool and per worker node, timeouts and corruption per pool;
 - exports (``web.exports``): ``STATUS.txt``/``.csv``/``.jsonl``, ``summary.json``,
   ``pnfsmon.prom``.
@@ -33,8 +35,10 @@ import jinja2
 import sqlalchemy as sa
 from markupsafe import Markup, escape
 
+from pnfsmon.schema import incidents
 from pnfsmon.schema.atomic import atomic_text
 from pnfsmon.schema.config import Thresholds
+from pnfsmon.schema.declarable import SiteDeclarations, site_declarations
 from pnfsmon.schema.discrepancies import write_lists
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import count, human_bytes
@@ -152,7 +156,8 @@ def write_report(engine: sa.Engine, outdir: Path, *,
             problem_plot=plots.problem_bars("Timed-out and corrupted reads per pool", pools),
             **common)
     lists = _write_consistency(engine, env, outdir, summary, common)
-    _render(env, outdir / "index.html", "index.html", s=summary, lists=lists,
+    rucio = _write_incidents(engine, env, outdir, summary, site_settings, generated, common)
+    _render(env, outdir / "index.html", "index.html", s=summary, lists=lists, rucio=rucio,
             trend=plots.trend_lines("Problem files found per day (last 60 days)", *trend),
             counts=[(s, summary.counts[s]) for s in Status], problem_statuses=PROBLEMS,
             unchecked=Status.UNCHECKED,
@@ -161,7 +166,7 @@ def write_report(engine: sa.Engine, outdir: Path, *,
                                          summary.watch),
             **common)
     with atomic_text(outdir / "summary.json") as fh:
-        json.dump(summary.as_json(), fh, indent=2)
+        json.dump({**summary.as_json(), "rucio": [r.as_json() for r in rucio]}, fh, indent=2)
         fh.write("\n")
     write_prometheus(outdir / "pnfsmon.prom", summary)
     return summary
@@ -179,6 +184,29 @@ def _write_consistency(engine: sa.Engine, env: jinja2.Environment, outdir: Path,
     _render(env, outdir / "consistency.html", "consistency.html", sites=summary.sites,
             lists=lists, lost_next_step=NEXT_STEPS[MISSING_AT_SITE], **common)
     return lists
+
+
+#: Decided incidents stay on the incidents page this long (open ones, until decided).
+DECIDED_SHOWN = 90 * DAY
+
+
+def _write_incidents(engine: sa.Engine, env: jinja2.Environment, outdir: Path,
+                     summary: Summary, site_settings: Callable[[str], Site],
+                     generated: float, common: dict) -> list[SiteDeclarations]:
+    """``incidents.html``: per site what was declared to Rucio, what is held in incidents
+    and what is pending; every open incident with its files (``PAGE_ROWS`` each; ``pnfsmon
+    incident show N`` lists all), and those decided in the last ``DECIDED_SHOWN``."""
+    rucio = [site_declarations(engine, site_settings(row.site)) for row in summary.sites]
+    with engine.connect() as conn:
+        shown = incidents.listed(conn, everything=True,
+                                 decided_since=generated - DECIDED_SHOWN)
+        files = {i.id: incidents.files_of(conn, i.id, limit=PAGE_ROWS)
+                 for i in shown if i.state == incidents.OPEN}
+    _render(env, outdir / "incidents.html", "incidents.html", rucio=rucio,
+            shown=list(reversed(shown)), files=files, open_state=incidents.OPEN,
+            statuses=", ".join(s.label for s in incidents.INCIDENT_STATUSES),
+            page_rows=PAGE_ROWS, **common)
+    return rucio
 
 
 def _aggregates(engine: sa.Engine, site_settings: Callable[[str], Site]):

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pnfsmon.schema import counts
 from pnfsmon.schema.discrepancies import CompareState
 from pnfsmon.schema.durations import DAY
+from pnfsmon.schema.incidents import Incident, open_incidents
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import GONE, PROBLEMS, Status
@@ -99,6 +100,8 @@ class Summary:
     watch: list[SiteWatch] = field(default_factory=list)  # the watchdog, per site
     # Listed files by where their reference came from, or why they have none.
     references: dict[Reference, int] = field(default_factory=dict)
+    # Bursts of problems waiting for a person (``schema.incidents``): CRITICAL in Nagios.
+    incidents: list[Incident] = field(default_factory=list)
 
     @property
     def unconfirmed(self) -> int:
@@ -147,6 +150,7 @@ class Summary:
                 "rate_per_hour": self.sweep.rate_per_hour, "eta_hours": self.sweep.eta_hours,
             },
             "watchdog": [w.as_json() for w in self.watch],
+            "open_incidents": [i.as_json() for i in self.incidents],
             "last_crawls": [
                 {"site": c.site, "root": c.root.decode("utf-8", "backslashreplace"),
                  "started": c.started, "finished": c.finished, "complete": c.complete,
@@ -197,7 +201,8 @@ def summarize(conn: sa.Connection, *, sweep: bool = True, now: float | None = No
                    crawled, sorted(sites.values(), key=lambda r: r.site),
                    sweep_progress(conn, now, totals) if sweep else None,
                    watch(conn, now, site_settings),
-                   references={r: totals.with_reference(r) for r in Reference})
+                   references={r: totals.with_reference(r) for r in Reference},
+                   incidents=open_incidents(conn))
 
 
 def unconfirmed(conn: sa.Connection) -> dict[str, int]:

@@ -4,7 +4,8 @@ files (and lost ones), each with the reason Rucio will keep, minus those declare
 an open incident. A corrupted verdict that a second read has not confirmed yet
 (``tester.confirm``) is pending confirmation: shown, never declared. A missing verdict is
 final only after a second stat agreed, so every ``missing`` row is confirmed; a lost file
-is gone from the namespace (a complete crawl's word), whatever its last read said."""
+is gone from the namespace (a complete crawl's word), whatever its last read said. A read
+model on the ground floor: ``declare`` acts on it, the report shows it (what is pending)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from pnfsmon.schema import incidents
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import declarations, events, statuses
@@ -66,10 +68,10 @@ class Plan:
 
 
 def held_by_incident(conn: sa.Connection, site: Site, file_ids: set[int]) -> set[int]:
-    """The files among ``file_ids`` that are part of an open incident: never declared until
-    a person releases the incident. Incidents (issue 19, "Incidents, not floods") do not
-    exist yet, so none is held; this is the one place that will ask them."""
-    return set()
+    """The files among ``file_ids`` that are part of an open incident (or of a dismissed
+    one, until checked again): never declared until a person releases the incident
+    (``schema.incidents``). ``pnfsmon declare`` runs the detection first."""
+    return file_ids & incidents.held(conn, site.name)
 
 
 def _recovered_since(conn: sa.Connection, file_id: int, since: float) -> bool:
@@ -140,3 +142,38 @@ def plan(engine: sa.Engine, site: Site) -> Plan:
                    statuses.c.checked > declarations.c.declared)
             .order_by(declarations.c.path)).all()
     return result
+
+
+@dataclass(frozen=True)
+class SiteDeclarations:
+    """A site's standing with Rucio, for the report: what was declared (by Rucio's
+    answer), what is held in incidents, what the next ``declare --apply`` would declare."""
+
+    site: str
+    rse: str | None
+    declared: dict[str, int]  # declarations recorded, by outcome
+    last_declared: float | None
+    held: int
+    pending: int  # what the next ``declare --apply`` would declare
+    unconfirmed: int  # corrupted, waiting for the second read that confirms it
+    declared_before: int  # problem files declared already (not declared again)
+    unmapped: int
+    recovered: int  # declared, and checked ok since
+
+    def as_json(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def site_declarations(engine: sa.Engine, site: Site) -> SiteDeclarations:
+    """Read ``site``'s declarations and its plan (changes nothing; the incidents as the
+    last detection left them)."""
+    found = plan(engine, site)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(declarations.c.outcome, sa.func.count(), sa.func.max(declarations.c.declared))
+            .where(declarations.c.site == site.name).group_by(declarations.c.outcome)).all()
+    return SiteDeclarations(
+        site.name, site.rucio_rse, {outcome: n for outcome, n, _ in rows},
+        max((last for _, _, last in rows), default=None), len(found.held),
+        len(found.to_declare), len(found.pending), found.declared_before, len(found.unmapped),
+        len(found.recovered))
