@@ -19,7 +19,7 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
@@ -27,7 +27,7 @@ HEAD = REVISIONS[-1]
 #: statuses.problem_seen; 4: the evidence a crawl keeps (statuses.prior_status,
 #: crawls.withheld, acknowledgements); 5: each reference's provenance (statuses.reference,
 #: the ledger by it, crawls.checksums_unread); 6: the check_ages ledger;
-#: 7: declarations to Rucio.
+#: 7: declarations to Rucio; 8: dark data (discrepancies.since, the quarantines table).
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -259,6 +259,9 @@ discrepancies = sa.Table(
     sa.Column("size", sa.BigInteger),
     sa.Column("detail", sa.String(255)),
     sa.Column("confirmed", sa.Boolean, nullable=False, default=False),
+    # When the site's published compares began to find it, without a break: the start of
+    # the earliest one (dark data is quarantined only after ``dark_after`` of that).
+    sa.Column("since", sa.Double),
     sa.Index(None, "compare_id", "kind", "path_hash"),
 )
 
@@ -287,4 +290,27 @@ declarations = sa.Table(
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("answer", sa.String(1024)),  # Rucio's own words, if it said anything
     sa.Index(None, "site", "path_hash"),
+)
+
+# Every dark file sent to Rucio's quarantine (``pnfsmon declare --dark --apply``), with what
+# Rucio made of it: a row is written only once Rucio answered, and a file with a row is
+# never sent again (the unique key holds that even against a bug).
+quarantines = sa.Table(
+    "quarantines",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("path_hash", HashBytes, nullable=False),
+    sa.Column("path", PathBytes, nullable=False),  # on storage
+    sa.Column("rse", sa.String(255), nullable=False),
+    sa.Column("scope", sa.String(255), nullable=False),
+    sa.Column("name", PathBytes, nullable=False),  # the LFN, sent as name and as path
+    sa.Column("size", sa.BigInteger),
+    sa.Column("since", sa.Double, nullable=False),  # the first compare that found it dark
+    sa.Column("compare_id", sa.Integer, nullable=False),  # the compare that made it due
+    sa.Column("quarantined", sa.Double, nullable=False),  # when Rucio answered
+    # quarantined | registered replica (Rucio holds it: not dark, not quarantined)
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("answer", sa.String(1024)),  # Rucio's own words, if it said anything
+    sa.UniqueConstraint("site", "path_hash"),
 )
