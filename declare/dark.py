@@ -122,9 +122,7 @@ def plan_dark(engine: sa.Engine, site: Site) -> DarkPlan:
         for r in conn.execution_options(stream_results=True, yield_per=BATCH).execute(query):
             since = r.since if r.since is not None else latest.started
             dark = Dark(bytes(r.path), bytes(r.path_hash), bytes(r.lfn), r.size, since)
-            if dark.path_hash in before:
-                result.quarantined_before += 1
-            elif r.status is None or r.status in [int(g) for g in GONE] or (
+            if r.status is None or r.status in [int(g) for g in GONE] or (
                     r.mtime_ns is not None and r.mtime_ns / 1e9 > since):
                 # Written again after it was first found dark: maybe a new file, in
                 # transfer; Rucio's dark reaper must not delete it on old evidence.
@@ -133,7 +131,9 @@ def plan_dark(engine: sa.Engine, site: Site) -> DarkPlan:
                 result.registered += 1
             else:
                 result.orphans.append(dark.lfn)
-                if not _utf8(dark.lfn):
+                if dark.path_hash in before:
+                    result.quarantined_before += 1
+                elif not _utf8(dark.lfn):
                     result.unmapped += 1
                 elif latest.started - since >= site.dark_after:
                     result.due.append(dark)
