@@ -75,6 +75,7 @@ def _rights(role: str) -> list[Right]:
             tables.discrepancies.name: ("INSERT", "UPDATE", "DELETE"),
             tables.acknowledgements.name: ("INSERT",),  # `pnfsmon ack`: kept for ever
             tables.declarations.name: ("INSERT",),  # pnfsmon declare
+            tables.quarantines.name: ("INSERT",),  # pnfsmon declare --dark
         }
         return [Right(t, ("SELECT",) + write.get(t, ())) for t in _ALL_TABLES]
     raise ConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
