@@ -126,9 +126,10 @@ class _Writer:
     """Candidates of one compare into ``discrepancies``, in batches, on its own
     connection (the reading connection is busy streaming)."""
 
-    def __init__(self, engine: sa.Engine, compare_id: int) -> None:
+    def __init__(self, engine: sa.Engine, compare_id: int, started: float) -> None:
         self.engine = engine
         self.compare_id = compare_id
+        self.started = started
         self.rows: list[dict] = []
         self.stored = 0
         self.counts = dict.fromkeys(Discrepancy, 0)
@@ -138,7 +139,7 @@ class _Writer:
         self.rows.append({"compare_id": self.compare_id, "kind": kind.value,
                           "path_hash": bytes(path_hash), "lfn": lfn, "path": bytes(path),
                           "size": size, "detail": detail,
-                          "confirmed": kind not in CONFIRMED_TWICE})
+                          "confirmed": kind not in CONFIRMED_TWICE, "since": self.started})
         self.counts[kind] += 1
         if len(self.rows) >= BATCH:
             self.flush()
@@ -204,7 +205,7 @@ def _compare(engine: sa.Engine, site: Site, now: float, compare_id: int, load, c
              refusal: str | None) -> CompareResult:
     young_before = now - site.grace
     result = CompareResult(compare_id, site.name, CompareState.PUBLISHED, refusal)
-    writer = _Writer(engine, compare_id)
+    writer = _Writer(engine, compare_id, now)
     with engine.connect() as conn:
         for (lfn, path, digest, cat_size, cat_adler, created, gone, size, adler,
              mtime_ns) in _catalog_side(conn, site, load.id):
@@ -268,6 +269,7 @@ def _confirm(engine: sa.Engine, site: Site, compare_id: int, skip: bool) -> None
                         .where(d.compare_id == compare_id, d.kind == kind.value,
                                d.path_hash.in_(sa.select(seen.c.path_hash)))
                         .values(confirmed=True))
+                _carry_since(conn, compare_id, previous)
             keep = [compare_id] + ([previous] if previous is not None else [])
             older = sa.select(compares.c.id).where(compares.c.site == site.name,
                                                    compares.c.id.not_in(keep))
@@ -276,6 +278,26 @@ def _confirm(engine: sa.Engine, site: Site, compare_id: int, skip: bool) -> None
                 conn.execute(discrepancies.delete().where(d.compare_id.in_(old_ids)))
 
     retrying(engine, run)
+
+
+def _carry_since(conn: sa.Connection, compare_id: int, previous: int) -> None:
+    """An orphan the previous compare found too has been dark since that one's ``since``,
+    if that compare was published: a flagged compare (too many orphans: something may be
+    wrong with the crawl or the dump) never counts as evidence, so the clock of dark data
+    restarts after one (``declare --dark`` waits ``dark_after`` from ``since``)."""
+    d = discrepancies.c
+    state, started = conn.execute(sa.select(compares.c.state, compares.c.started)
+                                  .where(compares.c.id == previous)).one()
+    if state != "published":
+        return
+    # A derived table: MySQL cannot read the table an UPDATE writes.
+    before = (sa.select(d.path_hash, sa.func.coalesce(d.since, started).label("since"))
+              .where(d.compare_id == previous, d.kind == "orphan").subquery())
+    conn.execute(
+        discrepancies.update()
+        .where(d.compare_id == compare_id, d.kind == "orphan", d.confirmed == sa.true())
+        .values(since=sa.select(sa.func.min(before.c.since))
+                .where(before.c.path_hash == d.path_hash).scalar_subquery()))
 
 
 def _finish(engine: sa.Engine, site: Site, result: CompareResult, inventory_entries: int,

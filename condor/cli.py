@@ -148,8 +148,9 @@ def do_submit_crawl(args: argparse.Namespace) -> int:
 
 def do_dag(args: argparse.Namespace) -> int:
     """Write the nightly pipeline as a DAGMan workflow into DIR: per site a crawl, then
-    --jobs worker jobs, then the catalog compare where the site has an inventory; then the
-    report. Sites: --site, or every site with a namespace in the configuration file. The
+    --jobs worker jobs, then the catalog compare where the site has an inventory, and
+    pnfsmon declare where it has a rucio_rse (and declare --dark after its compare); then
+    the report. Sites: --site, or every site with a namespace in the configuration file. The
     crawl, compare and report run on the submit host (local universe). Submit with
     condor_submit_dag DIR/pnfsmon-nightly.dag, or with --cron every night by
     condor_submit DIR/pnfsmon-nightly-cron.sub."""

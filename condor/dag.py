@@ -3,7 +3,14 @@ bindings' own ``htcondor2.dags``:
 
     per site:  crawl ──► N worker jobs ──► compare (where the site has an inventory)
                                           ──► declare (where the site has a rucio_rse)
+                                    compare ──► dark (``declare --dark``: both of these)
     then:      report (FINAL: it runs whatever happened to the sites)
+
+The declare nodes come before the report, not after it: DAGMan's FINAL node can have no
+children, and the report runs last so that it shows what was declared that night. They
+run with the Rucio client's settings of the shell that wrote the DAG (``RUCIO_CONFIG``,
+``RUCIO_HOME``, ``RUCIO_ACCOUNT``, ``X509_USER_PROXY``: a local-universe job gets no other
+environment).
 
 The crawl, the compare and the report run in the local universe, on the submit host,
 where the namespace is mounted (or the Chimera database reachable), the configuration
@@ -21,6 +28,7 @@ schedule."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -96,11 +104,31 @@ def local_pnfsmon(executable: str | None) -> list[str]:
     return [found] if found else [sys.executable, "-m", "pnfsmon"]
 
 
-def _local(inputs: DagInputs, arguments: list[str], name: str) -> dict[str, str]:
-    """A local-universe node on the submit host running ``pnfsmon ARGS``."""
+#: What Rucio's client reads from its environment (its configuration, its identity): kept
+#: for the declare nodes as the shell that wrote the DAG had them.
+RUCIO_ENVIRONMENT = ("RUCIO_CONFIG", "RUCIO_HOME", "RUCIO_ACCOUNT", "X509_USER_PROXY")
+
+
+def _rucio_environment() -> list[str]:
+    found = []
+    for key in RUCIO_ENVIRONMENT:
+        value = os.environ.get(key)
+        if not value:
+            continue
+        if any(c.isspace() or c in "'\"" for c in value):
+            raise ConfigError(f"{key}={value!r}: a path with spaces or quotes cannot go into "
+                              "the declare nodes' environment; use another path")
+        found.append(f"{key}={value}")
+    return found
+
+
+def _local(inputs: DagInputs, arguments: list[str], name: str,
+           rucio: bool = False) -> dict[str, str]:
+    """A local-universe node on the submit host running ``pnfsmon ARGS`` (``rucio``: with
+    the Rucio client's environment)."""
     command = [*inputs.local_pnfsmon, *arguments, "--log-file", "-",
                "--log-interval", f"{inputs.log_interval:g}", "--db", inputs.db_url]
-    environment = []
+    environment = _rucio_environment() if rucio else []
     if inputs.password_file is not None:
         environment.append(f"PNFSMON_DB_PASSWORD_FILE={inputs.password_file}")
     if inputs.config_file is not None:
@@ -168,7 +196,17 @@ def build(plans: list[SitePlan], inputs: DagInputs, jobs: int):
                 name=node_name(name, "declare"), **retried,
                 submit_description=htcondor2.Submit(_local(
                     inputs, ["declare", "--site", name, "--output",
-                             str(inputs.workdir / "rucio")], node_name(name, "declare"))))
+                             str(inputs.workdir / "rucio")], node_name(name, "declare"),
+                    rucio=True)))
+            if plan.inventory:
+                # Dark data, from that night's compare: dry run unless the site says
+                # `quarantine = apply`.
+                last.child_layer(
+                    name=node_name(name, "dark"), **retried,
+                    submit_description=htcondor2.Submit(_local(
+                        inputs, ["declare", "--site", name, "--dark", "--output",
+                                 str(inputs.workdir / "rucio")], node_name(name, "dark"),
+                        rucio=True)))
     report = htcondor2.Submit(_local(inputs, ["report", str(inputs.report_dir)], "report"))
     dag.final(name=FINAL, submit_description=report)
     return dag, report

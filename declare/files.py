@@ -7,8 +7,9 @@ atomically into one directory.
   on every RSE, and with 100 lines or more it switches to its queued path.)
   ``<RSE>_declare_bad.tsv`` beside it: each file's verdict, Adler32s and time.
 - The CMS consistency scanner's run files ``<RSE>_<YYYY_MM_DD_HH_MM>_{stats.json,M.list,
-  D.list}``: missing LFNs in M.list; D.list (dark data) is empty: dark data is not
-  declared from here."""
+  D.list}``: missing LFNs in M.list; in D.list the dark data of the latest compare, if it
+  was published (every confirmed orphan still on storage: the dark list of one run, from
+  which CMS's own tools quarantine what several runs agree on; ``declare.dark``)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,11 @@ def _lines(names: list[bytes]) -> bytes:
 
 
 def write(site: Site, candidates: list[Candidate], outdir: Path,
-          now: float | None = None) -> list[Path]:
-    """Write the files for ``candidates`` of ``site`` (its ``rucio_rse``); their paths."""
+          now: float | None = None, dark: list[bytes] = (),
+          dark_note: str | None = None) -> list[Path]:
+    """Write the files for ``candidates`` and the ``dark`` LFNs of ``site`` (its
+    ``rucio_rse``); their paths. ``dark_note``: why the dark list is empty, if it is
+    not a published compare's (kept in stats.json)."""
     now = time.time() if now is None else now
     rse = site.rucio_rse or site.name
     outdir.mkdir(parents=True, exist_ok=True)
@@ -55,13 +59,15 @@ def write(site: Site, candidates: list[Candidate], outdir: Path,
                                   time.gmtime(c.checked or 0)).encode()]) + b"\n"
         for c in candidates]
     stats = {"rse": rse, "scope": site.rucio_scope, "site": site.name, "tool": "pnfs-monitor",
-             "start_time": now, "end_time": now, "missing": len(missing), "dark": 0,
+             "start_time": now, "end_time": now, "missing": len(missing), "dark": len(dark),
              "corrupted_not_listed": sum(c.status == Status.CORRUPTED for c in candidates)}
+    if dark_note:
+        stats["dark_not_listed"] = dark_note
     files = {
         f"{rse}_declare_bad.lfns": _lines([c.lfn for c in candidates]),
         f"{rse}_declare_bad.tsv": b"".join(table),
         f"{rse}_{stamp}_M.list": _lines(missing),
-        f"{rse}_{stamp}_D.list": b"",
+        f"{rse}_{stamp}_D.list": _lines(sorted(dark)),
         f"{rse}_{stamp}_stats.json": json.dumps(stats, indent=1).encode() + b"\n",
     }
     written = []

@@ -86,6 +86,7 @@ def _rights(role: str) -> list[Right]:
             # detection before declare; `pnfsmon incident release|dismiss`
             tables.incidents.name: ("INSERT", "UPDATE"),
             tables.incident_files.name: ("INSERT",),
+            tables.quarantines.name: ("INSERT",),  # pnfsmon declare --dark
         }
         return [Right(t, ("SELECT",) + write.get(t, ())) for t in _ALL_TABLES]
     raise ConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")

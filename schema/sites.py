@@ -24,6 +24,9 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     rucio_rse = T2_XX_Example                      # pnfsmon declare: the RSE, the scope of
     rucio_scope = cms                              # its LFNs, and dry-run (default) or
     declare = dry-run                              # apply without --apply
+    dark_after = 14                                # days two compares must span before
+    quarantine = dry-run                           # declare --dark quarantines an orphan;
+                                                   # apply: without --apply
 
 A site without a section has an identity mapping (LFN = path) and the defaults;
 ``max_crawl_drop`` in the ``[pnfsmon]`` section is every site's default."""
@@ -50,6 +53,10 @@ DEFAULT_MAX_CRAWL_DROP = 0.10
 # Seconds between a corrupted first read and its second, confirming one: long enough for a
 # passing fault (a flaky door, a busy node) to pass, short against a night's checks.
 DEFAULT_CONFIRM_AFTER = 600.0
+# Dark data goes to quarantine (and Rucio's dark reaper deletes it) only once compares two
+# weeks apart agree: a late registration or a catalog dump that missed files shows up
+# well within that.
+DEFAULT_DARK_AFTER = 14 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,11 @@ class Site:
     rucio_rse: str | None = None  # the RSE whose replicas ``pnfsmon declare`` declares bad
     rucio_scope: str | None = None  # the scope of the site's LFNs in Rucio
     declare: str = "dry-run"  # dry-run | apply: what ``pnfsmon declare`` does by default
+    # seconds between the first and the latest of the published compares that found an
+    # orphan, without a break, before ``pnfsmon declare --dark`` may quarantine it (CMS's
+    # rule: several runs, weeks apart, agree)
+    dark_after: float = DEFAULT_DARK_AFTER
+    quarantine: str = "dry-run"  # dry-run | apply: what ``pnfsmon declare --dark`` does
 
     def to_path(self, lfn: bytes) -> bytes | None:
         """The storage path of a catalog name, or None if the mapping does not cover it."""
@@ -112,10 +124,11 @@ def _number(section: configparser.SectionProxy, key: str, default: float, scale:
 DECLARE_MODES = ("dry-run", "apply")
 
 
-def _declare_mode(section: configparser.SectionProxy, name: str) -> str:
-    mode = section.get("declare", "dry-run").strip()
+def _declare_mode(section: configparser.SectionProxy, name: str,
+                  key: str = "declare") -> str:
+    mode = section.get(key, "dry-run").strip()
     if mode not in DECLARE_MODES:
-        raise ConfigError(f"[site {name}] declare = {mode!r}: use dry-run or apply")
+        raise ConfigError(f"[site {name}] {key} = {mode!r}: use dry-run or apply")
     return mode
 
 
@@ -187,5 +200,7 @@ def sites_from(parser: configparser.ConfigParser) -> dict[str, Site]:
             rucio_rse=section.get("rucio_rse") or None,
             rucio_scope=section.get("rucio_scope") or None,
             declare=_declare_mode(section, name),
+            dark_after=_number(section, "dark_after", default.dark_after, 86400.0, name),
+            quarantine=_declare_mode(section, name, "quarantine"),
         )
     return sites

@@ -22,7 +22,8 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009",
+             "0010", "0011", "0012")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
@@ -34,7 +35,8 @@ HEAD = REVISIONS[-1]
 #: site_schedule; 9: one row per file, kind and compare in discrepancies (a unique key, so
 #: a batch retried after its commit's answer was lost is not stored twice); 10: confirmation
 #: of corrupted verdicts by a second read (statuses.confirm_due, statuses.confirm_from,
-#: events.reader); 11: incidents (bursts of problem verdicts held from Rucio).
+#: events.reader); 11: incidents (bursts of problem verdicts held from Rucio); 12: dark
+#: data (discrepancies.since, the quarantines table).
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -289,6 +291,9 @@ discrepancies = sa.Table(
     sa.Column("size", sa.BigInteger),
     sa.Column("detail", sa.String(255)),
     sa.Column("confirmed", sa.Boolean, nullable=False, default=False),
+    # When the site's published compares began to find it, without a break: the start of
+    # the earliest one (dark data is quarantined only after ``dark_after`` of that).
+    sa.Column("since", sa.Double),
     sa.UniqueConstraint("compare_id", "kind", "path_hash"),
 )
 
@@ -359,4 +364,27 @@ incident_files = sa.Table(
     sa.UniqueConstraint("event_id"),
     sa.Index(None, "incident_id"),
     sa.Index(None, "file_id"),
+)
+
+# Every dark file sent to Rucio's quarantine (``pnfsmon declare --dark --apply``), with what
+# Rucio made of it: a row is written only once Rucio answered, and a file with a row is
+# never sent again (the unique key holds that even against a bug).
+quarantines = sa.Table(
+    "quarantines",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("path_hash", HashBytes, nullable=False),
+    sa.Column("path", PathBytes, nullable=False),  # on storage
+    sa.Column("rse", sa.String(255), nullable=False),
+    sa.Column("scope", sa.String(255), nullable=False),
+    sa.Column("name", PathBytes, nullable=False),  # the LFN, sent as name and as path
+    sa.Column("size", sa.BigInteger),
+    sa.Column("since", sa.Double, nullable=False),  # the first compare that found it dark
+    sa.Column("compare_id", sa.Integer, nullable=False),  # the compare that made it due
+    sa.Column("quarantined", sa.Double, nullable=False),  # when Rucio answered
+    # quarantined | registered replica (Rucio holds it: not dark, not quarantined)
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("answer", sa.String(1024)),  # Rucio's own words, if it said anything
+    sa.UniqueConstraint("site", "path_hash"),
 )

@@ -161,10 +161,12 @@ class RucioServer:
 
 class AnswerDropper:
     """A loopback proxy to the server that passes everything except the answers to
-    declarations: once a connection has sent ``POST /replicas/bad``, it is closed when the
-    server starts to answer, so the declaration is made and its answer lost."""
+    declarations: once a connection has sent ``POST /replicas/bad`` (or ``request``), it is
+    closed when the server starts to answer, so the declaration is made and its answer
+    lost."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, request: bytes = b"POST /replicas/bad") -> None:
+        self.request = request
         self.target = ("127.0.0.1", port)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -185,16 +187,17 @@ class AnswerDropper:
                 return
             server = socket.create_connection(self.target)
             declared = threading.Event()
-            threading.Thread(target=self._up, args=(client, server, declared),
-                             daemon=True).start()
+            threading.Thread(target=self._up, args=(client, server, declared,
+                                                    self.request), daemon=True).start()
             threading.Thread(target=self._down, args=(server, client, declared),
                              daemon=True).start()
 
     @staticmethod
-    def _up(client: socket.socket, server: socket.socket, declared: threading.Event) -> None:
+    def _up(client: socket.socket, server: socket.socket, declared: threading.Event,
+            request: bytes) -> None:
         with contextlib.suppress(OSError):
             while data := client.recv(1 << 16):
-                if b"POST /replicas/bad" in data:
+                if request in data:
                     declared.set()
                 server.sendall(data)
         with contextlib.suppress(OSError):

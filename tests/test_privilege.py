@@ -130,6 +130,7 @@ def test_every_command_runs_under_its_role(accounts, site):
         ("worker", ["check", "--workers", "1", "--recheck-after", "0"], 0),
         ("crawler", ["compare", "--site", "S", "--output", str(base / "lists")], 0),
         ("crawler", ["compare", "--site", "S", "--output", str(base / "lists")], 0),
+        ("crawler", ["declare", "--site", "S", "--dark"], 0),  # nothing dark for long
         ("reader", ["report", str(base / "report")], 0),
         ("reader", ["status"], 0),
         ("reader", ["status", "--nagios"], 0),
