@@ -22,6 +22,9 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     rucio_rse = T2_XX_Example                      # pnfsmon declare: the RSE, the scope of
     rucio_scope = cms                              # its LFNs, and dry-run (default) or
     declare = dry-run                              # apply without --apply
+    incremental = yes                              # list only changed directories (default:
+                                                   # yes for pnfs and chimera mounts, else no)
+    full_crawl_every = 7                           # days: a full crawl at least this often
 
 A site without a section has an identity mapping (LFN = path) and the defaults;
 ``max_crawl_drop`` in the ``[pnfsmon]`` section is every site's default."""
@@ -45,6 +48,10 @@ DEFAULT_PARALLEL = 32  # calls in flight on a mount: enough to hide an NFS/dCach
 # before for compare: a tenth is far beyond a night's deletions at a WLCG site, far below
 # what a missing mount or a lost pool looks like.
 DEFAULT_MAX_CRAWL_DROP = 0.10
+# Between full crawls of a site that is crawled incrementally: a week bounds how long a
+# change no directory mtime shows (a file rewritten in place, a pool or locality change)
+# goes unseen.
+DEFAULT_FULL_CRAWL_EVERY = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,10 @@ class Site:
     rucio_rse: str | None = None  # the RSE whose replicas ``pnfsmon declare`` declares bad
     rucio_scope: str | None = None  # the scope of the site's LFNs in Rucio
     declare: str = "dry-run"  # dry-run | apply: what ``pnfsmon declare`` does by default
+    # List only the directories that changed (``crawler.directories``); None: by the
+    # namespace (yes for dCache's pnfs and chimera mounts, whose files are written once).
+    incremental: bool | None = None
+    full_crawl_every: float = DEFAULT_FULL_CRAWL_EVERY  # seconds between full crawls
 
     def to_path(self, lfn: bytes) -> bytes | None:
         """The storage path of a catalog name, or None if the mapping does not cover it."""
@@ -111,6 +122,18 @@ def _declare_mode(section: configparser.SectionProxy, name: str) -> str:
     if mode not in DECLARE_MODES:
         raise ConfigError(f"[site {name}] declare = {mode!r}: use dry-run or apply")
     return mode
+
+
+def _yes_no(section: configparser.SectionProxy, key: str, name: str) -> bool | None:
+    text = section.get(key)
+    if text is None or not text.strip():
+        return None
+    value = text.strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0"):
+        return False
+    raise ConfigError(f"[site {name}] {key} = {text!r}: use yes or no")
 
 
 def _parallel(section: configparser.SectionProxy, name: str) -> int | None:
@@ -179,5 +202,8 @@ def sites_from(parser: configparser.ConfigParser) -> dict[str, Site]:
             rucio_rse=section.get("rucio_rse") or None,
             rucio_scope=section.get("rucio_scope") or None,
             declare=_declare_mode(section, name),
+            incremental=_yes_no(section, "incremental", name),
+            full_crawl_every=_number(section, "full_crawl_every", default.full_crawl_every,
+                                     86400.0, name),
         )
     return sites

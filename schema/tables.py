@@ -19,7 +19,7 @@ from sqlalchemy.dialects import mysql
 #: one per change to the tables below; this is their order, and the last is what this code
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
@@ -27,7 +27,8 @@ HEAD = REVISIONS[-1]
 #: statuses.problem_seen; 4: the evidence a crawl keeps (statuses.prior_status,
 #: crawls.withheld, acknowledgements); 5: each reference's provenance (statuses.reference,
 #: the ledger by it, crawls.checksums_unread); 6: the check_ages ledger;
-#: 7: declarations to Rucio.
+#: 7: declarations to Rucio; 8: incremental crawls (``crawl_directories``, statuses.dir_hash,
+#: crawls.kind and crawls.skipped_directories).
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -76,6 +77,12 @@ crawls = sa.Table(
     # Files whose recorded checksum the storage could not give (errors left after retries).
     sa.Column("checksums_unread", sa.BigInteger, nullable=False, default=0,
               server_default="0"),
+    # 'full' or 'incremental' (``crawler.directories``); NULL: a crawl before revision 0008.
+    sa.Column("kind", sa.String(16)),
+    # Directories an incremental crawl did not list: unchanged since the last complete crawl,
+    # their files carried over. ``directories`` counts the listed ones.
+    sa.Column("skipped_directories", sa.BigInteger, nullable=False, default=0,
+              server_default="0"),
 )
 
 statuses = sa.Table(
@@ -113,11 +120,34 @@ statuses = sa.Table(
     # The status a vanished (or lost) file had when the crawl found it gone: what it gets
     # back if it returns with the same size and mtime (its reference and history are kept).
     sa.Column("prior_status", sa.SmallInteger),
+    # ``path_hash`` of the file's directory: an incremental crawl carries the files of an
+    # unchanged directory over by it (``crawler.directories``). NULL only in a row written by
+    # hand; revision 0008 fills every row.
+    sa.Column("dir_hash", HashBytes),
     sa.UniqueConstraint("site", "path_hash"),
     sa.Index(None, "claim_key"),
     sa.Index("ix_statuses_lease", "tag_expiry"),
     sa.Index(None, "site", "crawl_gen"),
     sa.Index(None, "status", "site"),
+    sa.Index(None, "site", "dir_hash"),
+)
+
+# Each directory as the site's last complete crawl saw it (``crawler.directories``): what an
+# incremental crawl stats and compares. Written only when a crawl finishes complete, in the
+# transaction that marks it finished, so a crawl that dies leaves the previous state.
+# ``unsettled``: the directory must be listed again whatever its mtime (it held a file
+# younger than the grace, an empty one or one without a recorded checksum, or its own
+# mtime was within the grace).
+crawl_directories = sa.Table(
+    "crawl_directories",
+    metadata,
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("path_hash", HashBytes, nullable=False),
+    sa.Column("path", PathBytes, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("unsettled", sa.Boolean, nullable=False),
+    sa.Column("crawl_id", sa.Integer, nullable=False),  # the crawl that listed it last
+    sa.PrimaryKeyConstraint("site", "path_hash"),
 )
 
 events = sa.Table(
