@@ -10,7 +10,13 @@ looks up one name, not the whole path again.
 What it yields is exactly what a walk with ``parallel = 1`` yields (in another order), and
 the counters are the same: directories, empty ones, unlisted ones, files, bytes, skipped,
 malformed metadata. Memory stays bounded: directories wait on a stack, and no new
-directory is listed while many described files wait to be consumed.
+directory is listed while many described files wait to be consumed. The threads' shared
+state is one scheduler (``_Schedule``) with one method per event.
+
+An incremental crawl (``crawler.directories``) gives it a plan: the walk then begins by
+stat'ing every directory the last complete crawl saw (the same threads and timeout), lists
+those the plan says changed, and, in their listings, the subdirectories it did not know.
+Each listed directory's mtime is read before its entries, for the next crawl.
 
 A mount that stops answering (a hung NFS server) cannot hang the crawl: a directory whose
 listing or whose files' calls take longer than ``timeout`` seconds is counted *unlisted*

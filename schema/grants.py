@@ -75,6 +75,8 @@ def _rights(role: str) -> list[Right]:
             tables.discrepancies.name: ("INSERT", "UPDATE", "DELETE"),
             tables.acknowledgements.name: ("INSERT",),  # `pnfsmon ack`: kept for ever
             tables.declarations.name: ("INSERT",),  # pnfsmon declare
+            # each complete crawl replaces what it listed of the directory state
+            tables.crawl_directories.name: ("INSERT", "DELETE"),
         }
         return [Right(t, ("SELECT",) + write.get(t, ())) for t in _ALL_TABLES]
     raise ConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")

@@ -19,6 +19,7 @@ from alembic.migration import MigrationContext
 from pnfsmon.schema import ages, db, migrate, tables
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import SchemaError
+from pnfsmon.schema.paths import path_hash
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
 from tests.helpers import drop_all
@@ -164,6 +165,10 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
                             ).scalar() == 4
         if version >= 2:
             assert conn.execute(sa.select(tables.inventory.c.path)).scalar() == b"/d/ok"
+        # Each file knows its directory (0008).
+        assert {bytes(p): bytes(h) for p, h in conn.execute(
+            sa.select(tables.statuses.c.path, tables.statuses.c.dir_hash))} == {
+            bytes(p): path_hash(os.path.dirname(bytes(p))) for _, p, _ in rows}
         # The check_ages ledger is filled from the rows there (0006).
         filled = ages.as_dict(ages.totals(conn))
         assert filled and filled == ages.as_dict(ages.scan(conn))
