@@ -48,7 +48,8 @@ from pnfsmon.schema.sites import DEFAULT_PARALLEL
 Describe = Callable[[int, bytes, bytes, os.stat_result], tuple[Listed, str | None]]
 
 DEFAULT_TIMEOUT = 300.0  # seconds one call may take before its directory is given up
-SLICE = 64  # files described per task
+SLICE = 64  # files described per task, at most...
+MIN_SLICE = 4  # ...and at least: a few directories' files still fill every thread
 MAX_WAITING = 20_000  # described files not yet consumed: no new directory is listed
 _POLL = 0.5  # seconds between looks for calls that take too long
 MIN_HUNG = 4  # given-up calls that may hang before the mount is taken for dead
@@ -168,9 +169,11 @@ class _Schedule:
             directory = task.directory
             if task.kind == LIST and outcome.error is None:
                 names = outcome.names
-                for start in range(0, len(names), SLICE):
+                # Spread over the threads (an incremental crawl lists few directories).
+                size = max(MIN_SLICE, min(SLICE, -(-len(names) // self.walk.parallel)))
+                for start in range(0, len(names), size):
                     directory.pending += 1
-                    self.slices.append(_Task(directory, DESCRIBE, names[start:start + SLICE]))
+                    self.slices.append(_Task(directory, DESCRIBE, names[start:start + size]))
                 if not directory.pending:
                     self.walk.close(directory)
             self.lock.notify_all()
