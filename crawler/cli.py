@@ -9,6 +9,7 @@ import time
 
 from pnfsmon.crawler.chimera_db import password_from
 from pnfsmon.crawler.crawl import crawl, previous_files, summary
+from pnfsmon.crawler.directories import SKIPPING, WRITE_ONCE
 from pnfsmon.crawler.namespaces import NAMESPACES, open_namespace
 from pnfsmon.schema import cli, logs, schedule
 from pnfsmon.schema.errors import (
@@ -36,7 +37,11 @@ def do_crawl(args: argparse.Namespace) -> int:
     named. Exits 1 if some directories could not be listed, or some files' recorded
     metadata or checksums could not be read; exits 2, marking nothing vanished, if more
     than the site's max_crawl_drop of its files (or every file below ROOT) would vanish at
-    once."""
+    once. dCache mounts (pnfs, chimera; others with incremental = yes in the site's
+    section) are crawled incrementally: only directories whose mtime moved since the last
+    complete crawl, new ones and ones that held files still being written are listed; the
+    files of the others are carried over. A full crawl runs every full_crawl_every days
+    (default 7) and with --full."""
     site = cli.settings(args).site(args.site)
     root = args.root or site.namespace
     if root is None:
@@ -61,10 +66,17 @@ def do_crawl(args: argparse.Namespace) -> int:
     progress = Progress(f"crawl of {display(namespace.root)}",
                         previous_files(engine, args.site, namespace.root),
                         interval=args.log_interval)
+    incremental = (site.incremental if site.incremental is not None
+                   else namespace.name in WRITE_ONCE)
+    if site.incremental and namespace.name not in SKIPPING:
+        log.warning("[site %s] incremental = yes, but the %s namespace cannot skip "
+                    "directories yet: crawled in full", args.site, namespace.name)
     stats, ingest = crawl(engine, namespace, args.site, grace=grace,
                           include_nearline=args.include_nearline, progress=progress,
                           local_infile=cli.settings(args).mysql_local_infile,
-                          max_drop=None if args.allow_drop else site.max_crawl_drop)
+                          max_drop=None if args.allow_drop else site.max_crawl_drop,
+                          incremental=incremental, full=args.full,
+                          full_every=site.full_crawl_every)
     logs.result(summary(namespace.root, args.site, stats, ingest,
                         time.monotonic() - started))
     if ingest.drop is not None:
@@ -124,6 +136,9 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
                    help="mark vanished whatever share of the site the crawl did not list "
                         "(by default more than the site's max_crawl_drop, or an empty ROOT, "
                         "is refused: nothing is marked vanished, exit 2)")
+    p.add_argument("--full", action="store_true",
+                   help="list every directory, even on a namespace crawled incrementally "
+                        "(by default one runs every full_crawl_every days of the site, 7)")
     p.add_argument("--no-xattr", action="store_true",
                    help="do not read recorded checksums from user.XrdCks.adler32")
     p.set_defaults(func=do_crawl)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from pnfsmon.crawler import directories
 from pnfsmon.crawler.ingest import Ingest
 from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.crawler.namespaces import Namespace
@@ -13,27 +14,39 @@ from pnfsmon.crawler.posix import PosixNamespace
 from pnfsmon.schema.errors import Interrupted, StorageUnavailable
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import Progress, count, human_bytes, stopped_by
+from pnfsmon.schema.sites import DEFAULT_FULL_CRAWL_EVERY
 from pnfsmon.schema.tables import crawls
 
 
 def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = True,
           grace: float = 0.0, include_nearline: bool = False,
           progress: Progress | None = None, local_infile: bool = True,
-          max_drop: float | None = None) -> tuple[WalkStats, Ingest]:
+          max_drop: float | None = None, incremental: bool = False, full: bool = False,
+          full_every: float = DEFAULT_FULL_CRAWL_EVERY, now: float | None = None
+          ) -> tuple[WalkStats, Ingest]:
     """Walk ``root`` (a local directory, or any namespace) and ingest it as one crawl of
     ``site``; the unit the CLI and the demo share. ``grace``: seconds after its last
     modification before a file may be judged (the CLI's default is two hours).
     ``max_drop``: the fraction of the site that may vanish at once (the CLI gives the
     site's ``max_crawl_drop``); above it, or when the root lists nothing, nothing is
-    marked vanished and ``ingest.drop`` says why. None: no limit (``--allow-drop``)."""
+    marked vanished and ``ingest.drop`` says why. None: no limit (``--allow-drop``).
+    ``incremental``: list only the directories that changed since the last complete
+    crawl (``crawler.directories``), unless ``full``, or the last full crawl is
+    ``full_every`` seconds old at ``now`` (default: the clock), or the namespace cannot."""
     namespace = (PosixNamespace(root, read_xattrs=read_xattrs) if isinstance(root, bytes)
                  else root)
-    stats = WalkStats()
+    skipping = namespace.name in directories.SKIPPING
+    plan = directories.plan(engine, site, namespace.root, allowed=incremental and skipping,
+                            full=full, full_every=full_every, grace=grace, started=now)
+    if incremental and not skipping:
+        plan.why = f"the {namespace.name} namespace is always crawled in full"
+    stats = WalkStats(kind=plan.kind, full_because=plan.why)
     ingest = Ingest(engine, site, namespace.root, grace=grace,
                     include_nearline=include_nearline, local_infile=local_infile)
 
     def listing():
-        for item in namespace.walk(stats):
+        walk = namespace.walk(stats, plan) if skipping else namespace.walk(stats)
+        for item in walk:
             if progress is not None:
                 progress.update(stats.files, f"{stats.directories:,} directories")
             yield item
@@ -44,8 +57,17 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
             progress.done()
         if stats.stopped is not None:  # what was listed is recorded; nothing is vanished
             raise StorageUnavailable(stats.stopped)
+        if plan.known is not None:
+            stats.carried_files, carried_bytes = ingest.carry_over(
+                plan.carried(stats.unreadable))
+            stats.files += stats.carried_files
+            stats.bytes += carried_bytes
+            stats.skipped_directories = len(plan.skipped)
+            stats.vanished_directories = len(plan.vanished)
         ingest.mark_vanished(stats.unreadable, listed=stats.files, max_drop=max_drop)
-        ingest.finish(stats)
+        ingest.finish(stats, kind=plan.kind, skipped_directories=stats.skipped_directories,
+                      when_complete=lambda conn: directories.save(
+                          conn, site, ingest.crawl_id, plan) if skipping else None)
     except (KeyboardInterrupt, Interrupted) as err:
         ingest.abandon()
         c = ingest.counts
@@ -73,10 +95,17 @@ def previous_files(engine, site: str, root: bytes) -> int | None:
 def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: float) -> str:
     c = ingest.counts
     rate = stats.files / max(seconds, 1e-9)
+    if stats.kind == directories.INCREMENTAL:
+        kind = (f"incremental crawl: {stats.directories:,} directories listed, "
+                f"{stats.skipped_directories:,} skipped as unchanged "
+                f"({stats.carried_files:,} files carried over), "
+                f"{stats.vanished_directories:,} gone")
+    else:
+        kind = "full crawl" + (f" ({stats.full_because})" if stats.full_because else "")
     return (
-        f"crawled {display(root)} (site {site}) in {seconds:.1f} s: "
+        f"crawled {display(root)} (site {site}; {kind}) in {seconds:.1f} s: "
         f"{count(stats.files, 'file')}, "
-        f"{count(stats.directories, 'directory', 'directories')} "
+        f"{count(stats.directories, 'directory', 'directories')} listed "
         f"({stats.empty_directories:,} empty, {stats.unreadable_directories:,} unreadable), "
         f"{human_bytes(stats.bytes)}; new {c.new:,}, changed {c.changed:,}, "
         f"vanished {c.vanished:,}"

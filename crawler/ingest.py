@@ -47,7 +47,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -56,13 +56,14 @@ from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.staging import Stage, drop_stale, mysql_checksum, mysql_text
 from pnfsmon.schema import ages, counts, schedule
 from pnfsmon.schema.db import bulk_loading, retrying, write_transaction
-from pnfsmon.schema.paths import path_hash
+from pnfsmon.schema.paths import dir_hash, path_hash
 from pnfsmon.schema.status import GONE, LOST_WHEN_GONE, PROBLEMS, Status
 from pnfsmon.schema.tables import crawls, events, statuses
 
 log = logging.getLogger(__name__)
 
 BATCH = 10000  # files per chunk: one staging load and one merge transaction
+DIR_BATCH = 1000  # unchanged directories whose files one statement carries over
 NEARLINE, VANISHED, LOST = int(Status.NEARLINE), int(Status.VANISHED), int(Status.LOST)
 CORRUPTED, UNCHECKED = int(Status.CORRUPTED), int(Status.UNCHECKED)
 _GONE = [int(g) for g in GONE]
@@ -70,7 +71,7 @@ _GONE = [int(g) for g in GONE]
 NOTHING, NEW, CHANGED, TRUNCATED, RETURNED = range(5)
 _NEW_COLUMNS = ("site", "path", "path_hash", "size", "mtime_ns", "recorded_adler32",
                 "recorded_from", "reference", "pool", "status", "claim_key", "tag_expiry",
-                "crawl_gen")
+                "crawl_gen", "dir_hash")
 
 
 @dataclass
@@ -240,11 +241,15 @@ class Ingest:
             (gone, RETURNED),
             else_=NOTHING)
         pool_moved = sa.and_(t.pool.is_not(None), sa.or_(s.pool.is_(None), s.pool != t.pool))
+        # A row written without its directory (by hand): given it, so that an incremental
+        # crawl can carry it over.
+        unplaced = sa.and_(s.id.is_not(None), s.dir_hash.is_(None))
         return conn.execute(
-            sa.select(t.seq, s.id, kind, sa.case((pool_moved, True), else_=False))
+            sa.select(t.seq, s.id, kind, sa.case((pool_moved, True), else_=False),
+                      sa.case((unplaced, True), else_=False))
             .select_from(self.stage.table.outerjoin(
                 statuses, sa.and_(s.site == self.site, s.path_hash == t.path_hash)))
-            .where(t.seq >= lo, t.seq <= hi, sa.or_(kind != NOTHING, pool_moved))
+            .where(t.seq >= lo, t.seq <= hi, sa.or_(kind != NOTHING, pool_moved, unplaced))
         ).all()
 
     def _merge_chunk(self, first: int, chunk: list[tuple[bytes, Listed]]) -> None:
@@ -272,9 +277,11 @@ class Ingest:
                     (lo + i, digest, item.size, item.mtime_ns, item.recorded_adler32,
                      item.pool, self._parked(item)) for i, (digest, item) in enumerate(chunk)])
             found: dict[int, list] = {NEW: [], CHANGED: [], TRUNCATED: [], RETURNED: []}
-            moved = []
-            for seq, file_id, kind, pool_moved in self._differences(conn, lo, hi):
+            moved, unplaced = [], []
+            for seq, file_id, kind, pool_moved, no_dir in self._differences(conn, lo, hi):
                 digest, item = chunk[seq - lo]
+                if no_dir:
+                    unplaced.append({"b_id": file_id, "b_dir": dir_hash(item.path)})
                 if kind == NEW:
                     found[NEW].append((digest, item))
                 elif kind != NOTHING:
@@ -291,6 +298,9 @@ class Ingest:
             if moved:
                 conn.execute(statuses.update().where(s.id == sa.bindparam("b_id"))
                              .values(pool=sa.bindparam("b_pool")), moved)
+            if unplaced:
+                conn.execute(statuses.update().where(s.id == sa.bindparam("b_id"))
+                             .values(dir_hash=sa.bindparam("b_dir")), unplaced)
             deltas.write(conn)
             waiting.write(conn)
         with self._lock:
@@ -303,7 +313,8 @@ class Ingest:
                     deltas: counts.Deltas, waiting: ages.Deltas) -> None:
         rows = [(self.site, item.path, digest, item.size, item.mtime_ns,
                  item.recorded_adler32, item.recorded_from, int(item.reference), item.pool,
-                 *self._queue_state(item), self.crawl_id) for digest, item in new]
+                 *self._queue_state(item), self.crawl_id, dir_hash(item.path))
+                for digest, item in new]
         for row in rows:
             deltas.add(self.site, row[9], row[7], row[3])
             waiting.add(self.site, row[9], None, self.started)
@@ -318,9 +329,9 @@ class Ingest:
             + ",".join(f"({mysql_text(site)},X'{path.hex()}',X'{digest.hex()}',{int(size)},"
                        f"{int(mtime)},{mysql_checksum(recorded)},{mysql_text(source)},"
                        f"{reference},{mysql_text(pool)},{status},{_number(key)},"
-                       f"{_number(expiry)},{gen})"
+                       f"{_number(expiry)},{gen},X'{parent.hex()}')"
                        for site, path, digest, size, mtime, recorded, source, reference, pool,
-                       status, key, expiry, gen in rows))
+                       status, key, expiry, gen, parent in rows))
 
     def _reset_changed(self, conn: sa.Connection, changed: list[tuple[int, Listed]],
                        deltas: counts.Deltas, waiting: ages.Deltas) -> None:
@@ -449,6 +460,38 @@ class Ingest:
 
     # -- after the walk ----------------------------------------------------------------
 
+    def carry_over(self, directories: list[bytes]) -> tuple[int, int]:
+        """An incremental crawl: the present files of ``directories`` (unchanged since the
+        last complete crawl) count as listed. Set-based, one statement per ``DIR_BATCH``
+        directories: their rows are copied from ``statuses`` into the staging table (keyed
+        by their negated id, beside the listing's own sequence numbers), where the vanish
+        step finds them. Returns (files, bytes) carried."""
+        if self.first or not directories:
+            return 0, 0
+        s, t = statuses.c, self.stage.table.c
+        hashes = [path_hash(d) for d in directories]
+        for start in range(0, len(hashes), DIR_BATCH):
+            batch = hashes[start:start + DIR_BATCH]
+            rows = (sa.select(-s.id, s.path_hash, s.size, s.mtime_ns, s.recorded_adler32,
+                              s.pool, sa.false())
+                    .where(s.site == self.site, s.dir_hash.in_(batch),
+                           s.status.not_in(_GONE),
+                           # a retry after a commit that got through adds nothing twice
+                           ~sa.exists().where(t.seq == -s.id)))
+            statement = self.stage.table.insert().from_select(
+                ["seq", "path_hash", "size", "mtime_ns", "recorded_adler32", "pool",
+                 "nearline"], rows)
+
+            def carry(statement=statement) -> None:
+                with write_transaction(self.writer) as conn:
+                    conn.execute(statement)
+
+            retrying(self.writer, carry)
+        with self.writer.connect() as conn:
+            files, size = conn.execute(sa.select(sa.func.count(), sa.func.sum(t.size))
+                                       .where(t.seq < 0)).one()
+        return int(files), int(size or 0)
+
     def mark_vanished(self, unlisted: list[bytes], *, listed: int | None = None,
                       max_drop: float | None = None) -> int:
         """Mark rows of this site below the root that this crawl did not list as vanished
@@ -543,12 +586,18 @@ class Ingest:
             waiting.write(conn)
             return len(gone), sum(1 for r in gone if r.status in lost)
 
-    def finish(self, stats: WalkStats) -> None:
+    def finish(self, stats: WalkStats, *, kind: str | None = None,
+               skipped_directories: int = 0,
+               when_complete: Callable[[sa.Connection], None] | None = None) -> None:
+        """Mark the crawl finished; if it is complete, ``when_complete`` writes what it
+        leaves for the next crawl (its directory state) in the same transaction."""
+        complete = not stats.unreadable and self.drop is None
         with write_transaction(self.engine) as conn:
             conn.execute(
                 crawls.update().where(crawls.c.id == self.crawl_id).values(
                     finished=time.time(),
-                    complete=not stats.unreadable and self.drop is None,
+                    complete=complete, kind=kind,
+                    skipped_directories=skipped_directories,
                     files=stats.files, directories=stats.directories,
                     empty_directories=stats.empty_directories,
                     unreadable_directories=stats.unreadable_directories, bytes=stats.bytes,
@@ -558,6 +607,8 @@ class Ingest:
                     checksums_unread=stats.checksums_unread,
                 )
             )
+            if complete and when_complete is not None:
+                when_complete(conn)
             counts.fold(conn)
         if not self.first:
             self.stage.drop()

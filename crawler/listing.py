@@ -60,6 +60,14 @@ class WalkStats:
     checksums_unread: int = 0
     unread_examples: list[bytes] = field(default_factory=list)
     xattrs_unsupported: int = 0  # posix: files on a filesystem without user xattrs
+    # An incremental crawl (``crawler.directories``): directories not listed (unchanged),
+    # the files carried over from them (counted in ``files`` and ``bytes``), and
+    # directories found gone.
+    kind: str = "full"
+    full_because: str = ""
+    skipped_directories: int = 0
+    carried_files: int = 0
+    vanished_directories: int = 0
 
     @property
     def unreadable_directories(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from pnfsmon.crawler.directories import DirectoryPlan
 from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
 from pnfsmon.schema.dcache import Layer2, MalformedMetadata, magic_name, parse_layer2, read_magic
@@ -54,9 +55,9 @@ class DcacheMount:
         self.parallel = parallel
         self.timeout = timeout
 
-    def walk(self, stats: WalkStats) -> Iterator[Listed]:
+    def walk(self, stats: WalkStats, plan: DirectoryPlan | None = None) -> Iterator[Listed]:
         return ParallelWalk(self.root, self._describe, parallel=self.parallel,
-                            timeout=self.timeout, hidden=is_magic).walk(stats)
+                            timeout=self.timeout, hidden=is_magic).walk(stats, plan)
 
     def _describe(self, fd: int, directory: bytes, name: bytes,
                   st: os.stat_result) -> tuple[Listed, str | None]:

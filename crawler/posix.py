@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Iterator
 
+from pnfsmon.crawler.directories import DirectoryPlan
 from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
 from pnfsmon.schema import xrdcks
@@ -41,9 +42,9 @@ class PosixNamespace:
         self._lock = threading.Lock()  # the count below, from the walk's threads
         self._unsupported = 0
 
-    def walk(self, stats: WalkStats) -> Iterator[Listed]:
+    def walk(self, stats: WalkStats, plan: DirectoryPlan | None = None) -> Iterator[Listed]:
         yield from ParallelWalk(self.root, self._describe, parallel=self.parallel,
-                                timeout=self.timeout).walk(stats)
+                                timeout=self.timeout).walk(stats, plan)
         stats.xattrs_unsupported = self._unsupported
         if self._unsupported:
             log.warning("%s files are on a filesystem without user extended attributes: "

@@ -10,7 +10,13 @@ looks up one name, not the whole path again.
 What it yields is exactly what a walk with ``parallel = 1`` yields (in another order), and
 the counters are the same: directories, empty ones, unlisted ones, files, bytes, skipped,
 malformed metadata. Memory stays bounded: directories wait on a stack, and no new
-directory is listed while many described files wait to be consumed.
+directory is listed while many described files wait to be consumed. The threads' shared
+state is one scheduler (``_Schedule``) with one method per event.
+
+An incremental crawl (``crawler.directories``) gives it a plan: the walk then begins by
+stat'ing every directory the last complete crawl saw (the same threads and timeout), lists
+those the plan says changed, and, in their listings, the subdirectories it did not know.
+Each listed directory's mtime is read before its entries, for the next crawl.
 
 A mount that stops answering (a hung NFS server) cannot hang the crawl: a directory whose
 listing or whose files' calls take longer than ``timeout`` seconds is counted *unlisted*
@@ -32,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from pnfsmon.crawler.directories import DirectoryPlan
 from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.sites import DEFAULT_PARALLEL
@@ -41,10 +48,14 @@ from pnfsmon.schema.sites import DEFAULT_PARALLEL
 Describe = Callable[[int, bytes, bytes, os.stat_result], tuple[Listed, str | None]]
 
 DEFAULT_TIMEOUT = 300.0  # seconds one call may take before its directory is given up
-SLICE = 64  # files described per task
+SLICE = 64  # files described per task, at most...
+MIN_SLICE = 4  # ...and at least: a few directories' files still fill every thread
 MAX_WAITING = 20_000  # described files not yet consumed: no new directory is listed
 _POLL = 0.5  # seconds between looks for calls that take too long
 MIN_HUNG = 4  # given-up calls that may hang before the mount is taken for dead
+
+
+LIST, DESCRIBE, STAT = "list", "describe", "stat"  # what a task does to its directory
 
 
 @dataclass(eq=False)
@@ -59,7 +70,8 @@ class _Directory:
 @dataclass(eq=False)
 class _Task:
     directory: _Directory
-    names: list[bytes] | None = None  # None: list the directory; else describe these
+    kind: str = LIST
+    names: list[bytes] | None = None  # the files a DESCRIBE task describes
     started: float = 0.0
     abandoned: bool = False
 
@@ -73,6 +85,117 @@ class _Outcome:
     entries: int = 0
     skipped: int = 0
     error: str | None = None
+    mtime_ns: int | None = None  # the directory's, read before listing it, or by a STAT
+    gone: bool = False  # a STAT found no directory there
+
+
+class _Schedule:
+    """The threaded walk's state, one method per event, each under the one lock: a worker
+    thread asks for a task (``next_task``) and hands its outcome over (``ran``); the
+    consuming thread takes outcomes (``done``), queues the work they lead to
+    (``consumed``) and gives up calls that take too long (``give_up_slow``).
+
+    Describe tasks run before anything else, so described files do not pile up; no new
+    directory is listed while ``MAX_WAITING`` described files wait to be consumed."""
+
+    def __init__(self, walk: ParallelWalk, to_list: list[bytes], to_stat: list[bytes]
+                 ) -> None:
+        self.walk = walk
+        self.lock = threading.Condition()
+        self.to_list = [_Directory(p) for p in to_list]
+        self.to_stat = [_Directory(p) for p in to_stat]
+        self.slices: list[_Task] = []
+        self.running: set[_Task] = set()
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.waiting = 0  # described files handed over, not yet consumed
+        self.stopped = False
+        self.threads = 0
+        self.hung = 0  # given-up calls that may still hang
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to run, nothing running, nothing left to consume."""
+        with self.lock:
+            return (not self.slices and not self.to_list and not self.to_stat
+                    and not self.running and self.done.empty())
+
+    def next_task(self) -> _Task | None:
+        """A worker thread is free: its next task, or None when the walk is over."""
+        with self.lock:
+            while True:
+                if self.stopped:
+                    return None
+                while self.slices and self.slices[-1].directory.failed:
+                    self.walk.finish_slice(self.slices.pop())
+                if self.slices:
+                    task = self.slices.pop()
+                elif self.to_list and self.waiting < MAX_WAITING:
+                    task = _Task(self.to_list.pop())
+                elif self.to_stat:
+                    task = _Task(self.to_stat.pop(), STAT)
+                else:
+                    self.lock.wait()
+                    continue
+                task.started = time.monotonic()
+                self.running.add(task)
+                return task
+
+    def ran(self, task: _Task, outcome: _Outcome) -> bool:
+        """A worker finished ``task``; False if it had been given up (the thread ends)."""
+        with self.lock:
+            if task.abandoned:  # a fresh thread has taken this one's place
+                self.hung -= 1
+                directory = task.directory
+                directory.hung -= 1
+                if not any(t.directory is directory for t in self.running):
+                    self.walk.close(directory)  # its last user: the descriptor goes
+                return False
+            # Handed over before it leaves ``running``: the walk is over only when nothing
+            # runs and nothing waits to be consumed.
+            self.done.put(outcome)
+            self.running.discard(task)
+            if task.kind == DESCRIBE:
+                self.walk.finish_slice(task)
+            self.waiting += len(outcome.files)
+            return True
+
+    def consumed(self, outcome: _Outcome, to_list: list[bytes]) -> None:
+        """The consumer took ``outcome``: list ``to_list`` next, and describe a listing's
+        files in slices on the directory's descriptor."""
+        with self.lock:
+            self.waiting -= len(outcome.files)
+            self.to_list.extend(_Directory(p) for p in reversed(to_list))
+            task = outcome.task
+            directory = task.directory
+            if task.kind == LIST and outcome.error is None:
+                names = outcome.names
+                # Spread over the threads (an incremental crawl lists few directories).
+                size = max(MIN_SLICE, min(SLICE, -(-len(names) // self.walk.parallel)))
+                for start in range(0, len(names), size):
+                    directory.pending += 1
+                    self.slices.append(_Task(directory, DESCRIBE, names[start:start + size]))
+                if not directory.pending:
+                    self.walk.close(directory)
+            self.lock.notify_all()
+
+    def give_up_slow(self, timeout: float) -> list[_Task]:
+        """Tasks running longer than ``timeout``: taken out, marked abandoned."""
+        now = time.monotonic()
+        with self.lock:
+            slow = [t for t in self.running if now - t.started > timeout]
+            for task in slow:
+                self.running.discard(task)
+                task.abandoned = True
+                task.directory.hung += 1
+                self.hung += 1
+            if slow:
+                self.lock.notify_all()
+            return slow
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+            self.lock.notify_all()
 
 
 # Filesystems whose calls are round trips to a server (or to a FUSE daemon, as dCache's
@@ -121,190 +244,175 @@ class ParallelWalk:
         self.hidden = hidden
         self.max_hung = max_hung or max(MIN_HUNG, self.parallel)
 
-    def walk(self, stats: WalkStats) -> Iterator[Listed]:
+    def walk(self, stats: WalkStats, plan: DirectoryPlan | None = None) -> Iterator[Listed]:
+        """Every regular file below the root; with an incremental ``plan``, only those of
+        the directories it says to list (the others are stat'ed, and the plan records
+        which were skipped or are gone)."""
+        plan = plan if plan is not None else DirectoryPlan(self.root, None)
+        to_stat = plan.to_stat()
+        to_list = [] if to_stat else [self.root]
         if self.parallel == 1 and not self.remote:
-            return self._walk_here(stats)
-        return self._walk_threads(stats)
+            return self._walk_here(stats, plan, to_list, to_stat)
+        return self._walk_threads(stats, plan, to_list, to_stat)
 
-    def _walk_here(self, stats: WalkStats) -> Iterator[Listed]:
+    def _walk_here(self, stats: WalkStats, plan: DirectoryPlan, to_list: list[bytes],
+                   to_stat: list[bytes]) -> Iterator[Listed]:
         """The same walk, one call at a time, in this thread."""
-        pending = [_Directory(self.root)]
+        pending = [_Task(_Directory(p), STAT) for p in to_stat]
+        pending += [_Task(_Directory(p)) for p in to_list]
         while pending:
-            directory = pending.pop()
-            outcome = _Outcome(_Task(directory))
-            self._list(directory, outcome)
-            if outcome.error is None and outcome.names:
-                self._describe_slice(directory, outcome.names, outcome)
-            self._close(directory)
-            pending.extend(_Directory(path) for path in reversed(outcome.subdirectories))
-            yield from self._account(outcome, stats)
+            task = pending.pop()
+            outcome = self._run(task)
+            if task.kind == LIST and outcome.error is None and outcome.names:
+                self._describe_slice(task.directory, outcome.names, outcome)
+            self.close(task.directory)
+            items, following = self._account(outcome, stats, plan)
+            pending.extend(_Task(_Directory(p)) for p in reversed(following))
+            yield from items
 
-    def _walk_threads(self, stats: WalkStats) -> Iterator[Listed]:
-        lock = threading.Condition()
-        directories: list[_Directory] = [_Directory(self.root)]
-        slices: list[_Task] = []  # describe tasks: run before listing more directories
-        running: set[_Task] = set()
-        done: queue.SimpleQueue = queue.SimpleQueue()
-        state = {"waiting": 0, "stop": False, "threads": 0, "hung": 0}
-
-        def next_task() -> _Task | None:
-            with lock:
-                while True:
-                    if state["stop"]:
-                        return None
-                    while slices and slices[-1].directory.failed:
-                        self._finish_slice(slices.pop())
-                    if slices:
-                        task = slices.pop()
-                    elif directories and state["waiting"] < MAX_WAITING:
-                        task = _Task(directories.pop())
-                    else:
-                        lock.wait()
-                        continue
-                    task.started = time.monotonic()
-                    running.add(task)
-                    return task
+    def _walk_threads(self, stats: WalkStats, plan: DirectoryPlan, to_list: list[bytes],
+                      to_stat: list[bytes]) -> Iterator[Listed]:
+        schedule = _Schedule(self, to_list, to_stat)
 
         def worker() -> None:
-            while (task := next_task()) is not None:
-                outcome = self._run(task)
-                with lock:
-                    if task.abandoned:  # a fresh thread has taken this one's place
-                        state["hung"] -= 1
-                        directory = task.directory
-                        directory.hung -= 1
-                        if not any(t.directory is directory for t in running):
-                            self._close(directory)  # its last user: the descriptor goes
-                        return
-                    # Handed over before it leaves ``running``: the walk is over only when
-                    # nothing runs and nothing waits to be consumed.
-                    done.put(outcome)
-                    running.discard(task)
-                    if task.names is not None:
-                        self._finish_slice(task)
-                    state["waiting"] += len(outcome.files)
+            while (task := schedule.next_task()) is not None:
+                if not schedule.ran(task, self._run(task)):
+                    return
 
         def start_thread() -> None:
-            state["threads"] += 1
-            threading.Thread(target=worker, name=f"pnfsmon-walk-{state['threads']}",
+            schedule.threads += 1
+            threading.Thread(target=worker, name=f"pnfsmon-walk-{schedule.threads}",
                              daemon=True).start()
 
         for _ in range(self.parallel):
             start_thread()
         looked = time.monotonic()
         try:
-            while True:
-                with lock:
-                    idle = not slices and not directories and not running
-                if idle and done.empty():
-                    return
+            while not schedule.idle:
                 if time.monotonic() - looked >= _POLL:  # even while others keep answering
-                    self._give_up_slow(lock, running, stats, start_thread, state)
+                    self._give_up_slow(schedule, stats, start_thread)
                     looked = time.monotonic()
                     if stats.stopped is not None:  # the mount is taken for dead
-                        while not done.empty():  # what was found is kept
-                            yield from self._account(done.get(), stats)
+                        while not schedule.done.empty():  # what was found is kept
+                            yield from self._account(schedule.done.get(), stats, plan)[0]
                         return
                 try:
-                    outcome = done.get(timeout=_POLL)
+                    outcome = schedule.done.get(timeout=_POLL)
                 except queue.Empty:
                     continue
-                task = outcome.task
-                with lock:
-                    state["waiting"] -= len(outcome.files)
-                    for path in reversed(outcome.subdirectories):
-                        directories.append(_Directory(path))
-                    directory = task.directory
-                    if task.names is None and outcome.error is None:
-                        names = outcome.names
-                        for start in range(0, len(names), SLICE):
-                            directory.pending += 1
-                            slices.append(_Task(directory, names[start:start + SLICE]))
-                        if not directory.pending:
-                            self._close(directory)
-                    lock.notify_all()
-                yield from self._account(outcome, stats)
+                items, following = self._account(outcome, stats, plan)
+                schedule.consumed(outcome, following)
+                yield from items
         finally:
-            with lock:
-                state["stop"] = True
-                lock.notify_all()
+            schedule.stop()
 
     @staticmethod
-    def _account(outcome: _Outcome, stats: WalkStats) -> Iterator[Listed]:
-        """Count what one task found, then yield its files (either walk)."""
+    def _account(outcome: _Outcome, stats: WalkStats, plan: DirectoryPlan
+                 ) -> tuple[list[Listed], list[bytes]]:
+        """Count what one task found (either walk, in the consuming thread): its files, and
+        the directories to list because of it."""
         task = outcome.task
-        if task.names is None:
+        path = task.directory.path
+        if task.kind == STAT:
+            if outcome.error is not None:
+                task.directory.failed = True
+                stats.unlisted(path, f"stat: {outcome.error}")
+                return [], []
+            if outcome.gone:
+                plan.gone(path)
+                return [], []
+            return [], [path] if plan.must_list(path, outcome.mtime_ns) else []
+        if task.kind == LIST:
             stats.directories += 1
         if outcome.error is not None and not task.directory.failed:
             # Not listed, or a file in it could not even be stat'ed (so it cannot be told
             # from a deleted one): the directory is unlisted.
             task.directory.failed = True
-            stats.unlisted(task.directory.path, outcome.error)
-        if task.names is None and outcome.error is None and outcome.entries == 0:
-            stats.empty_directories += 1
+            stats.unlisted(path, outcome.error)
+            plan.failed(path)
+        following = []
+        if task.kind == LIST and outcome.error is None:
+            plan.listing(path, outcome.mtime_ns)
+            if outcome.entries == 0:
+                stats.empty_directories += 1
+            following = [d for d in outcome.subdirectories if plan.is_new(d)]
         stats.skipped += outcome.skipped
+        items = []
         for item, problem in outcome.files:
             if problem is not None:
                 stats.bad_metadata(item.path, problem)
-            yield stats.count(item)
+            plan.file(path, item)
+            items.append(stats.count(item))
+        return items, following
 
-    def _give_up_slow(self, lock, running: set[_Task], stats: WalkStats,
-                      start_thread: Callable[[], None], state: dict) -> None:
+    def _give_up_slow(self, schedule: _Schedule, stats: WalkStats,
+                      start_thread: Callable[[], None]) -> None:
         """Calls running longer than the timeout: their directory is unlisted, their
         thread replaced; at ``max_hung`` calls given up and still hanging, the walk stops
         (``stats.stopped``) instead of piling up threads and descriptors."""
-        now = time.monotonic()
-        with lock:
-            slow = [t for t in running if now - t.started > self.timeout]
-            for task in slow:
-                running.discard(task)
-                task.abandoned = True
-                state["hung"] += 1
-                directory = task.directory
-                directory.hung += 1
-                if not directory.failed:
-                    directory.failed = True
-                    stats.unlisted(directory.path,
-                                   f"no answer within {self.timeout:g} s (hung mount?)")
-                if task.names is None:
-                    stats.directories += 1
-                if state["hung"] < self.max_hung:
-                    start_thread()
-            if state["hung"] >= self.max_hung:
-                stats.stopped = (
-                    f"mount {display(self.root)} stopped answering: {state['hung']} calls "
-                    f"given up after {self.timeout:g} s each (at most {self.max_hung} are "
-                    "left hanging); the crawl stops here, keeping what it listed and "
-                    "marking nothing vanished")
-                state["stop"] = True
-            if slow:
-                lock.notify_all()
+        for task in schedule.give_up_slow(self.timeout):
+            directory = task.directory
+            if not directory.failed:
+                directory.failed = True
+                stats.unlisted(directory.path,
+                               f"no answer within {self.timeout:g} s (hung mount?)")
+            if task.kind == LIST:
+                stats.directories += 1
+            if schedule.hung < self.max_hung:
+                start_thread()
+        if schedule.hung >= self.max_hung:
+            stats.stopped = (
+                f"mount {display(self.root)} stopped answering: {schedule.hung} calls "
+                f"given up after {self.timeout:g} s each (at most {self.max_hung} are "
+                "left hanging); the crawl stops here, keeping what it listed and "
+                "marking nothing vanished")
+            schedule.stop()
 
     @staticmethod
-    def _close(directory: _Directory) -> None:
+    def close(directory: _Directory) -> None:
         if directory.fd >= 0 and not directory.hung:
             fd, directory.fd = directory.fd, -1
             os.close(fd)
 
-    def _finish_slice(self, task: _Task) -> None:
+    def finish_slice(self, task: _Task) -> None:
         directory = task.directory
         directory.pending -= 1
         if directory.pending == 0:
-            self._close(directory)
+            self.close(directory)
 
     def _run(self, task: _Task) -> _Outcome:
         outcome = _Outcome(task)
-        if task.names is None:
+        if task.kind == LIST:
             self._list(task.directory, outcome)
+        elif task.kind == STAT:
+            self._stat(task.directory, outcome)
         else:
-            self._describe_slice(task.directory, task.names, outcome)
+            self._describe_slice(task.directory, task.names or [], outcome)
         return outcome
+
+    @staticmethod
+    def _stat(directory: _Directory, outcome: _Outcome) -> None:
+        """A known directory's mtime; gone if nothing, or no directory, is there now."""
+        try:
+            st = os.stat(directory.path, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            outcome.gone = True
+            return
+        except OSError as err:
+            outcome.error = err.strerror or str(err)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            outcome.mtime_ns = st.st_mtime_ns
+        else:
+            outcome.gone = True
 
     def _list(self, directory: _Directory, outcome: _Outcome) -> None:
         names: list[bytes] = []
         try:
             directory.fd = os.open(directory.path,
                                    os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            # Before the entries: a change made while listing moves it past what is kept.
+            outcome.mtime_ns = os.fstat(directory.fd).st_mtime_ns
             # By path (bytes in, bytes out, no decoding); the descriptor serves the calls
             # on each file.
             with os.scandir(directory.path) as it:
@@ -322,7 +430,7 @@ class ParallelWalk:
             # its subtree is protected from being called vanished by this crawl.
             outcome.error = err.strerror or str(err)
             outcome.subdirectories = []
-            self._close(directory)
+            self.close(directory)
             return
         outcome.names = names
 

@@ -18,6 +18,11 @@ def path_hash(path: bytes) -> bytes:
     return hashlib.blake2b(path, digest_size=16).digest()
 
 
+def dir_hash(path: bytes) -> bytes:
+    """The ``path_hash`` of the directory holding ``path`` (``statuses.dir_hash``)."""
+    return path_hash(os.path.dirname(path))
+
+
 def to_bytes(path: str | bytes | os.PathLike) -> bytes:
     """A path as the bytes the kernel sees (surrogate-escaped str becomes the raw bytes)."""
     return os.fsencode(path)

@@ -27,6 +27,9 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     dark_after = 14                                # days two compares must span before
     quarantine = dry-run                           # declare --dark quarantines an orphan;
                                                    # apply: without --apply
+    incremental = yes                              # list only changed directories (default:
+                                                   # yes for pnfs and chimera mounts, else no)
+    full_crawl_every = 7                           # days: a full crawl at least this often
 
 A site without a section has an identity mapping (LFN = path) and the defaults;
 ``max_crawl_drop`` in the ``[pnfsmon]`` section is every site's default."""
@@ -57,6 +60,10 @@ DEFAULT_CONFIRM_AFTER = 600.0
 # weeks apart agree: a late registration or a catalog dump that missed files shows up
 # well within that.
 DEFAULT_DARK_AFTER = 14 * 86400.0
+# Between full crawls of a site that is crawled incrementally: a week bounds how long a
+# change no directory mtime shows (a file rewritten in place, a pool or locality change)
+# goes unseen.
+DEFAULT_FULL_CRAWL_EVERY = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,10 @@ class Site:
     # rule: several runs, weeks apart, agree)
     dark_after: float = DEFAULT_DARK_AFTER
     quarantine: str = "dry-run"  # dry-run | apply: what ``pnfsmon declare --dark`` does
+    # List only the directories that changed (``crawler.directories``); None: by the
+    # namespace (yes for dCache's pnfs and chimera mounts, whose files are written once).
+    incremental: bool | None = None
+    full_crawl_every: float = DEFAULT_FULL_CRAWL_EVERY  # seconds between full crawls
 
     def to_path(self, lfn: bytes) -> bytes | None:
         """The storage path of a catalog name, or None if the mapping does not cover it."""
@@ -130,6 +141,18 @@ def _declare_mode(section: configparser.SectionProxy, name: str,
     if mode not in DECLARE_MODES:
         raise ConfigError(f"[site {name}] {key} = {mode!r}: use dry-run or apply")
     return mode
+
+
+def _yes_no(section: configparser.SectionProxy, key: str, name: str) -> bool | None:
+    text = section.get(key)
+    if text is None or not text.strip():
+        return None
+    value = text.strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0"):
+        return False
+    raise ConfigError(f"[site {name}] {key} = {text!r}: use yes or no")
 
 
 def _parallel(section: configparser.SectionProxy, name: str) -> int | None:
@@ -202,5 +225,8 @@ def sites_from(parser: configparser.ConfigParser) -> dict[str, Site]:
             declare=_declare_mode(section, name),
             dark_after=_number(section, "dark_after", default.dark_after, 86400.0, name),
             quarantine=_declare_mode(section, name, "quarantine"),
+            incremental=_yes_no(section, "incremental", name),
+            full_crawl_every=_number(section, "full_crawl_every", default.full_crawl_every,
+                                     86400.0, name),
         )
     return sites

@@ -23,7 +23,7 @@ from sqlalchemy.dialects import mysql
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
 REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009",
-             "0010", "0011", "0012")
+             "0010", "0011", "0012", "0013")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
@@ -36,7 +36,8 @@ HEAD = REVISIONS[-1]
 #: a batch retried after its commit's answer was lost is not stored twice); 10: confirmation
 #: of corrupted verdicts by a second read (statuses.confirm_due, statuses.confirm_from,
 #: events.reader); 11: incidents (bursts of problem verdicts held from Rucio); 12: dark
-#: data (discrepancies.since, the quarantines table).
+#: data (discrepancies.since, the quarantines table); 13: incremental crawls
+#: (``crawl_directories``, statuses.dir_hash, crawls.kind and crawls.skipped_directories).
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -85,6 +86,12 @@ crawls = sa.Table(
     # Files whose recorded checksum the storage could not give (errors left after retries).
     sa.Column("checksums_unread", sa.BigInteger, nullable=False, default=0,
               server_default="0"),
+    # 'full' or 'incremental' (``crawler.directories``); NULL: a crawl before revision 0013.
+    sa.Column("kind", sa.String(16)),
+    # Directories an incremental crawl did not list: unchanged since the last complete crawl,
+    # their files carried over. ``directories`` counts the listed ones.
+    sa.Column("skipped_directories", sa.BigInteger, nullable=False, default=0,
+              server_default="0"),
 )
 
 statuses = sa.Table(
@@ -128,12 +135,35 @@ statuses = sa.Table(
     # every other verdict, and once a second read has judged it.
     sa.Column("confirm_due", sa.Double),
     sa.Column("confirm_from", sa.String(96)),
+    # ``path_hash`` of the file's directory: an incremental crawl carries the files of an
+    # unchanged directory over by it (``crawler.directories``). NULL only in a row written by
+    # hand; revision 0013 fills every row.
+    sa.Column("dir_hash", HashBytes),
     sa.UniqueConstraint("site", "path_hash"),
     sa.Index(None, "claim_key"),
     sa.Index("ix_statuses_lease", "tag_expiry"),
     sa.Index(None, "site", "crawl_gen"),
     sa.Index(None, "status", "site"),
     sa.Index(None, "confirm_due"),
+    sa.Index(None, "site", "dir_hash"),
+)
+
+# Each directory as the site's last complete crawl saw it (``crawler.directories``): what an
+# incremental crawl stats and compares. Written only when a crawl finishes complete, in the
+# transaction that marks it finished, so a crawl that dies leaves the previous state.
+# ``unsettled``: the directory must be listed again whatever its mtime (it held a file
+# younger than the grace, an empty one or one without a recorded checksum, or its own
+# mtime was within the grace).
+crawl_directories = sa.Table(
+    "crawl_directories",
+    metadata,
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("path_hash", HashBytes, nullable=False),
+    sa.Column("path", PathBytes, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("unsettled", sa.Boolean, nullable=False),
+    sa.Column("crawl_id", sa.Integer, nullable=False),  # the crawl that listed it last
+    sa.PrimaryKeyConstraint("site", "path_hash"),
 )
 
 events = sa.Table(

@@ -9,7 +9,16 @@ dot-commands, which open by name but are never listed by ``readdir``, as on a re
 
 Every answer is computed from the file (its true Adler32) unless ``overrides`` says
 otherwise for that file (a wrong checksum, NEARLINE, malformed text, or None: that
-dot-command does not exist). Every call waits ``delay`` seconds, as a round trip to
+dot-command does not exist). A file in ``writing`` is still being written: dCache records
+no checksum for it yet (empty checksums, a layer 2 without ``c=`` and without pools).
+Getting the attributes of a directory in ``unstatable`` (and of anything below it) fails
+with EIO.
+
+The namespace changes between mounts the way dCache changes it (``Changes``, on the
+backing tree): creating, deleting or renaming an entry moves its directory's mtime,
+completing a file that was being written (its size grows, its checksum appears) does not.
+
+Every call waits ``delay`` seconds, as a round trip to
 dCache's PnfsManager would, and calls are served concurrently (libfuse's threads). The
 server counts calls and the most in flight at once, in shared memory, so tests assert
 concurrency without timing anything. Listing the directory ``hang`` (or each of a tuple
@@ -65,11 +74,14 @@ class _Operations:
     use_ns = True
 
     def __init__(self, backing: bytes, delay: float, overrides: dict,
-                 hang: bytes | tuple[bytes, ...] | None, counters) -> None:
+                 hang: bytes | tuple[bytes, ...] | None, counters,
+                 writing: frozenset = frozenset(), unstatable: tuple = ()) -> None:
         self.backing = backing
         self.delay = delay
         self.overrides = overrides
         self.hang = hang
+        self.writing = writing
+        self.unstatable = unstatable
         self.calls, self.in_flight, self.max_in_flight = counters
         self._mutex = threading.Lock()  # (not `lock`: that is a FUSE operation)
         self.checksums: dict[bytes, str] = {}
@@ -134,6 +146,9 @@ class _Operations:
             return hashlib.sha256(file_rel).hexdigest()[:36].upper().encode()
         if what == "locality":
             return b"ONLINE\n"
+        if file_rel in self.writing:  # no checksum recorded before the upload completes
+            return (b"" if what == "checksums"
+                    else f"2,0,0,0.0,0.0\n:h=no;l={st.st_size};\n".encode())
         adler = self._adler32(file_rel, full)
         if what == "checksums":
             return f"ADLER32:{adler}\n".encode()
@@ -161,6 +176,8 @@ class _Operations:
                 now = time.time_ns()
                 return {"st_mode": stat.S_IFREG | 0o444, "st_size": len(magic),
                         "st_nlink": 1, "st_mtime": now, "st_atime": now, "st_ctime": now}
+            if any(rel == u or rel.startswith(u + b"/") for u in self.unstatable):
+                raise OSError(errno.EIO, "input/output error")
             return self._attrs(os.lstat(os.path.join(self.backing, rel)))
         return self._call(path, work)
 
@@ -207,10 +224,11 @@ class _Operations:
 
 
 def _serve(backing: bytes, mountpoint: str, delay: float, overrides: dict,
-           hang, counters) -> None:
+           hang, counters, writing: frozenset, unstatable: tuple) -> None:
     import mfusepy
 
-    mfusepy.FUSE(_Operations(backing, delay, overrides, hang, counters), mountpoint,
+    mfusepy.FUSE(_Operations(backing, delay, overrides, hang, counters, writing, unstatable),
+                 mountpoint,
                  foreground=True, ro=True, attr_timeout=0, entry_timeout=0,
                  negative_timeout=0, max_threads=256, max_idle_threads=64,
                  fsname="pnfsmon-dcache-emulator")
@@ -222,7 +240,9 @@ class DcacheMount:
 
     def __init__(self, backing: Path, mountpoint: Path, *, delay: float = 0.0,
                  overrides: dict[bytes, dict] | None = None,
-                 hang: bytes | tuple[bytes, ...] | None = None) -> None:
+                 hang: bytes | tuple[bytes, ...] | None = None,
+                 writing: set[bytes] | frozenset = frozenset(),
+                 unstatable: tuple[bytes, ...] = ()) -> None:
         self.backing = os.fsencode(backing)
         self.root = Path(mountpoint)
         self.delay = delay
@@ -234,7 +254,8 @@ class DcacheMount:
                           ctx.Value(ctypes.c_longlong, 0, lock=False))
         self._process = ctx.Process(
             target=_serve, args=(self.backing, str(self.root), delay, self.overrides, hang,
-                                 self._counters), daemon=True)
+                                 self._counters, frozenset(writing), tuple(unstatable)),
+            daemon=True)
 
     @property
     def calls(self) -> int:
@@ -276,6 +297,77 @@ class DcacheMount:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class Changes:
+    """Change a backing tree between mounts as dCache changes its namespace: an entry
+    created, deleted or renamed moves its directory's mtime (Chimera's
+    ``createInodeInParent`` and ``decNlinkForDir``), to a time strictly after the one it
+    had (a coarse clock must not hide a change); a file completed after its upload began
+    keeps its directory's mtime. Paths are relative to the backing tree (bytes).
+    ``writing``: the files still being written, for the next ``DcacheMount(writing=...)``."""
+
+    def __init__(self, backing: Path | bytes) -> None:
+        self.backing = os.fsencode(backing)
+        self.writing: set[bytes] = set()
+
+    def _full(self, rel: bytes) -> bytes:
+        return os.path.join(self.backing, rel)
+
+    def _moved(self, directory: bytes) -> None:
+        st = os.stat(directory)
+        os.utime(directory, ns=(st.st_atime_ns, max(time.time_ns(), st.st_mtime_ns + 1000)))
+
+    def add(self, rel: bytes, data: bytes) -> None:
+        full = self._full(rel)
+        parent = os.path.dirname(full)
+        if not os.path.isdir(parent):
+            self.mkdir(os.path.dirname(rel))
+        with open(full, "wb") as fh:
+            fh.write(data)
+        self._moved(parent)
+
+    def mkdir(self, rel: bytes) -> None:
+        full = self._full(rel)
+        parent = os.path.dirname(full)
+        if not os.path.isdir(parent):
+            self.mkdir(os.path.dirname(rel))
+        os.mkdir(full)
+        self._moved(parent)
+
+    def delete(self, rel: bytes) -> None:
+        full = self._full(rel)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+        self.writing = {w for w in self.writing if w != rel and not w.startswith(rel + b"/")}
+        self._moved(os.path.dirname(full))
+
+    def rename(self, old: bytes, new: bytes) -> None:
+        os.rename(self._full(old), self._full(new))
+        self.writing = {new + w[len(old):] if w == old or w.startswith(old + b"/") else w
+                        for w in self.writing}
+        self._moved(os.path.dirname(self._full(old)))
+        self._moved(os.path.dirname(self._full(new)))
+
+    def start_writing(self, rel: bytes, partial: bytes) -> None:
+        """An upload begins: the entry exists with what has arrived, no checksum yet."""
+        self.add(rel, partial)
+        self.writing.add(rel)
+
+    def complete(self, rel: bytes, data: bytes) -> None:
+        """The upload ends: the file's size and mtime move, its checksum appears; its
+        directory's mtime does not move."""
+        full = self._full(rel)
+        parent = os.stat(os.path.dirname(full))
+        st = os.stat(full)
+        with open(full, "r+b") as fh:
+            fh.write(data)
+            fh.truncate(len(data))
+        os.utime(full, ns=(st.st_atime_ns, max(time.time_ns(), st.st_mtime_ns + 1000)))
+        os.utime(os.path.dirname(full), ns=(parent.st_atime_ns, parent.st_mtime_ns))
+        self.writing.discard(rel)
 
 
 @atexit.register

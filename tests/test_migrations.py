@@ -5,6 +5,7 @@ brings them in place to exactly the schema a new database gets, keeping every ro
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from alembic.migration import MigrationContext
 from pnfsmon.schema import ages, db, migrate, tables
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import SchemaError
+from pnfsmon.schema.paths import path_hash
 from pnfsmon.schema.reference import Reference
 from pnfsmon.schema.status import Status
 from tests.helpers import drop_all, pnfsmon
@@ -166,6 +168,10 @@ def test_an_old_database_with_rows_is_upgraded_in_place(empty, version):
                                            tables.statuses.c.claim_key)).all()) == {
             1: 2001.0 + 30 * 86400, 2: None, 3: 0.0, 4: 2004.0 + 30 * 86400,
             5: None, 6: 2006.0 + 30 * 86400}
+        # Each file knows its directory (0013).
+        assert {bytes(p): bytes(h) for p, h in conn.execute(
+            sa.select(tables.statuses.c.path, tables.statuses.c.dir_hash))} == {
+            bytes(p): path_hash(os.path.dirname(bytes(p))) for _, p, _ in rows}
         # The check_ages ledger is filled from the rows there (0006).
         filled = ages.as_dict(ages.totals(conn))
         assert filled and filled == ages.as_dict(ages.scan(conn))

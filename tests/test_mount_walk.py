@@ -91,7 +91,7 @@ def test_a_mount_that_stops_answering_is_unlisted_not_hung(db_url, engine, tmp_p
     # One file of four deleted: beyond max_crawl_drop, so allowed explicitly.
     proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "crawl", str(mount.root),
                              "--namespace", "pnfs", "--site", "s", "--request-timeout", "1",
-                             "--allow-drop"],
+                             "--full", "--allow-drop"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # The crawl finishes its work and says so; the thread stuck in the hung call keeps the
     # process from exiting (the kernel holds it, as on a hung hard NFS mount) until the
@@ -132,7 +132,7 @@ def test_a_dead_mount_stops_the_crawl_at_the_cap_with_exit_3(db_url, engine, tmp
     env["PNFSMON_DB"] = db_url
     proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "crawl", str(mount.root),
                              "--namespace", "pnfs", "--site", "s", "--request-timeout", "1",
-                             "--parallel", "2"],
+                             "--full", "--parallel", "2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     line = ""

@@ -38,6 +38,8 @@ class CrawlInfo:
     changed: int
     vanished: int
     withheld: int  # not marked vanished: the crawl refused a drop (``max_crawl_drop``)
+    kind: str | None = None  # full | incremental (None: before schema revision 0008)
+    skipped_directories: int = 0  # incremental: not listed, unchanged
 
 
 #: Problems a check (or a crawl) finds; ``lost`` is what becomes of some when they vanish.
@@ -158,7 +160,8 @@ class Summary:
                  "empty_directories": c.empty_directories,
                  "unreadable_directories": c.unreadable_directories, "bytes": c.bytes,
                  "new": c.new, "changed": c.changed, "vanished": c.vanished,
-                 "withheld": c.withheld}
+                 "withheld": c.withheld, "kind": c.kind,
+                 "skipped_directories": c.skipped_directories}
                 for c in self.crawls
             ],
         }
