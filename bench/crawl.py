@@ -11,7 +11,16 @@ the same run:
 5. the same with MariaDB tuned (``innodb_flush_log_at_trx_commit = 2``, a 1 GiB buffer
    pool), set here for the run and put back after; the crawler never changes them.
 
+1 to 3 run on two trees of the same size: short paths (about 50 bytes, 1,000 files in each
+of a few directories) and production-length paths (120 bytes, like
+``/pnfs/<site>/data/cms/store/mc/<campaign>/<dataset>/<tier>/<n>/<file>.root``, 500 files
+per block directory); ``--paths`` picks one. Every crawl's counts are checked, and after
+the first crawl that ``statuses`` holds every file.
+
     python3 bench/crawl.py [--files 200000] [--small 50000] [--large 1000000]
+                           [--paths short|production|both] [--quick]
+
+``--quick``: the server as installed only, no memory runs.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     MARIADB_ADMIN,
     build_flat_tree,
+    build_production_tree,
     fresh_mariadb,
     peak_rss_kib,
     pnfsmon_env,
@@ -65,9 +75,10 @@ def crawl(root: Path, env: dict) -> tuple[float, int, tuple[int, ...]]:
 
 
 def change(root: Path, directory: str, n_changed: int = 10, n_deleted: int = 5) -> None:
-    """Rewrite ``n_changed`` files and delete ``n_deleted`` in one directory (by its
-    place: "a" is the first, "b" the second)."""
-    files = sorted(sorted(root.iterdir())["ab".index(directory)].iterdir())
+    """Rewrite ``n_changed`` files and delete ``n_deleted`` in one directory holding files
+    (by its place: "a" is the first, "b" the second)."""
+    leaves = sorted(Path(d) for d, _, names in os.walk(root) if names)
+    files = sorted(leaves["ab".index(directory)].iterdir())
     for path in files[:n_changed]:
         path.write_bytes(b"changed")
     for path in files[n_changed:n_changed + n_deleted]:
@@ -112,17 +123,35 @@ def set_server(settings: dict[str, str]) -> dict[str, str]:
     return old
 
 
+def rows(url: str) -> int:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        n = conn.exec_driver_sql("SELECT count(*) FROM statuses").scalar()
+    engine.dispose()
+    return n
+
+
+def unchanged(root: Path, env: dict) -> float:
+    seconds, _, counts = crawl(root, env)
+    assert counts == (0, 0, 0), counts
+    return seconds
+
+
 def speed(root: Path, n: int, label: str) -> None:
     find_s = find_seconds(root)
-    print(f"{label}: {n:,} files; find {n / find_s:,.0f} files/s")
+    longest = max(len(os.fsencode(os.path.join(d, f)))
+                  for d, _, names in os.walk(root) for f in names[:1])
+    print(f"{label}: {n:,} files, paths up to {longest} bytes; find {n / find_s:,.0f} "
+          "files/s")
     with fresh_mariadb() as url:
         env = pnfsmon_env(url)
         first, _, counts = crawl(root, env)
         assert counts == (n, 0, 0), counts
+        assert rows(url) == n
         print(f"  first crawl      {first:6.2f} s  {n / first:9,.0f} files/s "
               f"(ratio {find_s / first:.3f} of find)")
         time.sleep(10)  # let the server flush the first crawl's pages, as a night would
-        same = min(crawl(root, env)[0] for _ in range(2))
+        same = min(unchanged(root, env) for _ in range(2))
         print(f"  re-crawl, same   {same:6.2f} s  {n / same:9,.0f} files/s "
               f"(ratio {find_s / same:.3f} of find)")
         change(root, "a")
@@ -165,23 +194,34 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=200_000)
     ap.add_argument("--small", type=int, default=50_000)
     ap.add_argument("--large", type=int, default=1_000_000)
+    ap.add_argument("--paths", choices=("short", "production", "both"), default="both")
+    ap.add_argument("--quick", action="store_true",
+                    help="the server as installed only; no memory runs")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="pnfsmon-bench-crawl-"))
+    # Short: the production tree's paths must fit 120 bytes with it.
+    work = Path(tempfile.mkdtemp(prefix="pnfsmon-"))
+    trees = {"short": lambda: build_flat_tree(work / "tree", args.files) or work / "tree",
+             "production": lambda: build_production_tree(work, args.files)}
+    kinds = ["short", "production"] if args.paths == "both" else [args.paths]
     try:
-        root = work / "tree"
-        build_flat_tree(root, args.files)
-        speed(root, args.files, "MariaDB as installed (Debian defaults)")
-        shutil.rmtree(root)
-        build_flat_tree(root, args.files)
-        old = set_server({"innodb_flush_log_at_trx_commit": "2",
-                          "innodb_buffer_pool_size": str(1 << 30)})
-        try:
-            speed(root, args.files, "MariaDB tuned (flush_log_at_trx_commit=2, 1 GiB pool)")
-        finally:
-            set_server(old)
-        shutil.rmtree(root)
-        print("memory:")
-        memory(work, [args.small, args.large])
+        for kind in kinds:
+            root = trees[kind]()
+            speed(root, args.files, f"{kind} paths, MariaDB as installed (Debian defaults)")
+            shutil.rmtree(work / root.relative_to(work).parts[0])
+            if args.quick:
+                continue
+            root = trees[kind]()
+            old = set_server({"innodb_flush_log_at_trx_commit": "2",
+                              "innodb_buffer_pool_size": str(1 << 30)})
+            try:
+                speed(root, args.files,
+                      f"{kind} paths, MariaDB tuned (flush_log_at_trx_commit=2, 1 GiB pool)")
+            finally:
+                set_server(old)
+            shutil.rmtree(work / root.relative_to(work).parts[0])
+        if not args.quick:
+            print("memory:")
+            memory(work, [args.small, args.large])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
