@@ -9,6 +9,7 @@ from pathlib import Path
 from pnfsmon.catalog import compare as comparison
 from pnfsmon.catalog import inventory
 from pnfsmon.schema import cli
+from pnfsmon.schema.discrepancies import write_lists
 from pnfsmon.schema.errors import EXIT_OK, EXIT_PROBLEMS, ConfigError
 from pnfsmon.schema.progress import human_bytes
 
@@ -42,7 +43,7 @@ def do_compare(args: argparse.Namespace) -> int:
     site = settings.site(args.site)
     engine = cli.engine(args)
     result = comparison.compare(engine, site)
-    lists = comparison.write_lists(engine, result.id, site.name, Path(args.output))
+    lists = write_lists(engine, result.id, site.name, Path(args.output))
     c, z, n = result.counts, result.sizes, result.candidates
     print(f"compare {result.id} of site {site.name}: {result.state}; "
           f"missing {c['missing']:,} ({human_bytes(z['missing'])}), "

@@ -129,7 +129,7 @@ def test_a_compare_that_dies_is_marked_failed(engine, tree, tmp_path, site_tree,
                                              monkeypatch):
     """A compare that ends in an error is failed, not left running for ever; one whose
     process died (nothing could mark it) is marked by the next compare, a day on."""
-    from pnfsmon.crawler import compare as compare_module
+    from pnfsmon.catalog import compare as compare_module
 
     site, catalog = site_tree
     dump = tmp_path / "dump.jsonl"

@@ -305,7 +305,7 @@ def test_a_killed_worker_process_is_transient(tmp_path, db_url):
     conf.write_text("[site s]\ngrace = 0\n")
     assert pnfsmon(db_url, "crawl", str(tree), "--site", "s",
                    PNFSMON_CONFIG=str(conf)).returncode == 0
-    oom = ("import os, signal\nimport pnfsmon.tester.cli as t\n"
+    oom = ("import os, signal\nimport pnfsmon.tester.pool as t\n"
            "t.run = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n")
     r = pnfsmon(db_url, "check", "--workers", "2", patch=oom)
     assert r.returncode == 3, r.stderr
