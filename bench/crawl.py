@@ -60,13 +60,36 @@ def find_seconds(root: Path) -> float:
     return min(peak_rss_kib(find)[0] for _ in range(3))
 
 
+def server_cpu() -> float:
+    """CPU seconds the local MariaDB server has used so far (NaN if it is not local)."""
+    try:
+        pid = subprocess.run(["pgrep", "-o", "-x", "mariadbd|mysqld"], capture_output=True,
+                             text=True).stdout.split()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, OSError, ValueError):
+        return float("nan")
+
+
+#: CPU seconds of the last ``crawl``: its process, and the MariaDB server meanwhile (which
+#: other clients may share). Less sensitive than wall time to a machine others load.
+LAST_CPU = {"crawl": 0.0, "server": 0.0}
+
+
+def cpu_per_file(n: int, cpu: dict[str, float]) -> str:
+    return (f"CPU per file: crawl {cpu['crawl'] / n * 1e6:.1f} us, MariaDB "
+            f"{cpu['server'] / n * 1e6:.1f} us")
+
+
 def crawl(root: Path, env: dict) -> tuple[float, int, tuple[int, ...]]:
     """(seconds, peak RSS KiB, (new, changed, vanished)) of one ``pnfsmon crawl``."""
+    server = server_cpu()
     started = time.perf_counter()
     proc = subprocess.Popen(["pnfsmon", "crawl", str(root), "--grace", "0"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
+    LAST_CPU.update(crawl=usage.ru_utime + usage.ru_stime, server=server_cpu() - server)
     out = proc.stdout.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"crawl failed: {proc.stderr.read().decode()[-2000:]}")
@@ -131,10 +154,10 @@ def rows(url: str) -> int:
     return n
 
 
-def unchanged(root: Path, env: dict) -> float:
+def unchanged(root: Path, env: dict) -> tuple[float, dict[str, float]]:
     seconds, _, counts = crawl(root, env)
     assert counts == (0, 0, 0), counts
-    return seconds
+    return seconds, dict(LAST_CPU)
 
 
 def speed(root: Path, n: int, label: str) -> None:
@@ -149,17 +172,17 @@ def speed(root: Path, n: int, label: str) -> None:
         assert counts == (n, 0, 0), counts
         assert rows(url) == n
         print(f"  first crawl      {first:6.2f} s  {n / first:9,.0f} files/s "
-              f"(ratio {find_s / first:.3f} of find)")
+              f"(ratio {find_s / first:.3f} of find); {cpu_per_file(n, LAST_CPU)}")
         time.sleep(10)  # let the server flush the first crawl's pages, as a night would
-        same = min(unchanged(root, env) for _ in range(2))
+        same, cpu = min((unchanged(root, env) for _ in range(2)), key=lambda r: r[0])
         print(f"  re-crawl, same   {same:6.2f} s  {n / same:9,.0f} files/s "
-              f"(ratio {find_s / same:.3f} of find)")
+              f"(ratio {find_s / same:.3f} of find); {cpu_per_file(n, cpu)}")
         change(root, "a")
         seconds, _, counts = crawl(root, env)
         assert counts == (0, 10, 5), counts
         print(f"  re-crawl, 10 changed, 5 deleted {seconds:6.2f} s  {n / seconds:9,.0f} "
               f"files/s (ratio {find_s / seconds:.3f} of find); new {counts[0]}, "
-              f"changed {counts[1]}, vanished {counts[2]}")
+              f"changed {counts[1]}, vanished {counts[2]}; {cpu_per_file(n, LAST_CPU)}")
         change(root, "b")
         result = {}
         idle_max, idle_median = claims_while(url, lambda: time.sleep(3))
@@ -200,8 +223,11 @@ def main() -> None:
     args = ap.parse_args()
     # Short: the production tree's paths must fit 120 bytes with it.
     work = Path(tempfile.mkdtemp(prefix="pnfsmon-"))
-    trees = {"short": lambda: build_flat_tree(work / "tree", args.files) or work / "tree",
-             "production": lambda: build_production_tree(work, args.files)}
+    def short() -> Path:
+        build_flat_tree(work / "tree", args.files)
+        return work / "tree"
+
+    trees = {"short": short, "production": lambda: build_production_tree(work, args.files)}
     kinds = ["short", "production"] if args.paths == "both" else [args.paths]
     try:
         for kind in kinds:
