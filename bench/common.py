@@ -92,6 +92,38 @@ def build_flat_tree(root: Path, files: int, per_dir: int = 1000, size: int = 0) 
             fh.write(payload)
 
 
+PRODUCTION_LENGTH = 120  # bytes: a CMS path below /pnfs, e.g. /pnfs/<site>/data/cms/store/...
+
+
+def production_root(work: Path) -> Path:
+    """Where ``build_production_tree`` puts its files below ``work``: the crawl root."""
+    return work / "pnfs" / "example.org" / "data" / "cms" / "store" / "mc"
+
+
+def build_production_tree(work: Path, files: int, per_dir: int = 500,
+                          length: int = PRODUCTION_LENGTH) -> Path:
+    """``files`` empty files laid out as a production namespace,
+    ``work/pnfs/<site>/data/cms/store/mc/<campaign>/<dataset>/<tier>/<n>/<file>.root``,
+    ``per_dir`` to a block directory, each file name padded so that its whole path is
+    ``length`` bytes (as the crawl stores it, ``work`` included). Returns the crawl root."""
+    root = production_root(work)
+    campaigns = ("Run3Summer22", "Run3Summer23")
+    tiers = ("NANOAODSIM", "MINIAODSIM")
+    directory = None
+    for i in range(files):
+        block = i // per_dir
+        if i % per_dir == 0:
+            directory = (root / campaigns[block % 2] / f"TTto2L2Nu-{block // 8:04d}"
+                         / tiers[block // 2 % 2] / f"{250000 + block:06d}")
+            directory.mkdir(parents=True, exist_ok=True)
+            pad = length - len(os.fsencode(directory)) - 1 - len(".root")
+            if pad < 8:
+                raise ValueError(f"{work} is too long for {length}-byte paths")
+        name = f"{i:08X}{'-4A1F-9C2E-0D3B5E7A8C61' * 2}"[:pad]
+        (directory / f"{name}.root").touch()
+    return root
+
+
 def peak_rss_kib(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     """Wall time and peak RSS of ``cmd``, measured by GNU time-like wait4 accounting."""
     started = time.perf_counter()

@@ -53,7 +53,8 @@ class PosixNamespace:
 
     def _describe(self, _fd: int, directory: bytes, name: bytes,
                   st: os.stat_result) -> tuple[Listed, None]:
-        path = os.path.join(directory, name)
+        # os.path.join's generality costs a microsecond a file (a tenth of a re-crawl's walk)
+        path = directory + name if directory[-1:] == b"/" else directory + b"/" + name
         item = Listed(path, st.st_size, st.st_mtime_ns)
         if not self.read_xattrs:
             return item, None

@@ -23,6 +23,7 @@ import logging
 import re
 import tempfile
 import time
+from binascii import hexlify
 
 import sqlalchemy as sa
 
@@ -40,6 +41,7 @@ _HEX8 = re.compile(r"[0-9a-f]{8}")
 # version/configuration (1148), local_infile off (3948, 4166), client side (2068).
 _LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 4166}
 COLUMNS = ("seq", "path_hash", "size", "mtime_ns", "recorded_adler32", "pool", "nearline")
+_TSV_NULL = b"\\N"  # LOAD DATA's NULL
 
 
 def stage_schema(engine: sa.Engine) -> str | None:
@@ -116,10 +118,13 @@ class Stage:
 
     def _load_data(self, conn: sa.Connection, rows: list[Row]) -> bool:
         """LOAD DATA LOCAL INFILE; False (and not tried again) if the server refuses."""
+        # Every staged file passes here (a re-crawl's writers share the walk's GIL): no
+        # call for what is absent, hex digits straight as bytes (half the time of before).
         text = b"".join(
             b"%d\t%s\t%d\t%d\t%s\t%s\t%d\n" % (
-                seq, digest.hex().encode(), size, mtime, _tsv_checksum(recorded),
-                _tsv_text(pool), bool(nearline))
+                seq, hexlify(digest), size, mtime,
+                _TSV_NULL if recorded is None else _tsv_checksum(recorded),
+                _TSV_NULL if pool is None else _tsv_text(pool), bool(nearline))
             for seq, digest, size, mtime, recorded, pool, nearline in rows)
         try:
             staged = tempfile.NamedTemporaryFile(prefix="pnfsmon-stage-", suffix=".tsv")  # noqa: SIM115

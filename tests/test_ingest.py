@@ -107,6 +107,39 @@ def test_vanished_files_found_in_many_batches(engine, tree, monkeypatch):
     assert ingest_.counts.vanished == 0
 
 
+def test_the_vanish_step_runs_whenever_a_file_can_have_gone(engine, tree, monkeypatch):
+    """A re-crawl that listed every present file of the site skips the vanish step's
+    anti-join (and the index it needs); any crawl after which a file can be missing runs
+    it, also when as many files came (new, or back) as went."""
+    from pnfsmon.crawler.staging import Stage
+
+    indexed = []
+    real = Stage.index
+    monkeypatch.setattr(Stage, "index", lambda self: indexed.append(self.name) or real(self))
+    files = [write_file(tree / f"d{i % 3}" / f"f{i}", b"x" * (i + 1)) for i in range(12)]
+    root = os.fsencode(tree)
+    crawl(engine, root, "s")
+    _, again = crawl(engine, root, "s")
+    assert again.counts.vanished == 0 and indexed == []
+
+    before = os.stat(files[0])
+    os.unlink(files[0])
+    write_file(tree / "d0" / "new", b"n")  # one came, one went
+    _, third = crawl(engine, root, "s")
+    assert (third.counts.new, third.counts.vanished) == (1, 1) and len(indexed) == 1
+
+    write_file(files[0], b"x")  # back as it was, while another goes
+    os.utime(files[0], ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.unlink(files[1])
+    _, fourth = crawl(engine, root, "s")
+    assert (fourth.counts.returned, fourth.counts.vanished) == (1, 1) and len(indexed) == 2
+    assert row(engine, files[0]).status == Status.UNCHECKED
+    assert row(engine, files[1]).status == Status.VANISHED
+
+    _, fifth = crawl(engine, root, "s")  # the vanished file stays vanished, skipped again
+    assert fifth.counts.vanished == 0 and len(indexed) == 2
+
+
 CRAWL_SCRIPT = """
 import os, sys, time
 from pnfsmon.crawler import ingest

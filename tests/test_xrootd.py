@@ -16,6 +16,7 @@ from xrootd_server import XRootDServer
 from zlib_ng import zlib_ng
 
 from pnfsmon.crawler.crawl import crawl, summary
+from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.crawler.namespaces import open_namespace
 from pnfsmon.crawler.xrootd import XRootDNamespace, parse_checksum_response
 from pnfsmon.schema.errors import ConfigError, StorageUnavailable
@@ -120,6 +121,30 @@ def test_checksums_none_asks_nothing(xrootd, served, sqlite_engine):
           "s")
     assert row(sqlite_engine, os.fsencode(f"{xrootd.url}//{served.name}/y.dat")) \
         .recorded_adler32 is None
+
+
+def test_fewer_directories_in_flight_when_they_are_large(xrootd, served, monkeypatch):
+    """The listing sends fewer directories at once when those listed so far are large
+    (answers read late wait in memory), and still lists every file."""
+    from pnfsmon.crawler import xrootd as module
+
+    for d in range(12):
+        for f in range(10):
+            write_file(served / f"d{d:02d}" / f"f{f}", b"x")
+    monkeypatch.setattr(module, "ENTRIES_IN_FLIGHT", 25)  # room for 2 of 10 entries
+    in_flight = []
+    real = module._Listing.listed
+
+    def listed(self, *answer):
+        in_flight.append(self.in_flight)
+        return real(self, *answer)
+
+    monkeypatch.setattr(module._Listing, "listed", listed)
+    stats = WalkStats()
+    files = list(XRootDNamespace(f"{xrootd.url}//{served.name}", checksums="none")
+                 .walk(stats))
+    assert len(files) == 120 and stats.directories == 13 and not stats.unreadable
+    assert max(in_flight) == 2  # 12 without the bound
 
 
 def test_a_root_that_is_not_there_is_a_config_error(xrootd, sqlite_engine):
