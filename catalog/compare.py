@@ -317,12 +317,12 @@ def _finish(engine: sa.Engine, site: Site, result: CompareResult, inventory_entr
         result.state = CompareState.REFUSED
     else:
         too_many = []
-        missing = result.candidates[Discrepancy.MISSING]
-        orphan = result.candidates[Discrepancy.ORPHAN]
-        if missing > site.max_missing_fraction * max(inventory_entries, 1):
-            too_many.append(f"{missing:,} of {inventory_entries:,} catalog files missing")
-        if orphan > site.max_orphan_fraction * max(crawl_files, 1):
-            too_many.append(f"{orphan:,} of {crawl_files:,} files on storage orphaned")
+        lost = result.candidates[Discrepancy.MISSING]
+        dark = result.candidates[Discrepancy.ORPHAN]
+        if lost > site.max_missing_fraction * max(inventory_entries, 1):
+            too_many.append(f"{lost:,} of {inventory_entries:,} catalog files missing")
+        if dark > site.max_orphan_fraction * max(crawl_files, 1):
+            too_many.append(f"{dark:,} of {crawl_files:,} files on storage orphaned")
         if too_many:
             result.state = CompareState.FLAGGED
             result.reason = ("more than the configured fraction: " + "; ".join(too_many)
