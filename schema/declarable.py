@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from pnfsmon.schema import incidents
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import Status
-from pnfsmon.schema.tables import declarations, events, statuses
+from pnfsmon.schema.tables import declarations, events, quarantines, statuses
 
 #: Verdicts that are declared bad: a verdict on the data itself. A timeout or an unreadable
 #: file says as much about the reader or the door as about the data: never declared.
@@ -159,6 +159,7 @@ class SiteDeclarations:
     declared_before: int  # problem files declared already (not declared again)
     unmapped: int
     recovered: int  # declared, and checked ok since
+    quarantined: dict[str, int]  # dark files sent to quarantine (``declare --dark``), by outcome
 
     def as_json(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -172,8 +173,11 @@ def site_declarations(engine: sa.Engine, site: Site) -> SiteDeclarations:
         rows = conn.execute(
             sa.select(declarations.c.outcome, sa.func.count(), sa.func.max(declarations.c.declared))
             .where(declarations.c.site == site.name).group_by(declarations.c.outcome)).all()
+        dark = dict(conn.execute(
+            sa.select(quarantines.c.outcome, sa.func.count())
+            .where(quarantines.c.site == site.name).group_by(quarantines.c.outcome)).all())
     return SiteDeclarations(
         site.name, site.rucio_rse, {outcome: n for outcome, n, _ in rows},
         max((last for _, _, last in rows), default=None), len(found.held),
         len(found.to_declare), len(found.pending), found.declared_before, len(found.unmapped),
-        len(found.recovered))
+        len(found.recovered), dark)

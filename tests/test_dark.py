@@ -14,18 +14,18 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import uuid
 
 import pytest
 import rucio_server
 import sqlalchemy as sa
-from helpers import random_bytes, write_file
+from helpers import pnfsmon, random_bytes, write_file
 
 from pnfsmon.catalog.compare import compare
 from pnfsmon.catalog.inventory import load
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.declare.dark import NOTHING_TO_INSERT
+from pnfsmon.schema.declarable import site_declarations
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.tables import quarantines
 
@@ -106,13 +106,6 @@ def recorded(engine) -> list[tuple[str, str]]:
             sa.select(quarantines.c.name, quarantines.c.outcome)))
 
 
-def pnfsmon(env, tmp_path, *args, python_code: str | None = None):
-    argv = ([sys.executable, "-c", python_code, *args] if python_code
-            else [sys.executable, "-m", "pnfsmon", *args])
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
-
-
 def dark_lines(stdout: str) -> list[str]:
     return sorted(line.split()[1] for line in stdout.splitlines()
                   if line.startswith("  dark  "))
@@ -125,7 +118,7 @@ def test_dark_data_agreed_on_for_dark_after_goes_to_quarantine_once(
     env.update(PNFSMON_CONFIG=str(write_conf(tmp_path, store, rse)),
                RUCIO_CONFIG=str(rucio.client_config))
 
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark")  # the dry run
+    r = pnfsmon("declare", "--site", SITE, "--dark", env=env, cwd=tmp_path)  # the dry run
     assert r.returncode == 1, r.stderr
     assert "2 dark files would quarantine (dry run" in r.stdout
     assert dark_lines(r.stdout) == ["/store/mc/d1.root", "/store/mc/d2.root"]
@@ -133,12 +126,15 @@ def test_dark_data_agreed_on_for_dark_after_goes_to_quarantine_once(
     assert "1 dark files found for less than dark_after" in r.stdout  # d3: 13 days
     assert recorded(engine) == [] and in_quarantine(rucio, client, rse) == []
 
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark", "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--dark", "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 1, r.stderr  # Rucio holds d2: a person should look
     assert "1 quarantined, 1 registered replica" in r.stdout
     assert in_quarantine(rucio, client, rse) == ["/store/mc/d1.root"]
     assert recorded(engine) == [("/store/mc/d1.root", "quarantined"),
                                 ("/store/mc/d2.root", "registered replica")]
+    # The report's incidents & Rucio page counts them per site, by Rucio's answer.
+    assert site_declarations(engine, site).quarantined == {"quarantined": 1,
+                                                           "registered replica": 1}
     with engine.connect() as conn:
         rows = {bytes(r.name).decode(): r for r in conn.execute(sa.select(quarantines))}
     d1, d2 = rows["/store/mc/d1.root"], rows["/store/mc/d2.root"]
@@ -153,7 +149,7 @@ def test_dark_data_agreed_on_for_dark_after_goes_to_quarantine_once(
                           (rse_id,)).fetchall() == [(SCOPE, "/store/mc/d1.root")]
 
     # Never twice: the next run sends nothing and says why.
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark", "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--dark", "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "0 dark files to quarantine" in r.stdout
     assert "2 dark files were sent to the quarantine before" in r.stdout
@@ -165,7 +161,7 @@ def test_dark_data_agreed_on_for_dark_after_goes_to_quarantine_once(
     os.utime(store / "mc" / "d1.root", (T0 + 16 * DAY, T0 + 16 * DAY))
     crawl(engine, os.fsencode(store.parent), SITE)
     assert compare(engine, site, now=T0 + 17 * DAY).state == "published"
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark", "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--dark", "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert dark_lines(r.stdout) == ["/store/mc/d3.root"] and "1 quarantined" in r.stdout
     assert "1 dark files were written again or are gone" in r.stdout
@@ -181,7 +177,7 @@ def test_a_flagged_compare_holds_dark_data_back_and_restarts_its_clock(
     strict = dataclasses.replace(site, max_orphan_fraction=0.1)
     flagged = compare(engine, strict, now=T0 + 16 * DAY)
     assert flagged.state == "flagged"
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark")  # quarantine = apply
+    r = pnfsmon("declare", "--site", SITE, "--dark", env=env, cwd=tmp_path)  # quarantine = apply
     assert r.returncode == 1, r.stderr
     assert f"the latest compare (#{flagged.id}," in r.stdout and "was flagged" in r.stdout
     assert "nothing is quarantined until a compare is published" in r.stdout
@@ -189,7 +185,7 @@ def test_a_flagged_compare_holds_dark_data_back_and_restarts_its_clock(
 
     # A published compare after it: the flagged one is no evidence, the clock restarts.
     assert compare(engine, site, now=T0 + 17 * DAY).state == "published"
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark")
+    r = pnfsmon("declare", "--site", SITE, "--dark", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "0 dark files to quarantine" in r.stdout
     assert "3 dark files found for less than dark_after" in r.stdout
@@ -206,7 +202,7 @@ def test_rucio_unreachable_exits_3_and_records_nothing(dark_site, engine, tmp_pa
     env.update(PNFSMON_CONFIG=str(write_conf(tmp_path, store, "T2_NOWHERE")),
                RUCIO_CONFIG=str(rucio_server.client_config(tmp_path / "rucio.cfg",
                                                            rucio_server.free_port())))
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark", "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--dark", "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert r.stderr.splitlines()[-1].startswith("pnfsmon: error: Rucio is unreachable")
     assert recorded(engine) == []
@@ -224,14 +220,14 @@ def test_a_quarantine_whose_answer_was_lost_is_recorded_once(
     with rucio_server.AnswerDropper(rucio.port, b"POST /replicas/quarantine") as dropper:
         env["RUCIO_CONFIG"] = str(rucio_server.client_config(
             tmp_path / "lossy" / "rucio.cfg", dropper.port))
-        r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark", "--apply")
+        r = pnfsmon("declare", "--site", SITE, "--dark", "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 3, (r.stdout, r.stderr)
     assert dropper.dropped and "Rucio became unreachable after 0 of 2" in r.stderr
     assert recorded(engine) == []
     assert in_quarantine(rucio, client, rse) == ["/store/mc/d1.root", "/store/mc/d2.root"]
 
     env["RUCIO_CONFIG"] = str(rucio.client_config)
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark", "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--dark", "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     assert "2 unclear" in r.stdout
     assert recorded(engine) == [("/store/mc/d1.root", "unclear"),
@@ -240,20 +236,19 @@ def test_a_quarantine_whose_answer_was_lost_is_recorded_once(
         answers = conn.execute(sa.select(quarantines.c.answer)).scalars().all()
     assert all(a.startswith(NOTHING_TO_INSERT) for a in answers)
     assert in_quarantine(rucio, client, rse) == ["/store/mc/d1.root", "/store/mc/d2.root"]
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark", "--apply")
+    r = pnfsmon("declare", "--site", SITE, "--dark", "--apply", env=env, cwd=tmp_path)
     assert r.returncode == 0 and "2 dark files were sent to the quarantine before" in r.stdout
 
 
-WITHOUT_CLIENT = ("import sys; sys.modules['rucio'] = None; sys.argv[0] = 'pnfsmon'; "
-                  "from pnfsmon.cli import main; sys.exit(main())")
+WITHOUT_CLIENT = "sys.modules['rucio'] = None; sys.argv[0] = 'pnfsmon'"
 
 
 def test_without_the_client_the_cms_d_list_holds_the_dark_data(dark_site, engine, tmp_path):
     site, store, env = dark_site
     env["PNFSMON_CONFIG"] = str(write_conf(tmp_path, store, "T2_XX_Site"))
     out = tmp_path / "lists"
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--dark", "--output", str(out),
-                python_code=WITHOUT_CLIENT)
+    r = pnfsmon("declare", "--site", SITE, "--dark", "--output", str(out),
+                before=WITHOUT_CLIENT, env=env, cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     assert "nothing quarantined" in r.stderr and recorded(engine) == []
     [dark] = out.glob("T2_XX_Site_20*_D.list")
@@ -263,8 +258,8 @@ def test_without_the_client_the_cms_d_list_holds_the_dark_data(dark_site, engine
                                              "/store/mc/d3.root"]
     assert json.loads(stats.read_text())["dark"] == 3
     # The plain declare run writes the same D.list beside its M.list.
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE, "--output", str(tmp_path / "b"),
-                python_code=WITHOUT_CLIENT)
+    r = pnfsmon("declare", "--site", SITE, "--output", str(tmp_path / "b"),
+                before=WITHOUT_CLIENT, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     [dark] = (tmp_path / "b").glob("T2_XX_Site_20*_D.list")
     assert len(dark.read_text().splitlines()) == 3
@@ -288,9 +283,9 @@ def test_the_nightly_dags_dark_node_runs_as_the_local_universe_runs_it(
     conf = write_conf(tmp_path, store, rse, "quarantine = apply\n")
 
     def write_dag(out, rucio_config):
-        r = pnfsmon({**env, "PNFSMON_CONFIG": str(conf), "RUCIO_CONFIG": str(rucio_config)},
-                    tmp_path, "condor", "dag", "--write", str(out), "--jobs", "1",
-                    "--site", SITE)
+        r = pnfsmon("condor", "dag", "--write", str(out), "--jobs", "1", "--site", SITE,
+                    env={**env, "PNFSMON_CONFIG": str(conf),
+                         "RUCIO_CONFIG": str(rucio_config)}, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         dag = read_dag(out / dag_module.DAG_FILE)
         return dag, htcondor2.Submit(dag["jobs"][f"{SITE}-dark:0"].read_text())
