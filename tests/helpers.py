@@ -65,6 +65,18 @@ def pnfsmon(*args: str | bytes, env: Mapping[str, str] | None = None,
                           capture_output=True, text=text, timeout=timeout)
 
 
+def pnfsmon_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``pnfsmon ARGS`` run by ``pnfsmon.cli.main`` in the test's own process, for tests
+    that run many cheap commands (a process start costs more than they do). It sees the
+    test's environment: set ``PNFSMON_*`` with ``monkeypatch``. Same result shape as
+    ``pnfsmon``."""
+    from pnfsmon.cli import main
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
 def create_database_when_up(admin_url: str, name: str, wait: float = 30.0) -> None:
     """Create database ``name`` on a server that is still starting (a private mariadbd the
     test has just launched), trying until it answers or ``wait`` seconds have passed."""

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess as _subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
-from helpers import flip_bit, random_bytes, verdicts, write_file
+from helpers import flip_bit, pnfsmon, pnfsmon_here, random_bytes, verdicts, write_file
 
-from pnfsmon.cli import main
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.schema import config, incidents
 from pnfsmon.schema.config import IncidentRule
@@ -52,6 +49,8 @@ def make_tree(tree, engine, files: int, rotten: int, pool: str = "pool-a"):
 
 
 def sweep(engine, node: str = "wn01", **options) -> None:
+    """Check what is due; a corrupted verdict is confirmed by its second read at once."""
+    options.setdefault("confirm_after", 0.0)
     run(Lease(engine, lease_seconds=120, node=node), PosixReader(),
         CheckOptions(timeout=30, recheck_after=0.0, **options))
 
@@ -64,28 +63,6 @@ def site_of(store) -> Site:
 def all_incidents(engine) -> list:
     with engine.connect() as conn:
         return conn.execute(sa.select(incidents_table).order_by(incidents_table.c.id)).all()
-
-
-@dataclasses.dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def in_process(capsys):
-    """The ``pnfsmon`` command, run in this process (a process start costs more than the
-    commands here); ``subprocess=True`` runs it as its own process."""
-    def pnfsmon(env, cwd, *args, subprocess: bool = False) -> Ran:
-        if subprocess:
-            r = _subprocess.run([sys.executable, "-m", "pnfsmon", *args], env=env,
-                                capture_output=True, text=True, timeout=120, cwd=cwd)
-            return Ran(r.returncode, r.stdout, r.stderr)
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return Ran(code, out, err)
-    return pnfsmon
 
 
 def environment(engine, tmp_path, store, monkeypatch) -> dict:
@@ -102,7 +79,6 @@ def environment(engine, tmp_path, store, monkeypatch) -> dict:
 
 def test_a_burst_on_one_pool_is_one_incident_held_until_released(engine, tree, tmp_path,
                                                                  monkeypatch, capsys):
-    pnfsmon = in_process(capsys)
     store, _ = make_tree(tree, engine, 100, 25)
     sweep(engine)
     assert sorted(verdicts(engine).values()).count(Status.CORRUPTED) == 25
@@ -114,19 +90,20 @@ def test_a_burst_on_one_pool_is_one_incident_held_until_released(engine, tree, t
     again = incidents.detect(engine, RULE)
     assert again.opened == [] and again.joined == 0
     env = environment(engine, tmp_path, store, monkeypatch)
-    r = pnfsmon(env, tmp_path, "incident", "list")
+    r = pnfsmon_here(capsys, "incident", "list")
     assert r.returncode == 1, r.stderr
     number = found.opened[0].id
     assert f"incident {number} [open] pool pool-a of {SITE}: 25 problem files" in r.stdout
     assert "(25 of 100 checked, 25.0 %" in r.stdout
     assert len(all_incidents(engine)) == 1
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(incident_files)
-                            ).scalar() == 25
+        # Both reads of each file (the first and the one that confirmed it) are held.
+        assert conn.execute(sa.select(sa.func.count(sa.distinct(incident_files.c.file_id)),
+                                      sa.func.count())).one() == (25, 50)
 
     # Held from declare: the dry run lists them as held, none to declare.
     assert len(plan(engine, site_of(store)).held) == 25
-    r = pnfsmon(env, tmp_path, "declare", "--site", SITE)
+    r = pnfsmon_here(capsys, "declare", "--site", SITE)
     assert r.returncode == 1, r.stderr
     assert "0 files would declare" in r.stdout
     assert "25 files held in incidents" in r.stdout
@@ -135,29 +112,29 @@ def test_a_burst_on_one_pool_is_one_incident_held_until_released(engine, tree, t
     assert len(all_incidents(engine)) == 1  # declare detected again: nothing new
 
     # CRITICAL in Nagios (25 problem files alone would be a WARNING), named in status.
-    r = pnfsmon(env, tmp_path, "status", "--nagios", subprocess=True)
+    r = pnfsmon("status", "--nagios", env=env, cwd=tmp_path)
     assert r.returncode == 2, r.stdout
     assert r.stdout.startswith("PNFSMON CRITICAL") and f"incident {number} open" in r.stdout
     assert "pool pool-a of T2_Test" in r.stdout and " incidents=1;" in r.stdout
-    r = pnfsmon(env, tmp_path, "status")
+    r = pnfsmon_here(capsys, "status")
     assert r.returncode == 1 and f"incident {number} [open] pool pool-a" in r.stdout
-    r = pnfsmon(env, tmp_path, "incident", "show", str(number))
+    r = pnfsmon_here(capsys, "incident", "show", str(number))
     assert r.returncode == 1
     shown = [line for line in r.stdout.splitlines() if line.startswith("  corrupted")]
     assert len(shown) == 25 and all("now corrupted" in line for line in shown)
 
     # Released by a person: declarable; recorded who and when; Nagios back to WARNING.
-    r = pnfsmon(env, tmp_path, "incident", "release", str(number), "--by", "alice")
+    r = pnfsmon_here(capsys, "incident", "release", str(number), "--by", "alice")
     assert r.returncode == 0, r.stderr
     (row,) = all_incidents(engine)
     assert (row.state, row.decided_by) == ("released", "alice") and row.decided_at > 0
     planned = plan(engine, site_of(store))
     assert len(planned.to_declare) == 25 and planned.held == []
-    r = pnfsmon(env, tmp_path, "status", "--nagios")
+    r = pnfsmon_here(capsys, "status", "--nagios")
     assert r.returncode == 1 and "incident" not in r.stdout.split("|")[0]
-    r = pnfsmon(env, tmp_path, "incident", "release", str(number))
+    r = pnfsmon_here(capsys, "incident", "release", str(number))
     assert r.returncode == 2 and "already released by alice" in r.stderr
-    r = pnfsmon(env, tmp_path, "incident", "list")
+    r = pnfsmon_here(capsys, "incident", "list")
     assert r.returncode == 0 and "no open incidents" in r.stdout
     assert len(all_incidents(engine)) == 1
 
@@ -207,7 +184,8 @@ def test_an_open_incident_takes_its_scopes_later_problems(engine, tree):
         flip_bit(p, 700)
     sweep(engine)  # all 100 again: 25 + 3 corrupted, one node, one hour
     found = incidents.detect(engine, RULE)
-    assert found.opened == [] and found.joined == 28
+    # 25 reads of the known corrupted files, two of each of the 3 new ones (confirmed)
+    assert found.opened == [] and found.joined == 31
     assert incidents.get(engine.connect(), opened.id).files == 28
     assert len(plan(engine, site_of(store)).held) == 28
 
@@ -284,5 +262,6 @@ def test_two_detections_at_once_open_one_incident(engine, tree):
     assert second.result().joined == 0
     assert len(all_incidents(engine)) == 1
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(incident_files)
-                            ).scalar() == 25
+        # Both reads of each file (the first and the one that confirmed it) are held.
+        assert conn.execute(sa.select(sa.func.count(sa.distinct(incident_files.c.file_id)),
+                                      sa.func.count())).one() == (25, 50)
