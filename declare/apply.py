@@ -63,6 +63,22 @@ def _transient(err: BaseException) -> bool:
                             exception.ServiceUnavailable, ConnectionError))
 
 
+def rucio_failure(err: Exception, verb: str, done: int, total: int,
+                  what: str = "files") -> Exception | None:
+    """The error a run ends with when a Rucio call failed after ``done`` of ``total``:
+    unreachable (transient: exit 3, retried) or a refusal (exit 2); None for anything
+    else, which is ours and is raised as it is."""
+    from rucio.common.exception import RucioException
+
+    if _transient(err):
+        return RucioUnavailable(f"Rucio became unreachable after {done} of {total} {what}: "
+                                f"{_first_line(err)}")
+    if isinstance(err, RucioException):
+        return ConfigError(f"Rucio refused to {verb} (after {done} of {total} {what}): "
+                           f"{type(err).__name__}: {_first_line(err)}")
+    return None
+
+
 def connect():
     """A Rucio client, authenticated as its ``rucio.cfg`` says."""
     from rucio.client import Client
@@ -163,7 +179,6 @@ def apply(engine: sa.Engine, site: Site, candidates: list[Candidate], client,
           after_id: int = 0) -> Counter:
     """Declare ``candidates`` bad on the site's RSE; returns how many got each outcome.
     ``after_id``: the plan's ``last_id``."""
-    from rucio.common.exception import RucioException
 
     require_rucio_settings(site)
     tally: Counter = Counter()
@@ -178,17 +193,11 @@ def apply(engine: sa.Engine, site: Site, candidates: list[Candidate], client,
                         for n in names]
             try:
                 answer = client.declare_bad_file_replicas(replicas, reason=reason)
-            except Exception as err:  # noqa: BLE001 (sorted below)
-                done = sum(tally.values())
-                if _transient(err):
-                    raise RucioUnavailable(
-                        f"Rucio became unreachable after {done} of {len(candidates)} "
-                        f"files: {_first_line(err)}") from None
-                if isinstance(err, RucioException):
-                    raise ConfigError(f"Rucio refused to declare (after {done} of "
-                                      f"{len(candidates)} files): {type(err).__name__}: "
-                                      f"{_first_line(err)}") from None
-                raise
+            except Exception as err:  # noqa: BLE001 (sorted by rucio_failure)
+                failure = rucio_failure(err, "declare", sum(tally.values()), len(candidates))
+                if failure is None:
+                    raise
+                raise failure from None
             answers = outcomes(answer, names, site.rucio_scope)
             _record(engine, site, batch, reason, answers, time.time(), after_id)
             tally.update(outcome for outcome, _ in answers.values())

@@ -22,14 +22,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from pnfsmon.catalog.inventory import current_load
-from pnfsmon.declare.apply import (
-    RucioUnavailable,
-    _first_line,
-    _transient,
-    require_rucio_settings,
-)
+from pnfsmon.declare.apply import _first_line, require_rucio_settings, rucio_failure
 from pnfsmon.schema import db
 from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.paths import is_utf8
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import GONE
 from pnfsmon.schema.tables import compares, discrepancies, inventory, meta, quarantines, statuses
@@ -133,21 +129,13 @@ def plan_dark(engine: sa.Engine, site: Site) -> DarkPlan:
                 result.orphans.append(dark.lfn)
                 if dark.path_hash in before:
                     result.quarantined_before += 1
-                elif not _utf8(dark.lfn):
+                elif not is_utf8(dark.lfn):
                     result.unmapped += 1
                 elif latest.started - since >= site.dark_after:
                     result.due.append(dark)
                 else:
                     result.waiting.append(dark)
     return result
-
-
-def _utf8(name: bytes) -> bool:
-    try:
-        name.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _registered(client, site: Site, names: list[str]) -> dict[str, str]:
@@ -213,7 +201,6 @@ def _record(engine: sa.Engine, site: Site, rows: list[dict]) -> int:
 def quarantine(engine: sa.Engine, site: Site, plan: DarkPlan, client) -> Counter:
     """Send ``plan.due`` to the quarantine of the site's RSE; returns how many got each
     outcome. A batch is recorded only after Rucio answered both calls."""
-    from rucio.common.exception import RucioException
 
     require_rucio_settings(site)
     tally: Counter = Counter()
@@ -225,17 +212,12 @@ def quarantine(engine: sa.Engine, site: Site, plan: DarkPlan, client) -> Counter
             # asked first, so that the record says what happened.
             held = _registered(client, site, names)
             unclear = _send(client, site, [n for n in names if n not in held])
-        except Exception as err:  # noqa: BLE001 (sorted below)
-            done = sum(tally.values())
-            if _transient(err):
-                raise RucioUnavailable(
-                    f"Rucio became unreachable after {done} of {len(plan.due)} dark "
-                    f"files: {_first_line(err)}") from None
-            if isinstance(err, RucioException):
-                raise ConfigError(f"Rucio refused to quarantine (after {done} of "
-                                  f"{len(plan.due)} files): {type(err).__name__}: "
-                                  f"{_first_line(err)}") from None
-            raise
+        except Exception as err:  # noqa: BLE001 (sorted by rucio_failure)
+            failure = rucio_failure(err, "quarantine", sum(tally.values()), len(plan.due),
+                                    "dark files")
+            if failure is None:
+                raise
+            raise failure from None
         when = time.time()
         rows = []
         for f, name in zip(batch, names, strict=True):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from pnfsmon.schema import incidents
+from pnfsmon.schema.paths import is_utf8
 from pnfsmon.schema.sites import Site
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import declarations, events, quarantines, statuses
@@ -88,14 +89,6 @@ def _last_declared(conn: sa.Connection, site: str) -> dict[bytes, float]:
     return {bytes(h): when for h, when in rows}
 
 
-def _utf8(name: bytes) -> bool:
-    try:
-        name.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def plan(engine: sa.Engine, site: Site) -> Plan:
     """Read what would be declared for ``site`` now (changes nothing)."""
     result = Plan(site.name)
@@ -120,7 +113,7 @@ def plan(engine: sa.Engine, site: Site) -> Plan:
                 result.declared_before += 1
                 continue
             lfn = site.to_lfn(path)
-            if lfn is None or not _utf8(lfn):  # a Rucio name is text: no such replica
+            if lfn is None or not is_utf8(lfn):  # a Rucio name is text: no such replica
                 result.unmapped.append(path)
                 continue
             candidate = Candidate(r.id, path, path_hash, lfn, Status(r.status),

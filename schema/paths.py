@@ -103,3 +103,13 @@ def encode_line(path: bytes) -> str:
 
 def decode_line(line: str) -> bytes:
     return urllib.parse.unquote_to_bytes(line.rstrip("\n"))
+
+
+def is_utf8(name: bytes) -> bool:
+    """Whether ``name`` is UTF-8 text (a Rucio name must be: a path that is not has no
+    replica there)."""
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
