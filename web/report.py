@@ -156,7 +156,7 @@ def write_report(engine: sa.Engine, outdir: Path, *, recheck_after: float = DEFA
     _render(env, outdir / "index.html", "index.html", s=summary, lists=lists,
             trend=plots.trend_lines("Problem files found per day (last 60 days)", *trend),
             counts=[(s, summary.counts[s]) for s in Status], problem_statuses=PROBLEMS,
-            unchecked=Status.UNCHECKED,
+            unchecked=Status.UNCHECKED, unstable=Status.UNSTABLE_READ,
             watch=[(w, judge(w, limits)) for w in summary.watch],
             age_plot=plots.age_histogram("Files by age of their last verification",
                                          summary.watch),
