@@ -209,7 +209,7 @@ def test_the_report_and_status_show_unconfirmed_corruptions(engine, site, tmp_pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["corrupted"] == 1 and summary["unconfirmed"] == 1
     assert summary["sites"][0]["unconfirmed"] == 1
-    assert "(1 unconfirmed)" in (out / "index.html").read_text()
+    assert "1 unconfirmed</span> of the corrupted files" in (out / "index.html").read_text()
     assert "unconfirmed: a second read is due in 10 min" in (
         out / "corrupted.html").read_text()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}

@@ -45,6 +45,7 @@ class FlakyStorage(PosixReader):
             if fault == "stale" and stats["calls"] == 1:
                 raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
             if fault == "deleted" and stats["calls"] == 1:
+                os.unlink(item.path)  # really gone: the second stat agrees (missing)
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
             if fault == "stat-timeout" and stats["calls"] == 2:
                 raise TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
