@@ -27,7 +27,8 @@ DAY = 86400.0
 def check_at(engine, when: float, status_of) -> None:
     """One sweep recorded at ``when``: every file gets ``status_of(path)``."""
     lease = Lease(engine, lease_seconds=60)
-    while claimed := lease.claim(1000, due_before=when - 1, now=when):
+    # every file last checked before ``when`` (whatever its due time)
+    while claimed := lease.claim(1000, due_before=when - 1, now=when, recheck_after=0.0):
         lease.record([Verdict(c.id, status_of(c.path), seconds=0.1, size=c.size,
                               bytes_read=c.size, computed_adler32=adler32_of(c.path))
                       for c in claimed], now=when)
