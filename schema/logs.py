@@ -22,6 +22,7 @@ FORMAT = "%(asctime)s %(levelname)s %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %Z"  # with its zone: a log is read elsewhere, later
 OUTCOME = "pnfsmon.outcome"  # results and final errors: already printed, so file only
 TRACEBACK = "pnfsmon.traceback"  # an internal error's: to the log file if there is one
+POOL = "sqlalchemy.pool"
 DEFAULT_INTERVAL = 300.0  # seconds between progress lines in a log
 
 
@@ -54,7 +55,21 @@ class _Console(_KeepStops, logging.StreamHandler):
         self.erase = "\r\x1b[K" if stream.isatty() else ""
 
     def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and record.name.startswith(POOL):
+            record = _one_line(record)
         return self.erase + super().format(record)
+
+
+def _one_line(record: logging.LogRecord) -> logging.LogRecord:
+    """SQLAlchemy's pool logs a connection it could not reset (the server killed it, say)
+    with a traceback; the command handles the loss itself (retries, then exit 3). On the
+    console that is one line; a log file keeps the traceback."""
+    err = record.exc_info[1]
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return logging.makeLogRecord({
+        **record.__dict__, "exc_info": None, "exc_text": None, "args": None,
+        "msg": f"database connection dropped ({record.getMessage()}): "
+               f"{type(err).__name__}{': ' + detail if detail else ''}"})
 
 
 def _not_an_outcome(record: logging.LogRecord) -> bool:

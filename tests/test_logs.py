@@ -102,3 +102,23 @@ def test_progress_on_a_terminal_has_the_total_and_an_eta(tmp_path, tree):
     text = out.decode()
     assert re.search(r"\r\x1b\[Kcheck: [\d,]+ of 4,000 files \(\d+ %\), [\d,]+/s, ETA ", text)
     assert "checked 4,000 files" in text
+
+
+def test_a_connection_the_pool_could_not_reset_is_one_line_on_the_console(tmp_path):
+    """SQLAlchemy's pool logs a connection the server killed with a traceback: on the
+    console it is one line (the command deals with the loss), the log file keeps all."""
+    log = tmp_path / "pnfsmon.log"
+    code = ("import logging\nfrom pnfsmon.schema import logs\n"
+            "logs.setup(log_file=%r)\n"
+            "try:\n    raise ConnectionResetError('Lost connection to server')\n"
+            "except OSError:\n"
+            "    logging.getLogger('sqlalchemy.pool.impl.QueuePool').error("
+            "'Exception during reset or similar', exc_info=True)\n")
+    for where in (None, str(log)):
+        r = subprocess.run([sys.executable, "-c", code % where], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert ("ERROR database connection dropped (Exception during reset or similar): "
+                "ConnectionResetError: Lost connection to server") in r.stderr
+    assert "Traceback" in log.read_text()
