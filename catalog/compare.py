@@ -280,7 +280,7 @@ def _confirm_statement(compare_id: int, previous: int, kind: Discrepancy) -> sa.
     planner knows. Not ``path_hash IN (...)``, ``EXISTS`` nor ``UPDATE ... FROM``:
     PostgreSQL turns those into a join, and with no statistics on the rows just written
     it estimates one row a side and picks a nested loop that scans the previous compare's
-    rows once per candidate (20 s for 5,000 orphans; hours at 100,000). A scalar subquery
+    rows once per candidate (10-20 s for 5,000 orphans; hours at 100,000). A scalar subquery
     in the WHERE clause cannot become a join there; MariaDB and SQLite run it as a keyed
     look-up too (bench/compare_confirm.py)."""
     d = discrepancies.c
