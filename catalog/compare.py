@@ -261,14 +261,7 @@ def _confirm(engine: sa.Engine, site: Site, compare_id: int, skip: bool) -> None
             previous = _previous(conn, site.name, compare_id)
             if previous is not None and not skip:
                 for kind in CONFIRMED_TWICE:
-                    # A derived table: MySQL cannot read the table an UPDATE writes.
-                    seen = (sa.select(d.path_hash)
-                            .where(d.compare_id == previous, d.kind == kind.value).subquery())
-                    conn.execute(
-                        discrepancies.update()
-                        .where(d.compare_id == compare_id, d.kind == kind.value,
-                               d.path_hash.in_(sa.select(seen.c.path_hash)))
-                        .values(confirmed=True))
+                    conn.execute(_confirm_statement(compare_id, previous, kind))
                 _carry_since(conn, compare_id, previous)
             keep = [compare_id] + ([previous] if previous is not None else [])
             older = sa.select(compares.c.id).where(compares.c.site == site.name,
@@ -280,24 +273,51 @@ def _confirm(engine: sa.Engine, site: Site, compare_id: int, skip: bool) -> None
     retrying(engine, run)
 
 
+def _confirm_statement(compare_id: int, previous: int, kind: Discrepancy) -> sa.Update:
+    """The UPDATE that confirms ``compare_id``'s candidates of ``kind`` which ``previous``
+    found too: for each candidate, one look-up of its path hash among the previous
+    compare's rows (the unique (compare_id, kind, path_hash) index), linear whatever the
+    planner knows. Not ``path_hash IN (...)``, ``EXISTS`` nor ``UPDATE ... FROM``:
+    PostgreSQL turns those into a join, and with no statistics on the rows just written
+    it estimates one row a side and picks a nested loop that scans the previous compare's
+    rows once per candidate (10-20 s for 5,000 orphans; hours at 100,000). A scalar subquery
+    in the WHERE clause cannot become a join there; MariaDB and SQLite run it as a keyed
+    look-up too (bench/compare_confirm.py)."""
+    d = discrepancies.c
+    # A derived table: MySQL cannot read the table an UPDATE writes.
+    seen = (sa.select(d.path_hash)
+            .where(d.compare_id == previous, d.kind == kind.value).subquery())
+    found = sa.select(sa.literal_column("1")).where(seen.c.path_hash == d.path_hash)
+    return (discrepancies.update()
+            .where(d.compare_id == compare_id, d.kind == kind.value,
+                   found.scalar_subquery().is_not(None))
+            .values(confirmed=True))
+
+
 def _carry_since(conn: sa.Connection, compare_id: int, previous: int) -> None:
     """An orphan the previous compare found too has been dark since that one's ``since``,
     if that compare was published: a flagged compare (too many orphans: something may be
     wrong with the crawl or the dump) never counts as evidence, so the clock of dark data
     restarts after one (``declare --dark`` waits ``dark_after`` from ``since``)."""
-    d = discrepancies.c
     state, started = conn.execute(sa.select(compares.c.state, compares.c.started)
                                   .where(compares.c.id == previous)).one()
-    if state != "published":
+    if state != CompareState.PUBLISHED.value:
         return
+    conn.execute(_carry_statement(compare_id, previous, started))
+
+
+def _carry_statement(compare_id: int, previous: int, started: float) -> sa.Update:
+    """The UPDATE of ``_carry_since``: a correlated scalar subquery, one keyed look-up
+    per confirmed orphan, as in ``_confirm_statement`` (and for the same reason)."""
+    d = discrepancies.c
+    orphan = Discrepancy.ORPHAN.value
     # A derived table: MySQL cannot read the table an UPDATE writes.
     before = (sa.select(d.path_hash, sa.func.coalesce(d.since, started).label("since"))
-              .where(d.compare_id == previous, d.kind == "orphan").subquery())
-    conn.execute(
-        discrepancies.update()
-        .where(d.compare_id == compare_id, d.kind == "orphan", d.confirmed == sa.true())
-        .values(since=sa.select(sa.func.min(before.c.since))
-                .where(before.c.path_hash == d.path_hash).scalar_subquery()))
+              .where(d.compare_id == previous, d.kind == orphan).subquery())
+    return (discrepancies.update()
+            .where(d.compare_id == compare_id, d.kind == orphan, d.confirmed == sa.true())
+            .values(since=sa.select(sa.func.min(before.c.since))
+                    .where(before.c.path_hash == d.path_hash).scalar_subquery()))
 
 
 def _finish(engine: sa.Engine, site: Site, result: CompareResult, inventory_entries: int,
