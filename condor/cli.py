@@ -122,10 +122,12 @@ def do_submit(args: argparse.Namespace) -> int:
         raise ConfigError("--jobs must be at least 1")
     prepared = _prepare(args)
     opts = _job_options(args, check_options_as_args(args), prepared.worker)
-    if not (args.dry_run or args.write):
+    settings = cli.settings(args)
+    if not (args.dry_run or args.write) and settings.config_file is not None:
         # The jobs claim by each site's period in the database (they may run without the
-        # configuration file): bring it to the configuration's now.
-        schedule.apply(cli.engine(args), cli.settings(args))
+        # configuration file): bring it to the configuration's now. Without a file there
+        # is nothing to bring, and no reason to need the database here.
+        schedule.apply(cli.engine(args), settings)
     worker = prepared.worker
     description = submit.worker_description(prepared.executable, worker.url, _workdir(args),
                                             worker.password_file, opts,
