@@ -59,6 +59,13 @@ def server_databases():
         engine.dispose()
 
 
+def pytest_xdist_auto_num_workers(config):
+    """Two test processes per core: a test spends most of its time waiting on a process it
+    started, a database server or a FUSE mount, not on the CPU (on 2 cores: 6 min 46 s with
+    2 workers, 5 min 21 s with 4, the same tests passing)."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_report_header(config):
     return f"pnfs-monitor database backends: {', '.join(BACKENDS)}"
 
