@@ -138,7 +138,7 @@ class Ingest:
             self.first = conn.execute(
                 sa.select(statuses.c.id).where(statuses.c.site == site).limit(1)
             ).first() is None
-            # A verdict this crawl gives or gives back is due again after this period.
+            # A file that comes back as it was is due this period after its last check.
             self.recheck_after = schedule.periods(conn, [site])[site]
             self.crawl_id = conn.execute(
                 crawls.insert().values(site=site, root=root, started=self.started,

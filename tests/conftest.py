@@ -6,6 +6,7 @@ created for the test session and dropped after it. Set PNFSMON_TEST_BACKENDS (e.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -141,6 +142,15 @@ def xrootd(tmp_path_factory):
     server = xrootd_server.XRootDServer(base / "data", base / "work").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def served(xrootd, request):
+    """A fresh directory on the session's XRootD server, for one test; removed after it."""
+    top = xrootd.data / request.node.name.replace("[", "_").replace("]", "")
+    top.mkdir()
+    yield top
+    shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture

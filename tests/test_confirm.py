@@ -318,15 +318,6 @@ def test_concurrent_workers_claim_each_second_read_once(engine, db_url, tree):
         assert "filesort" not in (plan[0]["Extra"] or "")
 
 
-@pytest.fixture
-def served(xrootd, request):
-    """A fresh directory on the session's XRootD server, handed to the xrootd user."""
-    top = xrootd.data / request.node.name.replace("[", "_").replace("]", "")
-    top.mkdir()
-    yield top
-    shutil.rmtree(top, ignore_errors=True)
-
-
 @pytest.mark.parametrize("bindings", [True, False])
 def test_the_second_stat_of_a_root_file_asks_the_server(xrootd, served, bindings):
     """Through the bindings, or ``xrdfs stat`` on a worker node without them: there (with

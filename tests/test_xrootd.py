@@ -39,15 +39,6 @@ def adler(data: bytes) -> str:
     return adler32_hex(zlib_ng.adler32(data))
 
 
-@pytest.fixture
-def served(xrootd, request):
-    """A fresh directory on the session's server, handed to the xrootd user."""
-    top = xrootd.data / request.node.name.replace("[", "_").replace("]", "")
-    top.mkdir()
-    yield top
-    shutil.rmtree(top, ignore_errors=True)
-
-
 def test_crawl_and_check_through_xrootd(xrootd, served, sqlite_engine):
     engine = sqlite_engine
     payload = {
