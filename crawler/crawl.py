@@ -44,15 +44,15 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
     ingest = Ingest(engine, site, namespace.root, grace=grace,
                     include_nearline=include_nearline, local_infile=local_infile)
 
-    def listing():
-        walk = namespace.walk(stats, plan) if skipping else namespace.walk(stats)
+    walk = namespace.walk(stats, plan) if skipping else namespace.walk(stats)
+
+    def shown():
         for item in walk:
-            if progress is not None:
-                progress.update(stats.files, f"{stats.directories:,} directories")
+            progress.update(stats.files, f"{stats.directories:,} directories")
             yield item
 
     try:
-        ingest.add_all(listing())
+        ingest.add_all(walk if progress is None else shown())
         if progress is not None:
             progress.done()
         if stats.stopped is not None:  # what was listed is recorded; nothing is vanished

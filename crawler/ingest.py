@@ -178,12 +178,14 @@ class Ingest:
         try:
             batch = batch or BATCH
             chunk: list[tuple[bytes, Listed]] = []
+            append = chunk.append
             for item in listing:
-                chunk.append((path_hash(item.path), item))
+                append((path_hash(item.path), item))
                 if len(chunk) >= batch:
                     chunks.put((seq, chunk))
                     seq += len(chunk)
                     chunk = []
+                    append = chunk.append
                     if failure:
                         break
             if chunk and not failure:

@@ -23,9 +23,11 @@ from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
 from pnfsmon.schema import xrdcks
 from pnfsmon.schema.paths import display
+from pnfsmon.schema.reference import Reference
 
 log = logging.getLogger(__name__)
 SOURCE = "xrdcks"  # recorded_from: XRootD's checksum xattr
+_STORAGE, _NONE_KEPT = Reference.STORAGE, Reference.NONE_KEPT
 
 
 class PosixNamespace:
@@ -51,16 +53,16 @@ class PosixNamespace:
                         "they have no recorded checksum (%s not readable there)",
                         f"{self._unsupported:,}", xrdcks.XATTR_NAME)
 
-    def _describe(self, _fd: int, directory: bytes, name: bytes,
+    def _describe(self, fd: int, directory: bytes, name: bytes,
                   st: os.stat_result) -> tuple[Listed, None]:
         # os.path.join's generality costs a microsecond a file (a tenth of a re-crawl's walk)
         path = directory + name if directory[-1:] == b"/" else directory + b"/" + name
-        item = Listed(path, st.st_size, st.st_mtime_ns)
         if not self.read_xattrs:
-            return item, None
+            return Listed(path, st.st_size, st.st_mtime_ns), None
         try:
-            item.recorded(SOURCE, xrdcks.read(path, int(st.st_mtime)))
+            recorded = xrdcks.read_at(fd, name, path, int(st.st_mtime))
         except xrdcks.XattrUnsupported as err:
+            item = Listed(path, st.st_size, st.st_mtime_ns)
             item.recorded(SOURCE, None)  # none can be kept there
             with self._lock:
                 self._unsupported += 1
@@ -69,5 +71,9 @@ class PosixNamespace:
                 log.warning("%s: %s not readable: %s (counted; asked again for every "
                             "file)", display(path), xrdcks.XATTR_NAME, err)
         except OSError as err:
+            item = Listed(path, st.st_size, st.st_mtime_ns)
             item.not_read(SOURCE, f"{xrdcks.XATTR_NAME}: {err.strerror or err}")
+        else:  # the common case, built at once (a crawl describes every file)
+            item = Listed(path, st.st_size, st.st_mtime_ns, recorded_adler32=recorded,
+                          recorded_from=SOURCE, reference=_STORAGE if recorded else _NONE_KEPT)
         return item, None

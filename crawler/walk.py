@@ -338,11 +338,13 @@ class ParallelWalk:
             following = [d for d in outcome.subdirectories if plan.is_new(d)]
         stats.skipped += outcome.skipped
         items = []
+        file = plan.file
         for item, problem in outcome.files:
             if problem is not None:
                 stats.bad_metadata(item.path, problem)
-            plan.file(path, item)
-            items.append(stats.count(item))
+            file(path, item)
+            items.append(item)
+        stats.count_all(items)
         return items, following
 
     def _give_up_slow(self, schedule: _Schedule, stats: WalkStats,

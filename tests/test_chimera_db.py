@@ -161,19 +161,25 @@ def test_a_connection_lost_mid_listing_marks_nothing_vanished(db_url, engine, tm
                      "AND i.itype = 32768 AND d.iname LIKE 'f1___'")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PNFSMON_")}
     env["PNFSMON_DB"] = db_url
-    proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "crawl", "/pnfs/big",
-                             "--namespace", "chimera-db", "--chimera-db", chimera.url,
-                             "--site", "s"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
     killed = 0
     deadline = time.monotonic() + 60
-    with psycopg.connect(chimera.dsn.replace(f"dbname={chimera.name}", "dbname=postgres"),
-                         autocommit=True) as admin:
+    # The listing's query waits on a lock held here until its connection is cut: however
+    # slow or fast the machine, it is cut mid-listing, never after it ended.
+    with psycopg.connect(chimera.dsn) as locker, psycopg.connect(
+            chimera.dsn.replace(f"dbname={chimera.name}", "dbname=postgres"),
+            autocommit=True) as admin:
+        locker.execute("LOCK TABLE t_locationinfo IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen([sys.executable, "-m", "pnfsmon", "crawl", "/pnfs/big",
+                                 "--namespace", "chimera-db", "--chimera-db", chimera.url,
+                                 "--site", "s"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         while not killed and proc.poll() is None and time.monotonic() < deadline:
             killed = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
                 f"datname = '{chimera.name}' AND query LIKE '%%t_locationinfo%%' "
-                "AND pid <> pg_backend_pid()").fetchone()[0]
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()").fetchone()[0]
+            time.sleep(0.05)
+        locker.rollback()
     out, err = proc.communicate(timeout=60)
     assert killed, "the listing ended before it could be cut"
     assert proc.returncode == 3, out + err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -78,6 +79,36 @@ def test_xrdcks_reads_what_real_xrdadler32_writes(tmp_path):
     expected = f"{zlib.adler32(data):08x}"
     assert out == expected
     assert xrdcks.read(os.fsencode(path), int(path.stat().st_mtime)) == expected
+
+
+@pytest.mark.parametrize("by_name", [True, False], ids=["getxattrat", "by-path"])
+def test_xrdcks_read_at_answers_as_read_does(tmp_path, monkeypatch, by_name):
+    """The crawl reads the xattr by name in its directory where the kernel has getxattrat
+    (6.13+), by path elsewhere: the same answer either way, for every kind of file."""
+    kernel = tuple(int(n) for n in re.findall(r"\d+", os.uname().release)[:2])
+    if by_name and kernel < (6, 13):
+        pytest.skip("this kernel has no getxattrat")
+    assert xrdcks._at.available == (kernel >= (6, 13))  # the probe found it
+    monkeypatch.setattr(xrdcks._at, "available", by_name)
+    mtime = 1_700_000_000
+    files = {"good": xrdcks.encode("0a0b0c0d", mtime), "stale": xrdcks.encode("0a0b0c0d", 1),
+             "short": b"adler32", "long": b"x" * 1000, "none": None}
+    for name, value in files.items():
+        (tmp_path / name).write_bytes(b"data")
+        if value is not None:
+            os.setxattr(tmp_path / name, xrdcks.XATTR_NAME, value)
+    directory = os.fsencode(tmp_path)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        got = {name: xrdcks.read_at(fd, name.encode(), directory + b"/" + name.encode(), mtime)
+               for name in files}
+        # A file gone since its directory was listed: none recorded, as by path.
+        assert xrdcks.read_at(fd, b"gone", directory + b"/gone", mtime) is None
+    finally:
+        os.close(fd)
+    assert got == {n: xrdcks.read(directory + b"/" + n.encode(), mtime) for n in files}
+    assert got == {"good": "0a0b0c0d", "stale": None, "short": None, "long": None,
+                   "none": None}
 
 
 class _Pipe:
