@@ -204,7 +204,7 @@ class _Listing:
             if flags & self.is_dir:
                 path = f"{base}/{name}"
                 if plan.is_new(self.key(path)):  # a known one is stat'ed on its own
-                    # Its mtime now, before its listing is asked for.
+                    # Its mtime as this listing saw it: read before its own listing.
                     self.directories.append(_Directory(path, info["mtime"] * 10**9))
             elif flags & self.other:
                 stats.skipped += 1  # neither file nor directory
