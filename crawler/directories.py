@@ -114,9 +114,13 @@ class DirectoryPlan:
     def file(self, directory: bytes, item: Listed) -> None:
         """A file listed in ``directory``: one that may still change leaves it unsettled."""
         entry = self.listed.get(directory)
-        if entry is not None and not entry[1] and (
-                item.size == 0 or item.recorded_adler32 is None or self._young(item.mtime_ns)):
+        if entry is not None and not entry[1] and self.may_change(item):
             entry[1] = True
+
+    def may_change(self, item: Listed) -> bool:
+        """A file younger than the grace, empty, or without a recorded checksum: an upload
+        that may still complete."""
+        return item.size == 0 or item.recorded_adler32 is None or self._young(item.mtime_ns)
 
     def failed(self, directory: bytes) -> None:
         self.listed.pop(directory, None)

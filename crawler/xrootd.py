@@ -168,10 +168,10 @@ class _Listing:
         self.stat_failures = []
 
     def listed(self, directory: _Directory, status: dict, response: dict | None
-               ) -> list[tuple[str, Listed]]:
-        """One directory's answer: (server path, file) for each file in it; its
-        subdirectories the plan does not know wait to be listed; a failed or partial
-        listing is counted unlisted."""
+               ) -> tuple[bytes, list[tuple[str, Listed]]]:
+        """One directory's answer: its name in the plan, and (server path, file) for each
+        file in it; its subdirectories the plan does not know wait to be listed; a failed
+        or partial listing is counted unlisted."""
         self.in_flight -= 1
         stats, plan = self.stats, self.plan
         stats.directories += 1
@@ -184,7 +184,7 @@ class _Listing:
                 why = "some entries could not be listed"
             stats.unlisted(here, why or "no listing returned")
             if entries is None:
-                return []
+                return here, []
         else:
             plan.listing(here, directory.mtime_ns, asked=directory.asked)
         if not entries:
@@ -212,7 +212,7 @@ class _Listing:
                 files.append((f"{base}/{name}", Listed(
                     prefix + name.encode("utf-8", "surrogateescape"), info["size"],
                     info["mtime"] * 10**9, nearline=bool(flags & self.offline))))
-        return files
+        return here, files
 
 
 class XRootDNamespace:
@@ -305,9 +305,12 @@ class XRootDNamespace:
         def ask(query: Query) -> None:
             fs.query(QueryCode.CHECKSUM, query.path, query_timeout, post("sum", query))
 
-        def done(item: Listed) -> Listed:
-            # Once its checksum is known: a file without one leaves its directory unsettled.
-            plan.file(os.path.dirname(item.path), item)
+        def done(item: Listed, directory: bytes | None = None) -> Listed:
+            # Once its checksum is known: a file that may still change leaves its directory
+            # unsettled. Its directory is found from its name only then (splitting every
+            # name would cost a tenth of a loopback listing).
+            if plan.may_change(item):
+                plan.file(directory or os.path.dirname(item.path), item)
             return stats.count(item)
 
         queries = ChecksumQueries(ask, enabled=self.checksums == "query")
@@ -321,9 +324,10 @@ class XRootDNamespace:
             except queue.Empty:
                 continue  # a retry fell due
             if kind == "dir":
-                for path, item in listing.listed(subject, status, response):
-                    for each in queries.add(path, item):
-                        yield done(each)
+                here, files = listing.listed(subject, status, response)
+                for path, item in files:
+                    for each in queries.add(path, item):  # the item, when not asked
+                        yield done(each, here)
             elif kind == "stat":
                 listing.stated(subject, status, response)
             else:
