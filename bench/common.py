@@ -135,3 +135,27 @@ def peak_rss_kib(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
         sys.exit(f"{' '.join(cmd)} failed ({code}): {proc.stderr.read().decode()[-2000:]}")
     proc.stderr.close()
     return seconds, usage.ru_maxrss
+
+
+def start_up(env: dict) -> float:
+    """Wall seconds of the fastest of three ``pnfsmon --help``: the interpreter and its
+    imports, which every crawl pays before it does anything."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run(["pnfsmon", "--help"], env=env, check=True, stdout=subprocess.DEVNULL)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def rows(url: str) -> dict[bytes, dict]:
+    """Every row of ``statuses`` in the database at ``url``, by path (its id left out: two
+    databases crawled alike compare equal)."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        table = sa.Table("statuses", sa.MetaData(), autoload_with=conn)
+        columns = [c for c in table.c if c.name not in ("id", "path")]
+        out = {bytes(r[0]): dict(r._mapping)
+               for r in conn.execute(sa.select(table.c.path, *columns))}
+    engine.dispose()
+    return out

@@ -33,11 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from common import fresh_mariadb, pnfsmon_env, recount_ledger  # noqa: E402
+from common import fresh_mariadb, pnfsmon_env, recount_ledger, rows, start_up  # noqa: E402
 from dcache_fuse import Changes, DcacheMount, available  # noqa: E402
 
 GROUPS, DIRS, FILES = 10, 20, 100  # 20,000 files in 200 directories
@@ -83,31 +81,9 @@ def crawl(root: Path, env: dict, *extra: str) -> tuple[float, str]:
     return seconds, out.stdout
 
 
-def start_up(env: dict) -> float:
-    """Wall seconds of the fastest of three ``pnfsmon --help``: the interpreter and its
-    imports, which every crawl pays before it does anything."""
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        subprocess.run(["pnfsmon", "--help"], env=env, check=True, stdout=subprocess.DEVNULL)
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
 def counts(summary: str) -> dict[str, int]:
     return {k: int(re.search(rf"{k} ([0-9,]+)", summary).group(1).replace(",", ""))
             for k in ("new", "changed", "vanished")}
-
-
-def rows(url: str) -> dict[bytes, dict]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        table = sa.Table("statuses", sa.MetaData(), autoload_with=conn)
-        columns = [c for c in table.c if c.name not in ("id", "path")]
-        out = {bytes(r[0]): dict(r._mapping)
-               for r in conn.execute(sa.select(table.c.path, *columns))}
-    engine.dispose()
-    return out
 
 
 DB_FILES = 1_000_000

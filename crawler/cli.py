@@ -37,11 +37,11 @@ def do_crawl(args: argparse.Namespace) -> int:
     named. Exits 1 if some directories could not be listed, or some files' recorded
     metadata or checksums could not be read; exits 2, marking nothing vanished, if more
     than the site's max_crawl_drop of its files (or every file below ROOT) would vanish at
-    once. dCache mounts (pnfs, chimera; others with incremental = yes in the site's
-    section) are crawled incrementally: only directories whose mtime moved since the last
-    complete crawl, new ones and ones that held files still being written are listed; the
-    files of the others are carried over. A full crawl runs every full_crawl_every days
-    (default 7) and with --full."""
+    once. dCache mounts (pnfs, chimera; posix and xrootd namespaces with incremental = yes
+    in the site's section) are crawled incrementally: only directories whose mtime moved
+    since the last complete crawl, new ones and ones that held files still being written
+    are listed; the files of the others are carried over. A full crawl runs every
+    full_crawl_every days (default 7) and with --full."""
     site = cli.settings(args).site(args.site)
     root = args.root or site.namespace
     if root is None:

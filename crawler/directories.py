@@ -6,14 +6,15 @@ directory's mtime (Chimera's ``createInodeInParent``/``decNlinkForDir``); comple
 (its size and checksum set after the write) does not. So a directory whose mtime has not
 moved since the last complete crawl holds the same files, with the same sizes and
 checksums, unless one of them was still being written then. An incremental crawl stats
-every directory that crawl saw (with the mount walk's concurrency, ``crawler.walk``) and
-lists only:
+every directory that crawl saw (with the mount walk's concurrency, ``crawler.walk``, or
+XRootD's requests in flight, ``crawler.xrootd``) and lists only:
 
 - directories whose mtime moved, and new ones (found in a listed parent);
 - directories whose mtime is within the grace (an NFS attribute cache may show it late);
 - directories that held, at the last crawl, a file younger than the grace, an empty file
   or a file without a recorded checksum (an upload that may still complete), or whose own
-  mtime was within the grace then (*unsettled*).
+  mtime was within the grace then, or (a namespace whose mtimes are whole seconds) within
+  the second before it was listed (*unsettled*).
 
 The files of the other directories are carried over in the database, set-based
 (``crawler.ingest``): they count as listed. A directory that is gone takes its files with
@@ -43,8 +44,9 @@ FULL, INCREMENTAL = "full", "incremental"
 BATCH = 1000  # directories per statement
 #: Namespaces whose files are written once: crawled incrementally unless the site says no.
 WRITE_ONCE = ("pnfs", "chimera")
-#: Namespaces that can skip directories (mount walks); others are always crawled in full.
-SKIPPING = ("pnfs", "chimera", "posix")
+#: Namespaces that can skip directories (mount walks, XRootD); others are always crawled
+#: in full.
+SKIPPING = ("pnfs", "chimera", "posix", "xrootd")
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,31 @@ class DirectoryPlan:
     def gone(self, directory: bytes) -> None:
         self.vanished.append(directory)
 
-    def listing(self, directory: bytes, mtime_ns: int | None) -> None:
-        """A directory was listed; its mtime read before its entries."""
-        self.listed[directory] = [mtime_ns, mtime_ns is None or self._young(mtime_ns)]
+    def listing(self, directory: bytes, mtime_ns: int | None, *,
+                asked: float | None = None) -> None:
+        """A directory was listed; its mtime read before its entries. ``asked``: when its
+        listing was asked for, from a namespace whose mtimes are whole seconds (XRootD)."""
+        unsettled = mtime_ns is None or self._young(mtime_ns)
+        if asked is not None and mtime_ns is not None and mtime_ns / 1e9 + 1 > asked:
+            # A whole-second mtime does not move when the directory changes again within
+            # the same second: a file created just after the listing, in the second of the
+            # mtime read before it, would leave the mtime the next crawl compares equal,
+            # and be missed until a full crawl. Only an mtime whose second had ended when
+            # the listing was asked for is trusted (with the clocks of client and server
+            # agreeing; the grace covers a skew).
+            unsettled = True
+        self.listed[directory] = [mtime_ns, unsettled]
 
     def file(self, directory: bytes, item: Listed) -> None:
         """A file listed in ``directory``: one that may still change leaves it unsettled."""
         entry = self.listed.get(directory)
-        if entry is not None and not entry[1] and (
-                item.size == 0 or item.recorded_adler32 is None or self._young(item.mtime_ns)):
+        if entry is not None and not entry[1] and self.may_change(item):
             entry[1] = True
+
+    def may_change(self, item: Listed) -> bool:
+        """A file younger than the grace, empty, or without a recorded checksum: an upload
+        that may still complete."""
+        return item.size == 0 or item.recorded_adler32 is None or self._young(item.mtime_ns)
 
     def failed(self, directory: bytes) -> None:
         self.listed.pop(directory, None)

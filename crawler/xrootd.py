@@ -16,19 +16,39 @@ which the server answers from its cached ``user.XrdCks.adler32``; on some server
 for a file without one computes it (a full read on the server), so ``--checksums none``
 skips it. The queries have their own scheduler (``crawler.xrootd_queries``: retries with
 backoff, a window that adapts to the server); the listing's is ``_Listing`` below, and
-``_walk`` only hands each event to the one it belongs to."""
+``_walk`` only hands each event to the one it belongs to.
+
+An incremental crawl (``crawler.directories``, a site with ``incremental = yes``) first
+stats every directory the last complete crawl saw, in flight beside the listings, and
+lists those the plan says changed and, in their listings, the subdirectories it did not
+know; only the files listed are queried for their checksum (the others are carried over
+with theirs). The mtime kept for a listed directory is read before its listing is asked
+for: its own stat, or its entry in its parent's listing. XRootD gives mtimes in whole
+seconds, so the plan is told when each listing was asked for (an mtime of that very
+second is not trusted). Safe where files are written once: a file rewritten in place
+does not move its directory's mtime."""
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+from pnfsmon.crawler.directories import DirectoryPlan
 from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.xrootd_queries import QUERY_TIMEOUT, ChecksumQueries, Query
 from pnfsmon.schema.errors import ConfigError
-from pnfsmon.schema.xrootd import XRootDUrl, client, parse_checksum_response, raise_for
+from pnfsmon.schema.xrootd import (
+    NOT_FOUND,
+    XRootDUrl,
+    client,
+    parse_checksum_response,
+    raise_for,
+)
 
 __all__ = ["XRootDNamespace", "parse_checksum_response"]
 
@@ -46,60 +66,131 @@ _PARTIAL = 3  # suPartial: some entries of a directory could not be listed
 log = logging.getLogger(__name__)
 
 
-class _Listing:
-    """The listing path: directories waiting and in flight; ``send`` lists while there is
-    room, ``listed`` takes one directory's answer and returns its files."""
+@dataclass(eq=False)
+class _Directory:
+    """A directory to list, and the mtime the next crawl keeps of it."""
 
-    def __init__(self, url: XRootDUrl, fs, timeout: int, post, stats: WalkStats) -> None:
+    path: str  # on the server
+    mtime_ns: int | None  # read before its listing: its own stat, or its parent's entry
+    asked: float = 0.0  # when its listing was asked for (the clock)
+
+
+def _reason(status: dict) -> str:
+    return " ".join(str(status.get("message") or "").replace("[ERROR]", "").split())
+
+
+class _Listing:
+    """The listing path: directories waiting and in flight, and (an incremental crawl)
+    known directories to stat; ``send`` asks while there is room, ``listed`` takes one
+    directory's answer and returns its files, ``stated`` one stat's answer."""
+
+    def __init__(self, url: XRootDUrl, fs, timeout: int, post, stats: WalkStats,
+                 plan: DirectoryPlan, clock: Callable[[], float]) -> None:
         from XRootD.client.flags import DirListFlags, StatInfoFlags
 
         self.url, self.fs, self.timeout, self.post, self.stats = url, fs, timeout, post, stats
+        self.plan, self.clock = plan, clock
         self.stat_flag = DirListFlags.STAT
         self.is_dir, self.other, self.offline = (StatInfoFlags.IS_DIR, StatInfoFlags.OTHER,
                                                  StatInfoFlags.OFFLINE)
-        self.directories = [url.path.rstrip("/") or "/"]
+        self.directories: list[_Directory] = []
+        self.to_stat: list[str] = []
+        self.unstated = 0  # stats not answered yet
+        self.stat_failures: list[tuple[bytes, str]] = []
         self.in_flight = 0
         self.entries = 0  # listed so far, for the mean size of a directory
 
+    def key(self, path: str) -> bytes:
+        """A directory's name in the plan: what ``schema.paths.dir_hash`` takes from the
+        names of the files in it (``root://host:port`` for the server's ``/``)."""
+        return self.url.child(path).rstrip(b"/")
+
+    def path(self, key: bytes) -> str:
+        return os.fsdecode(key)[len(self.url.server) + 1:] or "/"
+
     @property
     def busy(self) -> bool:
-        return bool(self.directories or self.in_flight)
+        return bool(self.directories or self.to_stat or self.in_flight)
 
     @property
     def room(self) -> int:
-        """How many directories may be in flight: ``DIRECTORIES_IN_FLIGHT``, fewer when
-        those listed so far held more than ``ENTRIES_IN_FLIGHT`` among them."""
+        """How many requests may be in flight: ``DIRECTORIES_IN_FLIGHT``, fewer when the
+        directories listed so far held more than ``ENTRIES_IN_FLIGHT`` among them."""
         mean = self.entries / self.stats.directories if self.stats.directories else 1
         return max(1, min(DIRECTORIES_IN_FLIGHT, int(ENTRIES_IN_FLIGHT / max(mean, 1))))
 
     def send(self) -> None:
         room = self.room
-        while self.directories and self.in_flight < room:
-            path = self.directories.pop()
-            self.fs.dirlist(path, self.stat_flag, self.timeout, self.post("dir", path))
+        while (self.directories or self.to_stat) and self.in_flight < room:
+            if self.directories:
+                directory = self.directories.pop()
+                directory.asked = self.clock()
+                self.fs.dirlist(directory.path, self.stat_flag, self.timeout,
+                                self.post("dir", directory))
+            else:
+                path = self.to_stat.pop()
+                self.fs.stat(path, self.timeout, self.post("stat", path))
             self.in_flight += 1
 
-    def listed(self, directory: str, status: dict, response: dict | None
-               ) -> list[tuple[str, Listed]]:
-        """One directory's answer: (server path, file) for each file in it; its
-        subdirectories wait to be listed; a failed or partial listing is counted unlisted."""
+    def stat(self, keys: list[bytes]) -> None:
+        """Known directories to stat (in the order the plan gives, the last first)."""
+        self.to_stat = [self.path(k) for k in keys]
+        self.unstated = len(keys)
+
+    def stated(self, path: str, status: dict, response: dict | None) -> None:
+        """A known directory's stat: listed if the plan says it changed; gone if nothing,
+        or no directory, is there now; unlisted if the server could not say."""
         self.in_flight -= 1
-        stats = self.stats
+        self.unstated -= 1
+        key = self.key(path)
+        if status["ok"]:
+            if not response["flags"] & self.is_dir:
+                self.plan.gone(key)
+            elif self.plan.must_list(key, mtime := response["mtime"] * 10**9):
+                self.directories.append(_Directory(path, mtime))
+        elif status["errno"] == NOT_FOUND:
+            self.plan.gone(key)
+        else:
+            self.stat_failures.append((key, _reason(status) or "no answer"))
+        if not self.unstated:
+            self._settle_failures()
+
+    def _settle_failures(self) -> None:
+        """Once every stat is in: a directory that could not be stat'ed below one found
+        gone is gone with it (its parent turned into a file: the server says "not a
+        directory"); any other is unlisted, neither carried over nor vanished."""
+        gone = [g + b"/" for g in self.plan.vanished]
+        for key, why in self.stat_failures:
+            if any(key.startswith(g) for g in gone):
+                self.plan.gone(key)
+            else:
+                self.stats.unlisted(key, f"stat: {why}")
+        self.stat_failures = []
+
+    def listed(self, directory: _Directory, status: dict, response: dict | None
+               ) -> tuple[bytes, list[tuple[str, Listed]]]:
+        """One directory's answer: its name in the plan, and (server path, file) for each
+        file in it; its subdirectories the plan does not know wait to be listed; a failed
+        or partial listing is counted unlisted."""
+        self.in_flight -= 1
+        stats, plan = self.stats, self.plan
         stats.directories += 1
-        here = self.url.child(directory)
+        here = self.key(directory.path)
         entries = response["dirlist"] if response else None
         # A partial listing is treated as unlisted too: its missing files are not vanished.
         if not status["ok"] or status["code"] == _PARTIAL or entries is None:
-            why = " ".join(str(status.get("message") or "").replace("[ERROR]", "").split())
+            why = _reason(status)
             if status["code"] == _PARTIAL:
                 why = "some entries could not be listed"
             stats.unlisted(here, why or "no listing returned")
             if entries is None:
-                return []
+                return here, []
+        else:
+            plan.listing(here, directory.mtime_ns, asked=directory.asked)
         if not entries:
             stats.empty_directories += 1
         self.entries += len(entries)
-        base = directory.rstrip("/")
+        base = directory.path.rstrip("/")
         prefix = self.url.child(base) + b"/"
         files = []
         for entry in entries:
@@ -107,47 +198,57 @@ class _Listing:
             if info is None:  # listed without its stat: cannot judge, protect it
                 if stats.unreadable[-1:] != [here]:
                     stats.unlisted(here, f"no stat for {name}")
+                    plan.failed(here)
                 continue
             flags = info["flags"]
             if flags & self.is_dir:
-                self.directories.append(f"{base}/{name}")
+                path = f"{base}/{name}"
+                if plan.is_new(self.key(path)):  # a known one is stat'ed on its own
+                    # Its mtime as this listing saw it: read before its own listing.
+                    self.directories.append(_Directory(path, info["mtime"] * 10**9))
             elif flags & self.other:
                 stats.skipped += 1  # neither file nor directory
             else:
                 files.append((f"{base}/{name}", Listed(
                     prefix + name.encode("utf-8", "surrogateescape"), info["size"],
                     info["mtime"] * 10**9, nearline=bool(flags & self.offline))))
-        return files
+        return here, files
 
 
 class XRootDNamespace:
     name = "xrootd"
 
     def __init__(self, url: bytes | str, *, checksums: str = "query",
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, clock: Callable[[], float] = time.time) -> None:
         if checksums not in ("query", "none"):
             raise ConfigError(f"--checksums must be query or none, not {checksums!r}")
         self.url = XRootDUrl.parse(url)
         self.root = self.url.child(self.url.path.rstrip("/") or "/")
         self.checksums = checksums
         self.timeout = max(1, int(timeout))
+        self.clock = clock  # when a listing is asked for, beside the server's mtimes
 
-    def walk(self, stats: WalkStats) -> Iterator[Listed]:
+    def walk(self, stats: WalkStats, plan: DirectoryPlan | None = None) -> Iterator[Listed]:
+        """Every file below the root; with an incremental ``plan``, only those of the
+        directories it says to list (the others are stat'ed, and the plan records which
+        were skipped or are gone)."""
         # Issuing a request releases the GIL, and getting it back from the client's thread
         # (busy building the previous answer's dicts) waits for the switch interval: at the
         # default 5 ms that wait was most of the listing time (bench/xrootd.py).
         interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
         try:
-            yield from self._walk(stats)
+            yield from self._walk(stats, plan if plan is not None
+                                  else DirectoryPlan(self.root, None))
         finally:
             sys.setswitchinterval(interval)
 
-    def _open(self, first: Callable[[object], None]):
-        """The raw client's file system object, once the crawl root is known to be a
-        directory on the server (ConfigError if not). ``first(fs)`` is called while the
-        root's stat is on its way (the root's listing goes out beside it: a round trip
-        less; its answer waits in the loop's queue, unread if the root is refused)."""
+    def _open(self, first: Callable[[object], None]) -> tuple[object, dict]:
+        """The raw client's file system object and the root's stat, once the crawl root is
+        known to be a directory on the server (ConfigError if not). ``first(fs)`` is called
+        while the root's stat is on its way (a full crawl's root listing goes out beside
+        it: a round trip less; its answer waits in the loop's queue, unread if the root is
+        refused)."""
         client()  # the timeouts, and a clear error if the bindings are missing
         from pyxrootd import client as raw
         from XRootD.client.flags import StatInfoFlags
@@ -167,9 +268,9 @@ class XRootDNamespace:
             raise ConfigError(f"crawl root {self.url}: {err.strerror}") from None
         if not root["flags"] & StatInfoFlags.IS_DIR:
             raise ConfigError(f"crawl root {self.url} is not a directory")
-        return fs
+        return fs, root
 
-    def _walk(self, stats: WalkStats) -> Iterator[Listed]:
+    def _walk(self, stats: WalkStats, plan: DirectoryPlan) -> Iterator[Listed]:
         from XRootD.client.flags import QueryCode
 
         events: queue.SimpleQueue = queue.SimpleQueue()
@@ -178,17 +279,39 @@ class XRootDNamespace:
             """The callback that turns the client's answer into an event of the loop."""
             return lambda status, response, *_: events.put((kind, subject, status, response))
 
-        listing = _Listing(self.url, None, self.timeout, post, stats)
+        listing = _Listing(self.url, None, self.timeout, post, stats, plan, self.clock)
+        root = _Directory(self.url.path.rstrip("/") or "/", None)
+        incremental = plan.known is not None
 
         def first(fs) -> None:
             listing.fs = fs
-            listing.send()
+            if not incremental:
+                listing.directories.append(root)
+                listing.send()
 
-        fs = self._open(first)
+        fs, info = self._open(first)
+        root.mtime_ns = info["mtime"] * 10**9
+        # A full crawl's root: its stat went out just before its listing, on the same
+        # connection, which the server serves in order; were they answered the other way
+        # round, the plan's whole-second rule (an mtime of the second the listing was
+        # asked in is not trusted) still catches a change made between the two.
+        if incremental:
+            key = listing.key(root.path)
+            if plan.is_new(key) or plan.must_list(key, root.mtime_ns):
+                listing.directories.append(root)
+            listing.stat([k for k in plan.to_stat() if k != key])
         query_timeout = min(self.timeout, QUERY_TIMEOUT)
 
         def ask(query: Query) -> None:
             fs.query(QueryCode.CHECKSUM, query.path, query_timeout, post("sum", query))
+
+        def done(item: Listed, directory: bytes | None = None) -> Listed:
+            # Once its checksum is known: a file that may still change leaves its directory
+            # unsettled. Its directory is found from its name only then (splitting every
+            # name would cost a tenth of a loopback listing).
+            if plan.may_change(item):
+                plan.file(directory or os.path.dirname(item.path), item)
+            return stats.count(item)
 
         queries = ChecksumQueries(ask, enabled=self.checksums == "query")
         while listing.busy or queries.busy:
@@ -201,12 +324,15 @@ class XRootDNamespace:
             except queue.Empty:
                 continue  # a retry fell due
             if kind == "dir":
-                for path, item in listing.listed(subject, status, response):
-                    for done in queries.add(path, item):
-                        yield stats.count(done)
+                here, files = listing.listed(subject, status, response)
+                for path, item in files:
+                    for each in queries.add(path, item):  # the item, when not asked
+                        yield done(each, here)
+            elif kind == "stat":
+                listing.stated(subject, status, response)
             else:
-                for done in queries.answered(subject, status, response):
-                    yield stats.count(done)
+                for each in queries.answered(subject, status, response):
+                    yield done(each)
         if queries.retries:
             log.info("%s checksum queries asked again after an error (%d in flight at the "
                      "lowest)", f"{queries.retries:,}", queries.smallest_window)

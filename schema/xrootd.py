@@ -18,7 +18,7 @@ from pnfsmon.schema.extras import require
 SCHEMES = ("root://", "roots://", "xroot://", "xroots://")
 
 # Server error numbers (XProtocol.hh): the file or directory is not there / not allowed.
-_NOT_FOUND = 3011
+NOT_FOUND = 3011
 _NOT_AUTHORIZED = 3010
 UNSUPPORTED = 3013  # kXR_Unsupported: to a checksum query, the server keeps no checksums
 
@@ -86,7 +86,7 @@ def raise_for(status, what: str, *, transient: bool = True) -> None:
     if status.ok:
         return
     message = " ".join(str(status.message).replace("[ERROR]", "").split())
-    if status.errno == _NOT_FOUND:
+    if status.errno == NOT_FOUND:
         raise FileNotFoundError(errno.ENOENT, message, what)
     if status.errno == _NOT_AUTHORIZED:
         raise PermissionError(errno.EACCES, message, what)
@@ -117,4 +117,4 @@ def checksum_failure(errno_: int, message: str) -> tuple[bool, str]:
     time (``Operation expired``, also what a ``kXR_wait`` longer than the timeout ends
     in), a dropped connection, the server busy or failing to compute it."""
     why = " ".join(str(message).replace("[ERROR]", "").split()) or f"error {errno_}"
-    return errno_ not in (_NOT_FOUND, _NOT_AUTHORIZED), why
+    return errno_ not in (NOT_FOUND, _NOT_AUTHORIZED), why
