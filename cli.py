@@ -5,27 +5,41 @@ own."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 
 import pnfsmon
-import pnfsmon.catalog.cli
-import pnfsmon.condor.cli
-import pnfsmon.crawler.ack
-import pnfsmon.crawler.cli
-import pnfsmon.declare.cli
-import pnfsmon.declare.incident
-import pnfsmon.demo.cli
 import pnfsmon.schema.cli
-import pnfsmon.tester.cli
-import pnfsmon.web.cli
 from pnfsmon.schema import logs, outcome
 from pnfsmon.schema.errors import ConfigError, Interrupted
 
 NAGIOS_UNKNOWN = 3
 
+#: Each command and the module that registers it. Only the modules of the commands named
+#: on the command line are imported, every one for help or a mistyped command: a nightly
+#: crawl loads neither the reports', HTCondor's nor Rucio's code (the start was a tenth of
+#: a re-crawl's time, bench/crawl.py). Listed in the order help shows them.
+COMMANDS = {
+    "db": "pnfsmon.schema.cli",
+    "crawl": "pnfsmon.crawler.cli",
+    "inventory": "pnfsmon.catalog.cli",
+    "compare": "pnfsmon.catalog.cli",
+    "ack": "pnfsmon.crawler.ack",
+    "check": "pnfsmon.tester.cli",
+    "report": "pnfsmon.web.cli",
+    "status": "pnfsmon.web.cli",
+    "history": "pnfsmon.web.cli",
+    "condor": "pnfsmon.condor.cli",
+    "demo": "pnfsmon.demo.cli",
+    "declare": "pnfsmon.declare.cli",
+    "incident": "pnfsmon.declare.incident",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: with ``argv``, only the commands it names (a word of it
+    that is no command's name names none), else all."""
     parser = argparse.ArgumentParser(
         prog="pnfsmon",
         allow_abbrev=False,  # `condor status --log` is not `--log-file`
@@ -37,16 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     pnfsmon.schema.cli.add_common_options(parser, top_level=True)
     parents = [pnfsmon.schema.cli.common_options()]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    pnfsmon.schema.cli.register(sub, parents)
-    pnfsmon.crawler.cli.register(sub, parents)
-    pnfsmon.catalog.cli.register(sub, parents)
-    pnfsmon.crawler.ack.register(sub, parents)
-    pnfsmon.tester.cli.register(sub, parents)
-    pnfsmon.web.cli.register(sub, parents)
-    pnfsmon.condor.cli.register(sub, parents)
-    pnfsmon.demo.cli.register(sub, parents)
-    pnfsmon.declare.cli.register(sub, parents)
-    pnfsmon.declare.incident.register(sub, parents)
+    named = {COMMANDS[word] for word in argv or () if word in COMMANDS}
+    for module in dict.fromkeys(COMMANDS.values()):
+        if module in named or not named:
+            importlib.import_module(module).register(sub, parents)
     return parser
 
 
@@ -65,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ``pnfsmon.schema.errors`` (a Nagios check: a plugin code, UNKNOWN when it cannot tell)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
     except SystemExit as stop:
         if stop.code and "--nagios" in argv:  # plugin rules: bad arguments are UNKNOWN
             print("PNFSMON UNKNOWN - invalid arguments (see pnfsmon status --help)")

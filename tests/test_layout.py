@@ -56,3 +56,39 @@ def test_no_room_imports_another_rooms_cli():
                 if (len(parts) >= 3 and parts[2] == "cli" and parts[1] not in (room, "schema")):
                     wrong.append(f"{path}: {name}")
     assert not wrong, f"library code is imported from a cli module: {wrong}"
+
+
+def test_each_command_is_registered_by_the_module_the_cli_names():
+    """``pnfsmon.cli.COMMANDS`` says which module registers each command (only those named
+    on a command line are imported): each module registers exactly the commands the table
+    gives it, and the whole parser has no other."""
+    import argparse
+    import importlib
+
+    from pnfsmon import cli
+    from pnfsmon.schema.cli import common_options
+
+    registered = {}
+    for module in set(cli.COMMANDS.values()):
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub, [common_options()])
+        registered.update(dict.fromkeys(sub.choices, module))
+    assert registered == cli.COMMANDS
+    whole = next(a for a in cli.build_parser()._actions
+                 if isinstance(a, argparse._SubParsersAction))
+    assert list(whole.choices) == list(cli.COMMANDS)
+
+
+def test_a_crawl_loads_no_other_rooms_code():
+    """A nightly crawl's process starts with the crawler and the ground floor only: no
+    reports, HTCondor, Rucio, catalog or checker code (its start was a tenth of a
+    re-crawl's time)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pnfsmon import cli; cli.build_parser(['--db', 'x', 'crawl', "
+            "'/x']); print(sorted({m.split('.')[1] for m in sys.modules "
+            "if m.startswith('pnfsmon.')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert ast.literal_eval(out) == ["cli", "crawler", "schema"]  # cli: pnfsmon.cli
