@@ -37,10 +37,27 @@ COMMANDS = {
 }
 
 
+class _Misread(Exception):
+    """A line the parser of only its named commands cannot read."""
+
+
+class _NamedOnly(argparse.ArgumentParser):
+    """The parser of the commands a line names: where it cannot read the line (a typo
+    beside a word that is a command's name), the whole parser reads it again and says
+    what is wrong, with every command to choose from."""
+
+    def error(self, message: str):
+        raise _Misread(message)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The command line's parser: with ``argv``, only the commands it names (a word of it
-    that is no command's name names none), else all."""
-    parser = argparse.ArgumentParser(
+    """The command line's parser: with ``argv``, of only the commands it names, else (or
+    when it asks for help before naming one) of all."""
+    words = argv or []
+    first = next((i for i, word in enumerate(words) if word in COMMANDS), len(words))
+    named = set() if {"-h", "--help"} & set(words[:first]) else {
+        COMMANDS[word] for word in words if word in COMMANDS}
+    parser = (_NamedOnly if named else argparse.ArgumentParser)(
         prog="pnfsmon",
         allow_abbrev=False,  # `condor status --log` is not `--log-file`
         description="Storage-integrity monitor: crawl a namespace, verify every file's "
@@ -51,11 +68,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     pnfsmon.schema.cli.add_common_options(parser, top_level=True)
     parents = [pnfsmon.schema.cli.common_options()]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    named = {COMMANDS[word] for word in argv or () if word in COMMANDS}
     for module in dict.fromkeys(COMMANDS.values()):
         if module in named or not named:
             importlib.import_module(module).register(sub, parents)
     return parser
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    try:
+        return build_parser(argv).parse_args(argv)
+    except _Misread:
+        return build_parser().parse_args(argv)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -73,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ``pnfsmon.schema.errors`` (a Nagios check: a plugin code, UNKNOWN when it cannot tell)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser(argv).parse_args(argv)
+        args = _parse(argv)
     except SystemExit as stop:
         if stop.code and "--nagios" in argv:  # plugin rules: bad arguments are UNKNOWN
             print("PNFSMON UNKNOWN - invalid arguments (see pnfsmon status --help)")

@@ -44,15 +44,16 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
     ingest = Ingest(engine, site, namespace.root, grace=grace,
                     include_nearline=include_nearline, local_infile=local_infile)
 
-    walk = namespace.walk(stats, plan) if skipping else namespace.walk(stats)
-
-    def shown():
+    def shown(walk):
         for item in walk:
             progress.update(stats.files, f"{stats.directories:,} directories")
             yield item
 
     try:
-        ingest.add_all(walk if progress is None else shown())
+        # In here: a mount walk sorts every known directory when it is made, and a signal
+        # then must still leave the crawl incomplete, its staging table dropped.
+        walk = namespace.walk(stats, plan) if skipping else namespace.walk(stats)
+        ingest.add_all(walk if progress is None else shown(walk))
         if progress is not None:
             progress.done()
         if stats.stopped is not None:  # what was listed is recorded; nothing is vanished

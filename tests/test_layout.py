@@ -92,3 +92,18 @@ def test_a_crawl_loads_no_other_rooms_code():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert ast.literal_eval(out) == ["cli", "crawler", "schema"]  # cli: pnfsmon.cli
+
+
+@pytest.mark.parametrize("line", [["--help", "crawl"], ["-h", "status"],
+                                  ["crawll", "--site", "status"]])
+def test_help_and_mistakes_show_every_command(line):
+    """A line is parsed with only the commands it names, but help asked before a command,
+    or a line that parser cannot read (a typo beside a command's name), is answered by the
+    whole parser: every command to choose from, and the exit code of argparse."""
+    from pnfsmon import cli
+    from tests.helpers import pnfsmon
+
+    r = pnfsmon(*line)
+    assert r.returncode == (0 if "-h" in line or "--help" in line else 2), r.stderr
+    shown = r.stdout + r.stderr
+    assert all(command in shown for command in cli.COMMANDS), shown
