@@ -30,6 +30,8 @@ place, a dCache pool or tape locality that changed) is seen then."""
 
 from __future__ import annotations
 
+import bisect
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -70,7 +72,10 @@ class DirectoryPlan:
     previous: dict[bytes, Known] = field(default_factory=dict)  # the state in force
     listed: dict[bytes, list] = field(default_factory=dict)  # path -> [mtime_ns, unsettled]
     skipped: list[bytes] = field(default_factory=list)
-    vanished: list[bytes] = field(default_factory=list)
+    vanished: list[bytes] = field(default_factory=list)  # gone, confirmed (``settle``)
+    candidates: list[bytes] = field(default_factory=list)  # gone by their own stat
+    # An incremental crawl's listed directories: the subdirectories each listing held.
+    children: dict[bytes, set[bytes]] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -94,12 +99,17 @@ class DirectoryPlan:
         return False
 
     def gone(self, directory: bytes) -> None:
-        self.vanished.append(directory)
+        """A known directory's stat found nothing, or no directory, there: gone once
+        ``settle`` confirms it."""
+        self.candidates.append(directory)
 
     def listing(self, directory: bytes, mtime_ns: int | None, *,
-                asked: float | None = None) -> None:
-        """A directory was listed; its mtime read before its entries. ``asked``: when its
-        listing was asked for, from a namespace whose mtimes are whole seconds (XRootD)."""
+                asked: float | None = None, subdirectories: list[bytes] = ()) -> None:
+        """A directory was listed; its mtime read before its entries, and the
+        subdirectories it holds. ``asked``: when its listing was asked for, from a
+        namespace whose mtimes are whole seconds (XRootD)."""
+        if self.known is not None:
+            self.children[_key(directory)] = {_key(d) for d in subdirectories}
         unsettled = mtime_ns is None or self._young(mtime_ns)
         if asked is not None and mtime_ns is not None and mtime_ns / 1e9 + 1 > asked:
             # A whole-second mtime does not move when the directory changes again within
@@ -125,6 +135,53 @@ class DirectoryPlan:
     def failed(self, directory: bytes) -> None:
         self.listed.pop(directory, None)
 
+    def settle(self) -> list[tuple[bytes, str]]:
+        """Once the walk is over: which directories found gone by their own stat are gone,
+        and which are unlisted, returned with why (the walk counts them: their files are
+        neither carried over nor vanished, and the crawl is not complete). One stat's
+        "not found" (a redirector's, a door's, an NFS cache's, or a race with a re-create)
+        would take every file below with it: it is confirmed by the parent, which must be
+        gone too, or listed by this crawl without it; and by nothing below it answering.
+        A directory skipped as unchanged whose parent this crawl listed without it (gone
+        after its stat) is unlisted too, not carried over."""
+        unlisted: list[tuple[bytes, str]] = []
+        if self.known is None:
+            return unlisted
+        alive = sorted(_key(d) for d in (*self.listed, *self.skipped))
+        known, skipped = {_key(d) for d in self.known}, {_key(d) for d in self.skipped}
+        confirmed: set[bytes] = set()
+        for directory in sorted(self.candidates, key=_key):
+            key = _key(directory)
+            parent = _key(os.path.dirname(key))
+            below = key.rstrip(b"/") + b"/"
+            at = bisect.bisect_left(alive, below)
+            why = ""
+            if at < len(alive) and alive[at].startswith(below):
+                why = "its stat found it gone, but a directory below it answered"
+            elif parent in confirmed:
+                pass
+            elif parent in self.children:
+                if key in self.children[parent]:
+                    why = "its stat found it gone, but its parent's listing holds it"
+            elif key == _key(self.root) or parent not in known:
+                why = "its stat found it gone, and nothing above it can confirm that"
+            elif parent in skipped:
+                why = "its stat found it gone, but its parent's mtime did not move"
+            else:
+                continue  # below a directory this crawl could not list: spared anyway
+            if why:
+                unlisted.append((directory, why + " (not trusted: listed again next time)"))
+            else:
+                confirmed.add(key)
+                self.vanished.append(directory)
+        gone_since = [d for d in self.skipped if _key(os.path.dirname(_key(d))) in
+                      self.children and _key(d) not in self.children[
+                          _key(os.path.dirname(_key(d)))]]
+        for directory in gone_since:
+            unlisted.append((directory, "unchanged by its stat, but its parent's listing no "
+                                        "longer holds it (not trusted: listed again next time)"))
+        return unlisted
+
     def carried(self, unlisted: list[bytes]) -> list[bytes]:
         """The skipped directories whose files are carried over: not below a directory
         this crawl could not list or stat (as a full crawl would not have seen them)."""
@@ -134,6 +191,12 @@ class DirectoryPlan:
 
     def _young(self, mtime_ns: int) -> bool:
         return mtime_ns / 1e9 > self.started - self.grace
+
+
+def _key(directory: bytes) -> bytes:
+    """A directory's name for comparisons: without a trailing slash (a root given with
+    one, a listing's entries without)."""
+    return directory.rstrip(b"/") or directory[:1]
 
 
 def _below(path: bytes, root: bytes) -> bool:

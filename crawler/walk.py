@@ -252,8 +252,11 @@ class ParallelWalk:
         to_stat = plan.to_stat()
         to_list = [] if to_stat else [self.root]
         if self.parallel == 1 and not self.remote:
-            return self._walk_here(stats, plan, to_list, to_stat)
-        return self._walk_threads(stats, plan, to_list, to_stat)
+            yield from self._walk_here(stats, plan, to_list, to_stat)
+        else:
+            yield from self._walk_threads(stats, plan, to_list, to_stat)
+        for directory, why in plan.settle():
+            stats.unlisted(directory, why)
 
     def _walk_here(self, stats: WalkStats, plan: DirectoryPlan, to_list: list[bytes],
                    to_stat: list[bytes]) -> Iterator[Listed]:
@@ -332,7 +335,7 @@ class ParallelWalk:
             plan.failed(path)
         following = []
         if task.kind == LIST and outcome.error is None:
-            plan.listing(path, outcome.mtime_ns)
+            plan.listing(path, outcome.mtime_ns, subdirectories=outcome.subdirectories)
             if outcome.entries == 0:
                 stats.empty_directories += 1
             following = [d for d in outcome.subdirectories if plan.is_new(d)]

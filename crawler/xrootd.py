@@ -159,7 +159,7 @@ class _Listing:
         """Once every stat is in: a directory that could not be stat'ed below one found
         gone is gone with it (its parent turned into a file: the server says "not a
         directory"); any other is unlisted, neither carried over nor vanished."""
-        gone = [g + b"/" for g in self.plan.vanished]
+        gone = [g + b"/" for g in self.plan.candidates]
         for key, why in self.stat_failures:
             if any(key.startswith(g) for g in gone):
                 self.plan.gone(key)
@@ -185,8 +185,8 @@ class _Listing:
             stats.unlisted(here, why or "no listing returned")
             if entries is None:
                 return here, []
-        else:
-            plan.listing(here, directory.mtime_ns, asked=directory.asked)
+        complete = status["ok"] and status["code"] != _PARTIAL
+        subdirectories = []
         if not entries:
             stats.empty_directories += 1
         self.entries += len(entries)
@@ -198,12 +198,13 @@ class _Listing:
             if info is None:  # listed without its stat: cannot judge, protect it
                 if stats.unreadable[-1:] != [here]:
                     stats.unlisted(here, f"no stat for {name}")
-                    plan.failed(here)
+                complete = False
                 continue
             flags = info["flags"]
             if flags & self.is_dir:
                 path = f"{base}/{name}"
-                if plan.is_new(self.key(path)):  # a known one is stat'ed on its own
+                subdirectories.append(key := self.key(path))
+                if plan.is_new(key):  # a known one is stat'ed on its own
                     # Its mtime as this listing saw it: read before its own listing.
                     self.directories.append(_Directory(path, info["mtime"] * 10**9))
             elif flags & self.other:
@@ -212,6 +213,9 @@ class _Listing:
                 files.append((f"{base}/{name}", Listed(
                     prefix + name.encode("utf-8", "surrogateescape"), info["size"],
                     info["mtime"] * 10**9, nearline=bool(flags & self.offline))))
+        if complete:  # its files' checks (``plan.file``) come after: their queries
+            plan.listing(here, directory.mtime_ns, asked=directory.asked,
+                         subdirectories=subdirectories)
         return here, files
 
 
@@ -333,6 +337,8 @@ class XRootDNamespace:
             else:
                 for each in queries.answered(subject, status, response):
                     yield done(each)
+        for directory, why in plan.settle():
+            stats.unlisted(directory, why)
         if queries.retries:
             log.info("%s checksum queries asked again after an error (%d in flight at the "
                      "lowest)", f"{queries.retries:,}", queries.smallest_window)

@@ -396,3 +396,41 @@ def test_a_site_with_incremental_yes_crawls_xrootd_incrementally(xrootd, served,
         assert r.returncode == 0, r.stderr
         assert said in r.stdout and "3 files" in r.stdout, r.stdout
         assert "crawled in full" not in r.stderr
+
+
+def test_a_directory_is_gone_only_when_its_parent_agrees(engine, tmp_path, caplog):
+    """One stat's "not found" (a redirector's, a door's, an NFS cache's) would take every
+    file below with it: it is trusted when the parent's listing agrees, never when the
+    parent's mtime did not move. Then the directory is unlisted, its files kept, the crawl
+    not complete; once the parent's listing shows it gone, its files vanish."""
+    root = tmp_path / "tree"
+    for d in ("a", "a/sub", "b"):
+        write_file(root / d / "f", random_bytes(10, len(d)), record=True)
+    broot = os.fsencode(root)
+    old = time.time() - 1000
+    for directory in (root, root / "a", root / "a/sub", root / "b"):
+        os.utime(directory, (old, old))
+    crawl(engine, PosixNamespace(broot), "s", incremental=True)
+    # a/sub goes, and a's mtime is put back: its stat says gone, its parent unchanged.
+    shutil.rmtree(root / "a/sub")
+    os.utime(root / "a", (old, old))
+    stats, ingest = crawl(engine, PosixNamespace(broot), "s", incremental=True)
+    sub = os.path.join(broot, b"a", b"sub")
+    assert stats.kind == "incremental" and stats.unreadable == [sub]
+    assert "its parent's mtime did not move" in caplog.text
+    assert ingest.counts.vanished == 0
+    assert rows(engine, "s")[os.path.join(sub, b"f")]["status"] == Status.UNCHECKED
+    assert not last_crawl_complete(engine)
+    # The parent's listing no longer holds it: gone, with its file.
+    os.utime(root / "a", (old + 10, old + 10))
+    stats, ingest = crawl(engine, PosixNamespace(broot), "s", incremental=True)
+    assert not stats.unreadable and stats.vanished_directories == 1
+    assert ingest.counts.vanished == 1
+    assert rows(engine, "s")[os.path.join(sub, b"f")]["status"] == Status.VANISHED
+    assert last_crawl_complete(engine)
+
+
+def last_crawl_complete(engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.select(crawls.c.complete)
+                                 .order_by(crawls.c.id.desc()).limit(1)).scalar())

@@ -279,3 +279,42 @@ def test_checksum_queries_retry_with_backoff_then_mark_unreadable():
     assert queries.answered(sent[-1], unsupported, None) == [good]
     assert queries.add("/l", late) == [late]  # not asked any more
     assert (good.reference, late.reference) == (Reference.NONE_KEPT, Reference.NONE_KEPT)
+
+
+def test_a_directory_plan_trusts_a_stat_that_found_nothing_only_with_its_parent():
+    """``DirectoryPlan.settle``: a known directory whose stat found nothing is gone when
+    its parent is gone too, or was listed without it, and nothing below it answered;
+    otherwise it is unlisted. A directory stat'ed unchanged that its parent's listing no
+    longer holds is unlisted, not carried over."""
+    from pnfsmon.crawler.directories import DirectoryPlan, Known
+
+    names = [b"/r", b"/r/a", b"/r/a/x", b"/r/a/x/y", b"/r/b", b"/r/b/c", b"/r/d", b"/r/d/e",
+             b"/r/f", b"/r/f/g", b"/r/h", b"/r/h/i", b"/r/h/i/j"]
+    plan = DirectoryPlan(b"/r/", {n: Known(1, False) for n in names}, started=10.0)
+    plan.listing(b"/r", 2, subdirectories=[b"/r/a", b"/r/b", b"/r/d", b"/r/h"])  # f went
+    plan.gone(b"/r/a/x")  # a skipped as unchanged: x cannot have gone
+    plan.gone(b"/r/a/x/y")  # below it: nothing confirms it either
+    assert not plan.must_list(b"/r/a", 1)
+    plan.gone(b"/r/f")  # the root's listing lacks f: gone...
+    plan.gone(b"/r/f/g")  # ...and below it too
+    plan.listing(b"/r/b", 2, subdirectories=[b"/r/b/c"])
+    plan.gone(b"/r/b/c")  # b's listing holds it: not trusted
+    plan.gone(b"/r/h")  # the root's listing holds h, and h/i/j answered
+    assert not plan.must_list(b"/r/h/i/j", 1)
+    assert not plan.must_list(b"/r/d", 1)  # d stat'ed unchanged...
+    unlisted = dict(plan.settle())
+    assert plan.vanished == [b"/r/f", b"/r/f/g"]
+    assert set(unlisted) == {b"/r/a/x", b"/r/b/c", b"/r/h"}
+    assert "parent's mtime did not move" in unlisted[b"/r/a/x"]
+    assert "parent's listing holds it" in unlisted[b"/r/b/c"]
+    assert "a directory below it answered" in unlisted[b"/r/h"]
+    # A directory stat'ed unchanged whose parent's listing lacks it: gone since its stat.
+    plan = DirectoryPlan(b"/r", {n: Known(1, False) for n in names}, started=10.0)
+    assert not plan.must_list(b"/r/d", 1)
+    plan.listing(b"/r", 2, subdirectories=[b"/r/a"])
+    assert [d for d, _ in plan.settle()] == [b"/r/d"]
+    assert plan.carried([b"/r/d"]) == []
+    # The root found gone by its stat: nothing above it can confirm that.
+    plan = DirectoryPlan(b"/r", {b"/r": Known(1, False)}, started=10.0)
+    plan.gone(b"/r")
+    assert [d for d, _ in plan.settle()] == [b"/r"] and plan.vanished == []
