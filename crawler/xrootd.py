@@ -18,6 +18,11 @@ skips it. The queries have their own scheduler (``crawler.xrootd_queries``: retr
 backoff, a window that adapts to the server); the listing's is ``_Listing`` below, and
 ``_walk`` only hands each event to the one it belongs to.
 
+Every request has a deadline (``_Deadlines``): pyxrootd drops an answer it cannot turn into
+Python objects without calling back (a listing that holds a name that is not UTF-8: a
+``UnicodeDecodeError`` printed in the client's thread), and a crawl waiting for it would
+wait for ever. A listing or stat given up is counted unlisted; a late answer is ignored.
+
 An incremental crawl (``crawler.directories``, a site with ``incremental = yes``) first
 stats every directory the last complete crawl saw, in flight beside the listings, and
 lists those the plan says changed and, in their listings, the subdirectories it did not
@@ -34,14 +39,16 @@ import logging
 import os
 import queue
 import sys
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pnfsmon.crawler.directories import DirectoryPlan
 from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.xrootd_queries import QUERY_TIMEOUT, ChecksumQueries, Query
-from pnfsmon.schema.errors import ConfigError
+from pnfsmon.schema.errors import ConfigError, StorageUnavailable
 from pnfsmon.schema.xrootd import (
     NOT_FOUND,
     XRootDUrl,
@@ -63,6 +70,8 @@ ENTRIES_IN_FLIGHT = 50_000
 SWITCH_INTERVAL = 0.0002  # seconds; see walk()
 MAX_WAITING = 20_000  # files listed but not yet answered for: bounds memory
 _PARTIAL = 3  # suPartial: some entries of a directory could not be listed
+_EXPIRED = 206  # errOperationExpired: what the client's own timeout answers
+TICK = 1.0  # seconds between looks for requests past their deadline
 log = logging.getLogger(__name__)
 
 
@@ -73,6 +82,71 @@ class _Directory:
     path: str  # on the server
     mtime_ns: int | None  # read before its listing: its own stat, or its parent's entry
     asked: float = 0.0  # when its listing was asked for (the clock)
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    """One request in flight: what it asks about, and when it is given up (the clock of
+    ``_Deadlines``)."""
+
+    kind: str  # "dir" (a listing), "stat" (a known directory's) or "sum" (a checksum)
+    subject: object  # its _Directory, path or Query
+    deadline: float
+
+
+def _slack(timeout: float) -> float:
+    """Seconds past a request's timeout before its answer is given up. The client checks
+    its timeouts every ``TimeoutResolution`` seconds (1 here, unless the operator's
+    ``XRD_TIMEOUTRESOLUTION`` says otherwise) and turns a listing into dicts only once all
+    of it is in (200,000 entries: 1 s of the 2.4 s listing, measured on loopback): a
+    quarter of the timeout covers millions, so an answer on its way is not given up."""
+    return client().EnvGetInt("TimeoutResolution") + max(5.0, timeout / 4)
+
+
+class _Deadlines:
+    """The requests in flight, each given up ``seconds[kind]`` after it was sent. The
+    client's own timeout normally ends a request first, with an error; this is for an
+    answer that never comes. One kind's requests share a timeout, so each kind's oldest
+    is the first of its ordered dict."""
+
+    def __init__(self, seconds: dict[str, float],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.waiting: dict[str, OrderedDict[_Request, bool]] = {
+            kind: OrderedDict() for kind in seconds}
+
+    def sent(self, kind: str, subject: object) -> _Request:
+        request = _Request(kind, subject, self.clock() + self.seconds[kind])
+        self.waiting[kind][request] = True
+        return request
+
+    def answered(self, request: _Request) -> bool:
+        """Its answer came: False if it was given up already (the answer is ignored)."""
+        return self.waiting[request.kind].pop(request, False)
+
+    def overdue(self) -> list[_Request]:
+        """The requests whose deadline has passed, given up now."""
+        now, gone = self.clock(), []
+        for waiting in self.waiting.values():
+            while waiting and (oldest := next(iter(waiting))).deadline <= now:
+                del waiting[oldest]
+                gone.append(oldest)
+        return gone
+
+    def no_answer(self, request: _Request) -> dict:
+        """The status a given-up request is answered with: the client's timeout error."""
+        why = f"no answer within {self.seconds[request.kind]:g} s"
+        if request.kind == "dir":
+            why += ": the server's answer could not be read (a name in it that is not UTF-8?)"
+        return {"ok": False, "code": _EXPIRED, "errno": 0, "message": why}
+
+
+def _ticking(events: queue.SimpleQueue, stop: threading.Event) -> None:
+    """Put a tick (None) in the loop's queue every ``TICK`` seconds until ``stop``: the
+    loop looks for overdue requests then, and waits for answers without a timeout (a
+    timed wait cost the loop 10-15% of a loopback crawl's time, measured)."""
+    while not stop.wait(TICK):
+        events.put(None)
 
 
 def _reason(status: dict) -> str:
@@ -263,7 +337,13 @@ class XRootDNamespace:
         fs.stat(self.url.path, self.timeout,
                 lambda status, response, *_: done.put((status, response)))
         first(fs)
-        status, root = done.get()
+        wait = self.timeout + _slack(self.timeout)
+        try:
+            status, root = done.get(timeout=wait)
+        except queue.Empty:
+            raise StorageUnavailable(f"XRootD server for {self.url} unreachable: no answer "
+                                     f"to the stat of the crawl root within {wait:g} s"
+                                     ) from None
         try:
             raise_for(XRootDStatus(status), str(self.url))
         except FileNotFoundError:
@@ -278,10 +358,15 @@ class XRootDNamespace:
         from XRootD.client.flags import QueryCode
 
         events: queue.SimpleQueue = queue.SimpleQueue()
+        query_timeout = min(self.timeout, QUERY_TIMEOUT)
+        deadlines = _Deadlines({
+            kind: timeout + _slack(timeout) for kind, timeout in (
+                ("dir", self.timeout), ("stat", self.timeout), ("sum", query_timeout))})
 
         def post(kind: str, subject):
             """The callback that turns the client's answer into an event of the loop."""
-            return lambda status, response, *_: events.put((kind, subject, status, response))
+            request = deadlines.sent(kind, subject)
+            return lambda status, response, *_: events.put((request, status, response))
 
         listing = _Listing(self.url, None, self.timeout, post, stats, plan, self.clock)
         root = _Directory(self.url.path.rstrip("/") or "/", None)
@@ -304,7 +389,6 @@ class XRootDNamespace:
             if plan.is_new(key) or plan.must_list(key, root.mtime_ns):
                 listing.directories.append(root)
             listing.stat([k for k in plan.to_stat() if k != key])
-        query_timeout = min(self.timeout, QUERY_TIMEOUT)
 
         def ask(query: Query) -> None:
             fs.query(QueryCode.CHECKSUM, query.path, query_timeout, post("sum", query))
@@ -317,26 +401,39 @@ class XRootDNamespace:
                 plan.file(directory or os.path.dirname(item.path), item)
             return stats.count(item)
 
+        def take(request: _Request, status: dict, response) -> list[Listed]:
+            """One answer (or a given-up request's timeout error): the files now done."""
+            if request.kind == "sum":
+                return [done(each) for each in queries.answered(request.subject, status,
+                                                                 response)]
+            if request.kind == "stat":
+                listing.stated(request.subject, status, response)
+                return []
+            here, files = listing.listed(request.subject, status, response)
+            # queries.add gives back the item when it is not asked for
+            return [done(each, here) for path, item in files
+                    for each in queries.add(path, item)]
+
         queries = ChecksumQueries(ask, enabled=self.checksums == "query")
-        while listing.busy or queries.busy:
-            if queries.waiting < MAX_WAITING:
-                listing.send()
-            queries.send()
-            try:
-                kind, subject, status, response = events.get(
-                    timeout=queries.seconds_to_next())
-            except queue.Empty:
-                continue  # a retry fell due
-            if kind == "dir":
-                here, files = listing.listed(subject, status, response)
-                for path, item in files:
-                    for each in queries.add(path, item):  # the item, when not asked
-                        yield done(each, here)
-            elif kind == "stat":
-                listing.stated(subject, status, response)
-            else:
-                for each in queries.answered(subject, status, response):
-                    yield done(each)
+        stop = threading.Event()
+        threading.Thread(target=_ticking, args=(events, stop), name="xrootd-deadlines",
+                         daemon=True).start()
+        try:
+            while listing.busy or queries.busy:
+                if queries.waiting < MAX_WAITING:
+                    listing.send()
+                queries.send()
+                try:
+                    event = events.get(timeout=queries.seconds_to_next())
+                except queue.Empty:
+                    continue  # a retry fell due
+                if event is None:  # a tick
+                    for request in deadlines.overdue():
+                        yield from take(request, deadlines.no_answer(request), None)
+                elif deadlines.answered(event[0]):  # else given up already: ignored
+                    yield from take(*event)
+        finally:
+            stop.set()
         for directory, why in plan.settle():
             stats.unlisted(directory, why)
         if queries.retries:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
+from functools import partial
 
 import pytest
 import sqlalchemy as sa
@@ -386,3 +388,164 @@ def test_a_check_asks_the_server_with_or_without_the_bindings(xrootd, served, mo
     assert (answer.reference, answer.adler32) == (Reference.STORAGE, adler(b"payload"))
     answer = recorded.ask(claimed("gone"), timeout=10)  # an answer, not asked again
     assert answer.reference == Reference.UNREADABLE and "no such file" in answer.why
+
+
+def finishes(work, seconds: float = 300):
+    """``work()``, run in a thread so that a hang fails the test instead of the session."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as err:  # re-raised below, in the test's thread
+            result["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s: it hangs"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def settled(served, second: int) -> None:
+    """Every directory below ``served`` (and it) given an mtime of a past second, as if
+    unchanged since: an incremental crawl skips what does not change after this."""
+    for top, dirs, _files in os.walk(served):
+        for d in [top, *(os.path.join(top, d) for d in dirs)]:
+            os.utime(d, (second, second))
+
+
+NOT_UTF8 = ("no answer within 8 s: the server's answer could not be read (a name in it "
+            "that is not UTF-8?)")  # with timeout=2: 2 s, then 1 s resolution and 5 s
+
+
+def test_a_name_that_is_not_utf8_does_not_hang_the_crawl(xrootd, served, engine, caplog):
+    """pyxrootd cannot read a listing that holds a name that is not UTF-8 and drops it
+    without calling back: the request is given up at its deadline and its directory
+    counted unlisted, with a reason a person can act on; the rest of the tree is crawled;
+    nothing below it is marked vanished, in a full crawl and in an incremental one, which
+    does not carry over its unchanged subdirectories either."""
+    base = os.fsencode(served)
+    for name in ("good/f", "odd/sub/inner", "ok/fine"):
+        write_file(served / name, name.encode(), record=True)
+    settled(served, int(time.time()) - 1000)
+    xrootd.give(served)
+    url = f"{xrootd.url}//{served.name}"
+
+    def key(rel: str) -> bytes:
+        return os.fsencode(f"{url}/{rel}")
+
+    stats, _ = crawl(engine, XRootDNamespace(url, timeout=2), "s", incremental=True)
+    assert (stats.kind, stats.files, stats.unreadable) == ("full", 3, [])
+
+    os.mkdir(base + b"/odd/bad\xffdir")  # a directory named so, and a file
+    write_file(base + b"/odd/bad\xffdir/x", b"x", record=True)
+    write_file(base + b"/ok/bad\xfefile", b"bad", record=True)
+    (served / "ok/fine").unlink()  # gone, but its directory cannot be listed now
+    xrootd.give(served)
+    for full in (True, False):
+        caplog.clear()
+        stats, ingest = finishes(partial(crawl, engine, XRootDNamespace(url, timeout=2),
+                                         "s", incremental=True, full=full))
+        assert stats.kind == ("full" if full else "incremental")
+        assert sorted(stats.unreadable) == [key("odd"), key("ok")]
+        for rel in ("odd", "ok"):
+            assert f"could not list {url}/{rel}: {NOT_UTF8}" in caplog.text
+        assert ingest.counts.vanished == 0
+        # good/f listed (full) or carried over (its directory unchanged); odd/sub is
+        # unchanged too, but below a directory that could not be listed: not carried.
+        assert (stats.files, stats.carried_files) == (1, 0 if full else 1)
+        assert stats.skipped_directories == (0 if full else 3)  # the root, good, odd/sub
+        got = verdicts(engine)
+        assert got == {key(name): Status.UNCHECKED
+                       for name in ("good/f", "odd/sub/inner", "ok/fine")}
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(crawls.c.finished).where(
+                crawls.c.id == ingest.crawl_id)).scalar() is not None
+
+
+def test_a_crawl_with_a_name_that_is_not_utf8_exits_1_naming_it(xrootd, served, db_url):
+    """The command: it ends, exits 1, and names the directory it could not list."""
+    write_file(served / "good/f", b"f", record=True)
+    write_file(os.fsencode(served) + b"/odd/bad\xffname", b"x", record=True)
+    xrootd.give(served)
+    url = f"{xrootd.url}//{served.name}"
+    r = pnfsmon("crawl", url, "--db", db_url, "--request-timeout", "2")
+    assert r.returncode == 1, r.stderr
+    assert f"could not list {url}/odd: {NOT_UTF8}" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+class LateAnswers:
+    """A pyxrootd FileSystem whose answers to chosen requests come late: ``late`` maps
+    (method, path) to the delays of its successive calls, in seconds after the request (None:
+    never), as the client does with an answer it cannot read."""
+
+    def __init__(self, real, late: dict[tuple[str, str], list[float | None]]) -> None:
+        self.real, self.late = real, late
+
+    def __getattr__(self, name: str):
+        method = getattr(self.real, name)
+
+        def call(*args):
+            delays = self.late.get((name, args[1] if name == "query" else args[0]))
+            if not delays:
+                return method(*args)
+            delay, callback, sent = delays.pop(0), args[-1], time.monotonic()
+
+            def late(*answer) -> None:
+                if delay is not None:
+                    threading.Timer(max(0.0, sent + delay - time.monotonic()), callback,
+                                    answer).start()
+            return method(*args[:-1], late)
+        return call
+
+
+def test_an_answer_that_never_comes_is_given_up_and_a_late_one_ignored(
+        xrootd, served, sqlite_engine, monkeypatch, caplog):
+    """Any request of a crawl has a deadline. A known directory's stat that is not
+    answered in time: unlisted, its files neither carried over nor vanished; a listing:
+    unlisted; a checksum query: asked again. Their answers, when they come after all,
+    are ignored: nothing is taken twice."""
+    import logging
+
+    from pyxrootd import client as raw
+
+    caplog.set_level(logging.INFO)
+    for name in ("a/f", "b/g", "c/h"):
+        write_file(served / name, name.encode(), record=True)
+    settled(served, int(time.time()) - 1000)
+    xrootd.give(served)
+    url = f"{xrootd.url}//{served.name}"
+    engine = sqlite_engine
+    crawl(engine, XRootDNamespace(url, timeout=2), "s", incremental=True)  # full: no state
+
+    (served / "b/g").unlink()
+    write_file(served / "c/new", b"new", record=True)
+    write_file(served / "a/new", b"new", record=True)
+    xrootd.give(served)
+    top = f"/{served.name}"
+    # The stat of b and the listing of c answered at 9 and 10 s, after their deadline
+    # (8 s) but while the crawl still waits for a/new's checksum: its first query is
+    # never answered, the second 3 s after it is asked, at its deadline and a backoff.
+    late = {("stat", f"{top}/b"): [9], ("dirlist", f"{top}/c"): [10],
+            ("query", f"{top}/a/new"): [None, 3]}
+    real = raw.FileSystem
+    monkeypatch.setattr(raw, "FileSystem", lambda server: LateAnswers(real(server), late))
+    stats, ingest = finishes(partial(crawl, engine, XRootDNamespace(url, timeout=2), "s",
+                                     incremental=True))
+    assert stats.kind == "incremental"
+    assert sorted(stats.unreadable) == [os.fsencode(f"{url}/{d}") for d in "bc"]
+    assert f"could not list {url}/b: stat: no answer within 8 s" in caplog.text
+    assert f"could not list {url}/c: {NOT_UTF8}" in caplog.text
+    assert "1 checksum queries asked again after an error" in caplog.text
+    assert (stats.files, stats.carried_files, stats.checksums_unread) == (2, 0, 0)
+    assert stats.directories == 2  # a, and c given up; once each
+    assert ingest.counts.vanished == 0
+    got = verdicts(engine)
+    assert got == {os.fsencode(f"{url}/{name}"): Status.UNCHECKED
+                   for name in ("a/f", "a/new", "b/g", "c/h")}  # not c/new: late
+    assert row(engine, os.fsencode(f"{url}/a/new")).recorded_adler32 == adler(b"new")
+    assert not any(late.values())  # every late answer was asked for
