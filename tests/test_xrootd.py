@@ -292,8 +292,8 @@ def written_just_now(served, n: int = 300) -> dict[str, bytes]:
 
 
 def test_a_crawl_right_after_writing_records_every_checksum(xrootd, served, engine, caplog):
-    """Hundreds of queries at once make a fresh server answer many with a kXR_wait that
-    ends ``Operation expired``: each is asked again, with fewer in flight, until every
+    """Hundreds of queries at once can make a fresh server answer many with a kXR_wait
+    that ends ``Operation expired``: each is asked again, with fewer in flight, until every
     file has its recorded checksum. Damage done after the crawl is then found by the
     first check, file by file."""
     import logging
@@ -303,7 +303,9 @@ def test_a_crawl_right_after_writing_records_every_checksum(xrootd, served, engi
     xrootd.give(served)
     url = f"{xrootd.url}//{served.name}"
     stats, ingest = crawl(engine, open_namespace(url), "T2_XRD")  # the default timeout
-    assert "checksum queries asked again after an error" in caplog.text  # it did fail
+    # Whether this burst makes the server answer some queries "Operation expired" depends
+    # on the machine's speed at that moment: the retry itself is shown every time by
+    # test_an_answer_that_never_comes_is_given_up_and_a_late_one_ignored and test_units.
     assert (stats.files, stats.checksums_unread) == (len(payload), 0)
     with engine.connect() as conn:
         got = {bytes(p): (rec, Reference(ref)) for p, rec, ref in conn.execute(
