@@ -147,6 +147,14 @@ class DirectoryPlan:
         unlisted: list[tuple[bytes, str]] = []
         if self.known is None:
             return unlisted
+        for directory in self.skipped:
+            key = _key(directory)
+            held = self.children.get(_key(os.path.dirname(key)))
+            if held is not None and key not in held:
+                unlisted.append((directory, "unchanged by its stat, but its parent's listing "
+                                 "no longer holds it (not trusted: listed again next time)"))
+        if not self.candidates:  # the usual night: nothing below is needed
+            return unlisted
         alive = sorted(_key(d) for d in (*self.listed, *self.skipped))
         known, skipped = {_key(d) for d in self.known}, {_key(d) for d in self.skipped}
         confirmed: set[bytes] = set()
@@ -174,12 +182,6 @@ class DirectoryPlan:
             else:
                 confirmed.add(key)
                 self.vanished.append(directory)
-        gone_since = [d for d in self.skipped if _key(os.path.dirname(_key(d))) in
-                      self.children and _key(d) not in self.children[
-                          _key(os.path.dirname(_key(d)))]]
-        for directory in gone_since:
-            unlisted.append((directory, "unchanged by its stat, but its parent's listing no "
-                                        "longer holds it (not trusted: listed again next time)"))
         return unlisted
 
     def carried(self, unlisted: list[bytes]) -> list[bytes]:
