@@ -4,6 +4,8 @@ adds only the options, the site's settings and the messages."""
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 
 from pnfsmon.crawler import directories
@@ -16,6 +18,8 @@ from pnfsmon.schema.paths import display
 from pnfsmon.schema.progress import Progress, count, human_bytes, stopped_by
 from pnfsmon.schema.sites import DEFAULT_FULL_CRAWL_EVERY
 from pnfsmon.schema.tables import crawls
+
+log = logging.getLogger(__name__)
 
 
 def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = True,
@@ -41,12 +45,19 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
     if incremental and not skipping:
         plan.why = f"the {namespace.name} namespace is always crawled in full"
     stats = WalkStats(kind=plan.kind, full_because=plan.why)
+    # From here on the rows below the root may change: the saved digests stand for them
+    # again only once this crawl completes (``crawler.digests``).
+    directories.forget_digests(engine, site, namespace.root)
     ingest = Ingest(engine, site, namespace.root, grace=grace,
-                    include_nearline=include_nearline, local_infile=local_infile)
+                    include_nearline=include_nearline, local_infile=local_infile,
+                    digests=plan.digests())
 
     def shown(walk):
-        for item in walk:
-            progress.update(stats.files, f"{stats.directories:,} directories")
+        # Looked at every 256 files, not each (a re-crawl's walk is a few microseconds a
+        # file): at the slowest mount's pace that is still more than once a second.
+        for n, item in enumerate(walk):
+            if not n & 255:
+                progress.update(stats.files, f"{stats.directories:,} directories")
             yield item
 
     try:
@@ -68,7 +79,12 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
         ingest.mark_vanished(stats.unreadable, listed=stats.files, max_drop=max_drop)
         ingest.finish(stats, kind=plan.kind, skipped_directories=stats.skipped_directories,
                       when_complete=lambda conn: directories.save(
-                          conn, site, ingest.crawl_id, plan) if skipping else None)
+                          conn, site, ingest.crawl_id, plan, ingest.listed_digests)
+                      if skipping else None)
+        if ingest.unchanged_directories:
+            log.info("%s directories (%s files) listed as the last complete crawl left "
+                     "them: compared by their digests", f"{len(ingest.unchanged_directories):,}",
+                     f"{ingest.unchanged_files:,}")
     except (KeyboardInterrupt, Interrupted) as err:
         ingest.abandon()
         c = ingest.counts

@@ -42,6 +42,7 @@ Where a listed file goes in the queue:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import socket
@@ -52,6 +53,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from pnfsmon.crawler.digests import digest as directory_digest
+from pnfsmon.crawler.digests import directory_of
 from pnfsmon.crawler.listing import Listed, WalkStats
 from pnfsmon.crawler.staging import Stage, drop_stale, mysql_checksum, mysql_text
 from pnfsmon.schema import ages, counts, schedule
@@ -118,7 +121,8 @@ class Ingest:
     """Write one crawl of one site below one root."""
 
     def __init__(self, engine: sa.Engine, site: str, root: bytes, *, grace: float = 0.0,
-                 include_nearline: bool = False, local_infile: bool = True) -> None:
+                 include_nearline: bool = False, local_infile: bool = True,
+                 digests: dict[bytes, bytes] | None = None) -> None:
         self.engine = engine
         # The chunks' connections: on MariaDB/MySQL they may LOAD DATA LOCAL INFILE.
         self.writer = bulk_loading(engine) if local_infile else engine
@@ -131,6 +135,14 @@ class Ingest:
         self.withheld = 0  # files not marked vanished because of it
         self.started = time.time()
         self._lock = threading.Lock()  # the counts, from several writer threads
+        # Directory digests (``crawler.digests``): the saved ones, by directory; this
+        # listing's (None: not to be saved); the directories found unchanged by theirs
+        # (their hashes), and their files.
+        self.digests = digests or {}
+        self.listed_digests: dict[bytes, bytes | None] = {}
+        self.unchanged_directories: list[bytes] = []
+        self.unchanged_files = 0
+        self._seq = 0  # files listed so far: the next one's place
         drop_stale(engine, self.started)
         with write_transaction(engine) as conn:
             # The site's first crawl: nothing to compare with, nothing can vanish, so no
@@ -174,22 +186,47 @@ class Ingest:
                    for n in range(writers)]
         for thread in threads:
             thread.start()
-        seq = 0  # each file's place in the listing: its key in the staging table
+        chunk: list[tuple[bytes | None, Listed]] = []
+        groups: list[list] = []
+        batch = batch or BATCH
+
+        def directory_done(directory: bytes, files: list[Listed]) -> None:
+            # One run of a directory's files: staged one by one, or, when its digest is
+            # the saved one, held as a group that the merge confirms by its rows' count.
+            nonlocal chunk, groups
+            found = directory_digest(files, self.include_nearline)
+            if directory in self.listed_digests:  # its files came in more than one run
+                self.listed_digests[directory] = None
+            else:
+                self.listed_digests[directory] = found
+            if not self.first and self.digests.get(directory) == found:
+                groups.append([dir_hash(files[0].path), len(chunk), len(files), None])
+                chunk += [(None, item) for item in files]
+            else:
+                chunk += [(path_hash(item.path), item) for item in files]
+            if len(chunk) >= batch:
+                chunks.put((self._seq, chunk, groups))
+                self._seq += len(chunk)
+                chunk, groups = [], []
+
         try:
-            batch = batch or BATCH
-            chunk: list[tuple[bytes, Listed]] = []
-            append = chunk.append
+            directory, files = None, []
             for item in listing:
-                append((path_hash(item.path), item))
-                if len(chunk) >= batch:
-                    chunks.put((seq, chunk))
-                    seq += len(chunk)
-                    chunk = []
-                    append = chunk.append
+                path = item.path
+                parent = path[:path.rfind(b"/")] or b"/"  # directory_of, inline: every file
+                if parent == directory:
+                    files.append(item)
+                    continue
+                if files:
+                    directory_done(directory, files)
                     if failure:
                         break
+                directory, files = parent, [item]
+            if files and not failure:
+                directory_done(directory, files)
             if chunk and not failure:
-                chunks.put((seq, chunk))
+                chunks.put((self._seq, chunk, groups))
+                self._seq += len(chunk)
         finally:
             for _ in threads:
                 chunks.put(None)
@@ -246,15 +283,20 @@ class Ingest:
         # A row written without its directory (by hand): given it, so that an incremental
         # crawl can carry it over.
         unplaced = sa.and_(s.id.is_not(None), s.dir_hash.is_(None))
+        # A row that keeps another size than the listing's (judged truncated): its
+        # directory gets no digest, which would stand for rows matching the listing.
+        kept = sa.and_(s.id.is_not(None), s.size != t.size)
         return conn.execute(
             sa.select(t.seq, s.id, kind, sa.case((pool_moved, True), else_=False),
-                      sa.case((unplaced, True), else_=False))
+                      sa.case((unplaced, True), else_=False), sa.case((kept, True), else_=False))
             .select_from(self.stage.table.outerjoin(
                 statuses, sa.and_(s.site == self.site, s.path_hash == t.path_hash)))
-            .where(t.seq >= lo, t.seq <= hi, sa.or_(kind != NOTHING, pool_moved, unplaced))
+            .where(t.seq >= lo, t.seq <= hi,
+                   sa.or_(kind != NOTHING, pool_moved, unplaced, kept))
         ).all()
 
-    def _merge_chunk(self, first: int, chunk: list[tuple[bytes, Listed]]) -> None:
+    def _merge_chunk(self, first: int, chunk: list[tuple[bytes | None, Listed]],
+                     groups: list[list]) -> None:
         s = statuses.c
         lo, hi = first, first + len(chunk) - 1
         if self.first:
@@ -272,16 +314,24 @@ class Ingest:
                 self.counts.new += len(chunk)
             return
         with write_transaction(self.writer) as conn:
-            if not conn.execute(sa.select(sa.func.count()).select_from(self.stage.table)
-                                .where(self.stage.table.c.seq == lo)).scalar():
+            unchanged = self._confirm_unchanged(conn, chunk, groups)
+            staged = [(lo + i, digest, item.size, item.mtime_ns, item.recorded_adler32,
+                       item.pool, self._parked(item))
+                      for i, (digest, item) in enumerate(chunk) if digest is not None]
+            if staged and not conn.execute(
+                    sa.select(sa.func.count()).select_from(self.stage.table)
+                    .where(self.stage.table.c.seq >= lo, self.stage.table.c.seq <= hi)
+            ).scalar():
                 # (Not again when this transaction is retried after its commit got through.)
-                self.stage.load(conn, [
-                    (lo + i, digest, item.size, item.mtime_ns, item.recorded_adler32,
-                     item.pool, self._parked(item)) for i, (digest, item) in enumerate(chunk)])
+                self.stage.load(conn, staged)
             found: dict[int, list] = {NEW: [], CHANGED: [], TRUNCATED: [], RETURNED: []}
             moved, unplaced = [], []
-            for seq, file_id, kind, pool_moved, no_dir in self._differences(conn, lo, hi):
+            differences = self._differences(conn, lo, hi) if staged else []
+            for seq, file_id, kind, pool_moved, no_dir, kept in differences:
                 digest, item = chunk[seq - lo]
+                if kept and kind in (NOTHING, TRUNCATED):
+                    with self._lock:
+                        self.listed_digests[directory_of(item.path)] = None
                 if no_dir:
                     unplaced.append({"b_id": file_id, "b_dir": dir_hash(item.path)})
                 if kind == NEW:
@@ -310,6 +360,31 @@ class Ingest:
             self.counts.changed += len(found[CHANGED])
             self.counts.truncated += truncated
             self.counts.returned += returned
+            self.unchanged_directories += [group[0] for group in unchanged]
+            self.unchanged_files += sum(group[2] for group in unchanged)
+
+    def _confirm_unchanged(self, conn: sa.Connection, chunk: list[tuple[bytes | None, Listed]],
+                           groups: list[list]) -> list[list]:
+        """The chunk's directories whose digest is the saved one (``groups``: [directory
+        hash, first file's place in the chunk, files, decision]): unchanged if their
+        present rows are as many as they list; the others are staged file by file (their
+        hashes filled in). The decision is kept in the group, so that a retry of the
+        chunk decides as the first try did."""
+        undecided = [g for g in groups if g[3] is None]
+        if undecided:
+            s = statuses.c
+            present = {bytes(h): n for h, n in conn.execute(
+                sa.select(s.dir_hash, sa.func.count())
+                .where(s.site == self.site, s.dir_hash.in_([g[0] for g in undecided]),
+                       s.status.not_in(_GONE))
+                .group_by(s.dir_hash))}
+            for group in undecided:
+                directory, start, files, _ = group
+                group[3] = present.get(directory) == files
+                if not group[3]:
+                    for i in range(start, start + files):
+                        chunk[i] = (path_hash(chunk[i][1].path), chunk[i][1])
+        return [g for g in groups if g[3]]
 
     def _insert_new(self, conn: sa.Connection, new: list[tuple[bytes, Listed]],
                     deltas: counts.Deltas, waiting: ages.Deltas) -> None:
@@ -470,8 +545,17 @@ class Ingest:
         step finds them. Returns (files, bytes) carried."""
         if self.first or not directories:
             return 0, 0
+        self._copy_rows([path_hash(d) for d in directories])
+        t = self.stage.table.c
+        with self.writer.connect() as conn:
+            files, size = conn.execute(sa.select(sa.func.count(), sa.func.sum(t.size))
+                                       .where(t.seq < 0)).one()
+        return int(files), int(size or 0)
+
+    def _copy_rows(self, hashes: list[bytes]) -> None:
+        """The present rows of the directories so hashed, copied from ``statuses`` into
+        the staging table (keyed by their negated id)."""
         s, t = statuses.c, self.stage.table.c
-        hashes = [path_hash(d) for d in directories]
         for start in range(0, len(hashes), DIR_BATCH):
             batch = hashes[start:start + DIR_BATCH]
             rows = (sa.select(-s.id, s.path_hash, s.size, s.mtime_ns, s.recorded_adler32,
@@ -489,10 +573,6 @@ class Ingest:
                     conn.execute(statement)
 
             retrying(self.writer, carry)
-        with self.writer.connect() as conn:
-            files, size = conn.execute(sa.select(sa.func.count(), sa.func.sum(t.size))
-                                       .where(t.seq < 0)).one()
-        return int(files), int(size or 0)
 
     def mark_vanished(self, unlisted: list[bytes], *, listed: int | None = None,
                       max_drop: float | None = None) -> int:
@@ -508,22 +588,38 @@ class Ingest:
         reads only the unique (site, path hash) index, which holds the row id too, and
         looks each hash up in the staging table's index. Rows already gone are among
         them; the few candidates are then sorted out by id, counted, and marked in short
-        transactions."""
-        if self.first or self._everything_staged():
+        transactions. Where directories were found unchanged by their digests
+        (``crawler.digests``), their files are not staged: the directories are, and the
+        read goes by the (site, directory hash) index instead, its candidates (the rows
+        of the other directories) checked against the staged files batch by batch."""
+        if self.first:
             return 0
-        self.stage.index()
+        staged = self._staged_unless_complete()
+        if staged is None:
+            return 0
         s, t = statuses.c, self.stage.table.c
-        unseen = (sa.select(s.id)
-                  .where(s.site == self.site, ~sa.exists().where(t.path_hash == s.path_hash)))
-        with self.engine.connect() as conn:
-            candidates = list(conn.execution_options(stream_results=True, yield_per=10000)
-                              .execute(unseen).scalars())
+        # By directory when that spares reading most rows; else the few unchanged
+        # directories' rows are copied in and the read goes by hash, as everywhere else.
+        by_directory = self.unchanged_files > staged
+        if self.unchanged_directories and not by_directory:
+            self._copy_rows(self.unchanged_directories)
+        if by_directory:
+            self._stage_unchanged_directories()
+            unseen = (sa.select(s.id).where(
+                s.site == self.site, ~sa.exists().where(t.path_hash == s.dir_hash)))
+        else:
+            unseen = (sa.select(s.id).where(
+                s.site == self.site, ~sa.exists().where(t.path_hash == s.path_hash)))
+        self.stage.index()
+        with self.engine.connect() as conn, self.engine.connect() as check:
+            stream = (conn.execution_options(stream_results=True, yield_per=BATCH)
+                      .execute(unseen).scalars())
             gone = []
-            for start in range(0, len(candidates), BATCH):
-                gone += [r.id for r in self._leaving(conn, candidates[start:start + BATCH],
-                                                     unlisted)]
+            while ids := list(itertools.islice(stream, BATCH)):
+                gone += [r.id for r in self._leaving(check, ids, unlisted,
+                                                     unstaged=by_directory)]
             if max_drop is not None and gone:
-                self.drop = self._refused(conn, len(gone), listed, max_drop)
+                self.drop = self._refused(check, len(gone), listed, max_drop)
         if self.drop is not None:
             self.withheld = len(gone)  # the caller says so: the CLI as its one error line
             return 0
@@ -534,34 +630,54 @@ class Ingest:
             self.counts.lost += lost
         return self.counts.vanished
 
-    def _everything_staged(self) -> bool:
-        """Whether the staging table holds as many files as the site has present rows: then
-        none can vanish, and the anti-join and the index it needs (a third of a re-crawl's
-        database time) are skipped. Exact: after the merge every staged file has a present
-        row of this site (new ones inserted, changed and returned ones present again), and
-        a listing names each file once, so equal counts are the same set. Both counts in
-        one statement, one read view."""
+    def _staged_unless_complete(self) -> int | None:
+        """How many rows the staging table holds; None if they, with the files of the
+        directories found unchanged, are as many as the site's present rows: then none
+        can vanish, and the anti-join and the index it needs (a third of a re-crawl's
+        database time) are skipped. Exact: after the merge every listed file has a present
+        row of this site (new ones inserted, changed and returned ones present again, an
+        unchanged directory's counted), and a listing names each file once, so equal
+        counts are the same set. Both counts in one statement, one read view."""
         s = statuses.c
         present = (sa.select(sa.func.count())
                    .where(s.site == self.site, s.status.not_in(_GONE)).scalar_subquery())
         staged = sa.select(sa.func.count()).select_from(self.stage.table).scalar_subquery()
         with self.engine.connect() as conn:
             present, staged = conn.execute(sa.select(present, staged)).one()
-        if present == staged:
+        if present == staged + self.unchanged_files:
             log.debug("all %s present files of site %s listed: none vanished", f"{present:,}",
                       self.site)
-        return present == staged
+            return None
+        return staged
+
+    def _stage_unchanged_directories(self) -> None:
+        """The directories found unchanged, into the staging table (size -1, after the
+        listing's places), where the vanish step spares their files."""
+        rows = [(self._seq + i, directory, -1, 0, None, None, False)
+                for i, directory in enumerate(self.unchanged_directories)]
+
+        def load() -> None:
+            with write_transaction(self.writer) as conn:
+                t = self.stage.table.c
+                if not conn.execute(sa.select(t.seq).where(t.seq == self._seq)).first():
+                    for start in range(0, len(rows), BATCH):
+                        self.stage.load(conn, rows[start:start + BATCH])
+
+        retrying(self.writer, load)
 
     def _leaving(self, conn: sa.Connection, ids: list[int], unlisted: list[bytes], *,
-                 lock: bool = False) -> list:
+                 lock: bool = False, unstaged: bool = False) -> list:
         """Which of ``ids`` are present below the root and outside every unlisted
-        directory: the files this crawl finds gone."""
-        s = statuses.c
+        directory (and, ``unstaged``, not among the staged files): the files this crawl
+        finds gone."""
+        s, t = statuses.c, self.stage.table.c
         lo, hi = _subtree_range(self.root)
         fences = [_subtree_range(d) for d in unlisted]
         query = (sa.select(s.id, s.path, s.status, s.size, s.reference, s.checked,
                            s.crawl_gen)
                  .where(s.id.in_(ids), s.status.not_in(_GONE), s.path >= lo, s.path < hi))
+        if unstaged:
+            query = query.where(~sa.exists().where(t.path_hash == s.path_hash, t.size >= 0))
         if lock:
             query = query.with_for_update()
         return [r for r in conn.execute(query)

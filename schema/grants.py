@@ -87,8 +87,9 @@ def _rights(role: str) -> list[Right]:
             tables.incidents.name: ("INSERT", "UPDATE"),
             tables.incident_files.name: ("INSERT",),
             tables.quarantines.name: ("INSERT",),  # pnfsmon declare --dark
-            # each complete crawl replaces what it listed of the directory state
-            tables.crawl_directories.name: ("INSERT", "DELETE"),
+            # each complete crawl replaces what it listed of the directory state; each
+            # crawl forgets the digests below its root while it runs
+            tables.crawl_directories.name: ("INSERT", "UPDATE", "DELETE"),
         }
         return [Right(t, ("SELECT",) + write.get(t, ())) for t in _ALL_TABLES]
     raise ConfigError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")

@@ -23,7 +23,7 @@ from sqlalchemy.dialects import mysql
 #: needs (``schema.db`` refuses a database at another one, and says what to run). A test
 #: holds it equal to the revisions' own chain.
 REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009",
-             "0010", "0011", "0012", "0013")
+             "0010", "0011", "0012", "0013", "0014")
 HEAD = REVISIONS[-1]
 #: The same, as the number that pnfs-monitor before Alembic kept in ``pnfsmon_meta`` (and
 #: each revision still updates): an older pnfs-monitor refuses a database newer than it.
@@ -37,7 +37,8 @@ HEAD = REVISIONS[-1]
 #: of corrupted verdicts by a second read (statuses.confirm_due, statuses.confirm_from,
 #: events.reader); 11: incidents (bursts of problem verdicts held from Rucio); 12: dark
 #: data (discrepancies.since, the quarantines table); 13: incremental crawls
-#: (``crawl_directories``, statuses.dir_hash, crawls.kind and crawls.skipped_directories).
+#: (``crawl_directories``, statuses.dir_hash, crawls.kind and crawls.skipped_directories);
+#: 14: each directory's listing digest (crawl_directories.digest).
 SCHEMA_VERSION = len(REVISIONS)
 
 # Bytes columns: BLOB/BYTEA hold any path (4 KB and more); a short VARBINARY for the hash
@@ -163,6 +164,9 @@ crawl_directories = sa.Table(
     sa.Column("mtime_ns", sa.BigInteger, nullable=False),
     sa.Column("unsettled", sa.Boolean, nullable=False),
     sa.Column("crawl_id", sa.Integer, nullable=False),  # the crawl that listed it last
+    # What ``statuses`` holds of its files, as a listing's digest (``crawler.digests``);
+    # NULL while a crawl below it runs, and where none can be trusted.
+    sa.Column("digest", HashBytes),
     sa.PrimaryKeyConstraint("site", "path_hash"),
 )
 

@@ -1,0 +1,57 @@
+"""Directory digests: a full crawl compares an unchanged directory's files with
+``statuses`` as a whole, not one by one.
+
+A full re-crawl still lists and stats every file: that is what it is for. But on a usual
+night almost every directory lists exactly what the last complete crawl listed there, and
+merging such a listing changes nothing. So the ingest (``crawler.ingest``) cuts the listing
+into directories and digests each one: every file's path, size, mtime, recorded checksum,
+pool and whether it is parked as nearline (what the merge compares), sorted, through
+SHA-256. A directory whose digest equals the one saved for it (``crawl_directories.digest``)
+and whose present rows in ``statuses`` are as many as it lists is not staged: it counts as
+listed and compared, and its files are spared from the vanish step by the directory.
+Anything else (a digest that differs, no digest, a count that differs) is staged and
+merged file by file, as before.
+
+The digest saved for a directory stands for "merging this listing against the rows
+changes nothing". It holds because:
+- it is written only by a complete crawl (``crawler.directories.save``), after that
+  crawl's merge made the rows match the listing; a directory where the rows keep a
+  difference on purpose (a file the crawl judged truncated keeps its old size) gets none;
+- every crawl forgets the digests below its root before it merges anything
+  (``directories.forget_digests``), so a crawl that dies or ends incomplete, having
+  merged part of its listing, leaves none to trust;
+- other writers of ``statuses`` (verdicts, leases, the schedule, incidents,
+  acknowledgements) change nothing the merge compares: they set a status, a checked
+  file's first reference where the storage recorded none, a due time;
+- the present rows are counted by directory in the merge's transaction: a row deleted,
+  added, or written without its directory (by hand) makes the count differ.
+A directory whose files come in more than one run of the listing (a slow mount's slices
+interleaved) gets no digest this time: the next full crawl stages it."""
+
+from __future__ import annotations
+
+import marshal
+from hashlib import sha256
+
+from pnfsmon.crawler.listing import Listed
+
+DIGEST_SIZE = 16
+
+
+def directory_of(path: bytes) -> bytes:
+    """The name of the directory holding ``path``, as digests are kept by (no trailing
+    slash, ``crawler.directories``)."""
+    return path[:path.rfind(b"/")] or b"/"
+
+
+def digest(items: list[Listed], include_nearline: bool = False) -> bytes:
+    """The digest of one directory's listed files (in any order), as a crawl that parks
+    nearline files unless ``include_nearline`` stages them."""
+    parks = not include_nearline
+    rows = [(i.path, i.size, i.mtime_ns, i.recorded_adler32, i.pool, i.nearline and parks)
+            for i in items]
+    rows.sort()
+    # marshal and SHA-256 (in the CPU's SHA instructions) cost a third of a text format
+    # and BLAKE2b. marshal's format may change with Python's version: a digest that
+    # changes with it only makes each directory staged once more.
+    return sha256(marshal.dumps(rows)).digest()[:DIGEST_SIZE]

@@ -1,0 +1,184 @@
+"""Directory digests (``crawler.digests``): a full crawl that compares unchanged
+directories with ``statuses`` as a whole leaves exactly the rows of one that compares
+every file, after every kind of change, on SQLite, MariaDB and PostgreSQL; and a crawl
+that merged part of a listing without completing leaves no digest to trust."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pnfsmon.crawler import directories
+from pnfsmon.crawler.crawl import crawl
+from pnfsmon.crawler.digests import digest
+from pnfsmon.crawler.listing import Listed
+from pnfsmon.schema import xrdcks
+from pnfsmon.schema.status import Status
+from pnfsmon.schema.tables import statuses
+from tests.helpers import random_bytes, write_file
+from tests.test_incremental import rows
+
+
+class Twins:
+    """One tree crawled twice after each change, in one database: site ``dig`` with the
+    digests its last complete crawl saved, site ``each`` with them forgotten first (every
+    file staged and compared, as before digests)."""
+
+    def __init__(self, engine, root: bytes) -> None:
+        self.engine, self.root = engine, root
+
+    def crawl(self, **options):
+        dig = crawl(self.engine, self.root, "dig", **options)
+        directories.forget_digests(self.engine, "each", self.root)
+        each = crawl(self.engine, self.root, "each", **options)
+        assert not each[1].unchanged_directories
+        got, want = timeless(rows(self.engine, "dig")), timeless(rows(self.engine, "each"))
+        assert got.keys() == want.keys()
+        assert got == want
+        return dig, each
+
+
+def timeless(rows: dict[bytes, dict]) -> dict[bytes, dict]:
+    """Rows with the times their crawl set (its start: a judged truncation's check and
+    confirmation due) told only as set or not: the twins' crawls start apart."""
+    return {path: {k: (v is None if k in ("checked", "confirm_due") else v)
+                   for k, v in values.items()} for path, values in rows.items()}
+
+
+def build(root: bytes) -> None:
+    for d in range(6):
+        for f in range(5):
+            write_file(os.path.join(root, b"d%d/f%d.root" % (d, f)),
+                       random_bytes(100 + f, d * 10 + f), record=d % 2 == 0)
+    write_file(os.path.join(root, b"d5/deeper/f.root"), b"deep", record=True)
+
+
+def test_digested_and_file_by_file_crawls_leave_identical_rows_after_every_change(
+        engine, tmp_path):
+    root = os.fsencode(tmp_path / "tree")
+    build(root)
+    twins = Twins(engine, root)
+    (stats, ingest), _ = twins.crawl()
+    assert stats.files == 31 and not ingest.unchanged_directories  # nothing saved yet
+
+    # Nothing changed: every directory is compared by its digest, no file staged.
+    (stats, ingest), _ = twins.crawl()
+    assert len(ingest.unchanged_directories) == 7 and ingest.unchanged_files == 31
+    assert ingest.counts.new == ingest.counts.changed == ingest.counts.vanished == 0
+
+    # Added, deleted, rewritten, a checksum the storage now records differently, a size
+    # that changed in place under the same mtime (judged corrupted by the crawl).
+    write_file(os.path.join(root, b"d0/added.root"), b"added", record=True)
+    os.unlink(os.path.join(root, b"d1/f0.root"))
+    write_file(os.path.join(root, b"d2/f1.root"), random_bytes(999, 1), record=True)
+    recorded = os.path.join(root, b"d4/f2.root")
+    os.setxattr(recorded, xrdcks.XATTR_NAME,
+                xrdcks.encode("0badf00d", int(os.stat(recorded).st_mtime)))
+    truncated = os.path.join(root, b"d3/f3.root")
+    before = os.stat(truncated)
+    os.truncate(truncated, 10)
+    os.utime(truncated, ns=(before.st_atime_ns, before.st_mtime_ns))
+    (stats, ingest), _ = twins.crawl()
+    assert ingest.counts.new == 1 and ingest.counts.vanished == 1
+    assert ingest.counts.changed == 2 and ingest.counts.truncated == 1
+    assert len(ingest.unchanged_directories) == 2  # d5 and d5/deeper
+    got = rows(engine, "dig")
+    assert got[truncated]["status"] == Status.CORRUPTED and got[truncated]["size"] == 103
+    assert got[recorded]["recorded_adler32"] == "0badf00d"
+
+    # The directory whose row keeps its old size (the truncated file) has no digest: it is
+    # compared file by file for as long as that lasts, the others by their digests again.
+    (stats, ingest), _ = twins.crawl()
+    assert len(ingest.unchanged_directories) == 6
+    assert directories.load(engine, "dig", root)[os.path.join(root, b"d3")].digest is None
+
+    # A directory that goes with its subdirectory; the rest unchanged: the vanish step
+    # goes by directory.
+    for name in (b"d5/deeper/f.root", *(b"d5/f%d.root" % f for f in range(5))):
+        os.unlink(os.path.join(root, name))
+    os.rmdir(os.path.join(root, b"d5/deeper"))
+    os.rmdir(os.path.join(root, b"d5"))
+    (stats, ingest), _ = twins.crawl()
+    assert ingest.counts.vanished == 6 and len(ingest.unchanged_directories) == 4
+    assert rows(engine, "dig")[os.path.join(root, b"d5/f0.root")]["status"] == Status.VANISHED
+
+    # Most directories changed and one file deleted: the few unchanged directories' rows
+    # are copied in and the vanish step goes by hash.
+    for d in (0, 1):
+        for name in os.listdir(os.path.join(root, b"d%d" % d)):
+            path = os.path.join(root, b"d%d" % d, name)
+            os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 1000))
+    os.unlink(os.path.join(root, b"d4/f4.root"))
+    (stats, ingest), _ = twins.crawl()
+    assert len(ingest.unchanged_directories) == 1 and ingest.counts.vanished == 1
+
+
+def test_a_crawl_that_does_not_complete_leaves_no_digest_to_trust(engine, tmp_path):
+    """A refused crawl merged a change (a new mtime) and marked nothing vanished; the file
+    then gets its old mtime back, so its directory lists what the last complete crawl
+    listed, while its row holds the refused crawl's mtime. Only a forgotten digest makes
+    the next crawl see that."""
+    root = os.fsencode(tmp_path / "tree")
+    build(root)
+    twins = Twins(engine, root)
+    twins.crawl()
+    twins.crawl()
+    path = os.path.join(root, b"d1/f1.root")
+    old = os.stat(path).st_mtime_ns
+    os.utime(path, ns=(0, old + 5_000_000_000))
+    for f in range(5):  # most of the site vanishing: refused, the crawl incomplete
+        for d in (0, 2, 3, 4):
+            os.rename(os.path.join(root, b"d%d/f%d.root" % (d, f)),
+                      os.path.join(os.fsencode(tmp_path), b"away-%d-%d" % (d, f)))
+    (stats, ingest), _ = twins.crawl(max_drop=0.1)
+    assert ingest.drop is not None and ingest.counts.changed == 1
+    assert rows(engine, "dig")[path]["mtime_ns"] == old + 5_000_000_000
+    assert all(k.digest is None for k in directories.load(engine, "dig", root).values())
+
+    os.utime(path, ns=(0, old))
+    for f in range(5):
+        for d in (0, 2, 3, 4):
+            os.rename(os.path.join(os.fsencode(tmp_path), b"away-%d-%d" % (d, f)),
+                      os.path.join(root, b"d%d/f%d.root" % (d, f)))
+    (stats, ingest), _ = twins.crawl()
+    assert not ingest.unchanged_directories and ingest.counts.changed == 1
+    assert rows(engine, "dig")[path]["mtime_ns"] == old
+    (stats, ingest), _ = twins.crawl()  # complete again: digests trusted again
+    assert len(ingest.unchanged_directories) == 7
+
+
+@pytest.mark.hand_written_rows
+def test_a_row_deleted_by_hand_is_found_by_its_directorys_count(engine, tmp_path):
+    root = os.fsencode(tmp_path / "tree")
+    build(root)
+    twins = Twins(engine, root)
+    twins.crawl()
+    gone = os.path.join(root, b"d2/f2.root")
+    with engine.begin() as conn:
+        conn.execute(statuses.delete().where(statuses.c.path == gone))
+    (stats, ingest), _ = twins.crawl()
+    assert ingest.counts.new == 1 and len(ingest.unchanged_directories) == 6
+    assert rows(engine, "dig")[gone]["status"] == Status.UNCHECKED
+
+
+def test_a_directory_digest_is_its_files_in_any_order_and_all_they_hold():
+    files = [Listed(b"/r/d/a", 1, 10, "0000abcd", pool="pool1"), Listed(b"/r/d/b", 2, 20)]
+    assert digest(files) == digest(files[::-1])
+    changed = [
+        Listed(b"/r/d/c", 1, 10, "0000abcd", pool="pool1"),  # another name
+        Listed(b"/r/d/a", 3, 10, "0000abcd", pool="pool1"),  # size
+        Listed(b"/r/d/a", 1, 11, "0000abcd", pool="pool1"),  # mtime
+        Listed(b"/r/d/a", 1, 10, "0000abce", pool="pool1"),  # recorded checksum
+        Listed(b"/r/d/a", 1, 10, None, pool="pool1"),  # none recorded
+        Listed(b"/r/d/a", 1, 10, "0000abcd", pool="pool2"),  # pool
+        Listed(b"/r/d/a", 1, 10, "0000abcd", pool="pool1", nearline=True),  # only on tape
+    ]
+    seen = {digest(files)}
+    for first in changed:
+        seen.add(digest([first, files[1]]))
+    assert len(seen) == 1 + len(changed)
+    tape = [Listed(b"/r/d/a", 1, 10, nearline=True)]
+    # A nearline file staged (crawl --include-nearline) is not one parked.
+    assert digest(tape) != digest(tape, include_nearline=True)
+    assert len(digest(files)) == 16
