@@ -136,6 +136,13 @@ class DirectoryPlan:
         if entry is not None and not entry[1] and self.may_change(item):
             entry[1] = True
 
+    def files(self, directory: bytes, items: list[Listed]) -> None:
+        """``file`` for each of ``items``, listed in ``directory`` (a mount walk's
+        directory at once)."""
+        entry = self.listed.get(directory)
+        if entry is not None and not entry[1] and any(map(self.may_change, items)):
+            entry[1] = True
+
     def may_change(self, item: Listed) -> bool:
         """A file younger than the grace, empty, or without a recorded checksum: an upload
         that may still complete."""

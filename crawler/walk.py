@@ -340,13 +340,11 @@ class ParallelWalk:
                 stats.empty_directories += 1
             following = [d for d in outcome.subdirectories if plan.is_new(d)]
         stats.skipped += outcome.skipped
-        items = []
-        file = plan.file
+        items = [item for item, _ in outcome.files]
         for item, problem in outcome.files:
             if problem is not None:
                 stats.bad_metadata(item.path, problem)
-            file(path, item)
-            items.append(item)
+        plan.files(path, items)
         stats.count_all(items)
         return items, following
 
@@ -441,18 +439,22 @@ class ParallelWalk:
 
     def _describe_slice(self, directory: _Directory, names: list[bytes],
                         outcome: _Outcome) -> None:
+        # Every listed file passes here: what the loop uses, looked up once.
+        fd, path, describe, append = (directory.fd, directory.path, self.describe,
+                                      outcome.files.append)
+        lstat, regular = os.stat, stat.S_ISREG
         for name in names:
-            if directory.failed:
+            if directory.failed:  # (another thread gave it up)
                 return
             try:
-                st = os.stat(name, dir_fd=directory.fd, follow_symlinks=False)
+                st = lstat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 outcome.skipped += 1  # vanished between listing and stat
                 continue
             except OSError as err:
                 outcome.error = f"{os.fsdecode(name)}: {err.strerror or err}"
                 return
-            if not stat.S_ISREG(st.st_mode):
+            if not regular(st.st_mode):
                 outcome.skipped += 1  # symlink, FIFO, socket, device: never opened
                 continue
-            outcome.files.append(self.describe(directory.fd, directory.path, name, st))
+            append(describe(fd, path, name, st))
