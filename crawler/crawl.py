@@ -45,9 +45,6 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
     if incremental and not skipping:
         plan.why = f"the {namespace.name} namespace is always crawled in full"
     stats = WalkStats(kind=plan.kind, full_because=plan.why)
-    # From here on the rows below the root may change: the saved digests stand for them
-    # again only once this crawl completes (``crawler.digests``).
-    directories.forget_digests(engine, site, namespace.root)
     ingest = Ingest(engine, site, namespace.root, grace=grace,
                     include_nearline=include_nearline, local_infile=local_infile,
                     digests=plan.digests())

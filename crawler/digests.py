@@ -17,9 +17,11 @@ changes nothing". It holds because:
 - it is written only by a complete crawl (``crawler.directories.save``), after that
   crawl's merge made the rows match the listing; a directory where the rows keep a
   difference on purpose (a file the crawl judged truncated keeps its old size) gets none;
-- every crawl forgets the digests below its root before it merges anything
-  (``directories.forget_digests``), so a crawl that dies or ends incomplete, having
-  merged part of its listing, leaves none to trust;
+- a merge that writes a file's row forgets its directory's digest in the same transaction
+  (``forget``), so a crawl that dies or ends incomplete, having merged part of its
+  listing, leaves no digest that no longer stands for the rows (the vanish step needs no
+  such care: a file it marks vanished is missing from the next listing, or back in it
+  with one present row fewer than listed);
 - other writers of ``statuses`` (verdicts, leases, the schedule, incidents,
   acknowledgements) change nothing the merge compares: they set a status, a checked
   file's first reference where the storage recorded none, a due time;
@@ -31,9 +33,15 @@ interleaved) gets no digest this time: the next full crawl stages it."""
 from __future__ import annotations
 
 import marshal
+import os
+from collections.abc import Iterable
 from hashlib import sha256
 
+import sqlalchemy as sa
+
 from pnfsmon.crawler.listing import Listed
+from pnfsmon.schema.paths import path_hash
+from pnfsmon.schema.tables import crawl_directories
 
 DIGEST_SIZE = 16
 
@@ -55,3 +63,19 @@ def digest(items: list[Listed], include_nearline: bool = False) -> bytes:
     # and BLAKE2b. marshal's format may change with Python's version: a digest that
     # changes with it only makes each directory staged once more.
     return sha256(marshal.dumps(rows)).digest()[:DIGEST_SIZE]
+
+
+def forget(conn: sa.Connection, site: str, paths: Iterable[bytes]) -> None:
+    """In the transaction that writes the rows of ``paths`` (files): their directories'
+    digests no longer stand for what ``statuses`` holds, until a complete crawl saves
+    them again."""
+    names = {os.path.dirname(p) for p in paths}
+    if not names:
+        return
+    # As the directory state names them: a crawl root may be kept with a trailing slash.
+    hashes = [path_hash(n) for n in names] + [path_hash(n + b"/") for n in names
+                                              if not n.endswith(b"/")]
+    d = crawl_directories.c
+    conn.execute(crawl_directories.update()
+                 .where(d.site == site, d.path_hash.in_(hashes), d.digest.is_not(None))
+                 .values(digest=None))

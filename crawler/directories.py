@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from pnfsmon.crawler.listing import Listed
-from pnfsmon.schema.db import retrying, write_transaction
 from pnfsmon.schema.paths import path_hash
 from pnfsmon.schema.status import GONE
 from pnfsmon.schema.tables import crawl_directories, crawls, statuses
@@ -59,7 +58,6 @@ class Known:
 
     mtime_ns: int
     unsettled: bool
-    crawl_id: int = 0
     digest: bytes | None = None
 
 
@@ -226,28 +224,10 @@ def load(engine: sa.Engine, site: str, root: bytes) -> dict[bytes, Known]:
     """The directory state in force for ``site`` below ``root``."""
     d = crawl_directories.c
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(d.path, d.mtime_ns, d.unsettled, d.crawl_id, d.digest)
+        rows = conn.execute(sa.select(d.path, d.mtime_ns, d.unsettled, d.digest)
                             .where(d.site == site)).all()
-    return {bytes(p): Known(int(m), bool(u), int(c), None if h is None else bytes(h))
-            for p, m, u, c, h in rows if _below(bytes(p), root)}
-
-
-def forget_digests(engine: sa.Engine, site: str, root: bytes) -> None:
-    """Before a crawl merges anything: the digests below ``root`` no longer stand for
-    what ``statuses`` holds (``crawler.digests``) until a complete crawl writes them
-    again; a crawl that dies or ends incomplete leaves none to trust."""
-    d = crawl_directories.c
-    base = root.rstrip(b"/")
-    below = sa.or_(d.path == root, d.path == base,
-                   sa.and_(d.path >= base + b"/", d.path < base + b"0"))  # '0' follows '/'
-
-    def forget() -> None:
-        with write_transaction(engine) as conn:
-            conn.execute(crawl_directories.update()
-                         .where(d.site == site, d.digest.is_not(None), below)
-                         .values(digest=None))
-
-    retrying(engine, forget)
+    return {bytes(p): Known(int(m), bool(u), None if h is None else bytes(h))
+            for p, m, u, h in rows if _below(bytes(p), root)}
 
 
 def plan(engine: sa.Engine, site: str, root: bytes, *, allowed: bool, full: bool = False,
@@ -291,26 +271,21 @@ def save(conn: sa.Connection, site: str, crawl_id: int, directories: DirectoryPl
          digests: dict[bytes, bytes | None] | None = None) -> None:
     """Write the state a complete crawl leaves, in ``conn``'s transaction: its listed
     directories replace what the previous state said of them, with the ``digests`` of
-    their listings (by name, ``crawler.ingest``); the skipped ones are written back as
-    they were, their digests with them (this crawl forgot them when it started);
-    vanished ones go (a full crawl: every directory it did not list)."""
+    their listings (by name, ``crawler.ingest``); vanished ones go (a full crawl: every
+    directory it did not list)."""
     d = crawl_directories.c
     digests = digests or {}
-    skipped = [p for p in directories.skipped if p in directories.previous]
     if directories.known is None:
         stale = [p for p in directories.previous if p not in directories.listed]
     else:
         stale = directories.vanished
-    drop = [path_hash(p) for p in (*stale, *skipped, *(p for p in directories.listed
-                                                      if p in directories.previous))]
+    drop = [path_hash(p) for p in (*stale, *(p for p in directories.listed
+                                            if p in directories.previous))]
     for start in range(0, len(drop), BATCH):
         conn.execute(crawl_directories.delete().where(
             d.site == site, d.path_hash.in_(drop[start:start + BATCH])))
     rows = [{"site": site, "path_hash": path_hash(p), "path": p, "mtime_ns": m,
              "unsettled": bool(u), "crawl_id": crawl_id, "digest": digests.get(_key(p))}
             for p, (m, u) in directories.listed.items() if m is not None]
-    rows += [{"site": site, "path_hash": path_hash(p), "path": p, "mtime_ns": k.mtime_ns,
-              "unsettled": k.unsettled, "crawl_id": k.crawl_id, "digest": k.digest}
-             for p, k in ((p, directories.previous[p]) for p in skipped)]
     for start in range(0, len(rows), BATCH):
         conn.execute(crawl_directories.insert(), rows[start:start + BATCH])

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from pnfsmon.crawler import digests
 from pnfsmon.crawler.digests import digest as directory_digest
 from pnfsmon.crawler.digests import directory_of
 from pnfsmon.crawler.listing import Listed, WalkStats
@@ -310,6 +311,7 @@ class Ingest:
                     self._insert_new(conn, chunk, deltas, waiting)
                     deltas.write(conn)
                     waiting.write(conn)
+                    digests.forget(conn, self.site, (item.path for _, item in chunk))
             with self._lock:
                 self.counts.new += len(chunk)
             return
@@ -325,13 +327,15 @@ class Ingest:
                 # (Not again when this transaction is retried after its commit got through.)
                 self.stage.load(conn, staged)
             found: dict[int, list] = {NEW: [], CHANGED: [], TRUNCATED: [], RETURNED: []}
-            moved, unplaced = [], []
+            moved, unplaced, written = [], [], []
             differences = self._differences(conn, lo, hi) if staged else []
             for seq, file_id, kind, pool_moved, no_dir, kept in differences:
                 digest, item = chunk[seq - lo]
                 if kept and kind in (NOTHING, TRUNCATED):
                     with self._lock:
                         self.listed_digests[directory_of(item.path)] = None
+                if no_dir or pool_moved or kind != NOTHING:
+                    written.append(item.path)  # (its row is written below)
                 if no_dir:
                     unplaced.append({"b_id": file_id, "b_dir": dir_hash(item.path)})
                 if kind == NEW:
@@ -355,6 +359,7 @@ class Ingest:
                              .values(dir_hash=sa.bindparam("b_dir")), unplaced)
             deltas.write(conn)
             waiting.write(conn)
+            digests.forget(conn, self.site, written)
         with self._lock:
             self.counts.new += len(found[NEW])
             self.counts.changed += len(found[CHANGED])
@@ -605,8 +610,10 @@ class Ingest:
             self._copy_rows(self.unchanged_directories)
         if by_directory:
             self._stage_unchanged_directories()
+            # (size -1: a file named as the directory was has its hash, and is no marker)
             unseen = (sa.select(s.id).where(
-                s.site == self.site, ~sa.exists().where(t.path_hash == s.dir_hash)))
+                s.site == self.site,
+                ~sa.exists().where(t.path_hash == s.dir_hash, t.size < 0)))
         else:
             unseen = (sa.select(s.id).where(
                 s.site == self.site, ~sa.exists().where(t.path_hash == s.path_hash)))

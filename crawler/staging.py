@@ -91,9 +91,11 @@ class Stage:
 
     def index(self) -> None:
         """Index the hashes once everything is loaded (a sorted bulk build, not row by
-        row), for the anti-join that finds vanished files."""
+        row), for the anti-join that finds vanished files; with the size, which tells an
+        unchanged directory's row (-1) from a file's without reading the row."""
         with self.engine.begin() as conn:
-            sa.Index(f"ix_{self.name}_hash", self.table.c.path_hash).create(conn)
+            sa.Index(f"ix_{self.name}_hash", self.table.c.path_hash,
+                     self.table.c.size).create(conn)
 
     def drop(self) -> None:
         with self.engine.begin() as conn:

@@ -87,8 +87,8 @@ def _rights(role: str) -> list[Right]:
             tables.incidents.name: ("INSERT", "UPDATE"),
             tables.incident_files.name: ("INSERT",),
             tables.quarantines.name: ("INSERT",),  # pnfsmon declare --dark
-            # each complete crawl replaces what it listed of the directory state; each
-            # crawl forgets the digests below its root while it runs
+            # each complete crawl replaces what it listed of the directory state; a merge
+            # forgets the digests of the directories whose rows it writes
             tables.crawl_directories.name: ("INSERT", "UPDATE", "DELETE"),
         }
         return [Right(t, ("SELECT",) + write.get(t, ())) for t in _ALL_TABLES]

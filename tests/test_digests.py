@@ -15,7 +15,7 @@ from pnfsmon.crawler.digests import digest
 from pnfsmon.crawler.listing import Listed
 from pnfsmon.schema import xrdcks
 from pnfsmon.schema.status import Status
-from pnfsmon.schema.tables import statuses
+from pnfsmon.schema.tables import crawl_directories, statuses
 from tests.helpers import random_bytes, write_file
 from tests.test_incremental import rows
 
@@ -30,7 +30,9 @@ class Twins:
 
     def crawl(self, **options):
         dig = crawl(self.engine, self.root, "dig", **options)
-        directories.forget_digests(self.engine, "each", self.root)
+        with self.engine.begin() as conn:  # every file of "each" staged and compared
+            conn.execute(crawl_directories.update()
+                         .where(crawl_directories.c.site == "each").values(digest=None))
         each = crawl(self.engine, self.root, "each", **options)
         assert not each[1].unchanged_directories
         got, want = timeless(rows(self.engine, "dig")), timeless(rows(self.engine, "each"))
@@ -117,8 +119,8 @@ def test_digested_and_file_by_file_crawls_leave_identical_rows_after_every_chang
 def test_a_crawl_that_does_not_complete_leaves_no_digest_to_trust(engine, tmp_path):
     """A refused crawl merged a change (a new mtime) and marked nothing vanished; the file
     then gets its old mtime back, so its directory lists what the last complete crawl
-    listed, while its row holds the refused crawl's mtime. Only a forgotten digest makes
-    the next crawl see that."""
+    listed, while its row holds the refused crawl's mtime. Only a digest forgotten by that
+    merge makes the next crawl see that."""
     root = os.fsencode(tmp_path / "tree")
     build(root)
     twins = Twins(engine, root)
@@ -134,7 +136,9 @@ def test_a_crawl_that_does_not_complete_leaves_no_digest_to_trust(engine, tmp_pa
     (stats, ingest), _ = twins.crawl(max_drop=0.1)
     assert ingest.drop is not None and ingest.counts.changed == 1
     assert rows(engine, "dig")[path]["mtime_ns"] == old + 5_000_000_000
-    assert all(k.digest is None for k in directories.load(engine, "dig", root).values())
+    # The merge that wrote the row forgot its directory's digest; the others stand.
+    known = directories.load(engine, "dig", root)
+    assert {d for d, k in known.items() if k.digest is None} == {root, os.path.join(root, b"d1")}
 
     os.utime(path, ns=(0, old))
     for f in range(5):
@@ -142,10 +146,44 @@ def test_a_crawl_that_does_not_complete_leaves_no_digest_to_trust(engine, tmp_pa
             os.rename(os.path.join(os.fsencode(tmp_path), b"away-%d-%d" % (d, f)),
                       os.path.join(root, b"d%d/f%d.root" % (d, f)))
     (stats, ingest), _ = twins.crawl()
-    assert not ingest.unchanged_directories and ingest.counts.changed == 1
+    assert len(ingest.unchanged_directories) == 6 and ingest.counts.changed == 1
     assert rows(engine, "dig")[path]["mtime_ns"] == old
     (stats, ingest), _ = twins.crawl()  # complete again: digests trusted again
     assert len(ingest.unchanged_directories) == 7
+
+
+def test_the_files_of_a_directory_replaced_by_a_file_vanish(engine, tmp_path):
+    """A file named as a directory was has that directory's hash: it is not taken for the
+    directory found unchanged that spares its old files in the vanish step."""
+    root = os.fsencode(tmp_path / "tree")
+    build(root)
+    twins = Twins(engine, root)
+    twins.crawl()
+    twins.crawl()
+    deeper = os.path.join(root, b"d5/deeper")
+    os.unlink(os.path.join(deeper, b"f.root"))
+    os.rmdir(deeper)
+    write_file(deeper, b"now a file", record=True)
+    (stats, ingest), _ = twins.crawl()
+    assert ingest.counts.vanished == 1 and ingest.counts.new == 1
+    assert rows(engine, "dig")[os.path.join(deeper, b"f.root")]["status"] == Status.VANISHED
+
+
+def test_an_incremental_crawl_leaves_the_digests_of_the_directories_it_skips(engine,
+                                                                             tmp_path):
+    """A quiet incremental night writes no directory state for what it skipped; the next
+    full crawl compares those directories by their digests."""
+    root = os.fsencode(tmp_path / "tree")
+    build(root)
+    crawl(engine, root, "s")
+    before = directories.load(engine, "s", root)
+    assert all(k.digest is not None for d, k in before.items() if d != root)  # (no files)
+    stats, ingest = crawl(engine, root, "s", incremental=True)
+    # (d1, d3 and d5 hold files without a recorded checksum: listed every night)
+    assert stats.kind == "incremental" and stats.skipped_directories == 5
+    assert directories.load(engine, "s", root) == before
+    stats, ingest = crawl(engine, root, "s", incremental=True, full=True)
+    assert stats.kind == "full" and len(ingest.unchanged_directories) == 7
 
 
 @pytest.mark.hand_written_rows
