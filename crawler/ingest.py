@@ -187,28 +187,29 @@ class Ingest:
                    for n in range(writers)]
         for thread in threads:
             thread.start()
-        chunk: list[tuple[bytes | None, Listed]] = []
+        chunk: list[tuple[bytes, Listed]] = []
         groups: list[list] = []
+        held = 0  # files in this chunk's groups
         batch = batch or BATCH
 
         def directory_done(directory: bytes, files: list[Listed]) -> None:
             # One run of a directory's files: staged one by one, or, when its digest is
             # the saved one, held as a group that the merge confirms by its rows' count.
-            nonlocal chunk, groups
+            nonlocal chunk, groups, held
             found = directory_digest(files, self.include_nearline)
             if directory in self.listed_digests:  # its files came in more than one run
                 self.listed_digests[directory] = None
             else:
                 self.listed_digests[directory] = found
             if not self.first and self.digests.get(directory) == found:
-                groups.append([dir_hash(files[0].path), len(chunk), len(files), None])
-                chunk += [(None, item) for item in files]
+                groups.append([dir_hash(files[0].path), files, None])
+                held += len(files)
             else:
                 chunk += [(path_hash(item.path), item) for item in files]
-            if len(chunk) >= batch:
-                chunks.put((self._seq, chunk, groups))
-                self._seq += len(chunk)
-                chunk, groups = [], []
+            if len(chunk) + held >= batch:
+                chunks.put((self._seq, chunk, groups, len(chunk) + held))
+                self._seq += len(chunk) + held
+                chunk, groups, held = [], [], 0
 
         try:
             directory, files = None, []
@@ -225,9 +226,9 @@ class Ingest:
                 directory, files = parent, [item]
             if files and not failure:
                 directory_done(directory, files)
-            if chunk and not failure:
-                chunks.put((self._seq, chunk, groups))
-                self._seq += len(chunk)
+            if (chunk or groups) and not failure:
+                chunks.put((self._seq, chunk, groups, len(chunk) + held))
+                self._seq += len(chunk) + held
         finally:
             for _ in threads:
                 chunks.put(None)
@@ -296,10 +297,14 @@ class Ingest:
                    sa.or_(kind != NOTHING, pool_moved, unplaced, kept))
         ).all()
 
-    def _merge_chunk(self, first: int, chunk: list[tuple[bytes | None, Listed]],
-                     groups: list[list]) -> None:
+    def _merge_chunk(self, first: int, chunk: list[tuple[bytes, Listed]], groups: list[list],
+                     size: int) -> None:
+        """Merge one chunk: ``chunk``'s files, each with its path's hash, staged at
+        ``first`` on, and ``groups`` of files held by their directory's digest
+        (``_confirm_unchanged``); ``size`` files in all, the places ``first`` to
+        ``first + size - 1``."""
         s = statuses.c
-        lo, hi = first, first + len(chunk) - 1
+        lo, hi = first, first + size - 1
         if self.first:
             with write_transaction(self.writer) as conn:
                 s = statuses.c
@@ -316,10 +321,10 @@ class Ingest:
                 self.counts.new += len(chunk)
             return
         with write_transaction(self.writer) as conn:
-            unchanged = self._confirm_unchanged(conn, chunk, groups)
+            unchanged, restaged = self._confirm_unchanged(conn, groups)
+            chunk = chunk + restaged
             staged = [(lo + i, digest, item.size, item.mtime_ns, item.recorded_adler32,
-                       item.pool, self._parked(item))
-                      for i, (digest, item) in enumerate(chunk) if digest is not None]
+                       item.pool, self._parked(item)) for i, (digest, item) in enumerate(chunk)]
             if staged and not conn.execute(
                     sa.select(sa.func.count()).select_from(self.stage.table)
                     .where(self.stage.table.c.seq >= lo, self.stage.table.c.seq <= hi)
@@ -366,16 +371,15 @@ class Ingest:
             self.counts.truncated += truncated
             self.counts.returned += returned
             self.unchanged_directories += [group[0] for group in unchanged]
-            self.unchanged_files += sum(group[2] for group in unchanged)
+            self.unchanged_files += sum(len(group[1]) for group in unchanged)
 
-    def _confirm_unchanged(self, conn: sa.Connection, chunk: list[tuple[bytes | None, Listed]],
-                           groups: list[list]) -> list[list]:
+    def _confirm_unchanged(self, conn: sa.Connection, groups: list[list]
+                           ) -> tuple[list[list], list[tuple[bytes, Listed]]]:
         """The chunk's directories whose digest is the saved one (``groups``: [directory
-        hash, first file's place in the chunk, files, decision]): unchanged if their
-        present rows are as many as they list; the others are staged file by file (their
-        hashes filled in). The decision is kept in the group, so that a retry of the
-        chunk decides as the first try did."""
-        undecided = [g for g in groups if g[3] is None]
+        hash, files, decision]): unchanged if their present rows are as many as they list;
+        returned with the files of the others, to be staged one by one. The decision is
+        kept in the group, so that a retry of the chunk decides as the first try did."""
+        undecided = [g for g in groups if g[2] is None]
         if undecided:
             s = statuses.c
             present = {bytes(h): n for h, n in conn.execute(
@@ -384,12 +388,9 @@ class Ingest:
                        s.status.not_in(_GONE))
                 .group_by(s.dir_hash))}
             for group in undecided:
-                directory, start, files, _ = group
-                group[3] = present.get(directory) == files
-                if not group[3]:
-                    for i in range(start, start + files):
-                        chunk[i] = (path_hash(chunk[i][1].path), chunk[i][1])
-        return [g for g in groups if g[3]]
+                group[2] = present.get(group[0]) == len(group[1])
+        restaged = [(path_hash(item.path), item) for g in groups if not g[2] for item in g[1]]
+        return [g for g in groups if g[2]], restaged
 
     def _insert_new(self, conn: sa.Connection, new: list[tuple[bytes, Listed]],
                     deltas: counts.Deltas, waiting: ages.Deltas) -> None:
@@ -618,15 +619,23 @@ class Ingest:
             unseen = (sa.select(s.id).where(
                 s.site == self.site, ~sa.exists().where(t.path_hash == s.path_hash)))
         self.stage.index()
-        with self.engine.connect() as conn, self.engine.connect() as check:
+        with self.engine.connect() as conn:
             stream = (conn.execution_options(stream_results=True, yield_per=BATCH)
                       .execute(unseen).scalars())
-            gone = []
-            while ids := list(itertools.islice(stream, BATCH)):
-                gone += [r.id for r in self._leaving(check, ids, unlisted,
-                                                     unstaged=by_directory)]
+            if by_directory:  # many candidates (a changed directory's files): batch by batch
+                with self.engine.connect() as check:
+                    gone = []
+                    while ids := list(itertools.islice(stream, BATCH)):
+                        gone += [r.id for r in self._leaving(check, ids, unlisted,
+                                                             unstaged=True)]
+            else:  # few: read, then sorted out on the same connection
+                candidates = list(stream)
+                gone = []
+                for start in range(0, len(candidates), BATCH):
+                    gone += [r.id for r in self._leaving(
+                        conn, candidates[start:start + BATCH], unlisted)]
             if max_drop is not None and gone:
-                self.drop = self._refused(check, len(gone), listed, max_drop)
+                self.drop = self._refused(conn, len(gone), listed, max_drop)
         if self.drop is not None:
             self.withheld = len(gone)  # the caller says so: the CLI as its one error line
             return 0
