@@ -56,6 +56,16 @@ def build(root: bytes) -> None:
     write_file(os.path.join(root, b"d5/deeper/f.root"), b"deep", record=True)
 
 
+def crawled_twice(engine, tmp_path) -> tuple[bytes, Twins]:
+    """The test tree, crawled twice by both twins: its digests saved, then used."""
+    root = os.fsencode(tmp_path / "tree")
+    build(root)
+    twins = Twins(engine, root)
+    twins.crawl()
+    twins.crawl()
+    return root, twins
+
+
 def test_digested_and_file_by_file_crawls_leave_identical_rows_after_every_change(
         engine, tmp_path):
     root = os.fsencode(tmp_path / "tree")
@@ -121,11 +131,7 @@ def test_a_crawl_that_does_not_complete_leaves_no_digest_to_trust(engine, tmp_pa
     then gets its old mtime back, so its directory lists what the last complete crawl
     listed, while its row holds the refused crawl's mtime. Only a digest forgotten by that
     merge makes the next crawl see that."""
-    root = os.fsencode(tmp_path / "tree")
-    build(root)
-    twins = Twins(engine, root)
-    twins.crawl()
-    twins.crawl()
+    root, twins = crawled_twice(engine, tmp_path)
     path = os.path.join(root, b"d1/f1.root")
     old = os.stat(path).st_mtime_ns
     os.utime(path, ns=(0, old + 5_000_000_000))
@@ -155,11 +161,7 @@ def test_a_crawl_that_does_not_complete_leaves_no_digest_to_trust(engine, tmp_pa
 def test_the_files_of_a_directory_replaced_by_a_file_vanish(engine, tmp_path):
     """A file named as a directory was has that directory's hash: it is not taken for the
     directory found unchanged that spares its old files in the vanish step."""
-    root = os.fsencode(tmp_path / "tree")
-    build(root)
-    twins = Twins(engine, root)
-    twins.crawl()
-    twins.crawl()
+    root, twins = crawled_twice(engine, tmp_path)
     deeper = os.path.join(root, b"d5/deeper")
     os.unlink(os.path.join(deeper, b"f.root"))
     os.rmdir(deeper)
