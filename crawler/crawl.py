@@ -8,7 +8,7 @@ import logging
 
 import sqlalchemy as sa
 
-from pnfsmon.crawler import directories
+from pnfsmon.crawler import digests, directories
 from pnfsmon.crawler.ingest import Ingest
 from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.crawler.namespaces import Namespace
@@ -76,7 +76,7 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
         ingest.mark_vanished(stats.unreadable, listed=stats.files, max_drop=max_drop)
         ingest.finish(stats, kind=plan.kind, skipped_directories=stats.skipped_directories,
                       when_complete=lambda conn: directories.save(
-                          conn, site, ingest.crawl_id, plan, ingest.listed_digests)
+                          conn, site, ingest.crawl_id, plan, saved_digests(conn, site, ingest))
                       if skipping else None)
         if ingest.unchanged_directories:
             log.info("%s directories (%s files) listed as the last complete crawl left "
@@ -94,6 +94,18 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
         ingest.abandon()
         raise
     return stats, ingest
+
+
+def saved_digests(conn: sa.Connection, site: str, ingest: Ingest
+                  ) -> dict[bytes, bytes | None] | None:
+    """The directory digests a complete crawl leaves (``crawler.digests``): none if
+    another crawl of the site ran beside it."""
+    other = digests.overlapped(conn, site, ingest.crawl_id, ingest.started)
+    if other is None:
+        return ingest.listed_digests
+    log.warning("crawl %d of site %s ran beside this one: no directory digests saved (the "
+                "next full crawl compares every file, and saves them)", other, site)
+    return None
 
 
 def previous_files(engine, site: str, root: bytes) -> int | None:

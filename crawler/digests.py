@@ -26,7 +26,11 @@ changes nothing". It holds because:
   acknowledgements) change nothing the merge compares: they set a status, a checked
   file's first reference where the storage recorded none, a due time;
 - the present rows are counted by directory in the merge's transaction: a row deleted,
-  added, or written without its directory (by hand) makes the count differ.
+  added, or written without its directory (by hand) makes the count differ;
+- a crawl that another crawl of its site ran beside (a night's crawl that outlasted the
+  next one's start, an operator's crawl of a subdirectory) saves none (``overlapped``):
+  the other's merge may have forgotten a digest that this one's older listing would
+  write back.
 A directory whose files come in more than one run of the listing (a slow mount's slices
 interleaved) gets no digest this time: the next full crawl stages it."""
 
@@ -40,8 +44,9 @@ from hashlib import sha256
 import sqlalchemy as sa
 
 from pnfsmon.crawler.listing import Listed
+from pnfsmon.crawler.staging import STALE_AFTER
 from pnfsmon.schema.paths import path_hash
-from pnfsmon.schema.tables import crawl_directories
+from pnfsmon.schema.tables import crawl_directories, crawls
 
 DIGEST_SIZE = 16
 
@@ -49,7 +54,7 @@ DIGEST_SIZE = 16
 def directory_of(path: bytes) -> bytes:
     """The name of the directory holding ``path``, as digests are kept by (no trailing
     slash, ``crawler.directories``)."""
-    return path[:path.rfind(b"/")] or b"/"
+    return path[:path.rfind(b"/")].rstrip(b"/") or b"/"  # (as os.path.dirname: "//")
 
 
 def digest(items: list[Listed], include_nearline: bool = False) -> bytes:
@@ -79,3 +84,16 @@ def forget(conn: sa.Connection, site: str, paths: Iterable[bytes]) -> None:
     conn.execute(crawl_directories.update()
                  .where(d.site == site, d.path_hash.in_(hashes), d.digest.is_not(None))
                  .values(digest=None))
+
+
+def overlapped(conn: sa.Connection, site: str, crawl_id: int, started: float) -> int | None:
+    """Another crawl of ``site`` that may have run while crawl ``crawl_id`` (started at
+    ``started``) did: finished after that, or not finished and not a day old (a crawl
+    that has not finished in a day has died, ``crawler.staging``). Its id, or None."""
+    c = crawls.c
+    return conn.execute(
+        sa.select(c.id).where(
+            c.site == site, c.id != crawl_id,
+            sa.or_(c.finished > started,
+                   sa.and_(c.finished.is_(None), c.started > started - STALE_AFTER)))
+        .limit(1)).scalar()

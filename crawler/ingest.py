@@ -206,16 +206,18 @@ class Ingest:
                 held += len(files)
             else:
                 chunk += [(path_hash(item.path), item) for item in files]
-            if len(chunk) + held >= batch:
-                chunks.put((self._seq, chunk, groups, len(chunk) + held))
-                self._seq += len(chunk) + held
-                chunk, groups, held = [], [], 0
+            while len(chunk) + held >= batch:  # a large directory's files in several chunks
+                cut = max(batch - held, 0)  # (a group is never cut: its chunk takes it whole)
+                chunks.put((self._seq, chunk[:cut], groups, cut + held))
+                self._seq += cut + held
+                chunk, groups, held = chunk[cut:], [], 0
 
         try:
             directory, files = None, []
             for item in listing:
                 path = item.path
-                parent = path[:path.rfind(b"/")] or b"/"  # directory_of, inline: every file
+                # directory_of, inline: every file passes here
+                parent = path[:path.rfind(b"/")].rstrip(b"/") or b"/"
                 if parent == directory:
                     files.append(item)
                     continue
@@ -330,7 +332,9 @@ class Ingest:
                     .where(self.stage.table.c.seq >= lo, self.stage.table.c.seq <= hi)
             ).scalar():
                 # (Not again when this transaction is retried after its commit got through.)
-                self.stage.load(conn, staged)
+                # In pieces: a large directory whose count did not confirm it comes whole.
+                for start in range(0, len(staged), BATCH):
+                    self.stage.load(conn, staged[start:start + BATCH])
             found: dict[int, list] = {NEW: [], CHANGED: [], TRUNCATED: [], RETURNED: []}
             moved, unplaced, written = [], [], []
             differences = self._differences(conn, lo, hi) if staged else []
@@ -406,15 +410,17 @@ class Ingest:
                                              for r in rows])
             return
         # MariaDB/MySQL: PyMySQL escapes each parameter in Python, which costs more than
-        # the statement; hex literals are built at C speed and are exact.
-        conn.exec_driver_sql(
-            f"INSERT INTO statuses ({', '.join(_NEW_COLUMNS)}) VALUES "
-            + ",".join(f"({mysql_text(site)},X'{path.hex()}',X'{digest.hex()}',{int(size)},"
-                       f"{int(mtime)},{mysql_checksum(recorded)},{mysql_text(source)},"
-                       f"{reference},{mysql_text(pool)},{status},{_number(key)},"
-                       f"{_number(expiry)},{gen},X'{parent.hex()}')"
-                       for site, path, digest, size, mtime, recorded, source, reference, pool,
-                       status, key, expiry, gen, parent in rows))
+        # the statement; hex literals are built at C speed and are exact. At most a chunk's
+        # worth a statement (a server's max_allowed_packet).
+        for start in range(0, len(rows), BATCH):
+            conn.exec_driver_sql(
+                f"INSERT INTO statuses ({', '.join(_NEW_COLUMNS)}) VALUES "
+                + ",".join(f"({mysql_text(site)},X'{path.hex()}',X'{digest.hex()}',"
+                           f"{int(size)},{int(mtime)},{mysql_checksum(recorded)},"
+                           f"{mysql_text(source)},{reference},{mysql_text(pool)},{status},"
+                           f"{_number(key)},{_number(expiry)},{gen},X'{parent.hex()}')"
+                           for site, path, digest, size, mtime, recorded, source, reference,
+                           pool, status, key, expiry, gen, parent in rows[start:start + BATCH]))
 
     def _reset_changed(self, conn: sa.Connection, changed: list[tuple[int, Listed]],
                        deltas: counts.Deltas, waiting: ages.Deltas) -> None:

@@ -10,8 +10,9 @@ import os
 import pytest
 
 from pnfsmon.crawler import directories
+from pnfsmon.crawler import ingest as ingest_module
 from pnfsmon.crawler.crawl import crawl
-from pnfsmon.crawler.digests import digest
+from pnfsmon.crawler.digests import digest, directory_of
 from pnfsmon.crawler.listing import Listed
 from pnfsmon.schema import xrdcks
 from pnfsmon.schema.status import Status
@@ -188,6 +189,70 @@ def test_an_incremental_crawl_leaves_the_digests_of_the_directories_it_skips(eng
     assert stats.kind == "full" and len(ingest.unchanged_directories) == 7
 
 
+def test_a_crawl_that_another_ran_beside_saves_no_digest(engine, tmp_path, monkeypatch,
+                                                        caplog):
+    """A crawl of the root lists a file; before it finishes, the file is rewritten and a
+    crawl of its directory records that (forgetting the directory's digest). The root's
+    crawl, finishing last, must not save the digest of its older listing over that: once
+    the file is restored with its old times, the rows would keep the rewrite."""
+    root = os.fsencode(tmp_path / "tree")
+    build(root)
+    crawl(engine, root, "s")
+    crawl(engine, root, "s")
+    sub = os.path.join(root, b"d2")
+    path = os.path.join(sub, b"f1.root")
+    old = os.stat(path)
+    with open(path, "rb") as fh:
+        content = fh.read()
+    mark_vanished = ingest_module.Ingest.mark_vanished
+
+    def beside(self, *args, **kwargs):
+        if self.root == root:
+            write_file(path, random_bytes(999, 5), record=True)
+            assert crawl(engine, sub, "s")[1].counts.changed == 1
+        return mark_vanished(self, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_module.Ingest, "mark_vanished", beside)
+    crawl(engine, root, "s")
+    monkeypatch.undo()
+    assert "ran beside this one: no directory digests saved" in caplog.text
+    assert rows(engine, "s")[path]["size"] == 999
+    write_file(path, content, record=True)
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    stats, ingest = crawl(engine, root, "s")
+    assert not ingest.unchanged_directories and ingest.counts.changed == 1
+    got = rows(engine, "s")[path]
+    assert (got["size"], got["mtime_ns"]) == (old.st_size, old.st_mtime_ns)
+
+
+@pytest.mark.hand_written_rows
+def test_a_large_directory_is_merged_in_chunks(engine, tmp_path, monkeypatch):
+    """A directory's files are cut into chunks of at most BATCH (one statement and one
+    staging load each: a server's max_allowed_packet); one held by its digest whose count
+    does not confirm it is staged in pieces of BATCH too."""
+    monkeypatch.setattr(ingest_module, "BATCH", 4)
+    loads, inserts = [], []
+    stage_load, insert_new = ingest_module.Stage.load, ingest_module.Ingest._insert_new
+    monkeypatch.setattr(ingest_module.Stage, "load", lambda self, conn, rows: (
+        loads.append(len(rows)), stage_load(self, conn, rows))[1])
+    monkeypatch.setattr(ingest_module.Ingest, "_insert_new", lambda self, conn, new, *a: (
+        inserts.append(len(new)), insert_new(self, conn, new, *a))[1])
+    root = os.fsencode(tmp_path / "tree")
+    for f in range(11):
+        write_file(os.path.join(root, b"big/f%02d.root" % f), b"x" * f, record=True)
+    twins = Twins(engine, root)
+    twins.crawl()
+    assert max(inserts) == 4 and sum(inserts) == 22  # both twins
+    twins.crawl()
+    with engine.begin() as conn:  # its count no longer confirms it: staged in pieces
+        conn.execute(statuses.delete().where(
+            statuses.c.path == os.path.join(root, b"big/f03.root")))
+    loads.clear()
+    (stats, ingest), _ = twins.crawl()
+    assert ingest.counts.new == 1 and not ingest.unchanged_directories
+    assert max(loads) == 4 and sum(loads) == 22
+
+
 @pytest.mark.hand_written_rows
 def test_a_row_deleted_by_hand_is_found_by_its_directorys_count(engine, tmp_path):
     root = os.fsencode(tmp_path / "tree")
@@ -222,3 +287,6 @@ def test_a_directory_digest_is_its_files_in_any_order_and_all_they_hold():
     # A nearline file staged (crawl --include-nearline) is not one parked.
     assert digest(tape) != digest(tape, include_nearline=True)
     assert len(digest(files)) == 16
+    # A file's directory as the directory state names it (XRootD's server root too).
+    assert directory_of(b"/a") == b"/" and directory_of(b"/x//y") == b"/x"
+    assert directory_of(b"root://host//a") == b"root://host"
