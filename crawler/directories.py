@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -129,14 +130,12 @@ class DirectoryPlan:
         self.listed[directory] = [mtime_ns, unsettled]
 
     def file(self, directory: bytes, item: Listed) -> None:
-        """A file listed in ``directory``: one that may still change leaves it unsettled."""
-        entry = self.listed.get(directory)
-        if entry is not None and not entry[1] and self.may_change(item):
-            entry[1] = True
+        """A file listed in ``directory`` (``files`` for one)."""
+        self.files(directory, (item,))
 
-    def files(self, directory: bytes, items: list[Listed]) -> None:
-        """``file`` for each of ``items``, listed in ``directory`` (a mount walk's
-        directory at once)."""
+    def files(self, directory: bytes, items: Sequence[Listed]) -> None:
+        """Files listed in ``directory`` (a mount walk's directory at once): one that may
+        still change leaves it unsettled."""
         entry = self.listed.get(directory)
         if entry is not None and not entry[1] and any(map(self.may_change, items)):
             entry[1] = True
