@@ -12,11 +12,11 @@ import pytest
 from pnfsmon.crawler import directories
 from pnfsmon.crawler import ingest as ingest_module
 from pnfsmon.crawler.crawl import crawl
-from pnfsmon.crawler.digests import digest, directory_of
+from pnfsmon.crawler.digests import digest, directory_of, overlapped
 from pnfsmon.crawler.listing import Listed
 from pnfsmon.schema import xrdcks
 from pnfsmon.schema.status import Status
-from pnfsmon.schema.tables import crawl_directories, statuses
+from pnfsmon.schema.tables import crawl_directories, crawls, statuses
 from tests.helpers import random_bytes, write_file
 from tests.test_incremental import rows
 
@@ -223,6 +223,36 @@ def test_a_crawl_that_another_ran_beside_saves_no_digest(engine, tmp_path, monke
     assert not ingest.unchanged_directories and ingest.counts.changed == 1
     got = rows(engine, "s")[path]
     assert (got["size"], got["mtime_ns"]) == (old.st_size, old.st_mtime_ns)
+
+
+def test_which_crawls_ran_beside_one(engine):
+    """Beside a crawl started at T: one finished after T, or one unfinished and less than
+    a day old at T (older, it died); not one finished before T, nor one of another site."""
+    day, now = 86400.0, 2_000_000_000.0
+
+    def add(site: str, started: float, finished: float | None) -> int:
+        with engine.begin() as conn:
+            return conn.execute(crawls.insert().values(
+                site=site, root=b"/r", started=started, finished=finished,
+                complete=finished is not None)).inserted_primary_key[0]
+
+    this = add("s", now, None)
+    add("s", now - 3 * day, now - 2 * day)  # finished before
+    add("other", now - 3600, None)  # another site
+    add("s", now - 2 * day, None)  # died two days ago
+    with engine.connect() as conn:
+        assert overlapped(conn, "s", this, now) is None
+    running = add("s", now - 3600, None)  # started an hour before, still running
+    with engine.connect() as conn:
+        assert overlapped(conn, "s", this, now) == running
+    with engine.begin() as conn:
+        conn.execute(crawls.update().where(crawls.c.id == running)
+                     .values(finished=now - 60))  # finished before this one started
+    with engine.connect() as conn:
+        assert overlapped(conn, "s", this, now) is None
+    later = add("s", now + 60, now + 120)  # started and finished while this one ran
+    with engine.connect() as conn:
+        assert overlapped(conn, "s", this, now) == later
 
 
 @pytest.mark.hand_written_rows

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from pnfsmon.schema import grants
-from tests.helpers import BACKENDS, SERVERS, pnfsmon, write_file
+from tests.helpers import BACKENDS, SERVERS, assert_no_secret, pnfsmon, write_file
 
 SERVER_BACKENDS = [b for b in ("mariadb", "postgresql") if b in BACKENDS]
 PASSWORD = "Role-S3cret!"
@@ -142,6 +142,7 @@ def test_every_command_runs_under_its_role(accounts, site):
         r = run(role, *args)
         assert r.returncode == code, (role, args, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr
+        assert_no_secret(r.stdout + r.stderr, PASSWORD, f"{role} {args}")
     assert (base / "report" / "index.html").is_file()
     # A file lost (missing when it vanished), then acknowledged by a person.
     (tree / "d1" / "f5.dat").unlink()
@@ -155,6 +156,7 @@ def test_every_command_runs_under_its_role(accounts, site):
     ]:
         r = run(role, *args)
         assert r.returncode == code, (role, args, r.stdout, r.stderr)
+        assert_no_secret(r.stdout + r.stderr, PASSWORD, f"{role} {args}")
         # The worker's check opened the incident (its detection, under the worker role).
         assert "could not look for bursts" not in r.stderr
         assert role != "worker" or "incident 1 opened" in r.stderr
