@@ -11,6 +11,7 @@ from pnfsmon.crawler.chimera_db import password_from
 from pnfsmon.crawler.crawl import crawl, previous_files, summary
 from pnfsmon.crawler.directories import SKIPPING, WRITE_ONCE
 from pnfsmon.crawler.namespaces import NAMESPACES, open_namespace
+from pnfsmon.crawler.walkers import MAX_PROCESSES
 from pnfsmon.schema import cli, logs, schedule
 from pnfsmon.schema.errors import (
     EXIT_OK,
@@ -128,8 +129,10 @@ def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--parallel", type=int, metavar="N",
                    help="mounts (posix, pnfs, chimera): calls in flight at once, listing "
                         "directories and reading each file's metadata (default: the site's "
-                        f"parallel, else {DEFAULT_PARALLEL} on a network or FUSE filesystem, "
-                        "1 on a local one)")
+                        f"parallel, else {DEFAULT_PARALLEL} on a network or FUSE filesystem; "
+                        "on a local one a full re-crawl walks in a process a CPU (at "
+                        f"most {MAX_PROCESSES}), one call at a time each; 1: in the crawl's "
+                        "own process)")
     p.add_argument("--site", default=DEFAULT_SITE,
                    help=f"site name the files belong to (default: {DEFAULT_SITE})")
     p.add_argument("--allow-drop", action="store_true",

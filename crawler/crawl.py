@@ -5,6 +5,7 @@ adds only the options, the site's settings and the messages."""
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 
 import sqlalchemy as sa
 
@@ -49,19 +50,27 @@ def crawl(engine, root: bytes | Namespace, site: str, *, read_xattrs: bool = Tru
                     include_nearline=include_nearline, local_infile=local_infile,
                     digests=plan.digests())
 
-    def shown(walk):
+    def shown(walk, every: int = 256):
         # Looked at every 256 files, not each (a re-crawl's walk is a few microseconds a
         # file): at the slowest mount's pace that is still more than once a second.
         for n, item in enumerate(walk):
-            if not n & 255:
+            if not n % every:
                 progress.update(stats.files, f"{stats.directories:,} directories")
             yield item
 
+    processes = (namespace.processes(plan, ingest.digests)
+                 if isinstance(namespace, PosixNamespace) else 0)
     try:
         # In here: a mount walk sorts every known directory when it is made, and a signal
         # then must still leave the crawl incomplete, its staging table dropped.
-        walk = namespace.walk(stats, plan) if skipping else namespace.walk(stats)
-        ingest.add_all(walk if progress is None else shown(walk))
+        if processes:  # (closed at once, however the ingest ends: its walkers go)
+            stats.walkers = processes
+            with closing(namespace.walk_directories(stats, plan, processes, ingest.digests,
+                                                    include_nearline)) as runs:
+                ingest.add_directories(runs if progress is None else shown(runs, 1))
+        else:
+            walk = namespace.walk(stats, plan) if skipping else namespace.walk(stats)
+            ingest.add_all(walk if progress is None else shown(walk))
         if progress is not None:
             progress.done()
         if stats.stopped is not None:  # what was listed is recorded; nothing is vanished
@@ -127,7 +136,8 @@ def summary(root: bytes, site: str, stats: WalkStats, ingest: Ingest, seconds: f
                 f"({stats.carried_files:,} files carried over), "
                 f"{stats.vanished_directories:,} gone")
     else:
-        kind = "full crawl" + (f" ({stats.full_because})" if stats.full_because else "")
+        kind = ("full crawl" + (f" ({stats.full_because})" if stats.full_because else "")
+                + (f", walked by {stats.walkers} processes" if stats.walkers else ""))
     return (
         f"crawled {display(root)} (site {site}; {kind}) in {seconds:.1f} s: "
         f"{count(stats.files, 'file')}, "

@@ -140,6 +140,13 @@ class DirectoryPlan:
         if entry is not None and not entry[1] and any(map(self.may_change, items)):
             entry[1] = True
 
+    def unsettled(self, directory: bytes) -> None:
+        """A listed directory holds a file that may still change (``files``, told by a
+        walker process that saw its files, ``crawler.walkers``)."""
+        entry = self.listed.get(directory)
+        if entry is not None:
+            entry[1] = True
+
     def may_change(self, item: Listed) -> bool:
         """A file younger than the grace, empty, or without a recorded checksum: an upload
         that may still complete."""

@@ -48,7 +48,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -56,7 +56,7 @@ import sqlalchemy as sa
 from pnfsmon.crawler import digests
 from pnfsmon.crawler.digests import digest as directory_digest
 from pnfsmon.crawler.digests import directory_of
-from pnfsmon.crawler.listing import Listed, WalkStats
+from pnfsmon.crawler.listing import Listed, Packed, WalkStats
 from pnfsmon.crawler.staging import Stage, drop_stale, mysql_checksum, mysql_text
 from pnfsmon.schema import ages, counts, schedule
 from pnfsmon.schema.db import bulk_loading, retrying, write_transaction
@@ -118,6 +118,24 @@ def _subtree_range(directory: bytes) -> tuple[bytes, bytes]:
     return base + b"/", base + b"0"  # '0' is the byte after '/'
 
 
+def by_directory(listing: Iterable[Listed]
+                 ) -> Iterator[tuple[bytes, list[Listed], None]]:
+    """A listing of files cut into runs of one directory's files (``add_directories``)."""
+    directory, files = None, []
+    for item in listing:
+        path = item.path
+        # directory_of, inline: every file passes here
+        parent = path[:path.rfind(b"/")].rstrip(b"/") or b"/"
+        if parent == directory:
+            files.append(item)
+            continue
+        if files:
+            yield directory, files, None
+        directory, files = parent, [item]
+    if files:
+        yield directory, files, None
+
+
 class Ingest:
     """Write one crawl of one site below one root."""
 
@@ -166,9 +184,17 @@ class Ingest:
 
     def add_all(self, listing: Iterable[Listed], batch: int | None = None,
                 writers: int = 2) -> None:
-        """Stage and merge a listing. Chunks are loaded and merged by ``writers`` threads on
-        their own connections, so the walk overlaps the database's work (waiting on a
-        socket releases the GIL) and the server can use more than one core. Chunks hold
+        """Stage and merge a listing of files (``add_directories``, a directory's run of
+        files at a time)."""
+        self.add_directories(by_directory(listing), batch, writers)
+
+    def add_directories(self, listing: Iterable[tuple[bytes, Sequence[Listed], bytes | None]],
+                        batch: int | None = None, writers: int = 2) -> None:
+        """Stage and merge a listing given as runs of one directory's files: (its name as
+        ``digests.directory_of`` gives it, the files, their digest or None to compute
+        it here). Chunks are loaded and merged by ``writers`` threads on their own
+        connections, so the walk overlaps the database's work (waiting on a socket
+        releases the GIL) and the server can use more than one core. Chunks hold
         distinct paths, so concurrent writers never touch the same row."""
         if self.engine.dialect.name == "sqlite":
             writers = 1  # one writer at a time is all SQLite allows anyway
@@ -191,43 +217,30 @@ class Ingest:
         groups: list[list] = []
         held = 0  # files in this chunk's groups
         batch = batch or BATCH
-
-        def directory_done(directory: bytes, files: list[Listed]) -> None:
-            # One run of a directory's files: staged one by one, or, when its digest is
-            # the saved one, held as a group that the merge confirms by its rows' count.
-            nonlocal chunk, groups, held
-            found = directory_digest(files, self.include_nearline)
-            if directory in self.listed_digests:  # its files came in more than one run
-                self.listed_digests[directory] = None
-            else:
-                self.listed_digests[directory] = found
-            if not self.first and self.digests.get(directory) == found:
-                groups.append([dir_hash(files[0].path), files, None])
-                held += len(files)
-            else:
-                chunk += [(path_hash(item.path), item) for item in files]
-            while len(chunk) + held >= batch:  # a large directory's files in several chunks
-                cut = max(batch - held, 0)  # (a group is never cut: its chunk takes it whole)
-                chunks.put((self._seq, chunk[:cut], groups, cut + held))
-                self._seq += cut + held
-                chunk, groups, held = chunk[cut:], [], 0
-
         try:
-            directory, files = None, []
-            for item in listing:
-                path = item.path
-                # directory_of, inline: every file passes here
-                parent = path[:path.rfind(b"/")].rstrip(b"/") or b"/"
-                if parent == directory:
-                    files.append(item)
-                    continue
-                if files:
-                    directory_done(directory, files)
-                    if failure:
-                        break
-                directory, files = parent, [item]
-            if files and not failure:
-                directory_done(directory, files)
+            for directory, files, found in listing:
+                # One run of a directory's files: staged one by one, or, when its digest
+                # is the saved one, held as a group that the merge confirms by its rows'
+                # count.
+                if found is None:
+                    found = directory_digest(files, self.include_nearline)
+                if directory in self.listed_digests:  # its files came in more than one run
+                    self.listed_digests[directory] = None
+                else:
+                    self.listed_digests[directory] = found
+                if not self.first and self.digests.get(directory) == found:
+                    key = files.dir_hash if files.__class__ is Packed else dir_hash(files[0].path)
+                    groups.append([key, files, None])
+                    held += len(files)
+                else:
+                    chunk += [(path_hash(item.path), item) for item in files]
+                while len(chunk) + held >= batch:  # a large directory's files in chunks
+                    cut = max(batch - held, 0)  # (a group is never cut: its chunk takes it)
+                    chunks.put((self._seq, chunk[:cut], groups, cut + held))
+                    self._seq += cut + held
+                    chunk, groups, held = chunk[cut:], [], 0
+                if failure:
+                    break
             if (chunk or groups) and not failure:
                 chunks.put((self._seq, chunk, groups, len(chunk) + held))
                 self._seq += len(chunk) + held

@@ -6,9 +6,11 @@ consumes them."""
 from __future__ import annotations
 
 import logging
+import marshal
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pnfsmon.schema.paths import display
+from pnfsmon.schema.paths import dir_hash, display
 from pnfsmon.schema.reference import Reference
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,36 @@ class Listed:
         self.unread = why
 
 
+_REFERENCES = {int(r): r for r in Reference}
+
+
+class Packed:
+    """One directory's listed files packed into bytes, as a walker process
+    (``crawler.walkers``) hands over a directory whose digest is the saved one: the ingest
+    counts them (``len``) and unpacks them (iterating) only if its merge cannot confirm
+    the directory by its rows (``crawler.digests``). A ``Listed`` crosses a process as a
+    tuple through marshal at a fifth of pickle's cost."""
+
+    __slots__ = ("dir_hash", "count", "data")
+
+    def __init__(self, items: list[Listed]) -> None:
+        self.dir_hash = dir_hash(items[0].path)
+        self.count = len(items)
+        self.data = marshal.dumps([
+            (i.path, i.size, i.mtime_ns, i.recorded_adler32, i.recorded_from, i.pool,
+             i.nearline, int(i.reference), i.unread) for i in items])
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Listed]:
+        references = _REFERENCES
+        return iter([Listed(path, size, mtime, recorded, source, pool, nearline,
+                            references[reference], unread)
+                     for path, size, mtime, recorded, source, pool, nearline, reference, unread
+                     in marshal.loads(self.data)])
+
+
 @dataclass
 class WalkStats:
     files: int = 0
@@ -68,6 +100,7 @@ class WalkStats:
     # directories found gone.
     kind: str = "full"
     full_because: str = ""
+    walkers: int = 0  # walker processes that walked it (``crawler.walkers``); 0: none
     skipped_directories: int = 0
     carried_files: int = 0
     vanished_directories: int = 0

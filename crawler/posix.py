@@ -18,9 +18,10 @@ import os
 import threading
 from collections.abc import Iterator
 
+from pnfsmon.crawler import walkers
 from pnfsmon.crawler.directories import DirectoryPlan
-from pnfsmon.crawler.listing import Listed, WalkStats
-from pnfsmon.crawler.walk import DEFAULT_TIMEOUT, ParallelWalk
+from pnfsmon.crawler.listing import Listed, Packed, WalkStats
+from pnfsmon.crawler.walk import DEFAULT_TIMEOUT, ParallelWalk, is_remote
 from pnfsmon.schema import xrdcks
 from pnfsmon.schema.paths import display
 from pnfsmon.schema.reference import Reference
@@ -42,16 +43,42 @@ class PosixNamespace:
         self.parallel = parallel
         self.timeout = timeout
         self._lock = threading.Lock()  # the count below, from the walk's threads
-        self._unsupported = 0
+        self.unsupported = 0  # files on a filesystem without user xattrs
+
+    def parallel_walk(self) -> ParallelWalk:
+        return ParallelWalk(self.root, self._describe, parallel=self.parallel,
+                            timeout=self.timeout)
+
+    def processes(self, plan: DirectoryPlan, saved: dict[bytes, bytes]) -> int:
+        """Walker processes for a crawl under ``plan`` (``crawler.walkers``): one a CPU
+        for a full crawl of a local filesystem walked one call at a time (``parallel``
+        not set) when the last complete crawl saved digests (``saved``), so that most
+        directories cross between processes as a few bytes a file, untouched; else 0,
+        the walk in the crawl's process. (A first crawl is the database's work: walkers
+        gained it nothing, bench/crawl.py. A mount's calls wait on its server, and its
+        threads already keep many in flight.)"""
+        if self.parallel is not None or plan.known is not None or not saved:
+            return 0
+        return 0 if is_remote(self.root) else walkers.cpus()
 
     def walk(self, stats: WalkStats, plan: DirectoryPlan | None = None) -> Iterator[Listed]:
-        yield from ParallelWalk(self.root, self._describe, parallel=self.parallel,
-                                timeout=self.timeout).walk(stats, plan)
-        stats.xattrs_unsupported = self._unsupported
-        if self._unsupported:
+        yield from self.parallel_walk().walk(stats, plan)
+        self._say_unsupported(stats)
+
+    def walk_directories(self, stats: WalkStats, plan: DirectoryPlan, processes: int,
+                         saved: dict[bytes, bytes], include_nearline: bool
+                         ) -> Iterator[tuple[bytes, Packed | list[Listed], bytes]]:
+        """``walk`` in ``processes`` walker processes, a directory's files at once
+        (``crawler.walkers``)."""
+        yield from walkers.walk(self, stats, plan, processes, saved, include_nearline)
+        self._say_unsupported(stats)
+
+    def _say_unsupported(self, stats: WalkStats) -> None:
+        stats.xattrs_unsupported = self.unsupported
+        if self.unsupported:
             log.warning("%s files are on a filesystem without user extended attributes: "
                         "they have no recorded checksum (%s not readable there)",
-                        f"{self._unsupported:,}", xrdcks.XATTR_NAME)
+                        f"{self.unsupported:,}", xrdcks.XATTR_NAME)
 
     def _describe(self, fd: int, directory: bytes, name: bytes,
                   st: os.stat_result) -> tuple[Listed, None]:
@@ -65,8 +92,8 @@ class PosixNamespace:
             item = Listed(path, st.st_size, st.st_mtime_ns)
             item.recorded(SOURCE, None)  # none can be kept there
             with self._lock:
-                self._unsupported += 1
-                first = self._unsupported == 1
+                self.unsupported += 1
+                first = self.unsupported == 1
             if first:
                 log.warning("%s: %s not readable: %s (counted; asked again for every "
                             "file)", display(path), xrdcks.XATTR_NAME, err)

@@ -77,7 +77,10 @@ class _Task:
 
 
 @dataclass
-class _Outcome:
+class Outcome:
+    """What one task found (handed from the thread that ran it to the one that counts
+    it, ``ParallelWalk.account``; or from a walker process, ``crawler.walkers``)."""
+
     task: _Task
     files: list[tuple[Listed, str | None]] = field(default_factory=list)
     subdirectories: list[bytes] = field(default_factory=list)
@@ -140,7 +143,7 @@ class _Schedule:
                 self.running.add(task)
                 return task
 
-    def ran(self, task: _Task, outcome: _Outcome) -> bool:
+    def ran(self, task: _Task, outcome: Outcome) -> bool:
         """A worker finished ``task``; False if it had been given up (the thread ends)."""
         with self.lock:
             if task.abandoned:  # a fresh thread has taken this one's place
@@ -159,7 +162,7 @@ class _Schedule:
             self.waiting += len(outcome.files)
             return True
 
-    def consumed(self, outcome: _Outcome, to_list: list[bytes]) -> None:
+    def consumed(self, outcome: Outcome, to_list: list[bytes]) -> None:
         """The consumer took ``outcome``: list ``to_list`` next, and describe a listing's
         files in slices on the directory's descriptor."""
         with self.lock:
@@ -265,13 +268,23 @@ class ParallelWalk:
         pending += [_Task(_Directory(p)) for p in to_list]
         while pending:
             task = pending.pop()
-            outcome = self._run(task)
-            if task.kind == LIST and outcome.error is None and outcome.names:
-                self._describe_slice(task.directory, outcome.names, outcome)
-            self.close(task.directory)
-            items, following = self._account(outcome, stats, plan)
+            outcome = self.run_whole(task)
+            items, following = self.account(outcome, stats, plan)
             pending.extend(_Task(_Directory(p)) for p in reversed(following))
             yield from items
+
+    def list_whole(self, directory: bytes) -> Outcome:
+        """List ``directory`` and describe its files, in this thread."""
+        return self.run_whole(_Task(_Directory(directory)))
+
+    def run_whole(self, task: _Task) -> Outcome:
+        """Run ``task`` to its end in this thread: a listing with its files described
+        (one call at a time, its descriptor closed after)."""
+        outcome = self._run(task)
+        if task.kind == LIST and outcome.error is None and outcome.names:
+            self._describe_slice(task.directory, outcome.names, outcome)
+        self.close(task.directory)
+        return outcome
 
     def _walk_threads(self, stats: WalkStats, plan: DirectoryPlan, to_list: list[bytes],
                       to_stat: list[bytes]) -> Iterator[Listed]:
@@ -297,20 +310,20 @@ class ParallelWalk:
                     looked = time.monotonic()
                     if stats.stopped is not None:  # the mount is taken for dead
                         while not schedule.done.empty():  # what was found is kept
-                            yield from self._account(schedule.done.get(), stats, plan)[0]
+                            yield from self.account(schedule.done.get(), stats, plan)[0]
                         return
                 try:
                     outcome = schedule.done.get(timeout=_POLL)
                 except queue.Empty:
                     continue
-                items, following = self._account(outcome, stats, plan)
+                items, following = self.account(outcome, stats, plan)
                 schedule.consumed(outcome, following)
                 yield from items
         finally:
             schedule.stop()
 
     @staticmethod
-    def _account(outcome: _Outcome, stats: WalkStats, plan: DirectoryPlan
+    def account(outcome: Outcome, stats: WalkStats, plan: DirectoryPlan
                  ) -> tuple[list[Listed], list[bytes]]:
         """Count what one task found (either walk, in the consuming thread): its files, and
         the directories to list because of it."""
@@ -383,8 +396,8 @@ class ParallelWalk:
         if directory.pending == 0:
             self.close(directory)
 
-    def _run(self, task: _Task) -> _Outcome:
-        outcome = _Outcome(task)
+    def _run(self, task: _Task) -> Outcome:
+        outcome = Outcome(task)
         if task.kind == LIST:
             self._list(task.directory, outcome)
         elif task.kind == STAT:
@@ -394,7 +407,7 @@ class ParallelWalk:
         return outcome
 
     @staticmethod
-    def _stat(directory: _Directory, outcome: _Outcome) -> None:
+    def _stat(directory: _Directory, outcome: Outcome) -> None:
         """A known directory's mtime; gone if nothing, or no directory, is there now."""
         try:
             st = os.stat(directory.path, follow_symlinks=False)
@@ -409,7 +422,7 @@ class ParallelWalk:
         else:
             outcome.gone = True
 
-    def _list(self, directory: _Directory, outcome: _Outcome) -> None:
+    def _list(self, directory: _Directory, outcome: Outcome) -> None:
         names: list[bytes] = []
         try:
             directory.fd = os.open(directory.path,
@@ -438,7 +451,7 @@ class ParallelWalk:
         outcome.names = names
 
     def _describe_slice(self, directory: _Directory, names: list[bytes],
-                        outcome: _Outcome) -> None:
+                        outcome: Outcome) -> None:
         # Every listed file passes here: what the loop uses, looked up once.
         fd, path, describe, append = (directory.fd, directory.path, self.describe,
                                       outcome.files.append)

@@ -20,7 +20,8 @@ storage paths, what the catalog comparison ignores, and its grace and recheck pe
     chimera_db = postgresql://monitor@chimera-db/chimera  # namespace_kind = chimera-db
     chimera_db_password_file = /etc/pnfsmon/chimera.password  # else ~/.pgpass
     parallel = 32                                  # calls in flight crawling a mount
-                                                   # (default: 32 if NFS/FUSE/..., 1 if local)
+                                                   # (default: 32 if NFS/FUSE/...; local:
+                                                   # a walker process a CPU, 1: none)
     rucio_rse = T2_XX_Example                      # pnfsmon declare: the RSE, the scope of
     rucio_scope = cms                              # its LFNs, and dry-run (default) or
     declare = dry-run                              # apply without --apply

@@ -1,0 +1,257 @@
+"""Walk a local tree on several cores, for a full re-crawl (``crawler.crawl``).
+
+A full re-crawl of a local filesystem spends most of its time walking: a stat and an xattr
+read a file, and a Python object for each, in one process whose threads share the
+interpreter's lock. Here walker processes, forked from the crawl (so they share its
+namespace, plan and saved digests), take directories from one queue, each list one and
+describe its files one call at a time (``ParallelWalk.list_whole``), digest them
+(``crawler.digests``) and pack them (``listing.Packed``). The crawl's process counts each
+directory's outcome as its own walk would (``ParallelWalk.account``: the same counters,
+unlisted directories and directory state), queues its subdirectories and hands its files to
+the ingest. A directory whose digest is the saved one stays packed: the ingest unpacks it
+only if the rows' count does not confirm it. On an unchanged night the crawl's process
+does next to nothing a file, and the walk runs on every core.
+
+Used for a full crawl of a local filesystem walked one call at a time, when more than one
+CPU is the crawl's and the last complete crawl saved digests (``PosixNamespace.processes``);
+anything else is walked in the crawl's own process (``crawler.walk``). Directories arrive
+in another order; the rows, counters and directory state are the same. Walkers run at a
+lower CPU priority (``NICE``) than the crawl, the database and the checks beside them.
+
+Failures stay loud:
+- a walker that dies (killed, out of memory) ends the crawl with ``WorkerLost`` (exit 3):
+  incomplete, nothing marked vanished, the next crawl lists everything again;
+- an exception in a walker ends the crawl with its line and exit code (its traceback in
+  the log, as any bug's);
+- SIGINT and SIGTERM are the crawl's to handle: walkers ignore them, and are killed when
+  the crawl's walk ends, however it ends. A crawl killed outright (SIGKILL, the OOM
+  killer) takes its walkers with it: on Linux the kernel kills them
+  (PR_SET_PDEATHSIG), elsewhere each exits at its next wait."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pnfsmon.crawler.digests import digest, directory_of
+from pnfsmon.crawler.directories import DirectoryPlan
+from pnfsmon.crawler.listing import Listed, Packed, WalkStats
+from pnfsmon.crawler.walk import Outcome, ParallelWalk
+from pnfsmon.schema import outcome as ending
+from pnfsmon.schema.errors import PnfsmonError, WorkerLost
+from pnfsmon.schema.reference import Reference
+
+MAX_PROCESSES = 4  # beyond this a local disk's metadata, not the CPU, is the limit
+_WAITING = 8  # outcomes a walker may have waiting to be taken (bounds the memory)
+NICE = 10  # the walkers' CPU priority, below the crawl's own
+_POLL = 1.0  # seconds between looks at the walkers (and, in a walker, at its crawl)
+_UNREADABLE = Reference.UNREADABLE
+_PR_SET_PDEATHSIG = 1
+
+
+def cpus() -> int:
+    """Walker processes to use: one a CPU this process may run on, at most
+    ``MAX_PROCESSES``; 0 where there is only one (the walk stays in the crawl)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return min(n, MAX_PROCESSES) if n > 1 else 0
+
+
+@dataclass
+class _Found:
+    """One directory, as a walker hands it to the crawl."""
+
+    outcome: Outcome  # without its files, which are packed
+    name: bytes = b""  # as ``digests.directory_of`` names it
+    packed: Packed | None = None  # its files (None: it holds none)
+    digest: bytes | None = None
+    # The digest is the saved one, and nothing about its files needs the crawl's eye (a
+    # problem, a checksum that could not be read): it may stay packed.
+    held: bool = False
+    problems: list[tuple[bytes, str]] = field(default_factory=list)
+    bytes: int = 0
+    may_change: bool = False  # a file in it may still change (``DirectoryPlan.files``)
+
+
+@dataclass
+class _Finished:
+    pid: int
+    unsupported: int  # files found on a filesystem without user xattrs
+
+
+def _found(outcome: Outcome, saved: dict[bytes, bytes], include_nearline: bool,
+           plan: DirectoryPlan) -> _Found:
+    items = [item for item, _ in outcome.files]
+    found = _Found(outcome, problems=[(item.path, problem) for item, problem in outcome.files
+                                      if problem is not None])
+    outcome.files, outcome.names = [], []  # (the files cross packed; their names not at all)
+    if not items:
+        return found
+    found.name = directory_of(items[0].path)
+    found.packed = Packed(items)
+    found.digest = digest(items, include_nearline)
+    found.held = (outcome.error is None and not found.problems
+                  and saved.get(found.name) == found.digest
+                  and not any(item.reference is _UNREADABLE for item in items))
+    found.bytes = sum([item.size for item in items])
+    found.may_change = any(map(plan.may_change, items))
+    return found
+
+
+def _walker(namespace, tasks, results, saved: dict[bytes, bytes], include_nearline: bool,
+            plan: DirectoryPlan, parent: int) -> None:
+    """Body of one walker process: directories from ``tasks`` until None."""
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the crawl's: it ends us
+        signal.signal(signum, signal.SIG_IGN)
+    _die_with_crawl(parent)
+    # Below the crawl, the database and the checks on the same machine: a walk takes
+    # every core it can get.
+    os.nice(NICE)
+    walk: ParallelWalk = namespace.parallel_walk()
+    before = namespace.unsupported
+    try:
+        while (path := _wait(tasks.get, parent)) is not None:
+            message = _found(walk.list_whole(path), saved, include_nearline, plan)
+            _wait(lambda timeout, m=message: results.put(m, timeout=timeout), parent)
+        results.put(_Finished(os.getpid(), namespace.unsupported - before))
+    except BaseException as err:  # noqa: BLE001 (every end reaches the crawl)
+        results.put(ending.as_error(err))
+
+
+def _die_with_crawl(parent: int) -> None:
+    """Linux: the kernel kills this walker when its crawl dies, even in a call that hangs
+    (PR_SET_PDEATHSIG); elsewhere it notices at its next wait (``_wait``)."""
+    if sys.platform.startswith("linux"):
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        # (every argument as the kernel's unsigned long: prctl is variadic)
+        if prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL),
+                 ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # it died before that
+        os._exit(1)
+
+
+def _wait(call, parent: int):
+    """``call(timeout=…)`` until it answers; the walker exits if its crawl is gone."""
+    while True:
+        try:
+            return call(timeout=_POLL)
+        except (queue.Empty, queue.Full):
+            if os.getppid() != parent:
+                os._exit(1)
+
+
+class _Walkers:
+    """The walker processes and their two queues, seen from the crawl."""
+
+    def __init__(self, namespace, processes: int, saved: dict[bytes, bytes],
+                 include_nearline: bool, plan: DirectoryPlan) -> None:
+        ctx = multiprocessing.get_context("fork")  # (shares the plan and the digests)
+        self.tasks = ctx.Queue()
+        self.results = ctx.Queue(_WAITING * processes)
+        self.finished: dict[int, int] = {}  # pid -> unsupported
+        self.procs = [ctx.Process(target=_walker, name=f"pnfsmon-walker-{n}", daemon=True,
+                                  args=(namespace, self.tasks, self.results, saved,
+                                        include_nearline, plan, os.getpid()))
+                      for n in range(processes)]
+        for proc in self.procs:
+            proc.start()
+
+    def next(self) -> _Found | _Finished:
+        """The next message from any walker; raises what a walker ended with, or
+        ``WorkerLost`` when one died without a word."""
+        while True:
+            try:
+                message = self.results.get(timeout=_POLL)
+            except queue.Empty:
+                dead = [p for p in self.procs
+                        if p.exitcode is not None and p.pid not in self.finished]
+                if not dead:
+                    continue
+                try:  # its last word may have been on its way
+                    message = self.results.get(timeout=_POLL)
+                except queue.Empty:
+                    raise WorkerLost(_lost(dead[0])) from None
+            if isinstance(message, PnfsmonError):
+                raise message
+            if isinstance(message, _Finished):
+                self.finished[message.pid] = message.unsupported
+            return message
+
+    def stop(self) -> None:
+        """Every walker ended (killed if it still runs), its queues closed."""
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.kill()
+        for proc in self.procs:
+            proc.join()
+        for q in (self.tasks, self.results):
+            q.cancel_join_thread()  # (what a killed walker never read is dropped)
+            q.close()
+
+
+def _lost(proc) -> str:
+    code = proc.exitcode
+    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return (f"walker process {proc.pid} died ({how}) while the crawl was listing; the crawl "
+            "stays incomplete and marks nothing vanished (the next crawl lists everything "
+            "again)")
+
+
+def walk(namespace, stats: WalkStats, plan: DirectoryPlan, processes: int,
+         saved: dict[bytes, bytes], include_nearline: bool
+         ) -> Iterator[tuple[bytes, Packed | list[Listed], bytes]]:
+    """Walk ``namespace`` (a ``PosixNamespace``) in ``processes`` walker processes, as
+    ``ParallelWalk.walk`` would, yielding each directory's files at once for
+    ``Ingest.add_directories``: (its name, its files, their digest). ``saved``: the
+    digests the last complete crawl saved; ``include_nearline`` as the ingest's."""
+    walkers = _Walkers(namespace, processes, saved, include_nearline, plan)
+    try:
+        walkers.tasks.put(namespace.root)
+        waiting = 1
+        while waiting:
+            found = walkers.next()
+            if isinstance(found, _Finished):  # (only after None: never here)
+                raise WorkerLost(f"walker process {found.pid} ended before the walk did")
+            waiting -= 1
+            following, files = _take(found, stats, plan)
+            for directory in following:
+                walkers.tasks.put(directory)
+            waiting += len(following)
+            if files:
+                yield found.name, files, found.digest
+        for _ in walkers.procs:
+            walkers.tasks.put(None)
+        while len(walkers.finished) < len(walkers.procs):
+            walkers.next()
+        namespace.unsupported += sum(walkers.finished.values())
+    finally:
+        walkers.stop()
+    for directory, why in plan.settle():
+        stats.unlisted(directory, why)
+
+
+def _take(found: _Found, stats: WalkStats, plan: DirectoryPlan
+          ) -> tuple[list[bytes], Packed | list[Listed] | None]:
+    """Count one directory as the crawl's own walk would: the directories to list because
+    of it, and its files for the ingest (packed, if they may stay so)."""
+    outcome, packed = found.outcome, found.packed
+    if packed is not None and not found.held:
+        problems = dict(found.problems)
+        outcome.files = [(item, problems.get(item.path)) for item in packed]
+    items, following = ParallelWalk.account(outcome, stats, plan)
+    if packed is None or not found.held:
+        return following, items
+    stats.files += len(packed)
+    stats.bytes += found.bytes
+    if found.may_change:
+        plan.unsettled(outcome.task.directory.path)
+    return following, packed
