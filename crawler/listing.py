@@ -52,10 +52,10 @@ _REFERENCES = {int(r): r for r in Reference}
 
 class Packed:
     """One directory's listed files packed into bytes, as a walker process
-    (``crawler.walkers``) hands over a directory whose digest is the saved one: the ingest
-    counts them (``len``) and unpacks them (iterating) only if its merge cannot confirm
-    the directory by its rows (``crawler.digests``). A ``Listed`` crosses a process as a
-    tuple through marshal at a fifth of pickle's cost."""
+    (``crawler.walkers``) hands them over. A directory whose digest is the saved one stays
+    packed: the ingest counts its files (``len``) and unpacks them (iterating) only if its
+    merge cannot confirm it by its rows (``crawler.digests``). A ``Listed`` crosses a
+    process as a tuple through marshal, at a fifth of pickle's cost."""
 
     __slots__ = ("dir_hash", "count", "data")
 

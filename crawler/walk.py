@@ -268,16 +268,16 @@ class ParallelWalk:
         pending += [_Task(_Directory(p)) for p in to_list]
         while pending:
             task = pending.pop()
-            outcome = self.run_whole(task)
+            outcome = self._run_whole(task)
             items, following = self.account(outcome, stats, plan)
             pending.extend(_Task(_Directory(p)) for p in reversed(following))
             yield from items
 
     def list_whole(self, directory: bytes) -> Outcome:
         """List ``directory`` and describe its files, in this thread."""
-        return self.run_whole(_Task(_Directory(directory)))
+        return self._run_whole(_Task(_Directory(directory)))
 
-    def run_whole(self, task: _Task) -> Outcome:
+    def _run_whole(self, task: _Task) -> Outcome:
         """Run ``task`` to its end in this thread: a listing with its files described
         (one call at a time, its descriptor closed after)."""
         outcome = self._run(task)
@@ -324,7 +324,7 @@ class ParallelWalk:
 
     @staticmethod
     def account(outcome: Outcome, stats: WalkStats, plan: DirectoryPlan
-                 ) -> tuple[list[Listed], list[bytes]]:
+                ) -> tuple[list[Listed], list[bytes]]:
         """Count what one task found (either walk, in the consuming thread): its files, and
         the directories to list because of it."""
         task = outcome.task

@@ -47,7 +47,7 @@ from pnfsmon.schema import outcome as ending
 from pnfsmon.schema.errors import PnfsmonError, WorkerLost
 from pnfsmon.schema.reference import Reference
 
-MAX_PROCESSES = 4  # beyond this a local disk's metadata, not the CPU, is the limit
+MAX_PROCESSES = 4  # (the crawl's host has other work: the database, checks)
 _WAITING = 8  # outcomes a walker may have waiting to be taken (bounds the memory)
 NICE = 10  # the walkers' CPU priority, below the crawl's own
 _POLL = 1.0  # seconds between looks at the walkers (and, in a walker, at its crawl)
@@ -77,7 +77,7 @@ class _Found:
     # problem, a checksum that could not be read): it may stay packed.
     held: bool = False
     problems: list[tuple[bytes, str]] = field(default_factory=list)
-    bytes: int = 0
+    size: int = 0  # its files' bytes
     may_change: bool = False  # a file in it may still change (``DirectoryPlan.files``)
 
 
@@ -101,7 +101,7 @@ def _found(outcome: Outcome, saved: dict[bytes, bytes], include_nearline: bool,
     found.held = (outcome.error is None and not found.problems
                   and saved.get(found.name) == found.digest
                   and not any(item.reference is _UNREADABLE for item in items))
-    found.bytes = sum([item.size for item in items])
+    found.size = sum([item.size for item in items])
     found.may_change = any(map(plan.may_change, items))
     return found
 
@@ -111,13 +111,13 @@ def _walker(namespace, tasks, results, saved: dict[bytes, bytes], include_nearli
     """Body of one walker process: directories from ``tasks`` until None."""
     for signum in (signal.SIGINT, signal.SIGTERM):  # the crawl's: it ends us
         signal.signal(signum, signal.SIG_IGN)
-    _die_with_crawl(parent)
-    # Below the crawl, the database and the checks on the same machine: a walk takes
-    # every core it can get.
-    os.nice(NICE)
-    walk: ParallelWalk = namespace.parallel_walk()
     before = namespace.unsupported
     try:
+        _die_with_crawl(parent)
+        # Below the crawl, the database and the checks on the same machine: a walk takes
+        # every core it can get.
+        os.nice(NICE)
+        walk: ParallelWalk = namespace.parallel_walk()
         while (path := _wait(tasks.get, parent)) is not None:
             message = _found(walk.list_whole(path), saved, include_nearline, plan)
             _wait(lambda timeout, m=message: results.put(m, timeout=timeout), parent)
@@ -251,7 +251,7 @@ def _take(found: _Found, stats: WalkStats, plan: DirectoryPlan
     if packed is None or not found.held:
         return following, items
     stats.files += len(packed)
-    stats.bytes += found.bytes
+    stats.bytes += found.size
     if found.may_change:
         plan.unsettled(outcome.task.directory.path)
     return following, packed
