@@ -57,14 +57,15 @@ def build(root: bytes) -> None:
     write_file(os.path.join(root, b"d5/deeper/f.root"), b"deep", record=True)
 
 
-def crawled_twice(engine, tmp_path) -> tuple[bytes, Twins]:
-    """The test tree, crawled twice by both twins: its digests saved, then used."""
+def crawled_twice(engine, tmp_path, pair=Twins, tree=build):
+    """The test ``tree``, crawled twice by both sites of a ``pair`` (``Twins``, or
+    ``test_walkers.Pair``): its digests saved, then used. Returns (root, pair)."""
     root = os.fsencode(tmp_path / "tree")
-    build(root)
-    twins = Twins(engine, root)
-    twins.crawl()
-    twins.crawl()
-    return root, twins
+    tree(root)
+    crawler = pair(engine, root)
+    crawler.crawl()
+    crawler.crawl()
+    return root, crawler
 
 
 def test_digested_and_file_by_file_crawls_leave_identical_rows_after_every_change(

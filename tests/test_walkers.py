@@ -24,7 +24,8 @@ from pnfsmon.schema import xrdcks
 from pnfsmon.schema.errors import EXIT_INTERNAL, PnfsmonError, WorkerLost
 from pnfsmon.schema.tables import crawls, statuses
 from tests.helpers import pnfsmon, random_bytes, write_file
-from tests.test_digests import timeless
+from tests.test_digests import build as digests_tree
+from tests.test_digests import crawled_twice, timeless
 from tests.test_incremental import rows
 
 MAIN = os.getpid()
@@ -37,11 +38,8 @@ def two_cpus(monkeypatch):
 
 
 def build(root: bytes) -> None:
-    for d in range(5):
-        for f in range(4):
-            write_file(os.path.join(root, b"d%d/f%d.root" % (d, f)),
-                       random_bytes(50 + f, d * 10 + f), record=f % 2 == 0)
-    write_file(os.path.join(root, b"d0/sub/deeper/f.root"), b"deep", record=True)
+    """The digests' test tree (31 files in 7 directories), and 3 files more."""
+    digests_tree(root)
     write_file(os.path.join(root, b"d1/empty.root"), b"")  # may still change: unsettled
     write_file(os.path.join(root, b"top.root"), b"top", record=True)
     write_file(os.path.join(root, b"odd/\xff\xfe name"), b"odd")  # not UTF-8
@@ -92,7 +90,7 @@ def test_walkers_leave_the_rows_counters_and_state_of_one_process(engine, tmp_pa
     assert stats.walkers == 0  # a first crawl: no digests saved
     (stats, ingest), (other, _) = pair.crawl()
     assert (stats.walkers, other.walkers) == (2, 0)
-    assert ingest.unchanged_files == 24 and stats.files == 24  # every file held packed
+    assert ingest.unchanged_files == 34 and stats.files == 34  # every file held packed
 
     # Added, deleted, rewritten, a new directory: only those directories are unpacked.
     write_file(os.path.join(root, b"d0/added.root"), b"added", record=True)
@@ -103,19 +101,15 @@ def test_walkers_leave_the_rows_counters_and_state_of_one_process(engine, tmp_pa
     assert (ingest.counts.new, ingest.counts.changed, ingest.counts.vanished) == (2, 1, 1)
 
     # A directory gone with what it held.
-    os.unlink(os.path.join(root, b"d0/sub/deeper/f.root"))
-    os.rmdir(os.path.join(root, b"d0/sub/deeper"))
+    os.unlink(os.path.join(root, b"d5/deeper/f.root"))
+    os.rmdir(os.path.join(root, b"d5/deeper"))
     (stats, ingest), _ = pair.crawl()
     assert ingest.counts.vanished == 1
 
 
 @pytest.mark.hand_written_rows
 def test_a_held_directory_its_rows_do_not_confirm_is_unpacked_and_staged(engine, tmp_path):
-    root = os.fsencode(tmp_path / "tree")
-    build(root)
-    pair = Pair(engine, root)
-    pair.crawl()
-    pair.crawl()
+    root, pair = crawled_twice(engine, tmp_path, Pair, build)
     # A row deleted by hand: its directory's digest is the saved one, its count is not,
     # and its packed files are unpacked and staged (the file is new again).
     for site in ("procs", "one"):
@@ -125,16 +119,12 @@ def test_a_held_directory_its_rows_do_not_confirm_is_unpacked_and_staged(engine,
                 statuses.c.path == os.path.join(root, b"d4/f3.root")))
     (_, ingest), (_, other) = pair.crawl()
     assert ingest.counts.new == 1 == other.counts.new
-    assert ingest.unchanged_files == 24 - 4
+    assert ingest.unchanged_files == 34 - 5
 
 
 def test_a_file_whose_checksum_cannot_be_read_is_counted_by_the_crawl(engine, tmp_path,
                                                                        monkeypatch):
-    root = os.fsencode(tmp_path / "tree")
-    build(root)
-    pair = Pair(engine, root)
-    pair.crawl()
-    pair.crawl()
+    _, pair = crawled_twice(engine, tmp_path, Pair, build)
     real = xrdcks.read_at
 
     def failing(dir_fd, name, path, mtime):
@@ -144,7 +134,7 @@ def test_a_file_whose_checksum_cannot_be_read_is_counted_by_the_crawl(engine, tm
 
     monkeypatch.setattr(xrdcks, "read_at", failing)  # (the walkers are forked after this)
     (stats, _), _ = pair.crawl()
-    assert stats.checksums_unread == 5
+    assert stats.checksums_unread == 6
 
 
 def crawled_with_digests(engine, tmp_path) -> bytes:
