@@ -44,6 +44,8 @@ class PosixNamespace:
         self.timeout = timeout
         self._lock = threading.Lock()  # the count below, from the walk's threads
         self.unsupported = 0  # files on a filesystem without user xattrs
+        self.unsupported_example: tuple[bytes, str] | None = None  # the first, and why
+        self.say_first = True  # (a walker process leaves saying it to its crawl)
 
     def parallel_walk(self) -> ParallelWalk:
         return ParallelWalk(self.root, self._describe, parallel=self.parallel,
@@ -73,6 +75,18 @@ class PosixNamespace:
         yield from walkers.walk(self, stats, plan, processes, saved, include_nearline)
         self._say_unsupported(stats)
 
+    def counted_unsupported(self, files: int, example: tuple[bytes, str] | None) -> None:
+        """``files`` more on a filesystem without user xattrs (found by this process, or
+        a walker's tally): the first one ever counted is said, with why."""
+        with self._lock:
+            first = self.unsupported == 0 and files > 0
+            self.unsupported += files
+            if first:
+                self.unsupported_example = example
+        if first and example is not None and self.say_first:
+            log.warning("%s: %s not readable: %s (counted; asked again for every file)",
+                        display(example[0]), xrdcks.XATTR_NAME, example[1])
+
     def _say_unsupported(self, stats: WalkStats) -> None:
         stats.xattrs_unsupported = self.unsupported
         if self.unsupported:
@@ -91,12 +105,7 @@ class PosixNamespace:
         except xrdcks.XattrUnsupported as err:
             item = Listed(path, st.st_size, st.st_mtime_ns)
             item.recorded(SOURCE, None)  # none can be kept there
-            with self._lock:
-                self.unsupported += 1
-                first = self.unsupported == 1
-            if first:
-                log.warning("%s: %s not readable: %s (counted; asked again for every "
-                            "file)", display(path), xrdcks.XATTR_NAME, err)
+            self.counted_unsupported(1, (path, str(err)))
         except OSError as err:
             item = Listed(path, st.st_size, st.st_mtime_ns)
             item.not_read(SOURCE, f"{xrdcks.XATTR_NAME}: {err.strerror or err}")

@@ -30,6 +30,7 @@ Failures stay loud:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -38,6 +39,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 
 from pnfsmon.crawler.digests import digest, directory_of
 from pnfsmon.crawler.directories import DirectoryPlan
@@ -48,7 +50,6 @@ from pnfsmon.schema.errors import PnfsmonError, WorkerLost
 from pnfsmon.schema.reference import Reference
 
 MAX_PROCESSES = 4  # (the crawl's host has other work: the database, checks)
-_WAITING = 8  # outcomes a walker may have waiting to be taken (bounds the memory)
 NICE = 10  # the walkers' CPU priority, below the crawl's own
 _POLL = 1.0  # seconds between looks at the walkers (and, in a walker, at its crawl)
 _UNREADABLE = Reference.UNREADABLE
@@ -85,6 +86,7 @@ class _Found:
 class _Finished:
     pid: int
     unsupported: int  # files found on a filesystem without user xattrs
+    example: tuple[bytes, str] | None  # the first of them, and why
 
 
 def _found(outcome: Outcome, saved: dict[bytes, bytes], include_nearline: bool,
@@ -106,11 +108,16 @@ def _found(outcome: Outcome, saved: dict[bytes, bytes], include_nearline: bool,
     return found
 
 
-def _walker(namespace, tasks, results, saved: dict[bytes, bytes], include_nearline: bool,
-            plan: DirectoryPlan, parent: int) -> None:
-    """Body of one walker process: directories from ``tasks`` until None."""
+def _walker(namespace, tasks, results, others: list, saved: dict[bytes, bytes],
+            include_nearline: bool, plan: DirectoryPlan, parent: int) -> None:
+    """Body of one walker process: directories from ``tasks`` until None, each outcome
+    sent on its own pipe ``results`` (``others``: the ends it inherited and must close,
+    so that the crawl sees its pipe end when it does)."""
     for signum in (signal.SIGINT, signal.SIGTERM):  # the crawl's: it ends us
         signal.signal(signum, signal.SIG_IGN)
+    for connection in others:
+        connection.close()
+    namespace.say_first = False  # the crawl says it, once for all its walkers
     before = namespace.unsupported
     try:
         _die_with_crawl(parent)
@@ -119,16 +126,19 @@ def _walker(namespace, tasks, results, saved: dict[bytes, bytes], include_nearli
         os.nice(NICE)
         walk: ParallelWalk = namespace.parallel_walk()
         while (path := _wait(tasks.get, parent)) is not None:
-            message = _found(walk.list_whole(path), saved, include_nearline, plan)
-            _wait(lambda timeout, m=message: results.put(m, timeout=timeout), parent)
-        results.put(_Finished(os.getpid(), namespace.unsupported - before))
+            # Sent here, not by a thread: a message that cannot be sent is this walker's
+            # failure, and a full pipe holds the walk back (the memory stays bounded).
+            results.send(_found(walk.list_whole(path), saved, include_nearline, plan))
+        results.send(_Finished(os.getpid(), namespace.unsupported - before,
+                               namespace.unsupported_example))
     except BaseException as err:  # noqa: BLE001 (every end reaches the crawl)
-        results.put(ending.as_error(err))
+        with contextlib.suppress(OSError):  # (the crawl may be gone)
+            results.send(ending.as_error(err))
 
 
 def _die_with_crawl(parent: int) -> None:
     """Linux: the kernel kills this walker when its crawl dies, even in a call that hangs
-    (PR_SET_PDEATHSIG); elsewhere it notices at its next wait (``_wait``)."""
+    (PR_SET_PDEATHSIG); elsewhere it notices at its next wait (``_wait``) or send."""
     if sys.platform.startswith("linux"):
         prctl = ctypes.CDLL(None, use_errno=True).prctl
         # (every argument as the kernel's unsigned long: prctl is variadic)
@@ -144,63 +154,84 @@ def _wait(call, parent: int):
     while True:
         try:
             return call(timeout=_POLL)
-        except (queue.Empty, queue.Full):
+        except queue.Empty:
             if os.getppid() != parent:
                 os._exit(1)
 
 
 class _Walkers:
-    """The walker processes and their two queues, seen from the crawl."""
+    """The walker processes seen from the crawl: one queue of directories to list, and a
+    pipe from each walker. The crawl holds no copy of a pipe's sending end, so a walker
+    that dies, even in the middle of a message, ends its pipe at once."""
 
-    def __init__(self, namespace, processes: int, saved: dict[bytes, bytes],
-                 include_nearline: bool, plan: DirectoryPlan) -> None:
-        ctx = multiprocessing.get_context("fork")  # (shares the plan and the digests)
-        self.tasks = ctx.Queue()
-        self.results = ctx.Queue(_WAITING * processes)
-        self.finished: dict[int, int] = {}  # pid -> unsupported
-        self.procs = [ctx.Process(target=_walker, name=f"pnfsmon-walker-{n}", daemon=True,
-                                  args=(namespace, self.tasks, self.results, saved,
-                                        include_nearline, plan, os.getpid()))
-                      for n in range(processes)]
-        for proc in self.procs:
-            proc.start()
+    def __init__(self) -> None:
+        self.ctx = multiprocessing.get_context("fork")  # (shares the plan and the digests)
+        self.tasks = self.ctx.Queue()
+        self.pipes: dict = {}  # receiving end -> its walker
+        self.procs: list = []
+        self.finished: dict[int, _Finished] = {}  # by pid
+
+    def start(self, processes: int, namespace, saved: dict[bytes, bytes],
+              include_nearline: bool, plan: DirectoryPlan) -> None:
+        pipes = [self.ctx.Pipe(duplex=False) for _ in range(processes)]
+        ends = [end for pipe in pipes for end in pipe]
+        try:
+            for n, (receiving, sending) in enumerate(pipes):
+                proc = self.ctx.Process(
+                    target=_walker, name=f"pnfsmon-walker-{n}", daemon=True,
+                    args=(namespace, self.tasks, sending, [e for e in ends if e is not sending],
+                          saved, include_nearline, plan, os.getpid()))
+                proc.start()
+                self.procs.append(proc)
+                self.pipes[receiving] = proc
+        except OSError as err:  # no process to be had: a pids limit, memory
+            raise WorkerLost(f"could not start walker process {len(self.procs) + 1} of "
+                             f"{processes}: {err.strerror or err}; the crawl stays incomplete "
+                             "(parallel = 1 in the site's section walks in the crawl's own "
+                             "process)") from None
+        finally:
+            for _, sending in pipes:
+                sending.close()
 
     def next(self) -> _Found | _Finished:
         """The next message from any walker; raises what a walker ended with, or
-        ``WorkerLost`` when one died without a word."""
+        ``WorkerLost`` as soon as one dies without a word."""
         while True:
-            try:
-                message = self.results.get(timeout=_POLL)
-            except queue.Empty:
-                dead = [p for p in self.procs
-                        if p.exitcode is not None and p.pid not in self.finished]
-                if not dead:
+            for receiving in wait(list(self.pipes), timeout=_POLL):
+                try:
+                    message = receiving.recv()
+                except (EOFError, OSError):  # its walker has ended (OSError: mid-message)
+                    proc = self.pipes.pop(receiving)
+                    receiving.close()
+                    proc.join(_POLL)
+                    if proc.pid not in self.finished:
+                        raise WorkerLost(_lost(proc)) from None
                     continue
-                try:  # its last word may have been on its way
-                    message = self.results.get(timeout=_POLL)
-                except queue.Empty:
-                    raise WorkerLost(_lost(dead[0])) from None
-            if isinstance(message, PnfsmonError):
-                raise message
-            if isinstance(message, _Finished):
-                self.finished[message.pid] = message.unsupported
-            return message
+                if isinstance(message, PnfsmonError):
+                    raise message
+                if isinstance(message, _Finished):
+                    self.finished[message.pid] = message
+                return message
+            if not self.pipes:
+                raise WorkerLost("every walker process has ended before the walk did")
 
     def stop(self) -> None:
-        """Every walker ended (killed if it still runs), its queues closed."""
+        """Every walker ended (killed if it still runs), every pipe and queue closed."""
         for proc in self.procs:
             if proc.is_alive():
                 proc.kill()
         for proc in self.procs:
             proc.join()
-        for q in (self.tasks, self.results):
-            q.cancel_join_thread()  # (what a killed walker never read is dropped)
-            q.close()
+        for receiving in self.pipes:
+            receiving.close()
+        self.tasks.cancel_join_thread()  # (what a killed walker never read is dropped)
+        self.tasks.close()
 
 
 def _lost(proc) -> str:
     code = proc.exitcode
-    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    how = ("still running" if code is None else f"killed by signal {-code}" if code < 0
+           else f"exit code {code}")
     return (f"walker process {proc.pid} died ({how}) while the crawl was listing; the crawl "
             "stays incomplete and marks nothing vanished (the next crawl lists everything "
             "again)")
@@ -213,8 +244,9 @@ def walk(namespace, stats: WalkStats, plan: DirectoryPlan, processes: int,
     ``ParallelWalk.walk`` would, yielding each directory's files at once for
     ``Ingest.add_directories``: (its name, its files, their digest). ``saved``: the
     digests the last complete crawl saved; ``include_nearline`` as the ingest's."""
-    walkers = _Walkers(namespace, processes, saved, include_nearline, plan)
+    walkers = _Walkers()
     try:
+        walkers.start(processes, namespace, saved, include_nearline, plan)
         walkers.tasks.put(namespace.root)
         waiting = 1
         while waiting:
@@ -232,7 +264,8 @@ def walk(namespace, stats: WalkStats, plan: DirectoryPlan, processes: int,
             walkers.tasks.put(None)
         while len(walkers.finished) < len(walkers.procs):
             walkers.next()
-        namespace.unsupported += sum(walkers.finished.values())
+        for finished in walkers.finished.values():
+            namespace.counted_unsupported(finished.unsupported, finished.example)
     finally:
         walkers.stop()
     for directory, why in plan.settle():

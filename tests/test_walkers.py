@@ -9,26 +9,34 @@ import errno
 import multiprocessing
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import sqlalchemy as sa
 
 from pnfsmon.crawler import directories, walkers
+from pnfsmon.crawler import ingest as ingest_module
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.crawler.directories import DirectoryPlan
+from pnfsmon.crawler.ingest import Ingest
 from pnfsmon.crawler.posix import PosixNamespace
-from pnfsmon.schema import xrdcks
-from pnfsmon.schema.errors import EXIT_INTERNAL, PnfsmonError, WorkerLost
+from pnfsmon.schema import db, migrate, xrdcks
+from pnfsmon.schema.config import Settings
+from pnfsmon.schema.errors import EXIT_INTERNAL, DatabaseUnavailable, PnfsmonError, WorkerLost
 from pnfsmon.schema.tables import crawls, statuses
-from tests.helpers import pnfsmon, random_bytes, write_file
+from tests import test_crawl
+from tests.helpers import as_nobody, open_path_to, pnfsmon, random_bytes, write_file
 from tests.test_digests import build as digests_tree
 from tests.test_digests import crawled_twice, timeless
 from tests.test_incremental import rows
 
 MAIN = os.getpid()
+mixed_mounts = test_crawl.mixed_mounts  # (a fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -191,7 +199,7 @@ def test_a_walker_that_fails_ends_the_crawl_with_its_line(engine, tmp_path, monk
 #: Run by a ``pnfsmon crawl`` process before its CLI (``tests.helpers.pnfsmon``): two
 #: walkers, each of which writes its pid to ``$WALKERS`` on reaching a directory below the
 #: root, then does ``$ACT``: ``kill-crawl-TERM``/``-INT`` (signal the crawl, then go on),
-#: ``hang`` (as on a dead disk) or ``die`` (SIGKILL itself).
+#: ``hang`` (as on a dead disk), ``die`` (SIGKILL itself) or anything else (only the pid).
 PLANTED = """
 import os, signal, time
 from pnfsmon.crawler import walkers
@@ -218,11 +226,11 @@ PosixNamespace._describe = describe
 """
 
 
-def cli_crawled(tmp_path) -> tuple[list[str], dict[str, str]]:
-    """A tree crawled twice by ``pnfsmon crawl`` (digests saved): the third crawl's
+def cli_crawled(tmp_path, tree=build) -> tuple[list[str], dict[str, str]]:
+    """A ``tree`` crawled twice by ``pnfsmon crawl`` (digests saved): the third crawl's
     arguments and environment."""
     root = tmp_path / "tree"
-    build(os.fsencode(root))
+    tree(os.fsencode(root))
     env = {"PNFSMON_DB": f"sqlite:///{tmp_path / 'db.sqlite'}",
            "WALKERS": str(tmp_path / "walkers")}
     assert pnfsmon("db", "init", env=env).returncode == 0
@@ -301,3 +309,311 @@ def test_which_crawls_walk_in_processes(tmp_path):
     assert PosixNamespace(root, parallel=1).processes(full, saved) == 0  # one call at a time
     assert PosixNamespace(root).processes(full, {}) == 0  # a first crawl: nothing held
     assert PosixNamespace(root).processes(DirectoryPlan(root, {}), saved) == 0  # incremental
+
+
+# -- hostile trees, and every way a walk can end (from the review of the first version) ----
+
+
+def hostile(root: bytes) -> None:
+    """test_crawl's hostile tree (odd names, a path of 4,050 bytes, a fifo, a device,
+    symlinks), a socket, and a directory of more files than an ingest chunk holds (the
+    test's ``BATCH``)."""
+    test_crawl.build_hostile_tree(root)
+    os.makedirs(os.path.join(root, b"toolong"))
+    big = os.path.join(root, b"big")
+    os.makedirs(big)
+    for n in range(1_200):
+        write_file(os.path.join(big, b"f%05d" % n), b"x", record=n % 3 == 0)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(os.path.join(root, b"odd", b"a-socket"))
+
+
+def too_long(root: bytes) -> None:
+    """A directory whose path is longer than PATH_MAX: unlisted by either walk."""
+    fd = os.open(os.path.join(root, b"toolong"), os.O_RDONLY)
+    try:
+        for _ in range(22):
+            os.mkdir(b"d" * 200, dir_fd=fd)
+            inner = os.open(b"d" * 200, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        os.close(os.open(b"f", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("slash", [False, True], ids=["root", "root-with-slash"])
+def test_a_hostile_tree_walked_by_walkers_is_recorded_as_by_one_process(engine, tmp_path,
+                                                                          monkeypatch, slash):
+    monkeypatch.setattr(ingest_module, "BATCH", 1000)
+    root = os.fsencode(tmp_path / "tree")
+    hostile(root)
+    pair = Pair(engine, root + b"/" if slash else root)
+    pair.crawl()
+    (stats, _), _ = pair.crawl()
+    assert stats.walkers == 2
+    too_long(root)
+    (stats, _), _ = pair.crawl()
+    assert stats.walkers == 2 and stats.unreadable
+    os.unlink(os.path.join(root, b"big/f00007"))
+    write_file(os.path.join(root, b"big/new"), b"new")
+    (_, ingest), _ = pair.crawl()
+    assert ingest.counts.new == 1 and ingest.counts.vanished == 1
+
+
+def test_files_without_xattrs_are_counted_and_said_once_for_all_walkers(engine, mixed_mounts,
+                                                                         caplog):
+    root = os.fsencode(mixed_mounts)
+    for d in range(4):
+        for i in range(3):
+            write_file(mixed_mounts / f"r{d}" / f"plain{i}", b"p%d" % i)
+            write_file(mixed_mounts / "sub" / f"s{d}" / f"kept{i}", b"k%d" % i, record=True)
+    pair = Pair(engine, root)
+    pair.crawl()
+    caplog.clear()
+    procs = crawl(engine, PosixNamespace(root), "procs")[0]
+    said = [r for r in caplog.records if "(counted; asked again" in r.getMessage()]
+    assert procs.walkers == 2 and procs.xattrs_unsupported == 12 and len(said) == 1
+
+
+def wide(root: bytes, dirs: int, files: int) -> None:
+    for d in range(dirs):
+        for f in range(files):
+            write_file(os.path.join(root, b"d%02d/f%04d" % (d, f)), b"x")
+
+
+def test_a_database_lost_mid_walk_ends_the_walkers_too(engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "BATCH", 20)  # a chunk merged every few directories
+    root = os.fsencode(tmp_path / "tree")
+    wide(root, 30, 10)
+    for _ in range(2):
+        crawl(engine, PosixNamespace(root), "s")
+
+    def lost(self, *args):
+        raise DatabaseUnavailable("database gone")
+
+    monkeypatch.setattr(Ingest, "_merge_chunk", lost)
+    with pytest.raises(DatabaseUnavailable):
+        crawl(engine, PosixNamespace(root), "s")
+    assert multiprocessing.active_children() == []
+
+
+def test_crawls_with_walkers_leak_no_descriptor_or_thread(engine, tmp_path):
+    root = os.fsencode(tmp_path / "tree")
+    wide(root, 6, 5)
+    for _ in range(2):
+        crawl(engine, PosixNamespace(root), "s")
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for _ in range(5):
+        assert crawl(engine, PosixNamespace(root), "s")[0].walkers == 2
+    assert (len(os.listdir("/proc/self/fd")), threading.active_count()) == (fds, threads)
+
+
+def test_a_dead_walker_is_noticed_while_the_others_still_send(engine, tmp_path, monkeypatch):
+    """An OOM-killed walker ends the crawl at once, not after the others have walked (and
+    the ingest merged) the rest of the tree: the crawl could not complete anyway."""
+    root = os.fsencode(tmp_path / "tree")
+    wide(root, 300, 3)
+    for _ in range(2):
+        crawl(engine, PosixNamespace(root), "s")
+    real_walk = PosixNamespace.parallel_walk
+
+    def parallel_walk(self):
+        walk = real_walk(self)
+        real = walk.list_whole
+
+        def list_whole(path):
+            if os.getpid() != MAIN:
+                if path.endswith(b"/d00"):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                time.sleep(0.01)  # a directory's calls take 10 ms (a busy disk)
+            return real(path)
+        walk.list_whole = list_whole
+        return walk
+
+    monkeypatch.setattr(PosixNamespace, "parallel_walk", parallel_walk)
+    taken = []
+    real_take = walkers._take
+    monkeypatch.setattr(walkers, "_take", lambda f, *a: taken.append(1) or real_take(f, *a))
+    with pytest.raises(WorkerLost):
+        crawl(engine, PosixNamespace(root), "s")
+    # (with one walker left at 10 ms a directory, the rest would take 3 s)
+    assert len(taken) < 50, f"{len(taken)} of 301 directories taken after the walker died"
+
+
+def test_a_walker_killed_holding_the_queue_of_directories_is_lost(engine, tmp_path,
+                                                                   monkeypatch):
+    root = os.fsencode(tmp_path / "tree")
+    wide(root, 20, 3)
+    for _ in range(2):
+        crawl(engine, PosixNamespace(root), "s")
+    real_walker = walkers._walker
+
+    def walker(namespace, tasks, *args):
+        real_get = tasks.get
+
+        def get(timeout=None):
+            item = real_get(timeout=timeout)
+            if item is not None and item.endswith(b"/d05"):
+                tasks._rlock.acquire()  # killed while it reads the next directory
+                os.kill(os.getpid(), signal.SIGKILL)
+            return item
+        tasks.get = get
+        return real_walker(namespace, tasks, *args)
+
+    monkeypatch.setattr(walkers, "_walker", walker)
+    with pytest.raises(WorkerLost):
+        crawl(engine, PosixNamespace(root), "s")
+    assert multiprocessing.active_children() == []
+
+
+def test_a_refused_drop_is_the_same_with_walkers(engine, tmp_path):
+    root = os.fsencode(tmp_path / "tree")
+    wide(root, 10, 10)
+    for _ in range(2):
+        for site, parallel in (("procs", None), ("one", 1)):
+            crawl(engine, PosixNamespace(root, parallel=parallel), site, max_drop=0.5)
+    for d in range(6):
+        for f in range(10):
+            os.unlink(os.path.join(root, b"d%02d/f%04d" % (d, f)))
+    got = {}
+    for site, parallel in (("procs", None), ("one", 1)):
+        stats, ingest = crawl(engine, PosixNamespace(root, parallel=parallel), site,
+                              max_drop=0.5)
+        got[site] = (stats.walkers, ingest.drop, ingest.withheld, stats.files)
+    assert got["procs"][0] == 2 and got["one"][0] == 0 and got["one"][1] is not None
+    assert got["procs"][1:] == got["one"][1:]
+    assert timeless(rows(engine, "procs")) == timeless(rows(engine, "one"))
+
+
+def _crawl_both_twice(url: str, root: bytes):
+    """(Run as nobody.) Both sites' crawls, twice: their walkers, counters and counts,
+    then the rows and directory state."""
+    engine = db.create_engine(Settings(url))
+    out = []
+    for _ in range(2):
+        for site, parallel in (("procs", None), ("one", 1)):
+            stats, ingest = crawl(engine, PosixNamespace(root, parallel=parallel), site)
+            out.append((stats.walkers, counters(stats),
+                        (ingest.counts.new, ingest.counts.changed, ingest.counts.vanished)))
+    return out, {s: timeless(rows(engine, s)) for s in ("procs", "one")}, {
+        s: directory_state(engine, s, root) for s in ("procs", "one")}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_what_nobody_cannot_read_is_recorded_as_by_one_process(tmp_path):
+    open_path_to(tmp_path)
+    world = tmp_path / "world"
+    for d in range(5):
+        for f in range(3):
+            write_file(world / f"d{d}" / f"f{f}", b"%d" % f, record=True)
+            write_file(world / f"d{d}" / "sub" / f"s{f}", b"s", record=True)
+    (tmp_path / "db").mkdir()
+    url = f"sqlite:///{tmp_path / 'db' / 'x.sqlite'}"
+    engine = db.create_engine(Settings(url))
+    migrate.upgrade(engine)
+    engine.dispose()
+    subprocess.run(["chown", "-R", "nobody", str(world), str(tmp_path / "db")], check=True)
+    root = os.fsencode(world)
+    as_nobody(_crawl_both_twice, url, root)  # digests saved
+    (world / "d1").chmod(0)  # unreadable
+    (world / "d2").chmod(0o311)  # may be entered, not listed
+    (world / "d3" / "f0").chmod(0)  # its checksum (an xattr) cannot be read
+    (world / "d4" / "sub").chmod(0)
+    try:
+        runs, got, state = as_nobody(_crawl_both_twice, url, root)
+    finally:
+        for p in ("d1", "d2", "d3/f0", "d4/sub"):
+            (world / p).chmod(stat.S_IRWXU)
+    assert runs[0][0] == 2 and runs[1][0] == 0
+    assert runs[0][1:] == runs[1][1:] and runs[2][1:] == runs[3][1:]
+    assert got["procs"] == got["one"] and state["procs"] == state["one"]
+
+
+def small_and_big(root: bytes) -> None:
+    """The walkers' tree and a directory of more files than a pipe holds at once."""
+    build(root)
+    big = os.path.join(root, b"big")
+    os.makedirs(big)
+    for n in range(2_000):  # one message of about 200 kB (a pipe holds 64)
+        with open(os.path.join(big, b"file-with-a-longish-name-%06d.root" % n), "wb"):
+            pass
+
+
+KILLED_MID_MESSAGE = """
+import os, signal, struct
+from multiprocessing import connection, reduction
+main = os.getpid()
+real_send = connection.Connection.send
+def send(self, message):
+    if os.getpid() != main and getattr(message, "name", b"").endswith(b"/big"):
+        # killed (the OOM killer, an operator) half way through this directory's message
+        data = reduction.ForkingPickler.dumps(message)
+        self._send(struct.pack("!i", len(data)) + bytes(data[:len(data) // 2]))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_send(self, message)
+connection.Connection.send = send
+"""
+
+UNSENDABLE = """
+import os
+from multiprocessing import reduction
+main = os.getpid()
+real_dumps = reduction.ForkingPickler.dumps
+def dumps(obj, protocol=None):
+    if os.getpid() != main and getattr(obj, "name", b"").endswith(b"/big"):
+        raise MemoryError()  # what pickling a large message may raise under ulimit -v
+    return real_dumps(obj, protocol)
+reduction.ForkingPickler.dumps = dumps
+"""
+
+
+@pytest.mark.parametrize(("planted", "code", "said"), [
+    (KILLED_MID_MESSAGE, 3, "died (killed by signal 9)"),
+    (UNSENDABLE, 4, "MemoryError"),
+], ids=["killed-mid-message", "message-unsendable"])
+def test_a_directory_a_walker_cannot_deliver_ends_the_crawl(tmp_path, planted, code, said):
+    args, env = cli_crawled(tmp_path, small_and_big)
+    try:
+        r = pnfsmon(*args, env=env, before=PLANTED + planted, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the crawl hung waiting for the directory")
+    assert r.returncode == code and said in r.stderr, r.stderr
+
+
+FORK_FAILS = """
+import errno, multiprocessing.context as c
+real, n = c.ForkProcess._Popen, [0]
+def popen(p):
+    n[0] += 1
+    if n[0] == 2:  # fork(): EAGAIN, as at systemd's TasksMax or a pids cgroup's limit
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+    return real(p)
+c.ForkProcess._Popen = staticmethod(popen)
+"""
+
+TERM_WHILE_STARTING = """
+import os, signal, multiprocessing.context as c
+real, n = c.ForkProcess._Popen, [0]
+def popen(p):
+    n[0] += 1
+    if n[0] == 2:  # SIGTERM between the first fork and the second
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(p)
+c.ForkProcess._Popen = staticmethod(popen)
+"""
+
+
+@pytest.mark.parametrize(("planted", "code", "said"), [
+    (FORK_FAILS, 3, "could not start walker process 2 of 2: Resource temporarily unavailable"),
+    (TERM_WHILE_STARTING, 130, "crawl stopped by SIGTERM"),
+], ids=["fork-fails", "sigterm"])
+def test_a_crawl_stopped_while_starting_its_walkers_ends_them(tmp_path, planted, code, said):
+    args, env = cli_crawled(tmp_path)
+    try:
+        r = pnfsmon(*args, env={**env, "ACT": "pid"}, before=PLANTED + planted, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the crawl never exited (a walker it started was left running)")
+    assert r.returncode == code and said in r.stderr, r.stderr
+    if (tmp_path / "walkers").exists():  # (the one started may have begun its walk)
+        assert_gone(walker_pids(tmp_path))
