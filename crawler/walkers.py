@@ -57,13 +57,48 @@ _PR_SET_PDEATHSIG = 1
 
 
 def cpus() -> int:
-    """Walker processes to use: one a CPU this process may run on, at most
-    ``MAX_PROCESSES``; 0 where there is only one (the walk stays in the crawl)."""
+    """Walker processes to use: one a CPU this process may run on (its affinity, and its
+    cgroup's CPU quota where one is set), at most ``MAX_PROCESSES``; 0 where that is one
+    (the walk stays in the crawl)."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         n = os.cpu_count() or 1
+    quota = cgroup_cpus()
+    if quota is not None:
+        n = min(n, max(1, int(quota)))
     return min(n, MAX_PROCESSES) if n > 1 else 0
+
+
+def cgroup_cpus(proc: str = "/proc/self/cgroup", mount: str = "/sys/fs/cgroup"
+                ) -> float | None:
+    """The CPUs this process's cgroup quota allows (v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us``), or None where none is set or none can be read (then the
+    affinity alone counts)."""
+    try:
+        with open(proc, encoding="ascii") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":  # v2: "QUOTA PERIOD", or "max PERIOD"
+                with open(f"{mount}{path}/cpu.max", encoding="ascii") as fh:
+                    quota, period = fh.read().split()
+            elif "cpu" in controllers.split(","):
+                base = f"{mount}/{controllers}{path}"
+                with open(f"{base}/cpu.cfs_quota_us", encoding="ascii") as fh:
+                    quota = fh.read().strip()
+                with open(f"{base}/cpu.cfs_period_us", encoding="ascii") as fh:
+                    period = fh.read().strip()
+            else:
+                continue
+            if quota not in ("max", "-1"):
+                return int(quota) / int(period)
+        except (OSError, ValueError):  # (a hierarchy not mounted where it says)
+            continue
+    return None
 
 
 @dataclass

@@ -302,6 +302,27 @@ def test_the_walkers_of_a_killed_crawl_exit_at_once(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
+def test_walkers_are_as_many_as_the_cpus_the_crawl_may_use(tmp_path, monkeypatch):
+    v2, v1 = tmp_path / "v2", tmp_path / "v1"
+    (v2 / "slot").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "slot").mkdir(parents=True)
+    (tmp_path / "cgroup-v2").write_text("0::/slot\n")
+    (tmp_path / "cgroup-v1").write_text("9:pids:/slot\n3:cpu,cpuacct:/slot\n0::/\n")
+    for quota, cpus in (("250000 100000", 2.5), ("max 100000", None)):
+        (v2 / "slot" / "cpu.max").write_text(quota + "\n")
+        assert walkers.cgroup_cpus(str(tmp_path / "cgroup-v2"), str(v2)) == cpus
+    for quota, cpus in (("150000", 1.5), ("-1", None)):
+        (v1 / "cpu,cpuacct" / "slot" / "cpu.cfs_quota_us").write_text(quota + "\n")
+        (v1 / "cpu,cpuacct" / "slot" / "cpu.cfs_period_us").write_text("100000\n")
+        assert walkers.cgroup_cpus(str(tmp_path / "cgroup-v1"), str(v1)) == cpus
+    assert walkers.cgroup_cpus(str(tmp_path / "none")) is None
+    monkeypatch.undo()  # (the real ``cpus``, on 8 CPUs of affinity)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    for quota, n in ((None, walkers.MAX_PROCESSES), (2.5, 2), (1.5, 0), (0.5, 0)):
+        monkeypatch.setattr(walkers, "cgroup_cpus", lambda q=quota: q)
+        assert walkers.cpus() == n
+
+
 def test_which_crawls_walk_in_processes(tmp_path):
     root = os.fsencode(tmp_path)
     full, saved = DirectoryPlan(root, None), {root: b"d" * 16}
