@@ -48,8 +48,10 @@ import queue
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import sqlalchemy as sa
 
@@ -411,27 +413,43 @@ class Ingest:
 
     def _insert_new(self, conn: sa.Connection, new: list[tuple[bytes, Listed]],
                     deltas: counts.Deltas, waiting: ages.Deltas) -> None:
-        rows = [(self.site, item.path, digest, item.size, item.mtime_ns,
-                 item.recorded_adler32, item.recorded_from, int(item.reference), item.pool,
-                 *self._queue_state(item), self.crawl_id, dir_hash(item.path))
-                for digest, item in new]
+        # (A first crawl inserts every file: what a chunk's files share is worked out
+        # once, their directory's hash by the path's head, os.path.dirname's argument.)
+        parents: dict[bytes, bytes] = {}
+        rows = []
+        for digest, item in new:
+            path = item.path
+            head = path[:path.rfind(b"/") + 1]
+            parent = parents.get(head)
+            if parent is None:
+                parent = parents[head] = dir_hash(path)
+            rows.append((self.site, path, digest, item.size, item.mtime_ns,
+                         item.recorded_adler32, item.recorded_from, int(item.reference),
+                         item.pool, *self._queue_state(item), self.crawl_id, parent))
+        kinds: Counter = Counter()  # the ledgers' entries by status and reference
+        sizes: Counter = Counter()
         for row in rows:
-            deltas.add(self.site, row[9], row[7], row[3])
-            waiting.add(self.site, row[9], None, self.started)
+            kinds[row[9], row[7]] += 1
+            sizes[row[9], row[7]] += row[3]
+        for (status, reference), n in kinds.items():
+            deltas.add(self.site, status, reference, sizes[status, reference], n)
+            waiting.add(self.site, status, None, self.started, n)
         if conn.dialect.name not in ("mysql", "mariadb"):
             conn.execute(statuses.insert(), [dict(zip(_NEW_COLUMNS, r, strict=True))
                                              for r in rows])
             return
         # MariaDB/MySQL: PyMySQL escapes each parameter in Python, which costs more than
         # the statement; hex literals are built at C speed and are exact. At most a chunk's
-        # worth a statement (a server's max_allowed_packet).
+        # worth a statement (a server's max_allowed_packet). The literals of the few
+        # values many rows share (site, source, pool, due time) are built once.
+        text, number = cache(mysql_text), cache(_number)
         for start in range(0, len(rows), BATCH):
             conn.exec_driver_sql(
                 f"INSERT INTO statuses ({', '.join(_NEW_COLUMNS)}) VALUES "
-                + ",".join(f"({mysql_text(site)},X'{path.hex()}',X'{digest.hex()}',"
+                + ",".join(f"({text(site)},X'{path.hex()}',X'{digest.hex()}',"
                            f"{int(size)},{int(mtime)},{mysql_checksum(recorded)},"
-                           f"{mysql_text(source)},{reference},{mysql_text(pool)},{status},"
-                           f"{_number(key)},{_number(expiry)},{gen},X'{parent.hex()}')"
+                           f"{text(source)},{reference},{text(pool)},{status},"
+                           f"{number(key)},{number(expiry)},{gen},X'{parent.hex()}')"
                            for site, path, digest, size, mtime, recorded, source, reference,
                            pool, status, key, expiry, gen, parent in rows[start:start + BATCH]))
 
