@@ -74,7 +74,8 @@ def forget(conn: sa.Connection, site: str, paths: Iterable[bytes]) -> None:
     """In the transaction that writes the rows of ``paths`` (files): their directories'
     digests no longer stand for what ``statuses`` holds, until a complete crawl saves
     them again."""
-    names = {os.path.dirname(p) for p in paths}
+    # (By the paths' heads first: a chunk holds a few directories' files, each a call.)
+    names = {os.path.dirname(h) for h in {p[:p.rfind(b"/") + 1] for p in paths}}
     if not names:
         return
     # As the directory state names them: a crawl root may be kept with a trailing slash.
