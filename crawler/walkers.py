@@ -3,7 +3,7 @@
 A full re-crawl of a local filesystem spends most of its time walking: a stat and an xattr
 read a file, and a Python object for each, in one process whose threads share the
 interpreter's lock. Here walker processes, forked from the crawl (so they share its
-namespace, plan and saved digests), take directories from one queue, each list one and
+namespace, plan and saved digests), take directories from the crawl, each list one and
 describe its files one call at a time (``ParallelWalk.list_whole``), digest them
 (``crawler.digests``) and pack them (``listing.Packed``). The crawl's process counts each
 directory's outcome as its own walk would (``ParallelWalk.account``: the same counters,
@@ -30,16 +30,16 @@ Failures stay loud:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import multiprocessing
 import os
-import queue
 import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 
 from pnfsmon.crawler.digests import digest, directory_of
 from pnfsmon.crawler.directories import DirectoryPlan
@@ -51,6 +51,7 @@ from pnfsmon.schema.reference import Reference
 
 MAX_PROCESSES = 4  # (the crawl's host has other work: the database, checks)
 NICE = 10  # the walkers' CPU priority, below the crawl's own
+IN_FLIGHT = 2  # directories a walker holds: one it lists, one to take next
 _POLL = 1.0  # seconds between looks at the walkers (and, in a walker, at its crawl)
 _UNREADABLE = Reference.UNREADABLE
 _PR_SET_PDEATHSIG = 1
@@ -73,32 +74,55 @@ def cpus() -> int:
 def cgroup_cpus(proc: str = "/proc/self/cgroup", mount: str = "/sys/fs/cgroup"
                 ) -> float | None:
     """The CPUs this process's cgroup quota allows (v2 ``cpu.max``, v1
-    ``cpu.cfs_quota_us``), or None where none is set or none can be read (then the
-    affinity alone counts)."""
+    ``cpu.cfs_quota_us``): the smallest set on its cgroup or any above it (a systemd
+    slice's), or None where none is set or none can be read (then the affinity alone
+    counts). Inside a container the named cgroup may be mounted as the root itself: the
+    walk up finds it there."""
     try:
         with open(proc, encoding="ascii") as fh:
             lines = fh.read().splitlines()
     except OSError:
         return None
+    quotas = []
     for line in lines:
         try:
             _, controllers, path = line.split(":", 2)
-            if controllers == "":  # v2: "QUOTA PERIOD", or "max PERIOD"
-                with open(f"{mount}{path}/cpu.max", encoding="ascii") as fh:
-                    quota, period = fh.read().split()
-            elif "cpu" in controllers.split(","):
-                base = f"{mount}/{controllers}{path}"
-                with open(f"{base}/cpu.cfs_quota_us", encoding="ascii") as fh:
-                    quota = fh.read().strip()
-                with open(f"{base}/cpu.cfs_period_us", encoding="ascii") as fh:
-                    period = fh.read().strip()
-            else:
-                continue
-            if quota not in ("max", "-1"):
-                return int(quota) / int(period)
-        except (OSError, ValueError):  # (a hierarchy not mounted where it says)
+        except ValueError:
             continue
-    return None
+        if controllers == "":
+            base, read = mount, _cpu_max
+        elif "cpu" in controllers.split(","):
+            base, read = f"{mount}/{controllers}", _cfs_quota
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        for depth in range(len(parts), -1, -1):
+            quota = read("/".join([base, *parts[:depth]]))
+            if quota is not None:
+                quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def _cpu_max(directory: str) -> float | None:
+    """cgroup v2: "QUOTA PERIOD", or "max PERIOD"."""
+    try:
+        with open(f"{directory}/cpu.max", encoding="ascii") as fh:
+            quota, period = fh.read().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _cfs_quota(directory: str) -> float | None:
+    """cgroup v1: a quota of -1 is none."""
+    try:
+        with open(f"{directory}/cpu.cfs_quota_us", encoding="ascii") as fh:
+            quota = int(fh.read())
+        with open(f"{directory}/cpu.cfs_period_us", encoding="ascii") as fh:
+            period = int(fh.read())
+        return None if quota < 0 else quota / period
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
@@ -145,9 +169,9 @@ def _found(outcome: Outcome, saved: dict[bytes, bytes], include_nearline: bool,
 
 def _walker(namespace, tasks, results, others: list, saved: dict[bytes, bytes],
             include_nearline: bool, plan: DirectoryPlan, parent: int) -> None:
-    """Body of one walker process: directories from ``tasks`` until None, each outcome
-    sent on its own pipe ``results`` (``others``: the ends it inherited and must close,
-    so that the crawl sees its pipe end when it does)."""
+    """Body of one walker process: directories from its pipe ``tasks`` until None, each
+    outcome sent on its pipe ``results`` (``others``: the pipes' ends it inherited and
+    must close, so that the crawl sees its pipe end when it does)."""
     for signum in (signal.SIGINT, signal.SIGTERM):  # the crawl's: it ends us
         signal.signal(signum, signal.SIG_IGN)
     for connection in others:
@@ -160,9 +184,9 @@ def _walker(namespace, tasks, results, others: list, saved: dict[bytes, bytes],
         # every core it can get.
         os.nice(NICE)
         walk: ParallelWalk = namespace.parallel_walk()
-        while (path := _wait(tasks.get, parent)) is not None:
+        while (path := _receive(tasks, parent)) is not None:
             # Sent here, not by a thread: a message that cannot be sent is this walker's
-            # failure, and a full pipe holds the walk back (the memory stays bounded).
+            # failure, and a full pipe holds the walk back.
             results.send(_found(walk.list_whole(path), saved, include_nearline, plan))
         results.send(_Finished(os.getpid(), namespace.unsupported - before,
                                namespace.unsupported_example))
@@ -173,7 +197,7 @@ def _walker(namespace, tasks, results, others: list, saved: dict[bytes, bytes],
 
 def _die_with_crawl(parent: int) -> None:
     """Linux: the kernel kills this walker when its crawl dies, even in a call that hangs
-    (PR_SET_PDEATHSIG); elsewhere it notices at its next wait (``_wait``) or send."""
+    (PR_SET_PDEATHSIG); elsewhere it notices at its next wait (``_receive``) or send."""
     if sys.platform.startswith("linux"):
         prctl = ctypes.CDLL(None, use_errno=True).prctl
         # (every argument as the kernel's unsigned long: prctl is variadic)
@@ -184,83 +208,143 @@ def _die_with_crawl(parent: int) -> None:
         os._exit(1)
 
 
-def _wait(call, parent: int):
-    """``call(timeout=…)`` until it answers; the walker exits if its crawl is gone."""
-    while True:
-        try:
-            return call(timeout=_POLL)
-        except queue.Empty:
-            if os.getppid() != parent:
-                os._exit(1)
+def _receive(tasks, parent: int) -> bytes | None:
+    """The next directory to list (None: the walk is over); the walker exits if its crawl
+    is gone."""
+    while not tasks.poll(_POLL):
+        if os.getppid() != parent:
+            os._exit(1)
+    return tasks.recv()
+
+
+@dataclass(eq=False)
+class _Walker:
+    """One walker process seen from the crawl: the pipe it takes directories from, the
+    one it answers on, and how many directories it holds."""
+
+    proc: multiprocessing.Process
+    tasks: Connection
+    results: Connection
+    busy: int = 0
+    open: bool = True  # its answers' pipe has not ended
 
 
 class _Walkers:
-    """The walker processes seen from the crawl: one queue of directories to list, and a
-    pipe from each walker. The crawl holds no copy of a pipe's sending end, so a walker
-    that dies, even in the middle of a message, ends its pipe at once."""
+    """The walker processes seen from the crawl. The directories to list wait here, on a
+    stack (depth first, as the walk in one process: few wait at once), and go out to
+    each walker ``IN_FLIGHT`` at a time, each on its own pipe; each answers on its own
+    pipe. The crawl holds no copy of a walker's sending end, so a walker that dies, even
+    in the middle of a message, ends its pipe at once."""
 
     def __init__(self) -> None:
         self.ctx = multiprocessing.get_context("fork")  # (shares the plan and the digests)
-        self.tasks = self.ctx.Queue()
-        self.pipes: dict = {}  # receiving end -> its walker
-        self.procs: list = []
+        self.walkers: list[_Walker] = []
+        self.to_list: list[bytes] = []
         self.finished: dict[int, _Finished] = {}  # by pid
 
     def start(self, processes: int, namespace, saved: dict[bytes, bytes],
               include_nearline: bool, plan: DirectoryPlan) -> None:
-        pipes = [self.ctx.Pipe(duplex=False) for _ in range(processes)]
-        ends = [end for pipe in pipes for end in pipe]
+        _kill_walkers_at_exit()
+        pipes = [(self.ctx.Pipe(duplex=False), self.ctx.Pipe(duplex=False))
+                 for _ in range(processes)]
+        theirs = [(take, answer) for (take, _), (_, answer) in pipes]
+        ends = [end for pair in pipes for pipe in pair for end in pipe]
         try:
-            for n, (receiving, sending) in enumerate(pipes):
+            for n, ((take, give), (hear, answer)) in enumerate(pipes):
                 proc = self.ctx.Process(
-                    target=_walker, name=f"pnfsmon-walker-{n}", daemon=True,
-                    args=(namespace, self.tasks, sending, [e for e in ends if e is not sending],
+                    target=_walker, name=f"{WALKER}-{n}", daemon=True,
+                    args=(namespace, take, answer,
+                          [e for e in ends if e is not take and e is not answer],
                           saved, include_nearline, plan, os.getpid()))
+                # Known before it starts: ``stop`` ends it however the start ends.
+                self.walkers.append(_Walker(proc, give, hear))
                 proc.start()
-                self.procs.append(proc)
-                self.pipes[receiving] = proc
         except OSError as err:  # no process to be had: a pids limit, memory
-            raise WorkerLost(f"could not start walker process {len(self.procs) + 1} of "
+            raise WorkerLost(f"could not start walker process {len(self.walkers)} of "
                              f"{processes}: {err.strerror or err}; the crawl stays incomplete "
                              "(parallel = 1 in the site's section walks in the crawl's own "
                              "process)") from None
         finally:
-            for _, sending in pipes:
-                sending.close()
+            for take, answer in theirs:  # (the walkers' own ends)
+                take.close()
+                answer.close()
+
+    def dispatch(self) -> None:
+        """Hand the walkers directories to list, the deepest first."""
+        for walker in self.walkers:
+            while walker.busy < IN_FLIGHT and self.to_list:
+                self._send(walker, self.to_list.pop())
+                walker.busy += 1
+
+    def finish(self) -> None:
+        """The walk is over: each walker ends, with its tally."""
+        for walker in self.walkers:
+            self._send(walker, None)
+        while len(self.finished) < len(self.walkers):
+            self.next()
+
+    def _send(self, walker: _Walker, path: bytes | None) -> None:
+        try:
+            walker.tasks.send(path)
+        except OSError:  # it is gone
+            walker.proc.join(_POLL)
+            raise WorkerLost(_lost(walker.proc)) from None
 
     def next(self) -> _Found | _Finished:
-        """The next message from any walker; raises what a walker ended with, or
+        """The next answer from any walker; raises what a walker ended with, or
         ``WorkerLost`` as soon as one dies without a word."""
         while True:
-            for receiving in wait(list(self.pipes), timeout=_POLL):
+            listening = {w.results: w for w in self.walkers if w.open}
+            if not listening:
+                raise WorkerLost("every walker process has ended before the walk did")
+            for receiving in wait(list(listening), timeout=_POLL):
+                walker = listening[receiving]
                 try:
                     message = receiving.recv()
                 except (EOFError, OSError):  # its walker has ended (OSError: mid-message)
-                    proc = self.pipes.pop(receiving)
-                    receiving.close()
-                    proc.join(_POLL)
-                    if proc.pid not in self.finished:
-                        raise WorkerLost(_lost(proc)) from None
+                    walker.open = False
+                    walker.proc.join(_POLL)
+                    if walker.proc.pid not in self.finished:
+                        raise WorkerLost(_lost(walker.proc)) from None
                     continue
                 if isinstance(message, PnfsmonError):
                     raise message
                 if isinstance(message, _Finished):
                     self.finished[message.pid] = message
+                else:
+                    walker.busy -= 1
                 return message
-            if not self.pipes:
-                raise WorkerLost("every walker process has ended before the walk did")
 
     def stop(self) -> None:
-        """Every walker ended (killed if it still runs), every pipe and queue closed."""
-        for proc in self.procs:
+        """Every walker ended (killed if it still runs), every pipe closed."""
+        started = [w.proc for w in self.walkers if w.proc.pid is not None]
+        for proc in started:
             if proc.is_alive():
                 proc.kill()
-        for proc in self.procs:
+        for proc in started:
             proc.join()
-        for receiving in self.pipes:
-            receiving.close()
-        self.tasks.cancel_join_thread()  # (what a killed walker never read is dropped)
-        self.tasks.close()
+        for walker in self.walkers:
+            walker.tasks.close()
+            walker.results.close()
+
+
+WALKER = "pnfsmon-walker"  # the walkers' process names
+_at_exit: list[bool] = []
+
+
+def _kill_walkers_at_exit() -> None:
+    """Once, after multiprocessing's own: at exit, before it joins its children, kill
+    any walker left (one a second signal kept ``stop`` from ending). It would wait for
+    ever for a walker, which ignores the SIGTERM it sends."""
+    if not _at_exit:
+        _at_exit.append(True)
+        atexit.register(_kill_walkers)
+
+
+def _kill_walkers() -> None:
+    for proc in multiprocessing.active_children():
+        if proc.name.startswith(WALKER):
+            proc.kill()
 
 
 def _lost(proc) -> str:
@@ -282,23 +366,20 @@ def walk(namespace, stats: WalkStats, plan: DirectoryPlan, processes: int,
     walkers = _Walkers()
     try:
         walkers.start(processes, namespace, saved, include_nearline, plan)
-        walkers.tasks.put(namespace.root)
-        waiting = 1
+        walkers.to_list.append(namespace.root)
+        waiting = 1  # directories to list, or being listed
         while waiting:
+            walkers.dispatch()
             found = walkers.next()
             if isinstance(found, _Finished):  # (only after None: never here)
                 raise WorkerLost(f"walker process {found.pid} ended before the walk did")
             waiting -= 1
             following, files = _take(found, stats, plan)
-            for directory in following:
-                walkers.tasks.put(directory)
+            walkers.to_list.extend(reversed(following))  # (the first listed comes first)
             waiting += len(following)
             if files:
                 yield found.name, files, found.digest
-        for _ in walkers.procs:
-            walkers.tasks.put(None)
-        while len(walkers.finished) < len(walkers.procs):
-            walkers.next()
+        walkers.finish()
         for finished in walkers.finished.values():
             namespace.counted_unsupported(finished.unsupported, finished.example)
     finally:

@@ -24,7 +24,9 @@ from pnfsmon.crawler import ingest as ingest_module
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.crawler.directories import DirectoryPlan
 from pnfsmon.crawler.ingest import Ingest
+from pnfsmon.crawler.listing import WalkStats
 from pnfsmon.crawler.posix import PosixNamespace
+from pnfsmon.crawler.walk import ParallelWalk
 from pnfsmon.schema import db, migrate, xrdcks
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import EXIT_INTERNAL, DatabaseUnavailable, PnfsmonError, WorkerLost
@@ -316,6 +318,21 @@ def test_walkers_are_as_many_as_the_cpus_the_crawl_may_use(tmp_path, monkeypatch
         (v1 / "cpu,cpuacct" / "slot" / "cpu.cfs_period_us").write_text("100000\n")
         assert walkers.cgroup_cpus(str(tmp_path / "cgroup-v1"), str(v1)) == cpus
     assert walkers.cgroup_cpus(str(tmp_path / "none")) is None
+    # A quota on a systemd slice above the service's cgroup, which has none of its own.
+    (v2 / "batch.slice" / "pnfsmon.service").mkdir(parents=True)
+    (v2 / "batch.slice" / "cpu.max").write_text("100000 100000\n")
+    (v2 / "batch.slice" / "pnfsmon.service" / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "cgroup-slice").write_text("0::/batch.slice/pnfsmon.service\n")
+    assert walkers.cgroup_cpus(str(tmp_path / "cgroup-slice"), str(v2)) == 1.0
+    # A container on cgroup v1 (Docker on EL7): /proc names the host's path of its cgroup,
+    # mounted in the container as the hierarchy's root.
+    docker = tmp_path / "docker" / "cpu,cpuacct"
+    docker.mkdir(parents=True)
+    (docker / "cpu.cfs_quota_us").write_text("100000\n")  # docker --cpus 1
+    (docker / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "cgroup-docker").write_text("4:cpu,cpuacct:/docker/0123abcd\n"
+                                            "1:name=systemd:/docker/0123abcd\n")
+    assert walkers.cgroup_cpus(str(tmp_path / "cgroup-docker"), str(tmp_path / "docker")) == 1.0
     monkeypatch.undo()  # (the real ``cpus``, on 8 CPUs of affinity)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     for quota, n in ((None, walkers.MAX_PROCESSES), (2.5, 2), (1.5, 0), (0.5, 0)):
@@ -460,32 +477,6 @@ def test_a_dead_walker_is_noticed_while_the_others_still_send(engine, tmp_path, 
         crawl(engine, PosixNamespace(root), "s")
     # (with one walker left at 10 ms a directory, the rest would take 3 s)
     assert len(taken) < 50, f"{len(taken)} of 301 directories taken after the walker died"
-
-
-def test_a_walker_killed_holding_the_queue_of_directories_is_lost(engine, tmp_path,
-                                                                   monkeypatch):
-    root = os.fsencode(tmp_path / "tree")
-    wide(root, 20, 3)
-    for _ in range(2):
-        crawl(engine, PosixNamespace(root), "s")
-    real_walker = walkers._walker
-
-    def walker(namespace, tasks, *args):
-        real_get = tasks.get
-
-        def get(timeout=None):
-            item = real_get(timeout=timeout)
-            if item is not None and item.endswith(b"/d05"):
-                tasks._rlock.acquire()  # killed while it reads the next directory
-                os.kill(os.getpid(), signal.SIGKILL)
-            return item
-        tasks.get = get
-        return real_walker(namespace, tasks, *args)
-
-    monkeypatch.setattr(walkers, "_walker", walker)
-    with pytest.raises(WorkerLost):
-        crawl(engine, PosixNamespace(root), "s")
-    assert multiprocessing.active_children() == []
 
 
 def test_a_refused_drop_is_the_same_with_walkers(engine, tmp_path):
@@ -638,3 +629,84 @@ def test_a_crawl_stopped_while_starting_its_walkers_ends_them(tmp_path, planted,
     assert r.returncode == code and said in r.stderr, r.stderr
     if (tmp_path / "walkers").exists():  # (the one started may have begun its walk)
         assert_gone(walker_pids(tmp_path))
+
+
+TERM_AT_END_OF_START = """
+import os, signal, multiprocessing.process as mp
+class Children(set):
+    n = 0
+    def add(self, proc):
+        super().add(proc)
+        Children.n += 1
+        if Children.n == 2 and proc.name.startswith("pnfsmon-walker"):
+            os.kill(os.getpid(), signal.SIGTERM)  # once the second walker is a child
+mp._children = Children(mp._children)
+"""
+
+NO_SEMAPHORES = """
+import errno, _multiprocessing
+class SemLock(_multiprocessing.SemLock):
+    def __init__(self, *args, **kwargs):  # as sem_open() answers on a read-only /dev/shm
+        raise OSError(errno.EROFS, "Read-only file system")
+_multiprocessing.SemLock = SemLock
+"""
+
+
+def test_a_signal_as_a_walker_starts_does_not_hang_the_crawls_exit(tmp_path):
+    """(multiprocessing joins its children at exit, after a SIGTERM the walkers ignore.)"""
+    args, env = cli_crawled(tmp_path)
+    try:
+        r = pnfsmon(*args, env={**env, "ACT": "pid"}, before=PLANTED + TERM_AT_END_OF_START,
+                    timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the crawl hung at exit joining a walker that ignores SIGTERM")
+    assert r.returncode == 130, r.stderr
+
+
+def test_a_host_without_posix_semaphores_walks_with_walkers(tmp_path):
+    args, env = cli_crawled(tmp_path)
+    r = pnfsmon(*args, env=env, before=PLANTED + NO_SEMAPHORES, timeout=60)
+    assert r.returncode == 0 and "walked by 2 processes" in r.stdout, r.stderr
+
+
+def test_a_failed_crawl_leaves_no_thread_or_descriptor(engine, tmp_path, monkeypatch):
+    root = os.fsencode(tmp_path / "tree")
+    for d in range(300):
+        write_file(os.path.join(root, b"a-rather-long-directory-name-%06d/f" % d), b"x")
+    for _ in range(2):
+        crawl(engine, PosixNamespace(root), "s")
+    real = ParallelWalk.list_whole
+
+    def list_whole(self, path):
+        if os.getpid() != MAIN and path != root:
+            os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer, past the root
+        return real(self, path)
+
+    monkeypatch.setattr(ParallelWalk, "list_whole", list_whole)
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    with pytest.raises(WorkerLost):
+        crawl(engine, PosixNamespace(root), "s")
+    assert (len(os.listdir("/proc/self/fd")), threading.active_count()) == (fds, threads)
+
+
+def test_the_directories_waiting_stay_few_as_in_one_process(tmp_path, monkeypatch):
+    root = os.fsencode(tmp_path / "tree")
+    for a in range(60):
+        for b in range(60):
+            os.makedirs(os.path.join(root, b"a%03d/b%03d" % (a, b)))
+    waiting = [1, 0]  # now, most
+    real_take = walkers._take
+
+    def take(found, stats, plan):
+        following, files = real_take(found, stats, plan)
+        waiting[0] += len(following) - 1
+        waiting[1] = max(waiting[1], waiting[0])
+        return following, files
+
+    monkeypatch.setattr(walkers, "_take", take)
+    list(walkers.walk(PosixNamespace(root), WalkStats(), DirectoryPlan(root, None), 2,
+                      {b"x": b"y"}, False))
+    # Depth first, as one process walks: the top level's 60, and 60 for each directory in
+    # flight (two walkers, IN_FLIGHT each); not a whole level, 3,600 (first in, first out).
+    bound = 60 * (1 + 2 * walkers.IN_FLIGHT) + 8
+    assert waiting[1] <= bound, f"{waiting[1]} of 3,661 directories waited at once"
