@@ -137,8 +137,8 @@ class _Found:
     # problem, a checksum that could not be read): it may stay packed.
     held: bool = False
     problems: list[tuple[bytes, str]] = field(default_factory=list)
-    size: int = 0  # its files' bytes
-    may_change: bool = False  # a file in it may still change (``DirectoryPlan.files``)
+    size: int = 0  # its files' bytes (held only)
+    may_change: bool = False  # a file in it may still change (held only; ``DirectoryPlan.files``)
 
 
 @dataclass
@@ -162,8 +162,9 @@ def _found(outcome: Outcome, saved: dict[bytes, bytes], include_nearline: bool,
     found.held = (outcome.error is None and not found.problems
                   and saved.get(found.name) == found.digest
                   and not any(item.reference is _UNREADABLE for item in items))
-    found.size = sum([item.size for item in items])
-    found.may_change = any(map(plan.may_change, items))
+    if found.held:  # (the crawl counts the others' files itself, once unpacked)
+        found.size = sum([item.size for item in items])
+        found.may_change = any(map(plan.may_change, items))
     return found
 
 
