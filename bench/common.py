@@ -29,6 +29,7 @@ def fresh_mariadb():
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}_stage")  # a re-crawl's
         admin.dispose()
 
 

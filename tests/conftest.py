@@ -205,6 +205,7 @@ def mariadb_with_password(server_databases):
     yield f"mysql+pymysql://{name}@{host}/{name}"
     with admin.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE {name}")
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}_stage")  # a re-crawl's
         conn.exec_driver_sql(f"DROP USER '{name}'@'%%'")
     admin.dispose()
 
