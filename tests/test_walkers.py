@@ -32,7 +32,16 @@ from pnfsmon.schema.config import Settings
 from pnfsmon.schema.errors import EXIT_INTERNAL, DatabaseUnavailable, PnfsmonError, WorkerLost
 from pnfsmon.schema.tables import crawls, statuses
 from tests import test_crawl
-from tests.helpers import as_nobody, open_path_to, pnfsmon, random_bytes, write_file
+from tests.helpers import (
+    DB_SECRET,
+    SERVERS,
+    as_nobody,
+    assert_no_secret,
+    open_path_to,
+    pnfsmon,
+    random_bytes,
+    write_file,
+)
 from tests.test_digests import build as digests_tree
 from tests.test_digests import crawled_twice, timeless
 from tests.test_incremental import rows
@@ -710,3 +719,30 @@ def test_the_directories_waiting_stay_few_as_in_one_process(tmp_path, monkeypatc
     # flight (two walkers, IN_FLIGHT each); not a whole level, 3,600 (first in, first out).
     bound = 60 * (1 + 2 * walkers.IN_FLIGHT) + 8
     assert waiting[1] <= bound, f"{waiting[1]} of 3,661 directories waited at once"
+
+
+@pytest.mark.parametrize("given", ["in-the-url", "by-environment"])
+def test_no_password_reaches_a_walked_crawls_output(tmp_path, mariadb_with_password, given):
+    """A walker crawl, and one whose walker dies, say nothing of the database's password,
+    however it was given."""
+    root = tmp_path / "tree"
+    build(os.fsencode(root))
+    user = sa.make_url(mariadb_with_password)
+    admin = sa.create_engine(SERVERS["mariadb"], isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:  # (a re-crawl stages in its own database, as a site grants)
+        conn.exec_driver_sql(f"GRANT ALL ON `{user.database}_stage`.* TO "
+                             f"'{user.username}'@'%%'")
+    admin.dispose()
+    if given == "in-the-url":
+        env = {"PNFSMON_DB": user.set(password=DB_SECRET).render_as_string(False)}
+    else:
+        env = {"PNFSMON_DB": mariadb_with_password, "PNFSMON_DB_PASSWORD": DB_SECRET}
+    env["WALKERS"] = str(tmp_path / "walkers")
+    assert pnfsmon("db", "init", env=env).returncode == 0
+    for act, code, walked in (("", 0, False), ("", 0, True), ("die", 3, True)):
+        r = pnfsmon("crawl", str(root), "--grace", "0", env={**env, "ACT": act},
+                    before=PLANTED)
+        assert r.returncode == code, r.stderr
+        assert ("walked by 2 processes" in r.stdout or "walker process" in r.stderr) == walked
+        assert_no_secret(r.stdout + r.stderr, DB_SECRET, f"crawl {act or 'walked'}")
+    assert "died (killed by signal 9)" in r.stderr
