@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_flat_tree, fresh_mariadb, pnfsmon_env  # noqa: E402
+from common import PNFSMON, build_flat_tree, fresh_mariadb, pnfsmon_env  # noqa: E402
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
         with fresh_mariadb() as url:
             env = pnfsmon_env(url, crawl_root=root)
             started = time.perf_counter()
-            out = subprocess.run(["pnfsmon", "check", "--workers", str(args.workers)],
+            out = subprocess.run([PNFSMON, "check", "--workers", str(args.workers)],
                                  env=env, check=True, capture_output=True, text=True)
             check_s = time.perf_counter() - started
         print(out.stdout.strip())

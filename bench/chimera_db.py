@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chimera_database import ChimeraDatabase  # noqa: E402
-from common import fresh_mariadb, peak_rss_kib, pnfsmon_env  # noqa: E402
+from common import PNFSMON, fresh_mariadb, peak_rss_kib, pnfsmon_env  # noqa: E402
 
 from pnfsmon.crawler import chimera_db  # noqa: E402
 
@@ -90,7 +90,7 @@ def run(files: int) -> tuple[float, float, int]:
         with fresh_mariadb() as url:
             env = pnfsmon_env(url)
             seconds, rss = peak_rss_kib(
-                ["pnfsmon", "crawl", ROOT, "--namespace", "chimera-db", "--chimera-db",
+                [PNFSMON, "crawl", ROOT, "--namespace", "chimera-db", "--chimera-db",
                  database.url, "--grace", "0"], env=env)
         return baseline, seconds, rss
     finally:

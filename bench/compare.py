@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from common import (
+    PNFSMON,
     buffer_pool,
     fresh_mariadb,
     insert_finished_crawl,
@@ -101,7 +102,7 @@ def main() -> None:
         print(f"crawl of {FILES:,} files inserted in {time.perf_counter() - started:.0f} s")
         dump = tmp / "dump.csv"
         write_dump(dump)
-        seconds, rss = peak_rss_kib(["pnfsmon", "inventory", "load", str(dump), "--site",
+        seconds, rss = peak_rss_kib([PNFSMON, "inventory", "load", str(dump), "--site",
                                      "T1_XX"], env=env)
         print(f"inventory load of {FILES:,} entries: {seconds:.1f} s "
               f"({FILES / seconds:,.0f} entries/s), peak {rss / 1024:.0f} MB")
@@ -115,7 +116,7 @@ def main() -> None:
         try:
             for size, run in runs:
                 pool = buffer_pool(engine, size if size != original else None)
-                seconds, rss = peak_rss_kib(["pnfsmon", "compare", "--site", "T1_XX",
+                seconds, rss = peak_rss_kib([PNFSMON, "compare", "--site", "T1_XX",
                                              "--output", str(tmp / "out")], env=env)
                 print(f"pnfsmon compare, {run}, buffer pool {pool >> 20} MiB: {seconds:.1f} s"
                       f" (target <= 20 s; {seconds / base:.0f}x sort+comm), peak memory "

@@ -42,6 +42,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     MARIADB_ADMIN,
+    PNFSMON,
     build_flat_tree,
     build_production_tree,
     fresh_mariadb,
@@ -85,7 +86,7 @@ def crawl(root: Path, env: dict) -> tuple[float, int, tuple[int, ...]]:
     """(seconds, peak RSS KiB, (new, changed, vanished)) of one ``pnfsmon crawl``."""
     server = server_cpu()
     started = time.perf_counter()
-    proc = subprocess.Popen(["pnfsmon", "crawl", str(root), "--grace", "0"], env=env,
+    proc = subprocess.Popen([PNFSMON, "crawl", str(root), "--grace", "0"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started

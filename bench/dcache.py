@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from common import fresh_mariadb, pnfsmon_env  # noqa: E402
+from common import PNFSMON, fresh_mariadb, pnfsmon_env  # noqa: E402
 from dcache_fuse import DcacheMount, available  # noqa: E402
 
 GROUPS, DIRS, FILES = 10, 20, 100  # 20,000 files
@@ -62,7 +62,7 @@ def crawl(root: Path, kind: str, n: int, parallel: int | None = None) -> float:
     """files/s of one ``pnfsmon crawl`` (a fresh MariaDB database), end to end."""
     with fresh_mariadb() as url:
         env = pnfsmon_env(url)
-        cmd = ["pnfsmon", "crawl", str(root), "--namespace", kind, "--grace", "0"]
+        cmd = [PNFSMON, "crawl", str(root), "--namespace", kind, "--grace", "0"]
         if parallel is not None:
             cmd += ["--parallel", str(parallel)]
         started = time.perf_counter()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from common import fresh_mariadb, pnfsmon_env, recount_ledger, rows, start_up  # noqa: E402
+from common import PNFSMON, fresh_mariadb, pnfsmon_env, recount_ledger, rows, start_up  # noqa: E402
 from dcache_fuse import Changes, DcacheMount, available  # noqa: E402
 
 GROUPS, DIRS, FILES = 10, 20, 100  # 20,000 files in 200 directories
@@ -73,7 +73,7 @@ def change(changes: Changes) -> dict[str, int]:
 
 def crawl(root: Path, env: dict, *extra: str) -> tuple[float, str]:
     started = time.perf_counter()
-    out = subprocess.run(["pnfsmon", "crawl", str(root), "--namespace", "chimera",
+    out = subprocess.run([PNFSMON, "crawl", str(root), "--namespace", "chimera",
                           "--grace", "0", *extra], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if out.returncode != 0:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from common import (
+    PNFSMON,
     buffer_pool,
     fresh_mariadb,
     insert_finished_crawl,
@@ -101,7 +102,7 @@ def baseline(database: str) -> float:
 
 
 def timed_report(env: dict, out: Path) -> tuple[float, int]:
-    timings = [peak_rss_kib(["pnfsmon", "report", str(out)], env=env) for _ in range(2)]
+    timings = [peak_rss_kib([PNFSMON, "report", str(out)], env=env) for _ in range(2)]
     return min(t for t, _ in timings), max(m for _, m in timings)  # warm, peak
 
 

@@ -46,6 +46,7 @@ from sqlalchemy.schema import AddConstraint, CreateIndex, DropConstraint, DropIn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    PNFSMON,
     buffer_pool,
     fresh_mariadb,
     peak_rss_kib,
@@ -196,7 +197,7 @@ def claim_and_record(url: str, label: str) -> tuple[float, float]:
 def nagios_best_of_3(env: dict) -> float:
     """Best of three ``pnfsmon status --nagios`` runs, tool start included."""
     return min(timed("pnfsmon status --nagios, tool start included", lambda: subprocess.run(
-        ["pnfsmon", "status", "--nagios"], env=env, stdout=subprocess.DEVNULL))
+        [PNFSMON, "status", "--nagios"], env=env, stdout=subprocess.DEVNULL))
         for _ in range(3))
 
 
@@ -280,7 +281,7 @@ def measure(url: str, env: dict, engine: sa.Engine, n: int, now: float,
 
     nagios = nagios_best_of_3(env)
     queries = summary_queries(url)
-    line = subprocess.run(["pnfsmon", "status", "--nagios"], env=env, capture_output=True,
+    line = subprocess.run([PNFSMON, "status", "--nagios"], env=env, capture_output=True,
                           text=True).stdout.strip()
     scan = mysql(url, "SELECT site, status, count(*), sum(size) FROM statuses "
                       "GROUP BY site, status")
@@ -295,7 +296,7 @@ def measure(url: str, env: dict, engine: sa.Engine, n: int, now: float,
         return
 
     with tempfile.TemporaryDirectory(prefix="pnfsmon-bench-scale-") as out:
-        seconds, rss = peak_rss_kib(["pnfsmon", "report", out], env=env)
+        seconds, rss = peak_rss_kib([PNFSMON, "report", out], env=env)
     stream = mysql(url, "SELECT s.*, e.* FROM statuses s LEFT JOIN events e ON "
                         "e.file_id = s.id WHERE s.status IN (2, 3, 4, 5)") + mysql(
         url, "SELECT path, size FROM statuses WHERE status = 1")
@@ -305,7 +306,7 @@ def measure(url: str, env: dict, engine: sa.Engine, n: int, now: float,
     with tempfile.TemporaryDirectory(prefix="pnfsmon-bench-compare-") as out:
         env_c = dict(env)
         for _ in range(2):  # missing and orphan lists need two compares
-            seconds, rss = peak_rss_kib(["pnfsmon", "compare", "--site", SITE, "--output",
+            seconds, rss = peak_rss_kib([PNFSMON, "compare", "--site", SITE, "--output",
                                          out], env=env_c)
     join = mysql(url, "SELECT i.path, s.id FROM inventory i LEFT JOIN statuses s ON "
                       f"s.site = '{SITE}' AND s.path_hash = i.path_hash")
@@ -315,7 +316,7 @@ def measure(url: str, env: dict, engine: sa.Engine, n: int, now: float,
     cutoff = now - 365 * DAY
     with engine.connect() as conn:
         before = conn.exec_driver_sql("SELECT count(*) FROM events").scalar()
-    prune, _ = peak_rss_kib(["pnfsmon", "db", "prune", "--events-older-than", "365",
+    prune, _ = peak_rss_kib([PNFSMON, "db", "prune", "--events-older-than", "365",
                              "--vanished-older-than", "90"], env=env)
     with engine.connect() as conn:
         left = conn.exec_driver_sql("SELECT count(*) FROM events").scalar()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from common import build_flat_tree, fresh_mariadb, pnfsmon_env, rows, start_up  # noqa: E402
+from common import PNFSMON, build_flat_tree, fresh_mariadb, pnfsmon_env, rows, start_up  # noqa: E402
 from helpers import write_file  # noqa: E402
 from latency_proxy import LatencyProxy  # noqa: E402
 from xrootd_server import XRootDServer, available  # noqa: E402
@@ -123,7 +123,7 @@ def crawl_seconds(server: str, top: str, checksums: str) -> float:
     with fresh_mariadb() as url:
         env = pnfsmon_env(url)
         started = time.perf_counter()
-        subprocess.run(["pnfsmon", "crawl", f"{server}//{top}", "--checksums", checksums,
+        subprocess.run([PNFSMON, "crawl", f"{server}//{top}", "--checksums", checksums,
                         "--grace", "0"], env=env, check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - started
 
@@ -151,7 +151,7 @@ CHANGED = 2  # directories of the WAN tree changed between the crawls: 2%
 
 def site_crawl(server: str, top: str, env: dict, *extra: str) -> tuple[float, str]:
     started = time.perf_counter()
-    out = subprocess.run(["pnfsmon", "crawl", f"{server}//{top}", "--site", "bench",
+    out = subprocess.run([PNFSMON, "crawl", f"{server}//{top}", "--site", "bench",
                           "--grace", "0", *extra], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if out.returncode != 0:
