@@ -7,6 +7,7 @@ import contextlib
 import os
 import pickle
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,27 @@ BACKENDS = os.environ.get("PNFSMON_TEST_BACKENDS", "sqlite,mariadb,postgresql").
 #: Seconds a command may take before its test fails (a hung one must not hang the
 #: session): generous, for a loaded 2-core machine.
 COMMAND_TIMEOUT = 300
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing holds now, for a test's server (or a client that
+    must find nobody there). Below the kernel's ephemeral range: a port the kernel hands
+    out for 0 is free only until an outgoing connection takes it (the tests' database
+    clients make many), and a server given it then failed to start. Another test's server
+    may still draw the same port: the servers retry on "address already in use"."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    draw = random.SystemRandom()  # (not the tests' seeded generator: xdist workers alike)
+    while True:
+        port = draw.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def clean_environment(**variables: str) -> dict[str, str]:

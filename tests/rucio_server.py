@@ -15,6 +15,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from helpers import free_port
+
+#: Starts tried, each on another port, when the port was taken between choosing and binding.
+STARTS = 5
 VENV = Path(os.environ.get("PNFSMON_TEST_RUCIO_VENV", "/opt/pnfsmon-rucio-venv"))
 ACCOUNT, PASSWORD = "root", "pnfsmon-test-secret"
 
@@ -55,12 +59,6 @@ def available() -> str | None:
     except ImportError:
         return "rucio-clients is not installed (the test extra has it)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def client_config(path: Path, port: int) -> Path:
@@ -112,7 +110,27 @@ class RucioServer:
                  "create_root_account()"],
                 env=self._environment(), check=True, stdin=subprocess.DEVNULL, cwd=self.work,
                 stdout=subprocess.DEVNULL, stderr=log)
-        with open(self.work / "server.log", "wb") as log:  # the child keeps its own copy
+        log = self.work / "server.log"
+        for _ in range(STARTS):
+            start = log.stat().st_size if log.exists() else 0
+            if self._serve():
+                return self
+            with open(log, "rb") as out:  # what this start said
+                said = out.read()[start:].decode(errors="replace")
+            if "address already in use" not in said.lower():
+                break
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+        self.stop()
+        raise RuntimeError(f"the Rucio server did not start on port {self.port}:\n"
+                           f"{said[-3000:]}")
+
+    def _serve(self) -> bool:
+        """Start the server on ``self.port``: True once it answers, False if it ended
+        (its log says why) or did not answer within a minute."""
+        self.stop()
+        # (Appended to: the log keeps why an earlier start failed.)
+        with open(self.work / "server.log", "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
                 [str(VENV / "bin" / "flask"), "--app", "rucio.web.rest.flaskapi.v1.main",
                  "run", "--host", "127.0.0.1", "--port", str(self.port), "--with-threads"],
@@ -123,14 +141,12 @@ class RucioServer:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                break
+                return False
             with contextlib.suppress(OSError), \
                     urllib.request.urlopen(f"{self.url}/ping", timeout=2):
-                return self
+                return True
             time.sleep(0.1)
-        self.stop()
-        log = (self.work / "server.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"the Rucio server did not start on port {self.port}:\n{log}")
+        return False
 
     def token(self) -> str:
         request = urllib.request.Request(f"{self.url}/auth/userpass", headers={

@@ -12,8 +12,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import socket
 import uuid
 
+import helpers
 import pytest
 import rucio_server
 import sqlalchemy as sa
@@ -107,6 +109,28 @@ def recorded(engine) -> list[tuple[str, str]]:
     with engine.connect() as conn:
         return sorted((bytes(r.name).decode(), r.outcome) for r in conn.execute(
             sa.select(declarations.c.name, declarations.c.outcome)))
+
+
+def test_a_test_rucio_whose_port_is_taken_before_it_binds_starts_on_another(
+        rucio, tmp_path, monkeypatch):
+    """A port chosen free can be taken before the server binds it (as an XRootD test
+    server's was in CI): the test Rucio then starts on another port, and serves."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        draws = iter([taken, taken])
+        monkeypatch.setattr(rucio_server, "free_port",
+                            lambda: next(draws, None) or helpers.free_port())
+        server = rucio_server.RucioServer(tmp_path / "rucio")
+        try:
+            server.start()
+            assert server.port != taken
+            assert "address already in use" in (tmp_path / "rucio" / "server.log"
+                                                ).read_text().lower()
+            assert server.token()
+        finally:
+            server.stop()
 
 
 def test_declare_apply_makes_exactly_the_bad_replicas_bad(rucio, site_setup, engine,

@@ -19,7 +19,14 @@ from pnfsmon.schema import db, migrate
 from pnfsmon.schema.config import Settings
 from pnfsmon.schema.status import Status
 from pnfsmon.schema.tables import events, statuses
-from tests.helpers import SERVERS, create_database_when_up, open_path_to, pnfsmon, write_file
+from tests.helpers import (
+    SERVERS,
+    create_database_when_up,
+    free_port,
+    open_path_to,
+    pnfsmon,
+    write_file,
+)
 
 FILES = 6000
 
@@ -141,12 +148,10 @@ class PrivateMariaDB:
     stopped and started without disturbing the server the other tests use."""
 
     def __init__(self, base) -> None:
-        import socket
-
         self.base = base
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        # (Outside the ephemeral range: its restarts bind the port again, which a database
+        # client's outgoing connection could take meanwhile.)
+        self.port = free_port()
         self.url = f"mysql+pymysql://root@127.0.0.1:{self.port}/pnfsmon"
         self.proc: subprocess.Popen | None = None
         base.mkdir(parents=True, exist_ok=True)

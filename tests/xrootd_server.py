@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from helpers import open_path_to
+from helpers import free_port, open_path_to
 
 XROOTD = shutil.which("xrootd") or "/usr/bin/xrootd"
 
@@ -38,10 +38,8 @@ def available() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: Starts tried, each on another port, when the port was taken between choosing and binding.
+STARTS = 5
 
 
 class XRootDServer:
@@ -49,8 +47,8 @@ class XRootDServer:
         self.data = data
         self.work = work
         self.name = name
-        self.port = _free_port()
-        self.url = f"root://127.0.0.1:{self.port}"
+        self.port = 0  # chosen at start
+        self.url = ""
         self.pid: int | None = None
         self.admin: Path | None = None
 
@@ -65,21 +63,37 @@ class XRootDServer:
             shutil.rmtree(self.admin, ignore_errors=True)
             raise
 
+    @property
+    def log(self) -> Path:
+        """Its log: xrootd puts the file given with -l in a directory named by -n."""
+        return self.work / self.name / "xrootd.log"
+
     def _start(self, admin: Path) -> XRootDServer:
         self.work.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
-        config = self.work / "xrootd.cfg"
-        config.write_text(
-            f"all.export /\noss.localroot {self.data}\nxrd.port {self.port}\n"
-            f"xrootd.chksum adler32\nall.adminpath {admin}\nall.pidpath {admin}\n")
         user = pwd.getpwnam("xrootd")
         for own in (self.work, admin):  # its log and admin files
             os.chown(own, user.pw_uid, user.pw_gid)
         open_path_to(self.work)
         open_path_to(self.data)
-        subprocess.run(["runuser", "-u", "xrootd", "--", XROOTD, "-c", str(config),
-                        "-l", str(self.work / "xrootd.log"), "-b", "-n", self.name],
-                       check=True, stdin=subprocess.DEVNULL)
+        for _ in range(STARTS):
+            self.port = free_port()
+            self.url = f"root://127.0.0.1:{self.port}"
+            config = self.work / "xrootd.cfg"
+            config.write_text(
+                f"all.export /\noss.localroot {self.data}\nxrd.port {self.port}\n"
+                f"xrootd.chksum adler32\nall.adminpath {admin}\nall.pidpath {admin}\n")
+            # With -b it says why it failed only in its log, and exits 1.
+            if subprocess.run(["runuser", "-u", "xrootd", "--", XROOTD, "-c", str(config),
+                               "-l", str(self.work / "xrootd.log"), "-b", "-n", self.name],
+                              stdin=subprocess.DEVNULL).returncode == 0:
+                break
+            said = self.log.read_text(errors="replace") if self.log.exists() else ""
+            if "address already in use" not in said:
+                raise RuntimeError(f"xrootd failed to start on port {self.port}:\n"
+                                   f"{said[-2000:]}")
+        else:
+            raise RuntimeError(f"xrootd found every port it was given taken ({STARTS})")
         pidfile = admin / self.name / "xrootd.pid"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -88,8 +102,8 @@ class XRootDServer:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return self
             time.sleep(0.05)
-        log = (self.work / "xrootd.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"xrootd did not start on port {self.port}:\n{log}")
+        said = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+        raise RuntimeError(f"xrootd did not start on port {self.port}:\n{said}")
 
     def give(self, *paths: Path) -> None:
         """Hand files and directories to the xrootd user, as a real server's data is
