@@ -273,15 +273,18 @@ class ParallelWalk:
             pending.extend(_Task(_Directory(p)) for p in reversed(following))
             yield from items
 
-    def list_whole(self, directory: bytes) -> Outcome:
-        """List ``directory`` and describe its files, in this thread."""
-        return self._run_whole(_Task(_Directory(directory)))
+    def list_whole(self, directory: bytes, most: int | None = None) -> Outcome:
+        """List ``directory`` and describe its files, in this thread; one that lists more
+        than ``most`` names is only listed (its ``names`` left undescribed)."""
+        return self._run_whole(_Task(_Directory(directory)), most)
 
-    def _run_whole(self, task: _Task) -> Outcome:
+    def _run_whole(self, task: _Task, most: int | None = None) -> Outcome:
         """Run ``task`` to its end in this thread: a listing with its files described
-        (one call at a time, its descriptor closed after)."""
+        (one call at a time, its descriptor closed after), unless it lists more than
+        ``most`` names."""
         outcome = self._run(task)
-        if task.kind == LIST and outcome.error is None and outcome.names:
+        if (task.kind == LIST and outcome.error is None and outcome.names
+                and (most is None or len(outcome.names) <= most)):
             self._describe_slice(task.directory, outcome.names, outcome)
         self.close(task.directory)
         return outcome

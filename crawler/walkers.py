@@ -14,7 +14,8 @@ does next to nothing a file, and the walk runs on every core.
 
 Used for a full crawl of a local filesystem walked one call at a time, when more than one
 CPU is the crawl's and the last complete crawl saved digests (``PosixNamespace.processes``);
-anything else is walked in the crawl's own process (``crawler.walk``). Directories arrive
+anything else is walked in the crawl's own process (``crawler.walk``), and so is a directory
+of more than ``WHOLE`` names (its walker only lists it). Directories arrive
 in another order; the rows, counters and directory state are the same. Walkers run at a
 lower CPU priority (``NICE``) than the crawl, the database and the checks beside them.
 
@@ -52,6 +53,11 @@ from pnfsmon.schema.reference import Reference
 MAX_PROCESSES = 4  # (the crawl's host has other work: the database, checks)
 NICE = 10  # the walkers' CPU priority, below the crawl's own
 IN_FLIGHT = 2  # directories a walker holds: one it lists, one to take next
+# Names a walker describes at most in one directory. A directory crosses whole, so while
+# it crosses its files are in two processes at once (2.3x a walk in one process, measured
+# at 300,000 files): a larger one is described by the crawl's own process, as without
+# walkers.
+WHOLE = 100_000
 _POLL = 1.0  # seconds between looks at the walkers (and, in a walker, at its crawl)
 _UNREADABLE = Reference.UNREADABLE
 _PR_SET_PDEATHSIG = 1
@@ -139,6 +145,7 @@ class _Found:
     problems: list[tuple[bytes, str]] = field(default_factory=list)
     size: int = 0  # its files' bytes (held only)
     may_change: bool = False  # a file in it may still change (held only; ``DirectoryPlan.files``)
+    too_large: bool = False  # more than ``WHOLE`` names: the crawl lists it itself
 
 
 @dataclass
@@ -152,7 +159,8 @@ def _found(outcome: Outcome, saved: dict[bytes, bytes], include_nearline: bool,
            plan: DirectoryPlan) -> _Found:
     items = [item for item, _ in outcome.files]
     found = _Found(outcome, problems=[(item.path, problem) for item, problem in outcome.files
-                                      if problem is not None])
+                                      if problem is not None],
+                   too_large=outcome.error is None and len(outcome.names) > WHOLE)
     outcome.files, outcome.names = [], []  # (the files cross packed; their names not at all)
     if not items:
         return found
@@ -188,7 +196,8 @@ def _walker(namespace, tasks, results, others: list, saved: dict[bytes, bytes],
         while (path := _receive(tasks, parent)) is not None:
             # Sent here, not by a thread: a message that cannot be sent is this walker's
             # failure, and a full pipe holds the walk back.
-            results.send(_found(walk.list_whole(path), saved, include_nearline, plan))
+            results.send(_found(walk.list_whole(path, WHOLE), saved, include_nearline,
+                                plan))
         results.send(_Finished(os.getpid(), namespace.unsupported - before,
                                namespace.unsupported_example))
     except BaseException as err:  # noqa: BLE001 (every end reaches the crawl)
@@ -365,6 +374,7 @@ def walk(namespace, stats: WalkStats, plan: DirectoryPlan, processes: int,
     ``Ingest.add_directories``: (its name, its files, their digest). ``saved``: the
     digests the last complete crawl saved; ``include_nearline`` as the ingest's."""
     walkers = _Walkers()
+    here = namespace.parallel_walk()  # (for the directories too large to cross)
     try:
         walkers.start(processes, namespace, saved, include_nearline, plan)
         walkers.to_list.append(namespace.root)
@@ -375,11 +385,13 @@ def walk(namespace, stats: WalkStats, plan: DirectoryPlan, processes: int,
             if isinstance(found, _Finished):  # (only after None: never here)
                 raise WorkerLost(f"walker process {found.pid} ended before the walk did")
             waiting -= 1
+            if found.too_large:  # listed again, and described, in this process
+                found = _Found(here.list_whole(found.outcome.task.directory.path))
             following, files = _take(found, stats, plan)
             walkers.to_list.extend(reversed(following))  # (the first listed comes first)
             waiting += len(following)
             if files:
-                yield found.name, files, found.digest
+                yield found.name or directory_of(files[0].path), files, found.digest
         walkers.finish()
         for finished in walkers.finished.values():
             namespace.counted_unsupported(finished.unsupported, finished.example)
@@ -398,6 +410,7 @@ def _take(found: _Found, stats: WalkStats, plan: DirectoryPlan
         problems = dict(found.problems)
         outcome.files = [(item, problems.get(item.path)) for item in packed]
     items, following = ParallelWalk.account(outcome, stats, plan)
+    outcome.files, outcome.names = [], []  # (not kept while the ingest takes the files)
     if packed is None or not found.held:
         return following, items
     stats.files += len(packed)

@@ -156,6 +156,34 @@ def test_a_file_whose_checksum_cannot_be_read_is_counted_by_the_crawl(engine, tm
     assert stats.checksums_unread == 6
 
 
+def test_a_directory_too_large_to_cross_is_described_by_the_crawl_itself(
+        engine, tmp_path, monkeypatch):
+    """A directory crosses whole, so while it crosses its files sit in two processes: one
+    of more than ``WHOLE`` names is listed and described by the crawl's own process, as
+    without walkers. Rows, counters, digests and state stay those of one process."""
+    monkeypatch.setattr(walkers, "WHOLE", 4)  # d0 to d5 (5 or 6 names each); the walkers
+    here = []  # are forked after this
+    real = ParallelWalk.list_whole
+
+    def list_whole(self, path, most=None):
+        if os.getpid() == MAIN:
+            here.append(path)
+        return real(self, path, most)
+
+    monkeypatch.setattr(ParallelWalk, "list_whole", list_whole)
+    root, pair = crawled_twice(engine, tmp_path, Pair, build)
+    large = {os.path.join(root, b"d%d" % d) for d in range(6)}
+    assert sorted(here) == sorted(large)  # the second crawl's: the first had no walkers
+    (stats, ingest), _ = pair.crawl()
+    assert stats.walkers == 2 and ingest.unchanged_files == 34  # still held by the ingest
+    write_file(os.path.join(root, b"d0/added.root"), b"added", record=True)
+    os.unlink(os.path.join(root, b"d1/f0.root"))
+    write_file(os.path.join(root, b"d2/f1.root"), random_bytes(999, 1), record=True)
+    (stats, ingest), _ = pair.crawl()
+    assert (ingest.counts.new, ingest.counts.changed, ingest.counts.vanished) == (1, 1, 1)
+    assert len(here) == 3 * len(large)
+
+
 def crawled_with_digests(engine, tmp_path) -> bytes:
     root = os.fsencode(tmp_path / "tree")
     build(root)
@@ -469,12 +497,12 @@ def test_a_dead_walker_is_noticed_while_the_others_still_send(engine, tmp_path, 
         walk = real_walk(self)
         real = walk.list_whole
 
-        def list_whole(path):
+        def list_whole(path, most=None):
             if os.getpid() != MAIN:
                 if path.endswith(b"/d00"):
                     os.kill(os.getpid(), signal.SIGKILL)
                 time.sleep(0.01)  # a directory's calls take 10 ms (a busy disk)
-            return real(path)
+            return real(path, most)
         walk.list_whole = list_whole
         return walk
 
@@ -686,10 +714,10 @@ def test_a_failed_crawl_leaves_no_thread_or_descriptor(engine, tmp_path, monkeyp
         crawl(engine, PosixNamespace(root), "s")
     real = ParallelWalk.list_whole
 
-    def list_whole(self, path):
+    def list_whole(self, path, most=None):
         if os.getpid() != MAIN and path != root:
             os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer, past the root
-        return real(self, path)
+        return real(self, path, most)
 
     monkeypatch.setattr(ParallelWalk, "list_whole", list_whole)
     fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
