@@ -101,6 +101,40 @@ def test_long_vanished_files_are_deleted_with_their_checks(engine, tree):
         assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() == 1
 
 
+def test_vanished_files_are_pruned_by_when_they_went_batch_by_batch(engine, tmp_path):
+    """Files that went before the retention's start are deleted, with their checks, a
+    batch at a time; files that went after it, present files and another site's young
+    ones stay."""
+    trees = {site: tmp_path / site for site in ("s", "t")}
+    files = {site: [write_file(tree / f"f{i}", b"x%d" % i) for i in range(7)]
+             for site, tree in trees.items()}
+    for site, tree in trees.items():
+        crawl(engine, os.fsencode(tree), site)
+    check_at(engine, time.time(), lambda p: Status.OK)
+    for path in files["s"][:5] + files["t"][:1]:  # gone long ago
+        os.unlink(path)
+    for site, tree in trees.items():
+        crawl(engine, os.fsencode(tree), site)
+    time.sleep(0.05)
+    cut = time.time()
+    time.sleep(0.05)
+    for path in files["s"][5:6] + files["t"][1:3]:  # gone just now
+        os.unlink(path)
+    for site, tree in trees.items():
+        crawl(engine, os.fsencode(tree), site)
+    batches = []
+    assert prune.prune_vanished(engine, cut, batch=2, progress=batches.append) == (6, 6)
+    assert batches == [2, 4, 6]
+    with engine.connect() as conn:
+        left = {bytes(p): Status(st) for p, st in conn.execute(
+            sa.select(statuses.c.path, statuses.c.status))}
+        checked = {r for r in conn.execute(sa.select(events.c.file_id)).scalars()}
+    assert left == {**{files["s"][5]: Status.VANISHED, files["s"][6]: Status.OK},
+                    **dict.fromkeys(files["t"][1:3], Status.VANISHED),
+                    **dict.fromkeys(files["t"][3:], Status.OK)}
+    assert len(checked) == len(left)  # the deleted files' checks went with them
+
+
 def test_prune_command_and_its_configured_defaults(engine, tree, tmp_path):
     write_file(tree / "a", b"a")
     crawl(engine, os.fsencode(tree), "s")
