@@ -83,8 +83,9 @@ def prune_vanished(engine: sa.Engine, before: float, *, batch: int = BATCH,
     # Their ids in one pass over the vanished rows (the (status, site) index), then a batch
     # of ids at a time by primary key. A batch found by a LIMIT would read every vanished
     # row again, the young ones included: at millions of them, seconds to minutes a batch.
-    with engine.connect() as conn:
-        ids = array("q", conn.execute(sa.select(s.id).where(old).order_by(s.id)).scalars())
+    with engine.connect() as conn:  # (streamed: 8 bytes an id here, not a row object)
+        ids = array("q", conn.execution_options(stream_results=True, yield_per=10000)
+                    .execute(sa.select(s.id).where(old).order_by(s.id)).scalars())
     files = n_events = 0
     for start in range(0, len(ids), batch):
         # (Asked again under lock: a file that came back since is spared.)
