@@ -59,6 +59,20 @@ def free_port() -> int:
             return port
 
 
+@contextlib.contextmanager
+def port_taken_first(monkeypatch, module):
+    """A port held by a listening socket, which ``module.free_port`` hands out first
+    (twice, then free ones): a test server started meanwhile finds its port taken, as
+    when another process binds the port between its choice and the server's bind."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        draws = iter([taken, taken])
+        monkeypatch.setattr(module, "free_port", lambda: next(draws, None) or free_port())
+        yield taken
+
+
 def clean_environment(**variables: str) -> dict[str, str]:
     """The test run's environment without the ``PNFSMON_*`` and ``RUCIO_*`` settings of the
     operator or the test session, plus ``variables``: what a command a test starts sees."""

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import uuid
 
 import helpers
@@ -115,13 +114,7 @@ def test_a_test_rucio_whose_port_is_taken_before_it_binds_starts_on_another(
         rucio, tmp_path, monkeypatch):
     """A port chosen free can be taken before the server binds it (as an XRootD test
     server's was in CI): the test Rucio then starts on another port, and serves."""
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        taken = holder.getsockname()[1]
-        draws = iter([taken, taken])
-        monkeypatch.setattr(rucio_server, "free_port",
-                            lambda: next(draws, None) or helpers.free_port())
+    with helpers.port_taken_first(monkeypatch, rucio_server) as taken:
         server = rucio_server.RucioServer(tmp_path / "rucio")
         try:
             server.start()

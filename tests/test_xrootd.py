@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -153,13 +152,7 @@ def test_a_test_server_whose_port_is_taken_before_it_binds_starts_on_another(
     """A port chosen free can be taken before xrootd binds it; ``xrootd -b`` then exits 1
     and says why only in its log (a CI run lost every XRootD test of one worker so). The
     test server starts on another port, and serves."""
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        taken = holder.getsockname()[1]
-        draws = iter([taken, taken])
-        monkeypatch.setattr(xrootd_server, "free_port",
-                            lambda: next(draws, None) or helpers.free_port())
+    with helpers.port_taken_first(monkeypatch, xrootd_server) as taken:
         server = XRootDServer(tmp_path / "data", tmp_path / "work", name="port-taken").start()
         try:
             assert server.port != taken
