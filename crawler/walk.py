@@ -50,6 +50,7 @@ Describe = Callable[[int, bytes, bytes, os.stat_result], tuple[Listed, str | Non
 DEFAULT_TIMEOUT = 300.0  # seconds one call may take before its directory is given up
 SLICE = 64  # files described per task, at most...
 MIN_SLICE = 4  # ...and at least: a few directories' files still fill every thread
+WHOLE_SLICE = 1000  # files described between two calls of ``list_whole``'s ``between``
 MAX_WAITING = 20_000  # described files not yet consumed: no new directory is listed
 _POLL = 0.5  # seconds between looks for calls that take too long
 MIN_HUNG = 4  # given-up calls that may hang before the mount is taken for dead
@@ -273,20 +274,32 @@ class ParallelWalk:
             pending.extend(_Task(_Directory(p)) for p in reversed(following))
             yield from items
 
-    def list_whole(self, directory: bytes, most: int | None = None) -> Outcome:
+    def list_whole(self, directory: bytes, most: int | None = None,
+                   between: Callable[[], None] | None = None) -> Outcome:
         """List ``directory`` and describe its files, in this thread; one that lists more
-        than ``most`` names is only listed (its ``names`` left undescribed)."""
-        return self._run_whole(_Task(_Directory(directory)), most)
+        than ``most`` names is only listed (its ``names`` left undescribed). ``between``
+        is called between slices of its files (it may raise, to stop the describing)."""
+        return self._run_whole(_Task(_Directory(directory)), most, between)
 
-    def _run_whole(self, task: _Task, most: int | None = None) -> Outcome:
+    def _run_whole(self, task: _Task, most: int | None = None,
+                   between: Callable[[], None] | None = None) -> Outcome:
         """Run ``task`` to its end in this thread: a listing with its files described
-        (one call at a time, its descriptor closed after), unless it lists more than
-        ``most`` names."""
-        outcome = self._run(task)
-        if (task.kind == LIST and outcome.error is None and outcome.names
-                and (most is None or len(outcome.names) <= most)):
-            self._describe_slice(task.directory, outcome.names, outcome)
-        self.close(task.directory)
+        (one call at a time, its descriptor closed after, however it ends), unless it
+        lists more than ``most`` names."""
+        try:
+            outcome = self._run(task)
+            names = outcome.names
+            if (task.kind == LIST and outcome.error is None and names
+                    and (most is None or len(names) <= most)):
+                step = len(names) if between is None else WHOLE_SLICE
+                for start in range(0, len(names), step):
+                    if start:
+                        if outcome.error is not None:  # (a file could not be stat'ed)
+                            break
+                        between()
+                    self._describe_slice(task.directory, names[start:start + step], outcome)
+        finally:
+            self.close(task.directory)
         return outcome
 
     def _walk_threads(self, stats: WalkStats, plan: DirectoryPlan, to_list: list[bytes],

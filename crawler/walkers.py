@@ -53,11 +53,12 @@ from pnfsmon.schema.reference import Reference
 MAX_PROCESSES = 4  # (the crawl's host has other work: the database, checks)
 NICE = 10  # the walkers' CPU priority, below the crawl's own
 IN_FLIGHT = 2  # directories a walker holds: one it lists, one to take next
-# Names a walker describes at most in one directory. A directory crosses whole, so while
-# it crosses its files are in two processes at once (2.3x a walk in one process, measured
-# at 300,000 files): a larger one is described by the crawl's own process, as without
-# walkers.
-WHOLE = 100_000
+# Names a walker describes at most in one directory: a larger one is described by the
+# crawl's own process, as without walkers. A directory crosses whole, its files in two
+# processes while it crosses, and every walker may hold one: this bounds what the walkers
+# hold beyond a walk in one process to a few such directories (one of 300,000 files cost
+# 2.3x; production layouts hold hundreds to thousands a directory).
+WHOLE = 10_000
 _POLL = 1.0  # seconds between looks at the walkers (and, in a walker, at its crawl)
 _UNREADABLE = Reference.UNREADABLE
 _PR_SET_PDEATHSIG = 1
@@ -325,6 +326,18 @@ class _Walkers:
                     walker.busy -= 1
                 return message
 
+    def check(self) -> None:
+        """While the crawl describes a directory itself and reads no pipe: end the crawl
+        as ``next`` would if a walker has ended, with its error if it sent one, else
+        ``WorkerLost`` (no walker ends before the walk does)."""
+        for walker in self.walkers:
+            if walker.open and not walker.proc.is_alive():
+                with contextlib.suppress(EOFError, OSError):
+                    while True:  # what it sent before it ended; its pipe ends after
+                        if isinstance(message := walker.results.recv(), PnfsmonError):
+                            raise message
+                raise WorkerLost(_lost(walker.proc))
+
     def stop(self) -> None:
         """Every walker ended (killed if it still runs), every pipe closed."""
         started = [w.proc for w in self.walkers if w.proc.pid is not None]
@@ -386,7 +399,8 @@ def walk(namespace, stats: WalkStats, plan: DirectoryPlan, processes: int,
                 raise WorkerLost(f"walker process {found.pid} ended before the walk did")
             waiting -= 1
             if found.too_large:  # listed again, and described, in this process
-                found = _Found(here.list_whole(found.outcome.task.directory.path))
+                found = _Found(here.list_whole(found.outcome.task.directory.path,
+                                               between=walkers.check))
             following, files = _take(found, stats, plan)
             walkers.to_list.extend(reversed(following))  # (the first listed comes first)
             waiting += len(following)

@@ -6,6 +6,7 @@ interrupted ends the crawl loudly, incomplete, with no walker left behind."""
 from __future__ import annotations
 
 import errno
+import gc
 import multiprocessing
 import os
 import signal
@@ -19,7 +20,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from pnfsmon.crawler import directories, walkers
+from pnfsmon.crawler import directories, walk, walkers
 from pnfsmon.crawler import ingest as ingest_module
 from pnfsmon.crawler.crawl import crawl
 from pnfsmon.crawler.directories import DirectoryPlan
@@ -165,10 +166,10 @@ def test_a_directory_too_large_to_cross_is_described_by_the_crawl_itself(
     here = []  # are forked after this
     real = ParallelWalk.list_whole
 
-    def list_whole(self, path, most=None):
+    def list_whole(self, path, most=None, between=None):
         if os.getpid() == MAIN:
             here.append(path)
-        return real(self, path, most)
+        return real(self, path, most, between)
 
     monkeypatch.setattr(ParallelWalk, "list_whole", list_whole)
     root, pair = crawled_twice(engine, tmp_path, Pair, build)
@@ -182,6 +183,56 @@ def test_a_directory_too_large_to_cross_is_described_by_the_crawl_itself(
     (stats, ingest), _ = pair.crawl()
     assert (ingest.counts.new, ingest.counts.changed, ingest.counts.vanished) == (1, 1, 1)
     assert len(here) == 3 * len(large)
+
+
+@pytest.mark.parametrize("how", ["killed", "failed"])
+def test_a_walker_that_ends_while_the_crawl_describes_a_large_directory_ends_it_soon(
+        engine, tmp_path, monkeypatch, how):
+    """While the crawl describes a directory too large to cross, it reads no walker's
+    pipe: it looks at the walkers between slices of its files, and one that has ended
+    ends the crawl there, not once the whole directory is described: killed, with exit 3;
+    failed, with its own line (exit 4). No descriptor is left open."""
+    root = os.fsencode(tmp_path / "tree")
+    build(root)
+    for n in range(5000):
+        write_file(os.path.join(root, b"large/f%05d.root" % n), b"")
+    for _ in range(2):
+        crawl(engine, PosixNamespace(root), "s")
+    before = rows(engine, "s")
+    monkeypatch.setattr(walkers, "WHOLE", 1000)  # (the walkers are forked after this)
+    seen, described = [], []
+    real_init, real_describe = walkers._Walkers.__init__, PosixNamespace._describe
+
+    def init(self):
+        real_init(self)
+        seen.append(self)
+
+    def describe(self, fd, directory, name, st):
+        if os.getpid() == MAIN and directory.endswith(b"/large"):
+            if not described:
+                victim = seen[0].walkers[0]
+                if how == "killed":  # as by the OOM killer
+                    os.kill(victim.proc.pid, signal.SIGKILL)
+                else:  # a directory it cannot take: its bug
+                    victim.tasks.send(42)
+                victim.proc.join(30)
+            described.append(name)
+        return real_describe(self, fd, directory, name, st)
+
+    monkeypatch.setattr(walkers._Walkers, "__init__", init)
+    monkeypatch.setattr(PosixNamespace, "_describe", describe)
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(PnfsmonError) as err:
+        crawl(engine, PosixNamespace(root), "s")
+    if how == "killed":
+        assert isinstance(err.value, WorkerLost) and "killed by signal 9" in str(err.value)
+    else:
+        assert err.value.exit_code == EXIT_INTERNAL and "TypeError" in str(err.value)
+    del err, seen[:]  # (its frames and the walkers' process objects hold descriptors)
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == fds  # the large directory's closed too
+    assert len(described) == walk.WHOLE_SLICE  # one slice, then the look at the walkers
+    assert_incomplete_and_nothing_vanished(engine, before)
 
 
 def crawled_with_digests(engine, tmp_path) -> bytes:
@@ -244,10 +295,10 @@ import os, signal, time
 from pnfsmon.crawler import walkers
 from pnfsmon.crawler.posix import PosixNamespace
 walkers.cpus = lambda: 2
-real, main = PosixNamespace._describe, os.getpid()
+real, crawl_pid = PosixNamespace._describe, os.getpid()  # (not "main": the CLI's, after)
 def describe(self, fd, directory, name, st):
     act = os.environ.get("ACT")
-    if act and os.getpid() != main and directory != self.root:
+    if act and os.getpid() != crawl_pid and directory != self.root:
         with open(os.environ["WALKERS"], "a") as fh:
             fh.write(f"{os.getpid()}\\n")
         if act.startswith("kill-crawl-"):
@@ -497,12 +548,12 @@ def test_a_dead_walker_is_noticed_while_the_others_still_send(engine, tmp_path, 
         walk = real_walk(self)
         real = walk.list_whole
 
-        def list_whole(path, most=None):
+        def list_whole(path, most=None, between=None):
             if os.getpid() != MAIN:
                 if path.endswith(b"/d00"):
                     os.kill(os.getpid(), signal.SIGKILL)
                 time.sleep(0.01)  # a directory's calls take 10 ms (a busy disk)
-            return real(path, most)
+            return real(path, most, between)
         walk.list_whole = list_whole
         return walk
 
@@ -714,10 +765,10 @@ def test_a_failed_crawl_leaves_no_thread_or_descriptor(engine, tmp_path, monkeyp
         crawl(engine, PosixNamespace(root), "s")
     real = ParallelWalk.list_whole
 
-    def list_whole(self, path, most=None):
+    def list_whole(self, path, most=None, between=None):
         if os.getpid() != MAIN and path != root:
             os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer, past the root
-        return real(self, path, most)
+        return real(self, path, most, between)
 
     monkeypatch.setattr(ParallelWalk, "list_whole", list_whole)
     fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
