@@ -166,10 +166,10 @@ def test_a_directory_too_large_to_cross_is_described_by_the_crawl_itself(
     here = []  # are forked after this
     real = ParallelWalk.list_whole
 
-    def list_whole(self, path, most=None, between=None):
+    def list_whole(self, path, *more, **named):
         if os.getpid() == MAIN:
             here.append(path)
-        return real(self, path, most, between)
+        return real(self, path, *more, **named)
 
     monkeypatch.setattr(ParallelWalk, "list_whole", list_whole)
     root, pair = crawled_twice(engine, tmp_path, Pair, build)
@@ -548,12 +548,12 @@ def test_a_dead_walker_is_noticed_while_the_others_still_send(engine, tmp_path, 
         walk = real_walk(self)
         real = walk.list_whole
 
-        def list_whole(path, most=None, between=None):
+        def list_whole(path, *more, **named):
             if os.getpid() != MAIN:
                 if path.endswith(b"/d00"):
                     os.kill(os.getpid(), signal.SIGKILL)
                 time.sleep(0.01)  # a directory's calls take 10 ms (a busy disk)
-            return real(path, most, between)
+            return real(path, *more, **named)
         walk.list_whole = list_whole
         return walk
 
@@ -765,10 +765,10 @@ def test_a_failed_crawl_leaves_no_thread_or_descriptor(engine, tmp_path, monkeyp
         crawl(engine, PosixNamespace(root), "s")
     real = ParallelWalk.list_whole
 
-    def list_whole(self, path, most=None, between=None):
+    def list_whole(self, path, *more, **named):
         if os.getpid() != MAIN and path != root:
             os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer, past the root
-        return real(self, path, most, between)
+        return real(self, path, *more, **named)
 
     monkeypatch.setattr(ParallelWalk, "list_whole", list_whole)
     fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
