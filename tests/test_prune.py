@@ -5,6 +5,7 @@ the status_counts ledger exact afterwards (conftest's engine fixture checks it).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -133,6 +134,37 @@ def test_vanished_files_are_pruned_by_when_they_went_batch_by_batch(engine, tmp_
                     **dict.fromkeys(files["t"][1:3], Status.VANISHED),
                     **dict.fromkeys(files["t"][3:], Status.OK)}
     assert len(checked) == len(left)  # the deleted files' checks went with them
+
+
+def test_a_nightly_prune_over_months_deletes_each_vanished_file_once_its_time_has_come(
+        engine, tree):
+    """The clock moved by months (faketime), as a site runs ``db prune`` every night: a
+    file gone for longer than the retention goes, with its checks, once; a file that went
+    later stays until its own time has come; present files stay."""
+    # (30 files: losing 2, then 1, stays below max_crawl_drop)
+    paths = [write_file(tree / f"f{n:02d}", b"%d" % n) for n in range(30)]
+    env = {"PNFSMON_DB": engine.url.render_as_string(hide_password=False)}
+
+    def at(days: float, *args: str) -> str:
+        r = pnfsmon(*args, env=env, under=["faketime", "-f", f"+{days}d"])
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    at(0, "crawl", str(tree), "--site", "s", "--grace", "0")
+    check_at(engine, time.time(), lambda p: Status.OK)
+    for path in paths[:2]:
+        os.unlink(path)
+    at(1, "crawl", str(tree), "--site", "s", "--grace", "0")  # two gone on day 1
+    os.unlink(paths[2])
+    at(60, "crawl", str(tree), "--site", "s", "--grace", "0")  # one on day 60
+    said = [at(day, "db", "prune", "--vanished-older-than", "90")
+            for day in (30, 100, 101, 149, 152, 153)]
+    gone = [int(re.search(r"and ([\d,]+) files vanished", line).group(1)) for line in said]
+    assert gone == [0, 2, 0, 0, 1, 0]
+    with engine.connect() as conn:
+        left = sorted(bytes(p) for p in conn.execute(sa.select(statuses.c.path)).scalars())
+        checks = conn.execute(sa.select(sa.func.count()).select_from(events)).scalar()
+    assert left == paths[3:] and checks == 27
 
 
 def test_prune_command_and_its_configured_defaults(engine, tree, tmp_path):
